@@ -1,0 +1,1 @@
+"""Stage 1 (`prepare`): source files -> canonical dataset folder (items, sequences, manifest)."""

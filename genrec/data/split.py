@@ -1,0 +1,80 @@
+"""Leave-one-out and temporal splits over chronological sequences.
+
+Leave-one-out (DESIGN.md protocol): for a sequence s of length n,
+  train      = s[:n-2]                      (the only part any model or feature may learn from)
+  valid      = history s[:n-2], target s[n-2]
+  test       = history s[:n-1], target s[n-1]
+Every user therefore needs at least 3 interactions; ``prepare`` enforces that.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+MIN_LEN_LEAVE_ONE_OUT = 3
+
+
+@dataclass(frozen=True)
+class EvalExamples:
+    """Histories and next-item targets for one evaluation split."""
+
+    user_ids: np.ndarray          # (n,) int
+    histories: list[np.ndarray]   # chronological item ids before the target (untruncated)
+    targets: np.ndarray           # (n,) int
+
+    def __len__(self) -> int:
+        return len(self.targets)
+
+
+@dataclass(frozen=True)
+class Split:
+    train: list[np.ndarray]   # per user, the training prefix (may be shorter than 2 for odd data)
+    valid: EvalExamples
+    test: EvalExamples
+
+
+def leave_one_out(sequences: list[np.ndarray]) -> Split:
+    """Split each user's chronological sequence; see the module docstring."""
+    for u, seq in enumerate(sequences):
+        if len(seq) < MIN_LEN_LEAVE_ONE_OUT:
+            raise ValueError(
+                f"user {u} has {len(seq)} interactions; leave-one-out needs at least "
+                f"{MIN_LEN_LEAVE_ONE_OUT}. Prepare the dataset with min_seq_len >= {MIN_LEN_LEAVE_ONE_OUT}."
+            )
+    users = np.arange(len(sequences))
+    train = [np.asarray(s[:-2]) for s in sequences]
+    valid = EvalExamples(users, [np.asarray(s[:-2]) for s in sequences], np.array([s[-2] for s in sequences]))
+    test = EvalExamples(users, [np.asarray(s[:-1]) for s in sequences], np.array([s[-1] for s in sequences]))
+    return Split(train=train, valid=valid, test=test)
+
+
+def temporal(sequences: list[np.ndarray], timestamps: list[np.ndarray], valid_cut: int, test_cut: int) -> Split:
+    """Global temporal split: events before ``valid_cut`` train, [valid_cut, test_cut) validate, the rest test.
+
+    Each user contributes at most one target per evaluation split (their first event in that window),
+    with all earlier events as history; users with no event in a window are absent from it.
+    """
+    if valid_cut > test_cut:
+        raise ValueError(f"valid_cut ({valid_cut}) must be <= test_cut ({test_cut})")
+    train, vu, vh, vt, tu, th, tt = [], [], [], [], [], [], []
+    for u, (seq, ts) in enumerate(zip(sequences, timestamps)):
+        if ts is None or len(ts) != len(seq):
+            raise ValueError(f"user {u}: temporal split needs a timestamp per interaction")
+        n_train = int(np.searchsorted(ts, valid_cut, side="left"))
+        n_pre_test = int(np.searchsorted(ts, test_cut, side="left"))
+        train.append(np.asarray(seq[:n_train]))
+        if n_pre_test > n_train and n_train > 0:
+            vu.append(u), vh.append(np.asarray(seq[:n_train])), vt.append(seq[n_train])
+        if len(seq) > n_pre_test and n_pre_test > 0:
+            tu.append(u), th.append(np.asarray(seq[:n_pre_test])), tt.append(seq[n_pre_test])
+    mk = lambda u, h, t: EvalExamples(np.array(u, dtype=np.int64), h, np.array(t, dtype=np.int64))  # noqa: E731
+    return Split(train=train, valid=mk(vu, vh, vt), test=mk(tu, th, tt))
+
+
+def training_items(split: Split) -> np.ndarray:
+    """Sorted unique item ids that occur in the training part (what learned features may see)."""
+    if not split.train:
+        return np.zeros(0, dtype=np.int64)
+    return np.unique(np.concatenate([s for s in split.train if len(s)] or [np.zeros(0, dtype=np.int64)]))
