@@ -32,7 +32,9 @@ def ndcg_at_k(ranked: np.ndarray, targets: np.ndarray, k: int) -> float:
     ranks = hit_ranks(ranked, targets)
     if not len(ranks):
         return 0.0
-    gain = np.where((ranks > 0) & (ranks <= k), 1.0 / np.log2(ranks + 1.0), 0.0)
+    hit = (ranks > 0) & (ranks <= k)
+    gain = np.zeros(len(ranks))
+    gain[hit] = 1.0 / np.log2(ranks[hit] + 1.0)
     return float(gain.mean())
 
 
