@@ -1,0 +1,239 @@
+"""The `genrec` console script: one subcommand per pipeline stage.
+
+Each subcommand is a thin wrapper: it builds the stage's typed config from flags (and an
+optional YAML file) and calls one function. Only the chosen stage's module is imported, so
+`genrec --help` is fast.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+from genrec.config import add_config_args, config_from_args
+
+DEFAULT_DEMO_RUN = Path("runs/demo")
+
+
+@dataclass(frozen=True)
+class Stage:
+    name: str
+    summary: str
+    build: Callable[[argparse.ArgumentParser], None]   # adds the stage's flags
+    run: Callable[[argparse.Namespace], int]           # runs it; returns the exit code
+
+
+def _run_arg(p: argparse.ArgumentParser, required: bool = True) -> None:
+    p.add_argument("--run", type=Path, required=required, default=None if required else DEFAULT_DEMO_RUN,
+                   help="run folder: earlier stages' outputs are read from it and this stage writes into it")
+
+
+def _yaml_arg(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--config", type=Path, default=None, help="YAML file with this stage's config fields (flags override it)")
+
+
+# ---------------------------------------------------------------- prepare
+def _build_prepare(p: argparse.ArgumentParser) -> None:
+    from genrec.data.prepare import FORMATS, PrepareConfig
+
+    p.add_argument("source", nargs="?", type=Path, help="folder with the source files (format auto-detected)")
+    p.add_argument("--demo", action="store_true", help="generate the built-in demo dataset and prepare it")
+    p.add_argument("--format", dest="fmt", choices=FORMATS, default=None, help="override format detection")
+    p.add_argument("--name", default=None, help="dataset name recorded in the manifest (default: source folder name)")
+    _run_arg(p, required=False)
+    _yaml_arg(p)
+    add_config_args(p, PrepareConfig)
+
+
+def _run_prepare(a: argparse.Namespace) -> int:
+    from genrec.data.prepare import PrepareConfig, prepare
+
+    source = a.source
+    if a.demo == (source is not None):
+        raise SystemExit("genrec prepare: give either a SOURCE folder or --demo (exactly one)")
+    name = a.name
+    if a.demo:
+        from genrec.data.demo import demo_source_dir
+
+        source, name = demo_source_dir(Path(a.run)), name or "demo"
+    prepare(source, a.run, config_from_args(PrepareConfig, a, a.config), fmt=a.fmt, name=name)
+    return 0
+
+
+# ---------------------------------------------------------------- embed / tokenize
+def _build_embed(p: argparse.ArgumentParser) -> None:
+    from genrec.features.stage import EmbedConfig
+
+    _run_arg(p)
+    _yaml_arg(p)
+    add_config_args(p, EmbedConfig)
+
+
+def _run_embed(a: argparse.Namespace) -> int:
+    from genrec.features.stage import EmbedConfig, embed
+
+    embed(a.run, config_from_args(EmbedConfig, a, a.config))
+    return 0
+
+
+def _build_tokenize(p: argparse.ArgumentParser) -> None:
+    from genrec.tokenizer.stage import TokenizeConfig
+
+    _run_arg(p)
+    _yaml_arg(p)
+    add_config_args(p, TokenizeConfig)
+
+
+def _run_tokenize(a: argparse.Namespace) -> int:
+    from genrec.tokenizer.stage import TokenizeConfig, tokenize
+
+    tokenize(a.run, config_from_args(TokenizeConfig, a, a.config))
+    return 0
+
+
+# ---------------------------------------------------------------- train / evaluate
+def _build_train(p: argparse.ArgumentParser) -> None:
+    p.add_argument("lightning_args", nargs=argparse.REMAINDER,
+                   help="arguments for the Lightning CLI, e.g. `fit --config configs/beauty.yaml --data.run runs/beauty`; "
+                        "see `python train.py --help`")
+
+
+def _run_train(a: argparse.Namespace) -> int:
+    from genrec.lit.cli import main as train_main
+
+    train_main(a.lightning_args)
+    return 0
+
+
+def _build_evaluate(p: argparse.ArgumentParser) -> None:
+    from genrec.evaluate import EvaluateConfig
+
+    _run_arg(p)
+    _yaml_arg(p)
+    add_config_args(p, EvaluateConfig)
+
+
+def _run_evaluate(a: argparse.Namespace) -> int:
+    from genrec.evaluate import EvaluateConfig, evaluate
+
+    evaluate(a.run, config_from_args(EvaluateConfig, a, a.config))
+    return 0
+
+
+# ---------------------------------------------------------------- export / serve
+def _build_export(p: argparse.ArgumentParser) -> None:
+    from genrec.export.onnx import ExportConfig
+
+    _run_arg(p)
+    p.add_argument("--out", type=Path, required=True, help="export folder to write, e.g. export/beauty")
+    _yaml_arg(p)
+    add_config_args(p, ExportConfig)
+
+
+def _run_export(a: argparse.Namespace) -> int:
+    from genrec.export.onnx import ExportConfig, export
+
+    export(a.run, a.out, config_from_args(ExportConfig, a, a.config))
+    return 0
+
+
+def _build_serve(p: argparse.ArgumentParser) -> None:
+    from genrec.serving.app import add_serve_args
+
+    add_serve_args(p)
+
+
+def _run_serve(a: argparse.Namespace) -> int:
+    from genrec.serving.app import serve_from_args
+
+    serve_from_args(a)
+    return 0
+
+
+# ---------------------------------------------------------------- pipeline / report
+def _build_pipeline(p: argparse.ArgumentParser) -> None:
+    from genrec.pipeline import PipelineConfig
+
+    p.add_argument("source", nargs="?", type=Path, help="source folder (omit with --demo)")
+    p.add_argument("--demo", action="store_true", help="run on the built-in demo dataset")
+    p.add_argument("--format", dest="fmt", default=None, help="override format detection")
+    _run_arg(p, required=False)
+    _yaml_arg(p)
+    add_config_args(p, PipelineConfig)
+
+
+def _run_pipeline(a: argparse.Namespace) -> int:
+    from genrec.pipeline import PipelineConfig, run_pipeline
+
+    if a.demo == (a.source is not None):
+        raise SystemExit("genrec pipeline: give either a SOURCE folder or --demo (exactly one)")
+    run_pipeline(a.source, a.run, config_from_args(PipelineConfig, a, a.config), fmt=a.fmt, demo=a.demo)
+    return 0
+
+
+def _build_report(p: argparse.ArgumentParser) -> None:
+    p.add_argument("run_dir", type=Path, help="run folder to summarise")
+    p.add_argument("--out", type=Path, default=None, help="markdown file to write (default RUN_DIR/report.md)")
+
+
+def _run_report(a: argparse.Namespace) -> int:
+    from genrec.report import write_report
+
+    write_report(a.run_dir, a.out)
+    return 0
+
+
+STAGES = [
+    Stage("prepare", "raw Amazon/benchmark files -> RUN/dataset (items, sequences, manifest)", _build_prepare, _run_prepare),
+    Stage("embed", "RUN/dataset -> RUN/features: text, image, collaborative (SASRec) and fused vectors", _build_embed, _run_embed),
+    Stage("tokenize", "RUN/features -> RUN/sid: RQ-VAE semantic IDs, dedup level, usage report", _build_tokenize, _run_tokenize),
+    Stage("train", "RUN/dataset + RUN/sid -> RUN/checkpoints (Lightning CLI; same as python train.py)", _build_train, _run_train),
+    Stage("evaluate", "checkpoint -> RUN/metrics.json: genrec vs SASRec vs popularity, full ranking", _build_evaluate, _run_evaluate),
+    Stage("export", "checkpoint -> ONNX export folder (encoder, decoder step, trie tables, manifest)", _build_export, _run_export),
+    Stage("serve", "serve an export folder over HTTP with onnxruntime (same as python serve.py)", _build_serve, _run_serve),
+    Stage("pipeline", "prepare -> embed -> tokenize -> train -> evaluate in one command", _build_pipeline, _run_pipeline),
+    Stage("report", "turn a run folder into a markdown report with plots", _build_report, _run_report),
+]
+
+
+def _top_parser() -> argparse.ArgumentParser:
+    lines = "\n".join(f"  {s.name:<9} {s.summary}" for s in STAGES)
+    return argparse.ArgumentParser(
+        prog="genrec",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        description="genrec: generative recommendation with semantic IDs.\n\nstages:\n" + lines
+        + "\n\nRun `genrec STAGE --help` for a stage's options.",
+        usage="genrec STAGE [options]",
+    )
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    top = _top_parser()
+    top.add_argument("--version", action="version", version=f"genrec {__import__('genrec').__version__}")
+    stages = {s.name: s for s in STAGES}
+    if not argv or argv[0] in ("-h", "--help") or argv[0] not in stages:
+        if argv and argv[0] not in ("-h", "--help", "--version"):
+            top.print_usage(sys.stderr)
+            print(f"genrec: error: unknown stage {argv[0]!r}; choose one of {', '.join(stages)}", file=sys.stderr)
+            return 2
+        top.parse_args(argv or ["--help"])
+        return 0
+    stage = stages[argv[0]]
+    parser = argparse.ArgumentParser(prog=f"genrec {stage.name}", description=stage.summary)
+    stage.build(parser)
+    args = parser.parse_args(argv[1:])
+    try:
+        return stage.run(args)
+    except (ValueError, FileNotFoundError, RuntimeError) as e:  # user-facing errors: message, no traceback
+        if "GENREC_TRACEBACK" in __import__("os").environ:
+            raise
+        print(f"genrec {stage.name}: error: {e}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
