@@ -1,0 +1,264 @@
+"""Prefix trie over the catalogue's semantic IDs, stored as flat numpy arrays.
+
+Items are sorted lexicographically by their code tuple. Every trie node is then a
+contiguous range ``[lo, hi)`` of sorted positions, so the whole trie is a handful of
+integer arrays per level and never a dense (nodes x K) table:
+
+- a node at *level* ``d`` is a distinct prefix of length ``d`` (level 0 is the root,
+  level ``D`` holds one leaf per item); nodes of a level are numbered in sorted order;
+- ``node_start[d]`` (n_d + 1,) are the range starts of the level-d nodes, plus ``N``;
+- ``node_code[d]`` / ``node_parent[d]`` (n_d,) are the last code and the parent of a
+  level-d node (d >= 1);
+- ``child_start[d]`` (n_d + 1,) : the children of level-d node ``j`` are the level-(d+1)
+  nodes ``child_start[d][j] : child_start[d][j + 1]`` (they are contiguous);
+- ``_keys[d] = node_parent[d] * K_{d-1} + node_code[d]`` is strictly increasing, so the
+  child with a given code is one ``searchsorted`` away.
+
+For a 100k-item, 4-level, K=256 catalogue this is a few MB. Only numpy is imported here
+because the torch-free server uses it.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+
+from genrec.io import ArtifactError, save_npy_atomic
+
+# File names written by Trie.save (the export folder lists them in its manifest).
+TRIE_FILES = {
+    "level_sizes": "trie_level_sizes.npy",    # (D,) codebook size per level
+    "item_codes": "trie_item_codes.npy",      # (N, D) code tuple per item id
+    "order": "trie_order.npy",                # (N,) item id at each sorted position
+    "node_start": "trie_node_start.npy",      # concatenation of node_start[0..D]
+    "node_offsets": "trie_node_offsets.npy",  # (D + 2,) where each level's node_start begins
+}
+
+
+class Trie:
+    """Prefix trie of unique code tuples ``codes[i]`` (item ``i``), level ``d`` codes in ``[0, level_sizes[d])``."""
+
+    def __init__(self, codes: np.ndarray, level_sizes: Sequence[int], *, source: str = "codes") -> None:
+        """Build from ``codes`` (N, D) int. ``source`` names the codes' origin (e.g. a file) in error messages."""
+        codes, sizes = _check_codes(codes, level_sizes, source)
+        # Lexicographic order: np.lexsort treats its last key as primary, so feed levels reversed.
+        order = np.lexsort(codes.T[::-1])
+        sorted_codes = codes[order]                                               # (N, D)
+        _check_unique(sorted_codes, order, source)
+        self._init_tables(codes, sizes, order.astype(np.int64), sorted_codes, _node_starts(sorted_codes))
+
+    # ------------------------------------------------------------------ construction helpers
+    def _init_tables(self, codes: np.ndarray, sizes: tuple[int, ...], order: np.ndarray,
+                     sorted_codes: np.ndarray, node_start: list[np.ndarray]) -> None:
+        depth = len(sizes)
+        self.level_sizes: tuple[int, ...] = sizes
+        self.item_codes: np.ndarray = codes           # (N, D) int64, indexed by item id
+        self.order: np.ndarray = order                # (N,) item id at each sorted position
+        self.node_start: list[np.ndarray] = node_start   # D + 1 arrays of shape (n_d + 1,)
+        self.node_code: list[np.ndarray] = [np.zeros(0, dtype=np.int64)]
+        self.node_parent: list[np.ndarray] = [np.zeros(0, dtype=np.int64)]
+        self._keys: list[np.ndarray] = [np.zeros(0, dtype=np.int64)]
+        for d in range(1, depth + 1):
+            starts = node_start[d][:-1]
+            code = sorted_codes[starts, d - 1]
+            # A level-d node lies inside exactly one level-(d-1) range: the last start <= its own.
+            parent = np.searchsorted(node_start[d - 1], starts, side="right") - 1
+            self.node_code.append(code)
+            self.node_parent.append(parent.astype(np.int64))
+            self._keys.append(parent * sizes[d - 1] + code)
+        # Level-(d-1) boundaries are a subset of level-d boundaries, so this is exact.
+        self.child_start: list[np.ndarray] = [
+            np.searchsorted(node_start[d + 1], node_start[d]).astype(np.int64) for d in range(depth)
+        ]
+
+    # ------------------------------------------------------------------ sizes
+    @property
+    def n_items(self) -> int:
+        return int(self.item_codes.shape[0])
+
+    @property
+    def depth(self) -> int:
+        """Number of code levels D (leaves live at level D)."""
+        return len(self.level_sizes)
+
+    def n_nodes(self, level: int) -> int:
+        """Number of distinct prefixes of length ``level`` (1 at level 0, N at level D)."""
+        return len(self.node_start[level]) - 1
+
+    @property
+    def nbytes(self) -> int:
+        arrays = [self.item_codes, self.order, *self.node_start, *self.node_code, *self.node_parent,
+                  *self._keys, *self.child_start]
+        return int(sum(a.nbytes for a in arrays))
+
+    # ------------------------------------------------------------------ queries
+    def node_range(self, level: int, node_ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Sorted-position ranges ``[lo, hi)`` of the items under level-``level`` nodes."""
+        starts = self.node_start[level]
+        node_ids = np.asarray(node_ids)
+        return starts[node_ids], starts[node_ids + 1]
+
+    def children(self, level: int, node_ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """All (row, child) pairs: ``rows[j]`` indexes ``node_ids`` and ``child[j]`` is a level-(level+1) node.
+
+        Pairs come grouped by row in order, children in increasing code order.
+        """
+        self._check_level(level, self.depth - 1)
+        node_ids = np.asarray(node_ids, dtype=np.int64)
+        first = self.child_start[level][node_ids]                                  # (n,)
+        count = self.child_start[level][node_ids + 1] - first                      # (n,)
+        rows = np.repeat(np.arange(len(node_ids)), count)                          # (m,)
+        # Position of each pair inside its row's run, then offset by that row's first child.
+        run_start = np.cumsum(count) - count
+        child = first[rows] + (np.arange(len(rows)) - run_start[rows])
+        return rows, child
+
+    def allowed(self, level: int, node_ids: np.ndarray) -> np.ndarray:
+        """(n, K_level) bool: which level-``level`` codes continue each level-``level`` node to some item."""
+        rows, child = self.children(level, node_ids)
+        mask = np.zeros((len(np.asarray(node_ids)), self.level_sizes[level]), dtype=bool)
+        mask[rows, self.node_code[level + 1][child]] = True
+        return mask
+
+    def child(self, level: int, node_ids: np.ndarray, codes: np.ndarray) -> np.ndarray:
+        """Level-(level+1) node reached from level-``level`` nodes by ``codes``; -1 where no item has that prefix."""
+        self._check_level(level, self.depth - 1)
+        node_ids = np.asarray(node_ids, dtype=np.int64)
+        codes = np.asarray(codes, dtype=np.int64)
+        keys = self._keys[level + 1]
+        in_range = (node_ids >= 0) & (codes >= 0) & (codes < self.level_sizes[level])
+        query = np.where(in_range, node_ids * self.level_sizes[level] + codes, -1)
+        pos = np.minimum(np.searchsorted(keys, query), len(keys) - 1)
+        found = in_range & (keys[pos] == query)
+        return np.where(found, pos, -1)
+
+    def leaf_items(self, leaf_ids: np.ndarray) -> np.ndarray:
+        """Item id of each level-D node (leaf ids are sorted positions)."""
+        return self.order[np.asarray(leaf_ids, dtype=np.int64)]
+
+    def lookup(self, codes: np.ndarray) -> np.ndarray:
+        """Item id of each code tuple in ``codes`` (n, D), or -1 where the tuple is not an item."""
+        codes = np.asarray(codes, dtype=np.int64)
+        if codes.ndim != 2 or codes.shape[1] != self.depth:
+            raise ValueError(f"lookup expects codes of shape (n, {self.depth}), got {codes.shape}")
+        node = np.zeros(len(codes), dtype=np.int64)                                # root
+        for d in range(self.depth):
+            node = self.child(d, node, codes[:, d])
+        items = np.full(len(codes), -1, dtype=np.int64)
+        hit = node >= 0
+        items[hit] = self.leaf_items(node[hit])
+        return items
+
+    def _check_level(self, level: int, top: int) -> None:
+        if not 0 <= level <= top:
+            raise ValueError(f"level must be in [0, {top}] for a {self.depth}-level trie, got {level}")
+
+    # ------------------------------------------------------------------ persistence
+    def save(self, folder: str | os.PathLike) -> list[str]:
+        """Write the trie tables as plain .npy files into ``folder``; returns the file names written."""
+        folder = Path(folder)
+        offsets = np.cumsum([0] + [len(s) for s in self.node_start]).astype(np.int64)
+        arrays = {
+            "level_sizes": np.asarray(self.level_sizes, dtype=np.int64),
+            "item_codes": self.item_codes,
+            "order": self.order,
+            "node_start": np.concatenate(self.node_start),
+            "node_offsets": offsets,
+        }
+        for key, array in arrays.items():
+            save_npy_atomic(folder / TRIE_FILES[key], array)
+        return sorted(TRIE_FILES.values())
+
+    @classmethod
+    def load(cls, folder: str | os.PathLike) -> "Trie":
+        """Read tables written by :meth:`save`, checking they are consistent with each other."""
+        folder = Path(folder)
+        arrays = {}
+        for key, name in TRIE_FILES.items():
+            path = folder / name
+            if not path.exists():
+                raise ArtifactError(f"{path} not found: {folder} does not hold trie tables. Re-run `genrec export`.")
+            arrays[key] = np.load(path, allow_pickle=False)
+        source = str(folder / TRIE_FILES["item_codes"])
+        codes, sizes = _check_codes(arrays["item_codes"], arrays["level_sizes"].tolist(), source)
+        order = arrays["order"].astype(np.int64)
+        n = len(codes)
+        if order.shape != (n,) or not np.array_equal(np.sort(order), np.arange(n)):
+            raise ArtifactError(f"{folder / TRIE_FILES['order']}: expected a permutation of 0..{n - 1}. "
+                                "The trie tables are corrupt; re-run `genrec export`.")
+        sorted_codes = codes[order]
+        _check_unique(sorted_codes, order, source)  # strictly increasing also proves the order is right
+        offsets = arrays["node_offsets"].astype(np.int64)
+        flat = arrays["node_start"].astype(np.int64)
+        if offsets.shape != (len(sizes) + 2,) or offsets[-1] != len(flat):
+            raise ArtifactError(f"{folder / TRIE_FILES['node_offsets']}: does not match {len(sizes)} levels "
+                                f"and {len(flat)} stored node starts; re-run `genrec export`.")
+        stored = [flat[offsets[d]:offsets[d + 1]] for d in range(len(sizes) + 1)]
+        expected = _node_starts(sorted_codes)
+        for d, (got, want) in enumerate(zip(stored, expected)):
+            if not np.array_equal(got, want):
+                raise ArtifactError(f"{folder / TRIE_FILES['node_start']}: level {d} node ranges disagree with "
+                                    f"{source}; the files come from different exports. Re-run `genrec export`.")
+        trie = cls.__new__(cls)
+        trie._init_tables(codes, sizes, order, sorted_codes, expected)
+        return trie
+
+
+# ---------------------------------------------------------------------- module helpers
+def _check_codes(codes: np.ndarray, level_sizes: Sequence[int], source: str) -> tuple[np.ndarray, tuple[int, ...]]:
+    codes = np.asarray(codes)
+    sizes = tuple(int(k) for k in level_sizes)
+    if codes.ndim != 2:
+        raise ValueError(f"{source}: expected codes of shape (n_items, n_levels), got shape {codes.shape}")
+    if not np.issubdtype(codes.dtype, np.integer):
+        raise ValueError(f"{source}: codes must be integers, got dtype {codes.dtype}")
+    if len(sizes) != codes.shape[1]:
+        raise ValueError(f"{source}: codes have {codes.shape[1]} levels but level_sizes has {len(sizes)} entries "
+                         f"({list(sizes)}); pass one codebook size per level, dedup level included")
+    if codes.shape[0] == 0:
+        raise ValueError(f"{source}: the catalogue is empty (0 items); a trie needs at least one item")
+    if any(k < 1 for k in sizes):
+        raise ValueError(f"level_sizes must all be >= 1, got {list(sizes)}")
+    codes = codes.astype(np.int64)
+    bad = (codes < 0) | (codes >= np.asarray(sizes, dtype=np.int64))
+    if bad.any():
+        item, level = (int(v) for v in np.argwhere(bad)[0])
+        raise ValueError(
+            f"{source}: item {item} has code {codes[item, level]} at level {level}, expected [0, {sizes[level]}) "
+            f"({int(bad.sum())} out-of-range codes in total). Fix level_sizes or regenerate the semantic IDs."
+        )
+    return codes, sizes
+
+
+def _check_unique(sorted_codes: np.ndarray, order: np.ndarray, source: str) -> None:
+    """Codes sorted lexicographically must be strictly increasing, i.e. no two items share a tuple."""
+    if len(sorted_codes) < 2:
+        return
+    diff = sorted_codes[1:] != sorted_codes[:-1]                                    # (N-1, D)
+    same = ~diff.any(axis=1)
+    first_change = np.where(diff.any(axis=1), diff.argmax(axis=1), 0)
+    rows = np.arange(len(diff))
+    decreasing = diff.any(axis=1) & (sorted_codes[rows + 1, first_change] < sorted_codes[rows, first_change])
+    if decreasing.any():
+        raise ValueError(f"{source}: trie tables are not in lexicographic order; rebuild the trie from the codes")
+    if same.any():
+        p = int(np.argmax(same))
+        a, b = sorted(int(i) for i in order[p:p + 2])
+        raise ValueError(
+            f"{source}: items {a} and {b} share the semantic ID {sorted_codes[p].tolist()} "
+            f"({int(same.sum())} duplicate pairs in total). Semantic IDs must be unique: add or widen the dedup level."
+        )
+
+
+def _node_starts(sorted_codes: np.ndarray) -> list[np.ndarray]:
+    """Range starts of the nodes at each level 0..D, each with N appended."""
+    n, depth = sorted_codes.shape
+    changed = np.zeros(n - 1, dtype=bool)    # prefix of the current length differs from the previous row's
+    starts = [np.array([0, n], dtype=np.int64)]
+    for d in range(depth):
+        changed |= sorted_codes[1:, d] != sorted_codes[:-1, d]
+        starts.append(np.concatenate([[0], np.flatnonzero(changed) + 1, [n]]).astype(np.int64))
+    return starts

@@ -1,0 +1,149 @@
+"""Collaborative item features: the item table of a SASRec trained on the training split only.
+
+The same trained model is the SASRec baseline of the results tables; evaluate it with
+:func:`genrec.lit.sasrec.evaluate_sasrec` on ``dataset.split.valid`` / ``.test``.
+"""
+
+from __future__ import annotations
+
+import time
+import warnings
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import lightning as L
+import numpy as np
+import torch
+from lightning.pytorch.callbacks import EarlyStopping
+from lightning.pytorch.loggers import CSVLogger
+
+from genrec.data.dataset import Dataset
+from genrec.data.split import training_items
+from genrec.io import ArtifactError, atomic_path
+from genrec.lit.sasrec import MONITOR, KeepBest, LitSASRec, SASRecDataModule, SASRecTrainConfig, TrainThroughput
+from genrec.model.sasrec import SASRec, SASRecConfig
+
+CHECKPOINT = "sasrec.pt"     # file name of the best weights inside ``out_dir``
+LOG_DIR = "logs"             # CSVLogger folder inside ``out_dir``
+MAX_LOG_INTERVAL = 50        # Lightning's default logging interval, lowered for datasets with fewer batches
+
+
+@dataclass
+class SASRecResult:
+    model: SASRec                    # best weights (by validation NDCG@10), in eval mode
+    item_embeddings: np.ndarray      # (n_items, d_model) float32: the collaborative features
+    seen_in_training: np.ndarray     # (n_items,) bool: the item occurs in some training prefix
+    best_val: dict[str, float]       # validation recall/ndcg @5/10/20 of the returned weights
+    best_epoch: int                  # 0-based epoch of the returned weights
+    epochs: int                      # epochs actually trained
+    seconds: float                   # wall time of the whole fit, validation included
+    train_samples_per_second: float  # training windows per second, over the training batches only
+    n_train_windows: int             # training windows per epoch
+    n_skipped_users: int             # users whose training prefix has < 2 items (nothing to learn from)
+
+
+def train_sasrec(dataset: Dataset, config: SASRecTrainConfig, out_dir: Path | None = None) -> SASRecResult:
+    """Train SASRec on ``dataset.split.train``, early-stopped on validation NDCG@10.
+
+    With ``out_dir`` the best weights go to ``out_dir/sasrec.pt`` (architecture stored beside them,
+    see :func:`load_sasrec`) and per-epoch metrics to ``out_dir/logs`` (CSV).
+    """
+    L.seed_everything(config.seed, workers=True, verbose=False)
+    split = dataset.split
+    data = SASRecDataModule(split, dataset.n_items, config)
+    module = LitSASRec(config, dataset.n_items)
+    keep, throughput = KeepBest(), TrainThroughput()
+    callbacks: list[L.Callback] = [keep, throughput]
+    if config.early_stopping:
+        callbacks.append(EarlyStopping(monitor=MONITOR, mode="max", patience=config.patience))
+    n_batches = -(-len(data.train_windows) // config.batch_size)
+    trainer = L.Trainer(
+        accelerator="cpu", devices=1, max_epochs=config.max_epochs, callbacks=callbacks,
+        logger=CSVLogger(out_dir, name=LOG_DIR) if out_dir is not None else False,
+        default_root_dir=out_dir, enable_checkpointing=False, enable_model_summary=False,
+        enable_progress_bar=config.progress_bar, num_sanity_val_steps=0, deterministic=True,
+        log_every_n_steps=min(MAX_LOG_INTERVAL, n_batches),
+    )
+    start = time.perf_counter()
+    with warnings.catch_warnings():
+        # Loading is in-process on purpose (tiny integer windows); Lightning's worker hint does not apply.
+        warnings.filterwarnings("ignore", message=".*does not have many workers.*")
+        trainer.fit(module, datamodule=data)
+    seconds = time.perf_counter() - start
+    if keep.best_state is None:
+        raise RuntimeError("SASRec training finished without a validation pass; check max_epochs >= 1.")
+
+    model = module.model
+    if config.early_stopping:
+        model.load_state_dict(keep.best_state)
+        best_val, best_epoch = keep.best_metrics, keep.best_epoch
+    else:
+        best_val, best_epoch = keep.last_metrics, trainer.current_epoch - 1
+    model.eval()
+    seen = np.zeros(dataset.n_items, dtype=bool)
+    seen[training_items(split)] = True
+    result = SASRecResult(
+        model=model,
+        item_embeddings=model.item_embeddings().detach().cpu().numpy().astype(np.float32),
+        seen_in_training=seen,
+        best_val=best_val,
+        best_epoch=best_epoch,
+        epochs=trainer.current_epoch,
+        seconds=seconds,
+        train_samples_per_second=throughput.samples_per_second,
+        n_train_windows=len(data.train_windows),
+        n_skipped_users=data.train_windows.n_skipped_users,
+    )
+    if out_dir is not None:
+        save_sasrec(Path(out_dir) / CHECKPOINT, model, config, result)
+    return result
+
+
+def save_sasrec(path: Path, model: SASRec, config: SASRecTrainConfig, result: SASRecResult) -> None:
+    """Weights with the architecture beside them (nanoGPT's ``model_args``), written atomically."""
+    payload = {
+        "model_args": asdict(model.config),
+        "train_config": asdict(config),
+        "state_dict": model.state_dict(),
+        "best_val": result.best_val,
+        "best_epoch": result.best_epoch,
+    }
+    with atomic_path(path) as tmp:
+        torch.save(payload, tmp)
+
+
+def load_sasrec(path: Path) -> SASRec:
+    """Rebuild a SASRec (eval mode) from a checkpoint written by :func:`train_sasrec`."""
+    path = Path(path)
+    if not path.exists():
+        raise ArtifactError(f"{path} not found; train SASRec with train_sasrec(..., out_dir={path.parent}) first.")
+    payload = torch.load(path, map_location="cpu", weights_only=True)
+    model = SASRec(SASRecConfig(**payload["model_args"]))
+    model.load_state_dict(payload["state_dict"])
+    return model.eval()
+
+
+def collab_features(
+    dataset: Dataset, config: SASRecTrainConfig, out_dir: Path | None = None
+) -> tuple[np.ndarray, dict]:
+    """The collaborative feature matrix (n_items, d_model) float32 and a JSON-ready summary for the manifest.
+
+    Items that never occur in a training prefix still get a row (they were only ever softmax
+    negatives); ``unseen_item_ids`` lists them so the fusion step can treat them as missing.
+    """
+    result = train_sasrec(dataset, config, out_dir)
+    unseen = np.flatnonzero(~result.seen_in_training)
+    info = {
+        "encoder": "sasrec",
+        "trained_on": "split.train",
+        "dim": int(result.item_embeddings.shape[1]),
+        "config": asdict(config),
+        "best_val": result.best_val,
+        "best_epoch": result.best_epoch,
+        "epochs": result.epochs,
+        "seconds": round(result.seconds, 3),
+        "train_samples_per_second": round(result.train_samples_per_second, 1),
+        "coverage": float(result.seen_in_training.mean()) if dataset.n_items else 0.0,
+        "unseen_item_ids": unseen.tolist(),
+    }
+    return result.item_embeddings, info

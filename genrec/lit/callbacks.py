@@ -1,0 +1,81 @@
+"""Callbacks the training CLI adds: checkpoints in RUN/checkpoints, throughput, a training-curve PNG."""
+
+from __future__ import annotations
+
+import csv
+import time
+from pathlib import Path
+
+import lightning as L
+
+
+class Throughput(L.Callback):
+    """Logs next-item targets per second of training (excluding validation time)."""
+
+    def __init__(self):
+        self.targets = 0
+        self.seconds = 0.0
+        self._t0 = None
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
+        self._t0 = time.perf_counter()
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+        if self._t0 is None:
+            return
+        self.seconds += time.perf_counter() - self._t0
+        first = batch[0]
+        if pl_module.arch == "causal":
+            w = first
+            self.targets += int(((w[:, :-1] >= 0) & (w[:, 1:] >= 0)).sum())
+        else:
+            self.targets += len(first)
+        pl_module.log("train/targets_per_s", self.targets / max(self.seconds, 1e-9), batch_size=1)
+
+    @property
+    def targets_per_second(self) -> float:
+        return self.targets / max(self.seconds, 1e-9)
+
+
+class TrainingCurvePlot(L.Callback):
+    """At the end of fit, draws train loss and validation NDCG@10 from the CSV log into RUN/plots/."""
+
+    def __init__(self, out: Path | None = None):
+        self.out = out
+
+    def on_fit_end(self, trainer, pl_module):
+        if trainer.global_rank != 0:
+            return
+        log_dir = getattr(trainer.logger, "log_dir", None)
+        if not log_dir or not (Path(log_dir) / "metrics.csv").exists():
+            return
+        out = self.out or Path(trainer.datamodule.run) / "plots" / "training_curve.png"
+        plot_training_curve(Path(log_dir) / "metrics.csv", out)
+
+
+def plot_training_curve(metrics_csv: Path, out: Path) -> Path:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from genrec.io import atomic_path
+
+    steps, loss, vsteps, vndcg = [], [], [], []
+    with open(metrics_csv, newline="") as f:
+        for row in csv.DictReader(f):
+            if row.get("train/loss"):
+                steps.append(int(row["step"])), loss.append(float(row["train/loss"]))
+            if row.get("val/ndcg@10"):
+                vsteps.append(int(row["step"])), vndcg.append(float(row["val/ndcg@10"]))
+    fig, ax = plt.subplots(1, 2, figsize=(10, 3.5))
+    ax[0].plot(steps, loss, lw=1)
+    ax[0].set(title="training loss (sum of per-level CE)", xlabel="step")
+    ax[1].plot(vsteps, vndcg, marker="o")
+    ax[1].set(title="validation NDCG@10", xlabel="step")
+    fig.tight_layout()
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_path(out) as tmp:
+        fig.savefig(tmp, format="png", dpi=110)
+    plt.close(fig)
+    return out

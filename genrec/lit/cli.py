@@ -1,0 +1,65 @@
+"""The training CLI (`python train.py`, `genrec train`): Lightning's CLI over GenRecModule + SIDDataModule.
+
+With no arguments it trains on the built-in demo dataset (building the earlier stages
+first) and then prints the evaluation table.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint
+from lightning.pytorch.cli import LightningCLI
+from lightning.pytorch.loggers import CSVLogger
+
+from genrec.lit.callbacks import Throughput, TrainingCurvePlot
+from genrec.lit.data import SIDDataModule
+from genrec.lit.module import GenRecModule
+
+CONFIG_DIR = Path(__file__).resolve().parents[2] / "configs"
+DEMO_ARGS = ["fit", "--config", str(CONFIG_DIR / "demo.yaml")]
+MONITOR = "val/ndcg@10"
+
+
+class GenRecCLI(LightningCLI):
+    def add_arguments_to_parser(self, parser):
+        # The model's vocabulary and sizes come from the run's sid/ manifest, never from a flag.
+        parser.link_arguments("data.model_dims", "model.dims", apply_on="instantiate")
+        parser.link_arguments("data.max_items", "model.max_items")
+        parser.add_argument("--evaluate", type=bool, default=False,
+                            help="after fit, run `genrec evaluate` on the test split (genrec vs SASRec vs popularity)")
+        parser.add_argument("--patience", type=int, default=3, help="early-stopping patience in validation rounds")
+
+    def instantiate_trainer(self, **kwargs):
+        run = Path(self.datamodule.run)
+        cfg = self.config.get(self.subcommand, self.config)
+        kwargs.setdefault("default_root_dir", str(run))
+        if not kwargs.get("logger") or kwargs.get("logger") is True:
+            kwargs["logger"] = CSVLogger(save_dir=str(run), name="logs")
+        callbacks = list(kwargs.get("callbacks") or [])
+        callbacks += [
+            ModelCheckpoint(dirpath=str(run / "checkpoints"), filename="best", monitor=MONITOR, mode="max",
+                            save_last=True, auto_insert_metric_name=False),
+            EarlyStopping(monitor=MONITOR, mode="max", patience=int(cfg.get("patience", 3))),
+            Throughput(),
+            TrainingCurvePlot(),
+        ]
+        kwargs["callbacks"] = callbacks
+        return super().instantiate_trainer(**kwargs)
+
+    def after_fit(self):
+        cfg = self.config.get(self.subcommand, self.config)
+        if cfg.get("evaluate") and self.trainer.global_rank == 0:
+            from genrec.evaluate import EvaluateConfig, evaluate
+
+            evaluate(self.datamodule.run, EvaluateConfig(beam_width=self.model.hparams.beam_width))
+
+
+def main(args: list[str] | None = None) -> GenRecCLI:
+    args = list(sys.argv[1:] if args is None else args)
+    if not args:
+        print(f"genrec: no arguments: training on the built-in demo dataset ({' '.join(DEMO_ARGS)})")
+        args = DEMO_ARGS
+    return GenRecCLI(GenRecModule, SIDDataModule, args=args, save_config_kwargs={"overwrite": True},
+                     seed_everything_default=0, parser_kwargs={"prog": "python train.py"})

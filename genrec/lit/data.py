@@ -1,0 +1,173 @@
+"""DataModule for the generative recommender: training windows, eval histories, semantic IDs.
+
+It reads RUN/dataset and RUN/sid (and RUN/features/fused.npy when the model uses content
+vectors). Everything the model's shape depends on comes from those manifests, exposed as
+``model_dims`` and linked into the model by the Lightning CLI.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import lightning as L
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, Dataset as TorchDataset
+
+from genrec.data.split import EvalExamples
+
+PAD_ITEM = -1
+
+
+def left_pad(histories: list[np.ndarray], length: int) -> np.ndarray:
+    """Keep the last ``length`` items of each history, left-padded with -1: (n, length)."""
+    out = np.full((len(histories), length), PAD_ITEM, dtype=np.int64)
+    for i, h in enumerate(histories):
+        h = np.asarray(h)[-length:]
+        if len(h):
+            out[i, -len(h):] = h
+    return out
+
+
+def causal_windows(train: list[np.ndarray], max_items: int) -> np.ndarray:
+    """Cut each training sequence into windows of max_items+1 items, so every transition is a target once.
+
+    Windows end at n, n-max_items, ... ; each is left-padded: (n_windows, max_items + 1).
+    """
+    rows = []
+    for seq in train:
+        end = len(seq)
+        while end >= 2:
+            rows.append(seq[max(0, end - max_items - 1): end])
+            end -= max_items
+    return left_pad(rows, max_items + 1)
+
+
+def prefix_examples(train: list[np.ndarray], max_items: int) -> tuple[np.ndarray, np.ndarray]:
+    """All (history, next item) pairs of every training sequence, TIGER-style sliding window."""
+    hist, tgt = [], []
+    for seq in train:
+        for t in range(1, len(seq)):
+            hist.append(seq[max(0, t - max_items): t])
+            tgt.append(seq[t])
+    return left_pad(hist, max_items), np.asarray(tgt, dtype=np.int64)
+
+
+class ArrayDataset(TorchDataset):
+    def __init__(self, *arrays: np.ndarray):
+        self.arrays = [torch.as_tensor(a) for a in arrays]
+
+    def __len__(self) -> int:
+        return len(self.arrays[0])
+
+    def __getitem__(self, i):
+        return tuple(a[i] for a in self.arrays)
+
+
+@dataclass
+class ModelDims:
+    """What the model's shape depends on, read from the run's manifests."""
+
+    level_sizes: tuple[int, ...]
+    n_items: int
+    content_dim: int
+    sid_checksum: str
+
+
+class SIDDataModule(L.LightningDataModule):
+    def __init__(
+        self,
+        run: str = "runs/demo",
+        demo: bool = False,
+        source: str | None = None,
+        max_items: int = 20,
+        batch_size: int = 256,
+        eval_batch_size: int = 512,
+        training_examples: str = "auto",
+        use_content: bool = False,
+        val_max_users: int | None = None,
+        seed: int = 0,
+    ):
+        """
+        Args:
+            run: run folder holding dataset/ and sid/ (and features/ when use_content).
+            demo: build the missing stages of ``run`` from the built-in demo dataset first.
+            source: build the missing stages of ``run`` from this source folder first.
+            max_items: history items per example (the protocol's max_items).
+            batch_size: training batch size.
+            eval_batch_size: users per validation/test batch.
+            training_examples: "causal" (every position of a window in one pass), "prefix"
+                (TIGER's sliding window of all prefixes) or "auto" (the model decides).
+            use_content: also feed each item's fused content vector (RUN/features/fused.npy).
+            val_max_users: evaluate validation on a fixed random subset of this many users (None = all).
+            seed: seed for the validation subset.
+        """
+        super().__init__()
+        from genrec.pipeline import ensure_stages
+
+        if training_examples not in ("auto", "causal", "prefix"):
+            raise ValueError(f"training_examples must be auto, causal or prefix, got {training_examples!r}")
+        self.run = Path(run)
+        ensure_stages(self.run, source=Path(source) if source else None, demo=demo)
+        from genrec.data.dataset import load_dataset
+        from genrec.tokenizer.semantic_ids import load_semantic_ids
+
+        self.dataset = load_dataset(self.run)
+        self.sid = load_semantic_ids(self.run)
+        if self.sid.n_items != self.dataset.n_items:
+            raise ValueError(f"{self.run}/sid has {self.sid.n_items} items but the dataset has {self.dataset.n_items}; "
+                             "re-run `genrec tokenize --run RUN` after `genrec embed`.")
+        self.content = None
+        if use_content:
+            path = self.run / "features" / "fused.npy"
+            if not path.exists():
+                raise FileNotFoundError(f"{path} not found; run `genrec embed --run {self.run}` or set use_content false")
+            self.content = np.load(path).astype(np.float32)
+        self.max_items = max_items
+        self.batch_size = batch_size
+        self.eval_batch_size = eval_batch_size
+        self.training_examples = training_examples
+        self.val_max_users = val_max_users
+        self.seed = seed
+        self.model_dims = ModelDims(
+            level_sizes=tuple(int(k) for k in self.sid.level_sizes),
+            n_items=self.dataset.n_items,
+            content_dim=0 if self.content is None else int(self.content.shape[1]),
+            sid_checksum=self.sid.checksum,
+        )
+
+    @property
+    def item_codes(self) -> np.ndarray:
+        return self.sid.codes
+
+    def _mode(self) -> str:
+        if self.training_examples != "auto":
+            return self.training_examples
+        arch = getattr(getattr(self.trainer, "lightning_module", None), "arch", "causal")
+        return "prefix" if arch == "tiger" else "causal"
+
+    def train_dataloader(self) -> DataLoader:
+        train = self.dataset.split.train
+        if self._mode() == "causal":
+            ds = ArrayDataset(causal_windows(train, self.max_items))
+        else:
+            ds = ArrayDataset(*prefix_examples(train, self.max_items))
+        g = torch.Generator().manual_seed(self.seed)
+        return DataLoader(ds, batch_size=self.batch_size, shuffle=True, generator=g, drop_last=False)
+
+    def eval_arrays(self, examples: EvalExamples, max_users: int | None = None):
+        idx = np.arange(len(examples))
+        if max_users is not None and max_users < len(idx):
+            idx = np.sort(np.random.default_rng(self.seed).choice(idx, size=max_users, replace=False))
+        hist = left_pad([examples.histories[i] for i in idx], self.max_items)
+        return hist, examples.targets[idx], examples.user_ids[idx]
+
+    def _eval_loader(self, examples: EvalExamples, max_users: int | None) -> DataLoader:
+        return DataLoader(ArrayDataset(*self.eval_arrays(examples, max_users)), batch_size=self.eval_batch_size)
+
+    def val_dataloader(self) -> DataLoader:
+        return self._eval_loader(self.dataset.split.valid, self.val_max_users)
+
+    def test_dataloader(self) -> DataLoader:
+        return self._eval_loader(self.dataset.split.test, None)

@@ -1,0 +1,255 @@
+"""GenRecModule: the thin LightningModule around CausalSID (default) or TIGER's T5.
+
+Losses, optimiser, schedule, logging and validation by constrained beam search live here;
+the model files hold only the models, and decoding lives in genrec.decode / genrec.generate.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict
+
+import lightning as L
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torchmetrics import MeanMetric
+
+from genrec.lit.data import ModelDims
+from genrec.metrics import DEFAULT_KS, hit_ranks
+from genrec.model.causal import CausalSID, CausalSIDConfig
+from genrec.model.seq2seq import Tiger, TigerConfig
+
+ARCHS = ("causal", "tiger")
+
+
+class GenRecModule(L.LightningModule):
+    def __init__(
+        self,
+        dims: ModelDims | dict | None = None,
+        arch: str = "causal",
+        d_model: int = 128,
+        n_layers: int = 2,
+        n_heads: int = 4,
+        d_ff: int = 512,
+        dropout: float = 0.2,
+        item_id_embedding: bool = False,
+        tiger_layers: int = 4,
+        tiger_heads: int = 6,
+        tiger_d_ff: int = 1024,
+        tiger_dropout: float = 0.1,
+        n_user_buckets: int = 0,
+        max_items: int = 20,
+        constrained_training: bool = False,
+        lr: float = 1e-3,
+        weight_decay: float = 0.01,
+        warmup_steps: int = 100,
+        scheduler: str = "cosine",
+        beam_width: int = 20,
+    ):
+        """
+        Args:
+            dims: level sizes, catalogue size and content dim; linked from the DataModule by the CLI.
+            arch: "causal" (CausalSID, one token per item, fast default) or "tiger" (T5 reference).
+            d_model, n_layers, n_heads, d_ff, dropout: CausalSID size.
+            item_id_embedding: CausalSID also learns a per-item id embedding (hybrid input).
+            tiger_layers, tiger_heads, tiger_d_ff, tiger_dropout: T5 size (TIGER: 4+4 layers, 6 heads, 1024, 0.1).
+            n_user_buckets: TIGER's hashed user tokens (0 = none).
+            max_items: history items per example; must match the DataModule.
+            constrained_training: softmax at each level only over the codes the trie allows after the true prefix.
+            lr, weight_decay: AdamW.
+            warmup_steps: linear learning-rate warmup.
+            scheduler: "cosine" (decay to 10% over max_steps / estimated steps) or "constant".
+            beam_width: beam width for validation/test decoding (>= 20 per the protocol).
+        """
+        super().__init__()
+        if arch not in ARCHS:
+            raise ValueError(f"arch must be one of {ARCHS}, got {arch!r}")
+        if scheduler not in ("cosine", "constant"):
+            raise ValueError(f"scheduler must be cosine or constant, got {scheduler!r}")
+        if dims is None:
+            raise ValueError("dims is required: it is linked from the DataModule (data.model_dims) by the Lightning CLI")
+        if isinstance(dims, dict):
+            dims = ModelDims(**dims)
+        dims.level_sizes = tuple(int(k) for k in dims.level_sizes)
+        self.save_hyperparameters({"dims": asdict(dims)} | {k: v for k, v in locals().items()
+                                                            if k not in ("self", "dims", "__class__")})
+        self.dims = dims
+        self.arch = arch
+        if arch == "causal":
+            self.model = CausalSID(CausalSIDConfig(
+                level_sizes=dims.level_sizes, max_items=max_items, d_model=d_model, n_layers=n_layers,
+                n_heads=n_heads, d_ff=d_ff, dropout=dropout, content_dim=dims.content_dim,
+                n_items=dims.n_items if item_id_embedding else 0))
+        else:
+            self.model = Tiger(TigerConfig(
+                level_sizes=dims.level_sizes, n_user_buckets=n_user_buckets, max_items=max_items, d_model=d_model,
+                d_ff=tiger_d_ff, n_layers=tiger_layers, n_decoder_layers=tiger_layers, n_heads=tiger_heads,
+                dropout=tiger_dropout))
+        # Filled from the DataModule at setup: item codes (N, D) and optional content vectors (N, F).
+        self.register_buffer("item_codes", torch.zeros(dims.n_items, len(dims.level_sizes), dtype=torch.long))
+        self.register_buffer("content", torch.zeros(dims.n_items if dims.content_dim else 0, dims.content_dim))
+        self._allowed = None
+        self._val = {f"{m}@{k}": MeanMetric() for m in ("recall", "ndcg") for k in DEFAULT_KS}
+        for name, metric in self._val.items():
+            self.add_module(f"metric_{name.replace('@', '_')}", metric)
+        self._trie = None
+
+    # ------------------------------------------------------------------ setup
+    def setup(self, stage: str) -> None:
+        dm = getattr(self.trainer, "datamodule", None) if self._trainer is not None else None
+        if dm is not None:
+            if tuple(dm.model_dims.level_sizes) != self.dims.level_sizes or dm.model_dims.n_items != self.dims.n_items:
+                raise ValueError(f"checkpoint was trained for level sizes {self.dims.level_sizes} / {self.dims.n_items} "
+                                 f"items, but {dm.run}/sid has {dm.model_dims.level_sizes} / {dm.model_dims.n_items}")
+            self.item_codes.copy_(torch.as_tensor(dm.item_codes, dtype=torch.long))
+            if dm.content is not None and self.dims.content_dim:
+                self.content.copy_(torch.as_tensor(dm.content))
+        self._trie = None
+
+    def on_save_checkpoint(self, checkpoint: dict) -> None:
+        checkpoint["genrec"] = {"sid_checksum": self.dims.sid_checksum, "arch": self.arch}
+
+    @property
+    def trie(self):
+        if self._trie is None:
+            from genrec.decode import Trie
+
+            self._trie = Trie(self.item_codes.cpu().numpy(), self.dims.level_sizes)
+        return self._trie
+
+    # ------------------------------------------------------------------ inputs
+    def history_inputs(self, hist: torch.Tensor):
+        """Item ids (b, t) left-padded with -1 -> (codes (b, t, D), valid (b, t), content (b, t, F) | None)."""
+        valid = hist >= 0
+        ids = hist.clamp(min=0)
+        codes = self.item_codes[ids]
+        content = self.content[ids] if self.dims.content_dim else None
+        return codes, valid, content, hist
+
+    def tiger_inputs(self, hist: torch.Tensor, users: torch.Tensor | None = None):
+        """TIGER encoder tokens: D code tokens per history item, left-padded (b, t*D) plus optional user token."""
+        layout = self.model.layout
+        valid = hist >= 0
+        offsets = torch.as_tensor(layout.offsets, device=hist.device)
+        tokens = (self.item_codes[hist.clamp(min=0)] + offsets) * valid.unsqueeze(-1)   # pad token id 0
+        tokens = tokens.flatten(1)
+        mask = valid.repeat_interleave(len(layout.level_sizes), dim=1)
+        if layout.n_user_buckets and users is not None:
+            ut = torch.as_tensor(layout.user_token(users.cpu().numpy()).astype(np.int64), device=hist.device)
+            tokens = torch.cat([ut[:, None], tokens], dim=1)
+            mask = torch.cat([torch.ones_like(mask[:, :1]), mask], dim=1)
+        return tokens, mask.long()
+
+    # ------------------------------------------------------------------ loss
+    def allowed_tables(self) -> list[torch.Tensor]:
+        """Per level: (n_prefix_nodes_d, K_d) bool table of codes the trie allows, and each item's node per level."""
+        if self._allowed is None:
+            codes = self.item_codes.cpu().numpy()
+            nodes, tables = [], []
+            prefix_ids = np.zeros(len(codes), dtype=np.int64)
+            for level, k in enumerate(self.dims.level_sizes):
+                n_nodes = int(prefix_ids.max()) + 1
+                table = np.zeros((n_nodes, k), dtype=bool)
+                table[prefix_ids, codes[:, level]] = True
+                nodes.append(prefix_ids.copy())
+                tables.append(table)
+                _, prefix_ids = np.unique(np.stack([prefix_ids, codes[:, level]], 1), axis=0, return_inverse=True)
+                prefix_ids = prefix_ids.reshape(-1)
+            self._allowed = ([torch.as_tensor(t, device=self.device) for t in tables],
+                             torch.as_tensor(np.stack(nodes, 1), device=self.device))
+        return self._allowed
+
+    def level_losses(self, logits: list[torch.Tensor], targets: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """Cross-entropy per level over positions where mask is set; logits [(b, t, K_d)], targets (b, t) item ids."""
+        codes = self.item_codes[targets.clamp(min=0)]  # (b, t, D)
+        if self.hparams.constrained_training:
+            tables, item_nodes = self.allowed_tables()
+            nodes = item_nodes[targets.clamp(min=0)]
+        total = 0.0
+        for level, lg in enumerate(logits):
+            if self.hparams.constrained_training:
+                allowed = tables[level][nodes[..., level]]  # (b, t, K_d)
+                lg = lg.masked_fill(~allowed, float("-inf"))
+            ce = F.cross_entropy(lg[mask], codes[..., level][mask])
+            total = total + ce
+        return total
+
+    def training_step(self, batch, batch_idx):
+        if self.arch == "causal":
+            (window,) = batch
+            hist, targets = window[:, :-1], window[:, 1:]
+            mask = (hist >= 0) & (targets >= 0)
+            codes, valid, content, ids = self.history_inputs(hist)
+            logits = self.model(codes, valid, self.item_codes[targets.clamp(min=0)], content,
+                                ids if self.hparams.item_id_embedding else None)
+            loss = self.level_losses(logits, targets, mask)
+            n = int(mask.sum())
+        else:
+            hist, target = batch
+            tokens, attn = self.tiger_inputs(hist)
+            target_tokens = self.item_codes[target] + torch.as_tensor(self.model.layout.offsets, device=self.device)
+            logits = self.model(tokens, attn, target_tokens)  # (b, D, V)
+            per_level = [self.model.level_logits(logits[:, d], d)[:, None] for d in range(logits.shape[1])]
+            loss = self.level_losses(per_level, target[:, None], torch.ones_like(target[:, None], dtype=torch.bool))
+            n = len(target)
+        self.log("train/loss", loss, prog_bar=True, batch_size=n)
+        self.log("train/targets", float(n), reduce_fx="sum", batch_size=1)
+        return loss
+
+    # ------------------------------------------------------------------ evaluation
+    def recommend(self, hist: torch.Tensor, k: int, exclude: list[np.ndarray] | None = None,
+                  users: torch.Tensor | None = None):
+        from genrec.generate import recommend
+
+        return recommend(self, hist, k=k, beam_width=max(self.hparams.beam_width, k), exclude=exclude, users=users)
+
+    def _eval_step(self, batch, prefix: str):
+        hist, target, users = batch
+        result = self.recommend(hist, k=max(DEFAULT_KS), users=users)
+        ranks = torch.as_tensor(hit_ranks(result.items, target.cpu().numpy()), dtype=torch.float32)
+        for name, metric in self._val.items():
+            kind, k = name.split("@")
+            k = int(k)
+            hit = (ranks > 0) & (ranks <= k)
+            value = hit.float() if kind == "recall" else torch.where(hit, 1.0 / torch.log2(ranks + 1.0), 0.0)
+            metric.update(value)
+
+    def _eval_epoch_end(self, prefix: str):
+        for name, metric in self._val.items():
+            self.log(f"{prefix}/{name}", metric.compute(), prog_bar=name == "ndcg@10", sync_dist=False)
+            metric.reset()
+
+    def validation_step(self, batch, batch_idx):
+        self._eval_step(batch, "val")
+
+    def on_validation_epoch_end(self):
+        self._eval_epoch_end("val")
+
+    def test_step(self, batch, batch_idx):
+        self._eval_step(batch, "test")
+
+    def on_test_epoch_end(self):
+        self._eval_epoch_end("test")
+
+    # ------------------------------------------------------------------ optimiser
+    def configure_optimizers(self):
+        decay, no_decay = [], []
+        for name, p in self.named_parameters():
+            (no_decay if p.ndim < 2 or "emb" in name or "bias" in name else decay).append(p)
+        opt = torch.optim.AdamW([{"params": decay, "weight_decay": self.hparams.weight_decay},
+                                 {"params": no_decay, "weight_decay": 0.0}], lr=self.hparams.lr)
+        total = self.trainer.estimated_stepping_batches if self._trainer is not None else 10_000
+        total = int(total) if math.isfinite(total) else 10_000
+        warmup = self.hparams.warmup_steps
+
+        def factor(step: int) -> float:
+            if step < warmup:
+                return (step + 1) / max(1, warmup)
+            if self.hparams.scheduler == "constant":
+                return 1.0
+            progress = min(1.0, (step - warmup) / max(1, total - warmup))
+            return 0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * progress))
+
+        sched = torch.optim.lr_scheduler.LambdaLR(opt, factor)
+        return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}

@@ -1,0 +1,338 @@
+"""Lightning training and full-ranking evaluation for :class:`genrec.model.sasrec.SASRec`.
+
+Data contract: training windows come from ``Split.train`` only (the part of each user's
+sequence before the validation and test targets). Validation and test examples are only ever
+used for scoring, never as inputs to a gradient step.
+"""
+
+from __future__ import annotations
+
+import copy
+import time
+from dataclasses import asdict, dataclass
+from typing import Literal
+
+import lightning as L
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch.utils.data import DataLoader
+from torch.utils.data import Dataset as TorchDataset
+from tqdm.auto import tqdm
+
+from genrec.data.split import EvalExamples, Split
+from genrec.metrics import DEFAULT_KS, ranking_metrics, topk_from_scores
+from genrec.model.sasrec import SASRec, SASRecConfig
+
+IGNORE_INDEX = -100          # target value for padded positions (torch cross_entropy convention)
+MONITOR = "val/ndcg@10"      # the only metric used for early stopping and model selection
+TOP_K = max(DEFAULT_KS)      # length of the ranked lists scored by the metrics
+ADAM_BETAS = (0.9, 0.98)     # the betas of the original SASRec
+
+
+@dataclass
+class SASRecTrainConfig:
+    d_model: int = 64                   # embedding and hidden width
+    n_layers: int = 2                   # transformer blocks
+    n_heads: int = 1                    # attention heads
+    ffn_mult: int = 1                   # feed-forward width multiplier
+    dropout: float = 0.2                # dropout on embeddings, attention and residual branches
+    train_max_len: int = 50             # training window; longer training prefixes are cut into several windows
+    eval_max_items: int = 20            # histories are truncated to their last eval_max_items (DESIGN.md protocol)
+    loss: Literal["ce", "bce"] = "ce"   # ce: full softmax over the catalogue; bce: one positive vs sampled negatives
+    n_negatives: int = 1                # bce only: uniform negatives per position
+    batch_size: int = 256               # training windows per step
+    eval_batch_size: int = 1024         # histories scored at once during validation and testing
+    lr: float = 1e-3                    # AdamW peak learning rate
+    weight_decay: float = 0.0           # AdamW decoupled weight decay on matrices (not biases or LayerNorm)
+    warmup_steps: int = 0               # linear learning-rate warmup steps; 0 disables warmup
+    max_epochs: int = 200               # upper bound on training epochs
+    patience: int = 10                  # epochs without a validation NDCG@10 gain before stopping
+    early_stopping: bool = True         # stop on patience and restore the best epoch; False keeps the last epoch
+    exclude_history: bool = False       # drop history items from the ranking; the protocol ranks the full catalogue
+    seed: int = 0                       # seeds weights, dropout, negatives and batch order
+    progress_bar: bool = True           # show Lightning's progress bar while training
+
+    def __post_init__(self) -> None:
+        positive = ("d_model", "n_layers", "n_heads", "ffn_mult", "train_max_len", "eval_max_items", "n_negatives",
+                    "batch_size", "eval_batch_size", "max_epochs", "patience")
+        for name in positive:
+            if getattr(self, name) < 1:
+                raise ValueError(f"SASRecTrainConfig.{name} must be >= 1, got {getattr(self, name)}")
+        if self.loss not in ("ce", "bce"):
+            raise ValueError(f"SASRecTrainConfig.loss must be 'ce' or 'bce', got {self.loss!r}")
+        if self.lr <= 0 or self.weight_decay < 0 or self.warmup_steps < 0:
+            raise ValueError(
+                f"SASRecTrainConfig needs lr > 0, weight_decay >= 0, warmup_steps >= 0; got lr={self.lr}, "
+                f"weight_decay={self.weight_decay}, warmup_steps={self.warmup_steps}"
+            )
+        self.model_config(1)  # validates d_model / n_heads / dropout early, with the model's messages
+
+    def model_config(self, n_items: int) -> SASRecConfig:
+        return SASRecConfig(
+            n_items=n_items, max_len=max(self.train_max_len, self.eval_max_items), d_model=self.d_model,
+            n_layers=self.n_layers, n_heads=self.n_heads, ffn_mult=self.ffn_mult, dropout=self.dropout,
+        )
+
+
+# ---------------------------------------------------------------------------------------------
+# Data
+# ---------------------------------------------------------------------------------------------
+
+
+class TrainWindows(TorchDataset):
+    """Next-item windows over the training prefixes: inputs ``s[a:b]``, targets ``s[a+1:b+1]``.
+
+    A prefix with n items has n-1 transitions; prefixes longer than ``max_len + 1`` are cut
+    into consecutive windows (from the end backwards) so every transition is trained exactly once.
+    Prefixes with fewer than 2 items have no transition and are counted in ``n_skipped_users``.
+    """
+
+    def __init__(self, train: list[np.ndarray], max_len: int):
+        self.windows: list[np.ndarray] = []  # each of length <= max_len + 1
+        self.n_skipped_users = 0
+        for seq in train:
+            seq = np.asarray(seq, dtype=np.int64)
+            if len(seq) < 2:
+                self.n_skipped_users += 1
+                continue
+            end = len(seq)  # exclusive end of the current window (its last target)
+            while end >= 2:
+                start = max(0, end - max_len - 1)
+                self.windows.append(seq[start:end])
+                end = start + 1  # the next window's last target is this window's first input
+        self.n_transitions = int(sum(len(w) - 1 for w in self.windows))
+
+    def __len__(self) -> int:
+        return len(self.windows)
+
+    def __getitem__(self, i: int) -> np.ndarray:
+        return self.windows[i]
+
+
+def collate_train(windows: list[np.ndarray], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Right-pad windows into inputs (b, t) padded with ``pad_id`` and targets (b, t) padded with IGNORE_INDEX."""
+    t = max(len(w) for w in windows) - 1
+    inputs = torch.full((len(windows), t), pad_id, dtype=torch.long)
+    targets = torch.full((len(windows), t), IGNORE_INDEX, dtype=torch.long)
+    for row, w in enumerate(windows):
+        inputs[row, : len(w) - 1] = torch.from_numpy(w[:-1])
+        targets[row, : len(w) - 1] = torch.from_numpy(w[1:])
+    return inputs, targets
+
+
+def pad_histories(histories: list[np.ndarray], max_items: int, pad_id: int) -> torch.Tensor:
+    """Last ``max_items`` of each history, right-padded with ``pad_id``: (b, min(max_items, longest))."""
+    cut = [np.asarray(h[-max_items:], dtype=np.int64) for h in histories]
+    for i, h in enumerate(cut):
+        if len(h) == 0:
+            raise ValueError(
+                f"evaluation example {i} has an empty history; SASRec cannot score it. "
+                "Leave-one-out gives every user history; for temporal splits drop users without history."
+            )
+    out = torch.full((len(cut), max(len(h) for h in cut)), pad_id, dtype=torch.long)
+    for row, h in enumerate(cut):
+        out[row, : len(h)] = torch.from_numpy(h)
+    return out
+
+
+class EvalBatches(TorchDataset):
+    """Index-only dataset over EvalExamples; batches are (histories, targets) lists (see ``collate_eval``)."""
+
+    def __init__(self, examples: EvalExamples):
+        self.examples = examples
+
+    def __len__(self) -> int:
+        return len(self.examples)
+
+    def __getitem__(self, i: int) -> tuple[np.ndarray, int]:
+        return self.examples.histories[i], int(self.examples.targets[i])
+
+
+def collate_eval(batch: list[tuple[np.ndarray, int]]) -> tuple[list[np.ndarray], np.ndarray]:
+    return [h for h, _ in batch], np.array([t for _, t in batch], dtype=np.int64)
+
+
+class SASRecDataModule(L.LightningDataModule):
+    """Training windows from ``split.train``; validation examples from ``split.valid`` (scored, never trained on)."""
+
+    def __init__(self, split: Split, n_items: int, config: SASRecTrainConfig):
+        super().__init__()
+        self.config = config
+        self.pad_id = n_items
+        self.train_windows = TrainWindows(split.train, config.train_max_len)
+        self.valid = split.valid
+        if len(self.train_windows) == 0:
+            raise ValueError(
+                "no training transitions: every training prefix has fewer than 2 items. "
+                "SASRec needs users with at least 4 interactions under leave-one-out."
+            )
+
+    def train_dataloader(self) -> DataLoader:
+        generator = torch.Generator().manual_seed(self.config.seed)
+        return DataLoader(
+            self.train_windows, batch_size=self.config.batch_size, shuffle=True, generator=generator,
+            collate_fn=lambda ws: collate_train(ws, self.pad_id),
+        )
+
+    def val_dataloader(self) -> DataLoader:
+        return DataLoader(EvalBatches(self.valid), batch_size=self.config.eval_batch_size, collate_fn=collate_eval)
+
+
+# ---------------------------------------------------------------------------------------------
+# Scoring
+# ---------------------------------------------------------------------------------------------
+
+
+@torch.no_grad()
+def rank_histories(
+    model: SASRec, histories: list[np.ndarray], max_items: int, k: int = TOP_K, exclude_history: bool = False
+) -> np.ndarray:
+    """Top-k item ids (b, k), best first, over the full catalogue for one batch of histories."""
+    was_training = model.training
+    model.eval()
+    scores = model.score_last(pad_histories(histories, max_items, model.config.pad_id))  # (b, n_items)
+    model.train(was_training)
+    exclude = [np.asarray(h, dtype=np.int64) for h in histories] if exclude_history else None
+    return topk_from_scores(scores.float().cpu().numpy(), k, exclude=exclude)
+
+
+def evaluate_sasrec(
+    model: SASRec,
+    examples: EvalExamples,
+    n_items: int,
+    max_items: int,
+    batch_size: int,
+    *,
+    exclude_history: bool = False,
+    progress: bool = False,
+) -> tuple[np.ndarray, dict[str, float]]:
+    """Full-ranking evaluation: ranked (n, 20) item ids and Recall/NDCG@{5,10,20} (genrec.metrics).
+
+    Each history is truncated to its last ``max_items``. ``exclude_history`` removes the
+    user's whole (untruncated) history from the ranking; the DESIGN.md protocol keeps it False.
+    """
+    if model.config.n_items != n_items:
+        raise ValueError(f"model was built for {model.config.n_items} items but the dataset has {n_items}")
+    ranked = np.zeros((len(examples), TOP_K), dtype=np.int64)
+    starts = range(0, len(examples), batch_size)
+    for start in tqdm(starts, desc="sasrec eval", disable=not progress, unit="batch"):
+        stop = min(start + batch_size, len(examples))
+        ranked[start:stop] = rank_histories(model, examples.histories[start:stop], max_items, TOP_K, exclude_history)
+    return ranked, ranking_metrics(ranked, examples.targets)
+
+
+# ---------------------------------------------------------------------------------------------
+# Lightning module and callbacks
+# ---------------------------------------------------------------------------------------------
+
+
+class LitSASRec(L.LightningModule):
+    def __init__(self, config: SASRecTrainConfig, n_items: int):
+        super().__init__()
+        self.save_hyperparameters({"config": asdict(config), "n_items": n_items})
+        self.config = config
+        self.model = SASRec(config.model_config(n_items))
+        self._val_ranked: list[np.ndarray] = []
+        self._val_targets: list[np.ndarray] = []
+
+    def training_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> torch.Tensor:
+        inputs, targets = batch                           # (b, t), (b, t)
+        hidden = self.model(inputs)                       # (b, t, d)
+        real = targets != IGNORE_INDEX                    # (b, t)
+        h, y = hidden[real], targets[real]                # (n, d), (n,): only real positions are scored
+        loss = self._ce(h, y) if self.config.loss == "ce" else self._bce(h, y)
+        self.log("train/loss", loss, prog_bar=True, on_step=False, on_epoch=True, batch_size=int(real.sum()))
+        return loss
+
+    def _ce(self, h: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        return F.cross_entropy(self.model.logits(h), y)  # logits (n, n_items)
+
+    def _bce(self, h: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        n_items = self.model.config.n_items
+        table = self.model.item_embeddings()                                  # (n_items, d)
+        shift = torch.randint(1, n_items, (len(y), self.config.n_negatives), device=y.device)
+        negatives = (y[:, None] + shift) % n_items                            # (n, n_neg), never the positive
+        pos = (h * table[y]).sum(-1)                                          # (n,)
+        neg = torch.einsum("nd,nkd->nk", h, table[negatives])                 # (n, n_neg)
+        return (F.softplus(-pos) + F.softplus(neg).sum(-1)).mean()
+
+    def validation_step(self, batch: tuple[list[np.ndarray], np.ndarray], batch_idx: int) -> None:
+        histories, targets = batch
+        ranked = rank_histories(self.model, histories, self.config.eval_max_items, TOP_K, self.config.exclude_history)
+        self._val_ranked.append(ranked)
+        self._val_targets.append(targets)
+
+    def on_validation_epoch_end(self) -> None:
+        metrics = ranking_metrics(np.concatenate(self._val_ranked), np.concatenate(self._val_targets))
+        self._val_ranked.clear()
+        self._val_targets.clear()
+        for name, value in metrics.items():
+            self.log(f"val/{name}", value, prog_bar=name == "ndcg@10")
+
+    def configure_optimizers(self):
+        decay = [p for n, p in self.model.named_parameters() if p.ndim >= 2]
+        no_decay = [p for n, p in self.model.named_parameters() if p.ndim < 2]  # biases and LayerNorm
+        optimizer = torch.optim.AdamW(
+            [{"params": decay, "weight_decay": self.config.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
+            lr=self.config.lr, betas=ADAM_BETAS,
+        )
+        if not self.config.warmup_steps:
+            return optimizer
+        warmup = self.config.warmup_steps
+        schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: min(1.0, (step + 1) / warmup))
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": schedule, "interval": "step"}}
+
+
+class KeepBest(L.Callback):
+    """Keeps an in-memory copy of the weights with the best validation NDCG@10 (earliest on ties)."""
+
+    def __init__(self) -> None:
+        self.best_score = -np.inf
+        self.best_epoch = -1
+        self.best_state: dict[str, torch.Tensor] | None = None
+        self.best_metrics: dict[str, float] = {}
+        self.last_metrics: dict[str, float] = {}
+
+    def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if trainer.sanity_checking:
+            return
+        self.last_metrics = {
+            k.removeprefix("val/"): float(v) for k, v in trainer.callback_metrics.items() if k.startswith("val/")
+        }
+        score = self.last_metrics[MONITOR.removeprefix("val/")]
+        if score > self.best_score:
+            self.best_score, self.best_epoch = score, trainer.current_epoch
+            self.best_metrics = dict(self.last_metrics)
+            self.best_state = copy.deepcopy(pl_module.model.state_dict())
+
+
+class TrainThroughput(L.Callback):
+    """Wall time and window count of the training batches only (the end-of-epoch validation is excluded)."""
+
+    def __init__(self) -> None:
+        self.seconds = 0.0
+        self.samples = 0
+        self._start: float | None = None
+
+    def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._start = time.perf_counter()
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        self.samples += len(batch[0])
+
+    def _stop(self) -> None:
+        # Lightning runs the epoch-end validation before on_train_epoch_end, so stop at whichever comes first.
+        if self._start is not None:
+            self.seconds += time.perf_counter() - self._start
+            self._start = None
+
+    def on_validation_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._stop()
+
+    def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._stop()
+
+    @property
+    def samples_per_second(self) -> float:
+        return self.samples / self.seconds if self.seconds > 0 else 0.0

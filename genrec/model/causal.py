@@ -1,0 +1,158 @@
+"""CausalSID: a decoder-only Transformer over one token per history item, with a light
+autoregressive code head that generates the next item's semantic ID at every position.
+
+Why this design (see README "Design"): on 2 CPU cores the TIGER encoder-decoder re-encodes
+every prefix with 4 tokens per item. Here a sequence of n items is read once, as n tokens,
+and all n next-item targets are trained in one pass (as SASRec and RPG do); the code head
+is a few small MLPs instead of a cross-attention decoder.
+
+Reading order: config -> blocks -> item embedding -> code head -> model.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+@dataclass
+class CausalSIDConfig:
+    level_sizes: tuple[int, ...] = (256, 256, 256, 8)  # codes per semantic-ID level (from sid/, incl. dedup level)
+    max_items: int = 20          # history length the model reads (left-padded)
+    d_model: int = 128           # hidden size
+    n_layers: int = 2            # causal self-attention blocks
+    n_heads: int = 4             # attention heads
+    d_ff: int = 512              # feed-forward hidden size
+    dropout: float = 0.2         # dropout on embeddings, attention output and feed-forward
+    content_dim: int = 0         # >0: add a projection of each item's content vector (fused features) to its token
+    n_items: int = 0             # >0: also learn a per-item id embedding (hybrid; 0 = codes only)
+    tie_code_embeddings: bool = True  # code head scores codes against the input code embeddings
+
+    def __post_init__(self):
+        self.level_sizes = tuple(int(k) for k in self.level_sizes)
+        if self.d_model % self.n_heads:
+            raise ValueError(f"d_model ({self.d_model}) must be divisible by n_heads ({self.n_heads})")
+        if self.max_items < 1 or self.n_layers < 1 or not self.level_sizes:
+            raise ValueError("max_items, n_layers and level_sizes must be positive")
+        if not 0.0 <= self.dropout < 1.0:
+            raise ValueError(f"dropout must be in [0, 1), got {self.dropout}")
+
+
+class Block(nn.Module):
+    """Pre-LN causal self-attention block."""
+
+    def __init__(self, cfg: CausalSIDConfig):
+        super().__init__()
+        self.n_heads = cfg.n_heads
+        self.ln1 = nn.LayerNorm(cfg.d_model)
+        self.qkv = nn.Linear(cfg.d_model, 3 * cfg.d_model)
+        self.proj = nn.Linear(cfg.d_model, cfg.d_model)
+        self.ln2 = nn.LayerNorm(cfg.d_model)
+        self.ff = nn.Sequential(nn.Linear(cfg.d_model, cfg.d_ff), nn.GELU(), nn.Linear(cfg.d_ff, cfg.d_model))
+        self.drop = nn.Dropout(cfg.dropout)
+        self.attn_dropout = cfg.dropout
+
+    def forward(self, x: torch.Tensor, attn_mask: torch.Tensor) -> torch.Tensor:
+        b, t, d = x.shape
+        q, k, v = self.qkv(self.ln1(x)).split(d, dim=-1)
+        q, k, v = (z.view(b, t, self.n_heads, d // self.n_heads).transpose(1, 2) for z in (q, k, v))  # (b, h, t, dh)
+        y = F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask,
+                                           dropout_p=self.attn_dropout if self.training else 0.0)
+        x = x + self.drop(self.proj(y.transpose(1, 2).reshape(b, t, d)))
+        return x + self.drop(self.ff(self.ln2(x)))
+
+
+class CodeHead(nn.Module):
+    """Generates the D codes of the next item from one hidden state, level by level.
+
+    state_0 = h;  logits_d = f_d(state_d) @ E_d^T;  state_{d+1} = state_d + E_d[c_d].
+    The state is all a decoding step needs, so it doubles as the (tiny) decoding cache.
+    """
+
+    def __init__(self, cfg: CausalSIDConfig, code_emb: nn.ModuleList):
+        super().__init__()
+        self.code_emb = code_emb  # shared with the input side when tied
+        self.mlps = nn.ModuleList(
+            nn.Sequential(nn.LayerNorm(cfg.d_model), nn.Linear(cfg.d_model, cfg.d_model), nn.GELU(),
+                          nn.Linear(cfg.d_model, cfg.d_model))
+            for _ in cfg.level_sizes
+        )
+        self.bias = nn.ParameterList(nn.Parameter(torch.zeros(k)) for k in cfg.level_sizes)
+
+    def logits(self, level: int, state: torch.Tensor) -> torch.Tensor:
+        """(..., d) -> (..., K_level)"""
+        return self.mlps[level](state) @ self.code_emb[level].weight.T + self.bias[level]
+
+    def advance(self, level: int, state: torch.Tensor, codes: torch.Tensor) -> torch.Tensor:
+        return state + self.code_emb[level](codes)
+
+    def teacher_forced(self, h: torch.Tensor, codes: torch.Tensor) -> list[torch.Tensor]:
+        """h (b, t, d), codes (b, t, D) true next-item codes -> per-level logits [(b, t, K_d)]."""
+        out, state = [], h
+        for level in range(codes.shape[-1]):
+            out.append(self.logits(level, state))
+            state = self.advance(level, state, codes[..., level])
+        return out
+
+
+class CausalSID(nn.Module):
+    def __init__(self, cfg: CausalSIDConfig):
+        super().__init__()
+        self.cfg = cfg
+        d = cfg.d_model
+        self.code_emb = nn.ModuleList(nn.Embedding(k, d) for k in cfg.level_sizes)
+        out_emb = self.code_emb if cfg.tie_code_embeddings else nn.ModuleList(nn.Embedding(k, d) for k in cfg.level_sizes)
+        self.content_proj = nn.Linear(cfg.content_dim, d, bias=False) if cfg.content_dim else None
+        self.item_emb = nn.Embedding(cfg.n_items, d) if cfg.n_items else None
+        self.pos_emb = nn.Embedding(cfg.max_items, d)
+        self.drop = nn.Dropout(cfg.dropout)
+        self.blocks = nn.ModuleList(Block(cfg) for _ in range(cfg.n_layers))
+        self.ln_f = nn.LayerNorm(d)
+        self.head = CodeHead(cfg, out_emb)
+        self.apply(self._init)
+
+    @staticmethod
+    def _init(m: nn.Module) -> None:
+        if isinstance(m, (nn.Linear, nn.Embedding)):
+            nn.init.normal_(m.weight, std=0.02)
+        if isinstance(m, nn.Linear) and m.bias is not None:
+            nn.init.zeros_(m.bias)
+
+    def item_tokens(self, codes: torch.Tensor, content: torch.Tensor | None = None,
+                    item_ids: torch.Tensor | None = None) -> torch.Tensor:
+        """codes (b, t, D) -> one input vector per item (b, t, d): the sum of its code embeddings."""
+        x = sum(emb(codes[..., i]) for i, emb in enumerate(self.code_emb))
+        if self.content_proj is not None and content is not None:
+            x = x + self.content_proj(content)
+        if self.item_emb is not None and item_ids is not None:
+            x = x + self.item_emb(item_ids.clamp(min=0))
+        return x * math.sqrt(self.cfg.d_model)
+
+    def encode(self, codes: torch.Tensor, valid: torch.Tensor, content: torch.Tensor | None = None,
+               item_ids: torch.Tensor | None = None) -> torch.Tensor:
+        """Left-padded history (b, t, D) with mask valid (b, t) -> hidden states (b, t, d).
+
+        Position t's state summarises items 0..t and predicts item t+1.
+        """
+        b, t, _ = codes.shape
+        x = self.item_tokens(codes, content, item_ids) * valid.unsqueeze(-1)
+        x = self.drop(x + self.pos_emb.weight[-t:])  # left padding: the last item always sits at the last position
+        causal = torch.ones(t, t, dtype=torch.bool, device=codes.device).tril()
+        # Attend to real items only; a padded query may attend to itself so no row is empty (no NaN).
+        mask = causal & (valid.unsqueeze(1) | torch.eye(t, dtype=torch.bool, device=codes.device))  # (b, t, t)
+        mask = mask.unsqueeze(1)  # (b, 1, t, t), broadcast over heads
+        for block in self.blocks:
+            x = block(x, mask)
+        return self.ln_f(x)
+
+    def forward(self, codes, valid, target_codes, content=None, item_ids=None) -> list[torch.Tensor]:
+        """Teacher-forced per-level logits for every position: [(b, t, K_d)]."""
+        return self.head.teacher_forced(self.encode(codes, valid, content, item_ids), target_codes)
+
+    def last_state(self, codes, valid, content=None, item_ids=None) -> torch.Tensor:
+        """The decoding state for the next item after each history: (b, d)."""
+        return self.encode(codes, valid, content, item_ids)[:, -1]

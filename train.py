@@ -1,0 +1,12 @@
+"""Train the generative recommender with Lightning's CLI.
+
+    python train.py                                     # demo: build the demo run, train, evaluate
+    python train.py fit --config configs/office.yaml    # a real dataset
+    python train.py fit --config configs/office.yaml --ckpt_path last   # resume after a kill
+    python train.py --help
+"""
+
+from genrec.lit.cli import main
+
+if __name__ == "__main__":
+    main()
