@@ -43,6 +43,8 @@ def _build_prepare(p: argparse.ArgumentParser) -> None:
     p.add_argument("--demo", action="store_true", help="generate the built-in demo dataset and prepare it")
     p.add_argument("--format", dest="fmt", choices=FORMATS, default=None, help="override format detection")
     p.add_argument("--name", default=None, help="dataset name recorded in the manifest (default: source folder name)")
+    p.add_argument("--skip-bad-lines", action="store_true",
+                   help="skip malformed source lines instead of stopping; skipped lines are counted and reported")
     _run_arg(p, required=False)
     _yaml_arg(p)
     add_config_args(p, PrepareConfig)
@@ -59,7 +61,10 @@ def _run_prepare(a: argparse.Namespace) -> int:
         from genrec.data.demo import demo_source_dir
 
         source, name = demo_source_dir(Path(a.run)), name or "demo"
-    prepare(source, a.run, config_from_args(PrepareConfig, a, a.config), fmt=a.fmt, name=name)
+    config = config_from_args(PrepareConfig, a, a.config)
+    if a.skip_bad_lines:
+        config.on_error = "skip"
+    prepare(source, a.run, config, fmt=a.fmt, name=name)
     return 0
 
 

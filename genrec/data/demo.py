@@ -22,8 +22,10 @@ Nobody buys an item twice, and each user's review times are distinct days in chr
 
 Item 5-core is reached by a post-pass, not by construction: after all sequences are drawn, every
 item seen fewer than ``min_item_count`` times is inserted into the histories of users who prefer
-its category (right after one of its complement sources when the user has one), never into a
-user's last two positions, so the leave-one-out targets always come from the generative process.
+its category (other users only when too few do), right after one of its complement sources when
+the user has one and at a random earlier position otherwise. It never goes into a user's last two
+positions, so the leave-one-out targets always come from the generative process. On the default
+config the post-pass adds about 6% of the interactions.
 Users are 5-core by construction (every sequence has at least ``min_seq_len`` items).
 """
 
@@ -78,54 +80,84 @@ class _Top:
 
 _TOPS: tuple[_Top, ...] = (
     _Top("Kitchen", (
-        _Leaf("Knives", ("Chef Knife", "Santoku Knife", "Paring Knife"), ("Forged", "High-Carbon", "Razor-Sharp", "Full-Tang"), (15, 120), "slicing and dicing"),
-        _Leaf("Cutting Boards", ("Cutting Board", "Chopping Block", "Carving Board"), ("Bamboo", "End-Grain", "Reversible", "Non-Slip"), (12, 60), "everyday meal prep"),
-        _Leaf("Cookware", ("Skillet", "Saucepan", "Dutch Oven"), ("Nonstick", "Cast-Iron", "Tri-Ply", "Induction-Ready"), (25, 180), "searing, simmering and baking"),
+        _Leaf("Knives", ("Chef Knife", "Santoku Knife", "Paring Knife"),
+              ("Forged", "High-Carbon", "Razor-Sharp", "Full-Tang"), (15, 120), "slicing and dicing"),
+        _Leaf("Cutting Boards", ("Cutting Board", "Chopping Block", "Carving Board"),
+              ("Bamboo", "End-Grain", "Reversible", "Non-Slip"), (12, 60), "everyday meal prep"),
+        _Leaf("Cookware", ("Skillet", "Saucepan", "Dutch Oven"),
+              ("Nonstick", "Cast-Iron", "Tri-Ply", "Induction-Ready"), (25, 180), "searing, simmering and baking"),
     )),
     _Top("Outdoors", (
-        _Leaf("Tents", ("Dome Tent", "Backpacking Tent", "Cabin Tent"), ("Waterproof", "Ultralight", "2-Person", "Freestanding"), (60, 400), "camping trips in any weather"),
-        _Leaf("Sleeping Bags", ("Sleeping Bag", "Mummy Bag", "Camping Quilt"), ("Down", "20-Degree", "Compressible", "Three-Season"), (40, 250), "warm nights outdoors"),
-        _Leaf("Lanterns", ("Camping Lantern", "Headlamp", "Tent Light"), ("Rechargeable", "LED", "Dimmable", "Weatherproof"), (12, 70), "lighting up the campsite"),
+        _Leaf("Tents", ("Dome Tent", "Backpacking Tent", "Cabin Tent"),
+              ("Waterproof", "Ultralight", "2-Person", "Freestanding"), (60, 400), "camping trips in any weather"),
+        _Leaf("Sleeping Bags", ("Sleeping Bag", "Mummy Bag", "Camping Quilt"),
+              ("Down", "20-Degree", "Compressible", "Three-Season"), (40, 250), "warm nights outdoors"),
+        _Leaf("Lanterns", ("Camping Lantern", "Headlamp", "Tent Light"),
+              ("Rechargeable", "LED", "Dimmable", "Weatherproof"), (12, 70), "lighting up the campsite"),
     )),
     _Top("Office", (
-        _Leaf("Pens", ("Gel Pen", "Ballpoint Pen", "Fountain Pen"), ("Fine-Point", "Smooth-Writing", "Refillable", "Quick-Dry"), (5, 45), "notes, letters and sketches"),
-        _Leaf("Notebooks", ("Notebook", "Journal", "Planner"), ("Dotted", "Hardcover", "Lay-Flat", "Acid-Free"), (6, 35), "journaling and planning"),
-        _Leaf("Desk Organizers", ("Desk Organizer", "File Sorter", "Pen Holder"), ("Mesh", "Stackable", "Compact", "Multi-Compartment"), (10, 50), "a tidy workspace"),
+        _Leaf("Pens", ("Gel Pen", "Ballpoint Pen", "Fountain Pen"),
+              ("Fine-Point", "Smooth-Writing", "Refillable", "Quick-Dry"), (5, 45), "notes, letters and sketches"),
+        _Leaf("Notebooks", ("Notebook", "Journal", "Planner"),
+              ("Dotted", "Hardcover", "Lay-Flat", "Acid-Free"), (6, 35), "journaling and planning"),
+        _Leaf("Desk Organizers", ("Desk Organizer", "File Sorter", "Pen Holder"),
+              ("Mesh", "Stackable", "Compact", "Multi-Compartment"), (10, 50), "a tidy workspace"),
     )),
     _Top("Beauty", (
-        _Leaf("Shampoo", ("Shampoo", "Clarifying Shampoo", "Volumizing Shampoo"), ("Sulfate-Free", "Argan Oil", "Moisturizing", "Color-Safe"), (6, 40), "clean, healthy hair"),
-        _Leaf("Conditioner", ("Conditioner", "Leave-In Conditioner", "Hair Mask"), ("Repairing", "Keratin", "Detangling", "Hydrating"), (6, 40), "soft, smooth hair"),
-        _Leaf("Hair Dryers", ("Hair Dryer", "Blow Dryer", "Travel Dryer"), ("Ionic", "Ceramic", "Lightweight", "Fast-Drying"), (25, 200), "quick salon-style drying"),
+        _Leaf("Shampoo", ("Shampoo", "Clarifying Shampoo", "Volumizing Shampoo"),
+              ("Sulfate-Free", "Argan Oil", "Moisturizing", "Color-Safe"), (6, 40), "clean, healthy hair"),
+        _Leaf("Conditioner", ("Conditioner", "Leave-In Conditioner", "Hair Mask"),
+              ("Repairing", "Keratin", "Detangling", "Hydrating"), (6, 40), "soft, smooth hair"),
+        _Leaf("Hair Dryers", ("Hair Dryer", "Blow Dryer", "Travel Dryer"),
+              ("Ionic", "Ceramic", "Lightweight", "Fast-Drying"), (25, 200), "quick salon-style drying"),
     )),
     _Top("Sports", (
-        _Leaf("Yoga Mats", ("Yoga Mat", "Exercise Mat", "Travel Mat"), ("Non-Slip", "Extra-Thick", "Eco-Friendly", "Cushioned"), (15, 90), "yoga, pilates and stretching"),
-        _Leaf("Dumbbells", ("Dumbbell Set", "Adjustable Dumbbell", "Kettlebell"), ("Rubber-Coated", "Hex", "Chrome", "Space-Saving"), (20, 300), "strength training at home"),
-        _Leaf("Water Bottles", ("Water Bottle", "Sports Bottle", "Insulated Tumbler"), ("Leak-Proof", "BPA-Free", "Vacuum-Insulated", "Stainless"), (8, 45), "staying hydrated during workouts"),
+        _Leaf("Yoga Mats", ("Yoga Mat", "Exercise Mat", "Travel Mat"),
+              ("Non-Slip", "Extra-Thick", "Eco-Friendly", "Cushioned"), (15, 90), "yoga, pilates and stretching"),
+        _Leaf("Dumbbells", ("Dumbbell Set", "Adjustable Dumbbell", "Kettlebell"),
+              ("Rubber-Coated", "Hex", "Chrome", "Space-Saving"), (20, 300), "strength training at home"),
+        _Leaf("Water Bottles", ("Water Bottle", "Sports Bottle", "Insulated Tumbler"),
+              ("Leak-Proof", "BPA-Free", "Vacuum-Insulated", "Stainless"), (8, 45), "staying hydrated during workouts"),
     )),
     _Top("Electronics", (
-        _Leaf("Headphones", ("Headphones", "Earbuds", "Headset"), ("Wireless", "Noise-Cancelling", "Bluetooth", "Over-Ear"), (20, 350), "music and calls on the go"),
-        _Leaf("Chargers", ("USB Charger", "Wall Charger", "Power Bank"), ("Fast-Charging", "Dual-Port", "Portable", "GaN"), (10, 80), "keeping devices powered"),
-        _Leaf("Cables", ("USB-C Cable", "Charging Cable", "HDMI Cable"), ("Braided", "6-Foot", "High-Speed", "Tangle-Free"), (6, 30), "connecting and charging devices"),
+        _Leaf("Headphones", ("Headphones", "Earbuds", "Headset"),
+              ("Wireless", "Noise-Cancelling", "Bluetooth", "Over-Ear"), (20, 350), "music and calls on the go"),
+        _Leaf("Chargers", ("USB Charger", "Wall Charger", "Power Bank"),
+              ("Fast-Charging", "Dual-Port", "Portable", "GaN"), (10, 80), "keeping devices powered"),
+        _Leaf("Cables", ("USB-C Cable", "Charging Cable", "HDMI Cable"),
+              ("Braided", "6-Foot", "High-Speed", "Tangle-Free"), (6, 30), "connecting and charging devices"),
     )),
     _Top("Garden", (
-        _Leaf("Hoses", ("Garden Hose", "Expandable Hose", "Soaker Hose"), ("Kink-Free", "50-Foot", "Heavy-Duty", "Flexible"), (20, 90), "watering lawns and beds"),
-        _Leaf("Planters", ("Planter", "Flower Pot", "Raised Bed"), ("Ceramic", "Self-Watering", "Drainage", "Weather-Resistant"), (10, 120), "growing flowers and herbs"),
-        _Leaf("Pruners", ("Pruning Shears", "Loppers", "Hedge Shears"), ("Bypass", "Titanium-Coated", "Ergonomic", "Anvil"), (12, 70), "trimming shrubs and branches"),
+        _Leaf("Hoses", ("Garden Hose", "Expandable Hose", "Soaker Hose"),
+              ("Kink-Free", "50-Foot", "Heavy-Duty", "Flexible"), (20, 90), "watering lawns and beds"),
+        _Leaf("Planters", ("Planter", "Flower Pot", "Raised Bed"),
+              ("Ceramic", "Self-Watering", "Drainage", "Weather-Resistant"), (10, 120), "growing flowers and herbs"),
+        _Leaf("Pruners", ("Pruning Shears", "Loppers", "Hedge Shears"),
+              ("Bypass", "Titanium-Coated", "Ergonomic", "Anvil"), (12, 70), "trimming shrubs and branches"),
     )),
     _Top("Pets", (
-        _Leaf("Dog Beds", ("Dog Bed", "Pet Bed", "Orthopedic Bed"), ("Memory-Foam", "Washable", "Bolster", "Calming"), (25, 150), "restful sleep for dogs"),
-        _Leaf("Leashes", ("Dog Leash", "Retractable Leash", "Dog Harness"), ("Reflective", "Padded", "No-Pull", "Tough"), (10, 45), "safe daily walks"),
-        _Leaf("Pet Bowls", ("Pet Bowl", "Slow Feeder", "Water Fountain"), ("Stainless-Steel", "Non-Skid", "Elevated", "Spill-Proof"), (8, 50), "mess-free feeding"),
+        _Leaf("Dog Beds", ("Dog Bed", "Pet Bed", "Orthopedic Bed"),
+              ("Memory-Foam", "Washable", "Bolster", "Calming"), (25, 150), "restful sleep for dogs"),
+        _Leaf("Leashes", ("Dog Leash", "Retractable Leash", "Dog Harness"),
+              ("Reflective", "Padded", "No-Pull", "Tough"), (10, 45), "safe daily walks"),
+        _Leaf("Pet Bowls", ("Pet Bowl", "Slow Feeder", "Water Fountain"),
+              ("Stainless-Steel", "Non-Skid", "Elevated", "Spill-Proof"), (8, 50), "mess-free feeding"),
     )),
     _Top("Toys", (
-        _Leaf("Building Blocks", ("Building Set", "Block Set", "Construction Kit"), ("Creative", "500-Piece", "STEM", "Classic"), (15, 120), "creative building play"),
-        _Leaf("Puzzles", ("Jigsaw Puzzle", "3D Puzzle", "Puzzle Box"), ("1000-Piece", "Challenging", "Panoramic", "Family"), (10, 40), "relaxing puzzle nights"),
-        _Leaf("Plush Toys", ("Plush Toy", "Stuffed Animal", "Teddy Bear"), ("Huggable", "Soft", "Giant", "Cuddly"), (10, 60), "cuddles and bedtime"),
+        _Leaf("Building Blocks", ("Building Set", "Block Set", "Construction Kit"),
+              ("Creative", "500-Piece", "STEM", "Classic"), (15, 120), "creative building play"),
+        _Leaf("Puzzles", ("Jigsaw Puzzle", "3D Puzzle", "Puzzle Box"),
+              ("1000-Piece", "Challenging", "Panoramic", "Family"), (10, 40), "relaxing puzzle nights"),
+        _Leaf("Plush Toys", ("Plush Toy", "Stuffed Animal", "Teddy Bear"),
+              ("Huggable", "Soft", "Giant", "Cuddly"), (10, 60), "cuddles and bedtime"),
     )),
     _Top("Tools", (
-        _Leaf("Drills", ("Cordless Drill", "Hammer Drill", "Drill Driver"), ("20V", "Brushless", "Compact", "Variable-Speed"), (50, 250), "drilling and driving screws"),
-        _Leaf("Drill Bits", ("Drill Bit Set", "Masonry Bits", "Twist Bits"), ("Titanium", "Cobalt", "29-Piece", "Hex-Shank"), (12, 60), "drilling wood, metal and masonry"),
-        _Leaf("Tool Boxes", ("Tool Box", "Tool Bag", "Rolling Chest"), ("Steel", "Water-Resistant", "Modular", "Lockable"), (20, 200), "organizing tools on the job"),
+        _Leaf("Drills", ("Cordless Drill", "Hammer Drill", "Drill Driver"),
+              ("20V", "Brushless", "Compact", "Variable-Speed"), (50, 250), "drilling and driving screws"),
+        _Leaf("Drill Bits", ("Drill Bit Set", "Masonry Bits", "Twist Bits"),
+              ("Titanium", "Cobalt", "29-Piece", "Hex-Shank"), (12, 60), "drilling wood, metal and masonry"),
+        _Leaf("Tool Boxes", ("Tool Box", "Tool Bag", "Rolling Chest"),
+              ("Steel", "Water-Resistant", "Modular", "Lockable"), (20, 200), "organizing tools on the job"),
     )),
 )
 
@@ -133,6 +165,8 @@ _TOPS: tuple[_Top, ...] = (
 _GENERIC_ADJECTIVES = ("Premium", "Professional", "Classic", "Deluxe", "Essential", "Everyday")
 # Share of titles that get a generic adjective in front of the leaf adjectives.
 _P_GENERIC_ADJECTIVE = 0.5
+_LEAF_ADJECTIVES_PER_TITLE = 2     # leaf adjectives in a title (and in its description)
+_MODEL_NUMBERS = (100, 1000)       # model number range [low, high) after the brand initials
 _BENEFITS = (
     "Built to last with quality materials.", "Backed by a one-year warranty.",
     "Easy to clean and simple to store.", "Thoughtfully designed for daily use.",
@@ -150,7 +184,8 @@ _ASIN_LEN = 8           # characters after the leading "B0"
 _RATING_PROBS = (0.04, 0.05, 0.09, 0.20, 0.62)  # P(overall = 1..5), Amazon-like skew toward 5
 _P_VERIFIED = 0.9       # share of reviews marked "verified"
 _STAR_WORDS = ("One Star", "Two Stars", "Three Stars", "Four Stars", "Five Stars")  # default summaries
-_SECONDS_PER_DAY = 86_400
+# Draws of an item the user has not bought yet, before falling back to the most popular unbought item.
+_MAX_DRAW_TRIES = 20
 
 # Picture styles: a leaf gets shape SHAPES[l % 6], texture TEXTURES[(l // 6) % 5] and a hue from l,
 # so the 30 leaves of the default catalogue have 30 distinct (shape, texture) pairs.
@@ -165,6 +200,12 @@ _JIT_OFFSET = 0.08           # +- centre offset as a fraction of the image side
 _JIT_HUE = 0.03              # +- hue shift
 _JIT_ASPECT = (0.85, 1.0)    # x/y aspect ratio of the shape
 _PATTERN_PERIOD = (0.10, 0.16)  # texture period as a fraction of the image side
+_CIRCLE_VERTICES = 48        # polygon resolution of a circle
+_STAR_POINTS = 5             # points of the star shape
+_STAR_INNER_RADIUS = 0.45    # inner/outer radius of the star
+_DIAMOND_SQUASH = 0.6        # width/height of the diamond, so it differs from a rotated square
+# (saturation, value) of the colours; the accent uses the complementary hue so textures stand out.
+_FG_SV, _ACCENT_SV, _EDGE_SV, _BG_SV = (0.75, 0.9), (0.35, 0.98), (0.85, 0.4), (0.12, 0.96)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -189,7 +230,7 @@ class DemoConfig:
     n_complements: int = 2               # complements per item (in the next leaf, same brand if possible)
     complement_decay: float = 0.4        # weight ratio between consecutive complements of an item
     p_brand_loyalty: float = 0.5         # chance to stay with the brand first bought in that category
-    p_explore: float = 0.08              # chance that the next item is drawn from global popularity
+    p_explore: float = 0.16              # share of non-complement draws taken from global popularity
     mean_gap_days: float = 20.0          # mean number of days between a user's consecutive reviews
     first_day: str = "2012-01-01"        # earliest review date (ISO)
     last_day: str = "2018-09-30"         # latest review date (ISO)
@@ -222,7 +263,6 @@ class DemoConfig:
         for name in ("p_second_category", "primary_category_share", "p_complement", "p_brand_loyalty",
                      "p_explore", "image_jitter"):
             need(0.0 <= getattr(self, name) <= 1.0, name, "a value in [0, 1]")
-        need(self.p_complement + self.p_explore <= 1.0, "p_explore", f"<= 1 - p_complement ({1 - self.p_complement})")
         need(self.n_complements >= 1, "n_complements", ">= 1")
         need(0.0 < self.complement_decay <= 1.0, "complement_decay", "a value in (0, 1]")
         need(self.mean_gap_days >= 1.0, "mean_gap_days", ">= 1 (reviews of one user fall on distinct days)")
@@ -306,14 +346,16 @@ def _make_catalogue(rng: np.random.Generator, cfg: DemoConfig) -> _Catalogue:
         t, leaf = leaves[item_leaf[i]]
         brand = brands[item_brand[i]]
         noun = leaf.nouns[rng.integers(len(leaf.nouns))]
-        adjs = [leaf.adjectives[j] for j in sorted(rng.choice(len(leaf.adjectives), size=2, replace=False))]
+        picked = rng.choice(len(leaf.adjectives), size=_LEAF_ADJECTIVES_PER_TITLE, replace=False)
+        adjs = [leaf.adjectives[j] for j in sorted(picked)]
         if rng.random() < _P_GENERIC_ADJECTIVE:
             adjs.insert(0, _GENERIC_ADJECTIVES[rng.integers(len(_GENERIC_ADJECTIVES))])
-        model = f"{brand[:2].upper()}-{rng.integers(100, 1000)}"
+        model = f"{brand[:2].upper()}-{rng.integers(*_MODEL_NUMBERS)}"
         lo, hi = leaf.price
         price = math.floor(math.exp(rng.uniform(math.log(lo), math.log(hi)))) + 0.99
-        description = (f"This {_soft_lower(adjs[-2])}, {_soft_lower(adjs[-1])} {_soft_lower(noun)} from {brand} is made for "
-                       f"{leaf.use}. {_BENEFITS[rng.integers(len(_BENEFITS))]}")
+        described = ", ".join(_soft_lower(a) for a in adjs[-_LEAF_ADJECTIVES_PER_TITLE:])
+        description = (f"This {described} {_soft_lower(noun)} from {brand} is made for {leaf.use}. "
+                       f"{_BENEFITS[rng.integers(len(_BENEFITS))]}")
         meta.append({
             "asin": asins[i],
             "title": f"{brand} {' '.join(adjs)} {noun}, {model}",
@@ -344,7 +386,6 @@ class _Sampler:
 @dataclass
 class _Users:
     sequences: list[list[int]]     # per user, chronological item ids
-    preferred: list[list[int]]     # per user, preferred top categories
     n_inserted: int                # interactions added by the item 5-core post-pass
 
 
@@ -358,8 +399,6 @@ def _draw_sequences(rng: np.random.Generator, cfg: DemoConfig, cat: _Catalogue) 
         if len(idx):
             in_brand[b] = _Sampler(idx, cat.popularity[idx])
     comp_weights = cfg.complement_decay ** np.arange(cfg.n_complements)
-    # Retry budget for drawing an item the user has not bought yet, before falling back to a scan.
-    max_tries = 20
     by_popularity = np.argsort(-cat.popularity, kind="stable")
 
     # Extra length beyond the minimum is geometric, so lengths are long-tailed with the right mean.
@@ -377,16 +416,16 @@ def _draw_sequences(rng: np.random.Generator, cfg: DemoConfig, cat: _Catalogue) 
         seen: set[int] = set()
         for _ in range(int(lengths[u])):
             item = -1
-            for _try in range(max_tries):
-                r = rng.random()
-                if seq and r < cfg.p_complement:
+            for _try in range(_MAX_DRAW_TRIES):
+                if seq and rng.random() < cfg.p_complement:
                     comps = cat.complements[seq[-1]]
                     w = comp_weights[: len(comps)]
-                    cand = int(comps[np.searchsorted(np.cumsum(w), rng.random() * w.sum(), side="right").clip(0, len(comps) - 1)])
-                elif r < cfg.p_complement + cfg.p_explore:
+                    j = int(np.searchsorted(np.cumsum(w), rng.random() * w.sum(), side="right"))
+                    cand = int(comps[min(j, len(comps) - 1)])
+                elif rng.random() < cfg.p_explore:
                     cand = everyone.draw(rng)
                 else:
-                    t = prefs[int(np.searchsorted(pref_cum, rng.random(), side="right").clip(0, k - 1))]
+                    t = prefs[min(int(np.searchsorted(pref_cum, rng.random(), side="right")), k - 1)]
                     if t in loyal and rng.random() < cfg.p_brand_loyalty:
                         cand = in_brand[loyal[t]].draw(rng)
                     else:
@@ -403,7 +442,7 @@ def _draw_sequences(rng: np.random.Generator, cfg: DemoConfig, cat: _Catalogue) 
         preferred.append(prefs)
 
     n_inserted = _item_core_post_pass(rng, cfg, cat, sequences, preferred)
-    return _Users(sequences, preferred, n_inserted)
+    return _Users(sequences, n_inserted)
 
 
 def _item_core_post_pass(rng: np.random.Generator, cfg: DemoConfig, cat: _Catalogue,
@@ -421,13 +460,12 @@ def _item_core_post_pass(rng: np.random.Generator, cfg: DemoConfig, cat: _Catalo
         need = int(cfg.min_item_count - counts[i])
         src = sources.get(i, set())
 
-        def has_source(u: int) -> bool:  # a complement source of i where i may still be inserted
-            return any(x in src for x in sequences[u][: len(sequences[u]) - 2])
-
         # Preference order: fans of the item's category holding a complement source (the insertion then
         # follows the complement structure), other fans, then anyone; random order within each group.
-        fans = [u for u in fans_of[cat.item_top[i]] if i not in bought[u]]
-        groups = [[u for u in fans if has_source(u)], [u for u in fans if not has_source(u)]]
+        groups: list[list[int]] = [[], []]
+        for u in fans_of[cat.item_top[i]]:
+            if i not in bought[u]:  # group 0: holds a complement source of i where i may be inserted
+                groups[int(src.isdisjoint(sequences[u][:-2]))].append(u)
         chosen = [u for g in groups for u in (g[j] for j in rng.permutation(len(g)))][:need]
         if len(chosen) < need:  # rare: too few fans (tiny configs)
             rest = [u for u in range(cfg.n_users) if i not in bought[u] and int(cat.item_top[i]) not in preferred[u]]
@@ -457,14 +495,14 @@ def _leaf_style(leaf_index: int, top_index: int) -> tuple[str, str, float, float
 def _unit_polygon(shape: str) -> np.ndarray:
     """Vertices (v, 2) of a shape inscribed in the unit circle."""
     if shape == "circle":
-        a = np.linspace(0, 2 * np.pi, 48, endpoint=False)
+        a = np.linspace(0, 2 * np.pi, _CIRCLE_VERTICES, endpoint=False)
         return np.stack([np.cos(a), np.sin(a)], 1)
     if shape == "star":
-        a = np.linspace(0, 2 * np.pi, 10, endpoint=False) - np.pi / 2
-        r = np.where(np.arange(10) % 2 == 0, 1.0, 0.45)
+        a = np.linspace(0, 2 * np.pi, 2 * _STAR_POINTS, endpoint=False) - np.pi / 2
+        r = np.where(np.arange(2 * _STAR_POINTS) % 2 == 0, 1.0, _STAR_INNER_RADIUS)
         return np.stack([r * np.cos(a), r * np.sin(a)], 1)
     sides, start, squash = {"square": (4, np.pi / 4, 1.0), "triangle": (3, -np.pi / 2, 1.0),
-                            "diamond": (4, 0.0, 0.6), "hexagon": (6, 0.0, 1.0)}[shape]
+                            "diamond": (4, 0.0, _DIAMOND_SQUASH), "hexagon": (6, 0.0, 1.0)}[shape]
     a = start + np.linspace(0, 2 * np.pi, sides, endpoint=False)
     return np.stack([squash * np.cos(a), np.sin(a)], 1)
 
@@ -491,8 +529,8 @@ def _draw_image(style: tuple[str, str, float, float], jitter: np.ndarray, size: 
     pts = pts @ rot.T * radius + centre
     poly = [tuple(p) for p in pts.tolist()]
 
-    fg, accent, edge = _rgb(hue, 0.75, 0.9), _rgb(hue + 0.5, 0.35, 0.98), _rgb(hue, 0.85, 0.4)
-    canvas = Image.new("RGB", (big, big), _rgb(bg_hue, 0.12, 0.96))
+    fg, accent, edge = _rgb(hue, *_FG_SV), _rgb(hue + 0.5, *_ACCENT_SV), _rgb(hue, *_EDGE_SV)
+    canvas = Image.new("RGB", (big, big), _rgb(bg_hue, *_BG_SV))
     fill = Image.new("RGB", (big, big), fg)
     pen = ImageDraw.Draw(fill)
     half = period // 2
@@ -514,7 +552,7 @@ def _draw_image(style: tuple[str, str, float, float], jitter: np.ndarray, size: 
     ImageDraw.Draw(mask).polygon(poly, fill=255)
     canvas.paste(fill, (0, 0), mask)
     ImageDraw.Draw(canvas).polygon(poly, outline=edge, width=_SUPERSAMPLE * 2)
-    return canvas.resize((size, size), Image.Resampling.LANCZOS)
+    return canvas.resize((size, size), Image.Resampling.BOX)  # exact 2x2 averaging for the integer factor
 
 
 # ----------------------------------------------------------------------------------------------

@@ -121,7 +121,7 @@ def _flatten_ids(seqs, n_items: int, what: str) -> tuple[np.ndarray, np.ndarray]
         ids = seqs[rows, cols].astype(np.int64)
     else:
         lengths = [len(s) for s in seqs]
-        ids = np.concatenate([np.asarray(s, dtype=np.int64).reshape(-1) for s in seqs]) if seqs else np.zeros(0, np.int64)
+        ids = np.concatenate([np.asarray(s, dtype=np.int64).reshape(-1) for s in seqs] + [np.zeros(0, np.int64)])
         rows = np.repeat(np.arange(len(lengths)), lengths)
         keep = ids >= 0
         rows, ids = rows[keep], ids[keep]
@@ -133,16 +133,44 @@ def _flatten_ids(seqs, n_items: int, what: str) -> tuple[np.ndarray, np.ndarray]
     return rows, ids
 
 
-def _mask_prefix_counts(trie: Trie, item_mask: np.ndarray, batch_size: int) -> np.ndarray:
-    """(B, N + 1) int32: running count of allowed items in trie (sorted) order, so a node's count is hi - lo."""
-    item_mask = np.asarray(item_mask)
-    if item_mask.shape != (batch_size, trie.n_items) or item_mask.dtype != np.bool_:
-        raise ValueError(f"item_mask must be a bool array of shape (batch_size, n_items) = "
-                         f"({batch_size}, {trie.n_items}), got {item_mask.dtype} {item_mask.shape}; "
-                         "build it with exclude_mask/candidate_mask")
-    counts = np.zeros((batch_size, trie.n_items + 1), dtype=np.int32)
-    np.cumsum(item_mask[:, trie.order], axis=1, out=counts[:, 1:])
-    return counts
+class _ItemFilter:
+    """Answers "does request r have an allowed item in sorted positions [lo, hi)?" for an item mask.
+
+    Most ranges are settled by their first item (one gather from the mask). The rest are counted
+    with two searchsorted calls over the sparser side of the mask (allowed ids for candidate
+    lists, excluded ids for histories) stored as sorted keys ``request * (N + 1) + position``.
+    """
+
+    def __init__(self, trie: Trie, item_mask: np.ndarray, batch_size: int) -> None:
+        item_mask = np.asarray(item_mask)
+        if item_mask.shape != (batch_size, trie.n_items) or item_mask.dtype != np.bool_:
+            raise ValueError(f"item_mask must be a bool array of shape (batch_size, n_items) = "
+                             f"({batch_size}, {trie.n_items}), got {item_mask.dtype} {item_mask.shape}; "
+                             "build it with exclude_mask/candidate_mask")
+        self.trie = trie
+        self.flat_mask = np.ascontiguousarray(item_mask).reshape(-1)                    # (B * N,)
+        n_allowed = int(np.count_nonzero(self.flat_mask))
+        self.store_allowed = 2 * n_allowed <= item_mask.size   # else store the excluded ids
+        requests, items = np.nonzero(item_mask if self.store_allowed else ~item_mask)
+        self.per_request = np.bincount(requests, minlength=batch_size)                 # (B,) stored ids
+        self.stride = trie.n_items + 1
+        self.keys = np.sort(requests * self.stride + trie.position[items])             # (E,)
+
+    def any_allowed(self, requests: np.ndarray, lo: np.ndarray, hi: np.ndarray) -> np.ndarray:
+        size = hi - lo
+        allowed = np.take(self.flat_mask, requests * self.trie.n_items + self.trie.order[lo])
+        undecided = ~allowed & (size > 1)
+        if not self.store_allowed:
+            # A range larger than the request's whole exclusion list surely keeps an item.
+            surely = undecided & (size > self.per_request[requests])
+            allowed |= surely
+            undecided &= ~surely
+        check = np.flatnonzero(undecided)
+        if len(check):
+            base = requests[check] * self.stride
+            inside = np.searchsorted(self.keys, base + hi[check]) - np.searchsorted(self.keys, base + lo[check])
+            allowed[check] = inside > 0 if self.store_allowed else inside < size[check]
+        return allowed
 
 
 # ---------------------------------------------------------------------- shared per-level helpers
@@ -152,7 +180,7 @@ def _call_step(step: StepFn, level: int, parent_rows: np.ndarray, last_codes: np
     if out.shape != (len(parent_rows), n_codes):
         raise ValueError(f"step returned shape {out.shape} at level {level}; expected (rows, K_{level}) = "
                          f"({len(parent_rows)}, {n_codes}): one row per parent_rows entry, one column per code")
-    if not np.issubdtype(out.dtype, np.floating):
+    if out.dtype.kind != "f":
         raise ValueError(f"step returned dtype {out.dtype} at level {level}; expected float log-probs")
     if np.isnan(out).any():
         raise ValueError(f"step returned NaN log-probs at level {level} "
@@ -161,15 +189,17 @@ def _call_step(step: StepFn, level: int, parent_rows: np.ndarray, last_codes: np
 
 
 def _allowed_pairs(trie: Trie, level: int, nodes: np.ndarray, requests: np.ndarray,
-                   counts: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
-    """(row, code) pairs whose child prefix still holds an item allowed for the row's request."""
+                   item_filter: _ItemFilter | None) -> tuple[np.ndarray, np.ndarray]:
+    """(row, child) pairs whose child prefix still holds an item allowed for the row's request.
+
+    Pairs come grouped by row in row order, children in increasing code order.
+    """
     rows, child = trie.children(level, nodes)
-    if counts is not None:
+    if item_filter is not None:
         lo, hi = trie.node_range(level + 1, child)
-        req = requests[rows]
-        keep = counts[req, hi] > counts[req, lo]
+        keep = item_filter.any_allowed(requests[rows], lo, hi)
         rows, child = rows[keep], child[keep]
-    return rows, trie.node_code[level + 1][child]
+    return rows, child
 
 
 def _top_sorted(values: np.ndarray, width: int) -> np.ndarray:
@@ -178,11 +208,12 @@ def _top_sorted(values: np.ndarray, width: int) -> np.ndarray:
     Exact under ties (the lowest indices among equal values win), which argpartition alone is not.
     """
     n_rows, m = values.shape
+    row = np.arange(n_rows)[:, None]
     if m <= width:
         part = np.broadcast_to(np.arange(m), (n_rows, m))
     else:
         part = np.argpartition(-values, width - 1, axis=1)[:, :width]
-        kth = np.take_along_axis(values, part[:, width - 1:], axis=1)                 # (n, 1) width-th largest
+        kth = values[row, part[:, width - 1:]]                                        # (n, 1) width-th largest
         # Rows where more than `width` entries reach the threshold have a tie at the cut.
         surplus = ((values >= kth).sum(axis=1) > width) & (kth[:, 0] > -np.inf)
         if surplus.any():
@@ -194,9 +225,28 @@ def _top_sorted(values: np.ndarray, width: int) -> np.ndarray:
             take = above | (tied & (np.cumsum(tied, axis=1) <= need))
             part = part.copy()
             part[r] = np.nonzero(take)[1].reshape(len(r), width)
-    picked = np.take_along_axis(values, part, axis=1)
-    order = np.lexsort((part, -picked), axis=1)
-    return np.take_along_axis(part, order, axis=1)
+    order = np.lexsort((part, -values[row, part]), axis=1)
+    return part[row, order]
+
+
+def _select(pair_requests: np.ndarray, keys: np.ndarray, batch_size: int, width: int) -> np.ndarray:
+    """Indices of the best ``width`` candidates of each request, grouped by request, best first.
+
+    ``pair_requests`` (M,) is non-decreasing; within a request, candidate order breaks ties.
+    """
+    if len(keys) == 0:
+        return np.zeros(0, dtype=np.int64)
+    count = np.bincount(pair_requests, minlength=batch_size)                          # (B,)
+    start = np.cumsum(count) - count
+    # Padded (B, max candidates) view: -inf marks padding, allowed candidates are > -inf.
+    if batch_size == 1:
+        padded = keys[None]   # the common serving case: nothing to pad
+    else:
+        padded = np.full((batch_size, int(count.max())), -np.inf)
+        padded[pair_requests, np.arange(len(keys)) - start[pair_requests]] = keys
+    top = _top_sorted(padded, width)                                                  # (B, W')
+    req, rank = np.nonzero(padded[np.arange(batch_size)[:, None], top] > -np.inf)
+    return start[req] + top[req, rank]
 
 
 def _check_sizes(batch_size: int, beam_width: int, k: int) -> None:
@@ -222,58 +272,45 @@ def beam_search(step: StepFn, trie: Trie, batch_size: int, beam_width: int, k: i
     _check_sizes(batch_size, beam_width, k)
     if not constrained and item_mask is not None:
         raise ValueError("item_mask needs constrained decoding: pass constrained=True or drop item_mask")
-    counts = _mask_prefix_counts(trie, item_mask, batch_size) if item_mask is not None else None
-    sizes = trie.level_sizes
+    item_filter = _ItemFilter(trie, item_mask, batch_size) if item_mask is not None else None
 
     # Live beams, one row each, grouped by request and best first: all (R,) or (R, d).
     requests = np.arange(batch_size, dtype=np.int64)
-    ranks = np.zeros(batch_size, dtype=np.int64)
-    nodes = np.zeros(batch_size, dtype=np.int64)          # trie node of the prefix (root at level 0)
+    nodes = np.zeros(batch_size, dtype=np.int64)          # trie node of each prefix (the root at level 0)
     scores = np.zeros(batch_size, dtype=np.float64)
     prefixes = np.zeros((batch_size, 0), dtype=np.int64)
-    parent_rows, last_codes = np.arange(batch_size, dtype=np.int64), None
+    parent_rows, last_codes = requests, None
 
     for level in range(trie.depth):
-        n_codes = sizes[level]
-        log_probs = _call_step(step, level, parent_rows, last_codes, n_codes)       # (R, K)
-        totals = scores[:, None] + log_probs                                          # (R, K) float64
-        # Dense per-request layout: slot (request, rank) holds its K candidates; -inf = not allowed.
-        width = int(ranks.max()) + 1
-        slot = requests * width + ranks                                               # (R,)
-        keys = np.full((batch_size * width, n_codes), -np.inf)
+        n_codes = trie.level_sizes[level]
+        log_probs = _call_step(step, level, parent_rows, last_codes, n_codes)        # (R, K)
+        # Candidates are (row, code) pairs, grouped by row, codes ascending; values are path scores.
         if constrained:
-            rows, codes = _allowed_pairs(trie, level, nodes, requests, counts)
-            keys[slot[rows], codes] = np.maximum(totals[rows, codes], _LOWEST)
+            rows, child = _allowed_pairs(trie, level, nodes, requests, item_filter)       # (M,)
+            codes = trie.node_code[level + 1][child]
+            values = scores[rows] + log_probs[rows, codes]
         else:
-            keys[slot] = np.maximum(totals, _LOWEST)
-        keys = keys.reshape(batch_size, width * n_codes)
-        top = _top_sorted(keys, beam_width)                                           # (B, W')
-        alive = np.take_along_axis(keys, top, axis=1) > -np.inf
-        # Valid picks sort before invalid ones, so row-major nonzero keeps (request, rank) order.
-        new_requests, new_ranks = np.nonzero(alive)
-        parent_slot, codes = np.divmod(top[new_requests, new_ranks], n_codes)
-        row_of_slot = np.full(batch_size * width, -1, dtype=np.int64)
-        row_of_slot[slot] = np.arange(len(slot))
-        parent_rows = row_of_slot[new_requests * width + parent_slot]
-        last_codes = codes
-        scores = totals[parent_rows, codes]
-        prefixes = np.concatenate([prefixes[parent_rows], codes[:, None]], axis=1)
+            rows = np.repeat(np.arange(len(requests)), n_codes)
+            codes = np.tile(np.arange(n_codes), len(requests))
+            values = (scores[:, None] + log_probs).reshape(-1)
+        pick = _select(requests[rows], np.maximum(values, _LOWEST), batch_size, beam_width)
+        parent_rows, last_codes, scores = rows[pick], codes[pick], values[pick]
+        requests = requests[parent_rows]
+        prefixes = np.concatenate([prefixes[parent_rows], last_codes[:, None]], axis=1)
         if constrained:
-            nodes = trie.child(level, nodes[parent_rows], codes)
-        requests, ranks = new_requests.astype(np.int64), new_ranks.astype(np.int64)
+            nodes = child[pick]
         if len(requests) == 0:
             break
 
     if prefixes.shape[1] < trie.depth:   # every beam died: no request had an allowed item
-        return _pack(requests, ranks, scores, np.zeros((0, trie.depth), np.int64), np.zeros(0, np.int64),
-                     batch_size, beam_width, k, trie.n_items)
+        prefixes = np.zeros((0, trie.depth), dtype=np.int64)
     items = trie.leaf_items(nodes) if constrained else trie.lookup(prefixes)
-    return _pack(requests, ranks, scores, prefixes, items, batch_size, beam_width, k, trie.n_items)
+    return _pack(requests, scores, prefixes, items, batch_size, beam_width, k, trie.n_items)
 
 
 def greedy_decode(step: StepFn, trie: Trie, batch_size: int, *, item_mask: np.ndarray | None = None) -> BeamResult:
     """The single best allowed code at every level (argmax, ties to the lower code); returns k = 1."""
-    counts = _mask_prefix_counts(trie, item_mask, batch_size) if item_mask is not None else None
+    item_filter = _ItemFilter(trie, item_mask, batch_size) if item_mask is not None else None
     requests = np.arange(batch_size, dtype=np.int64)
     nodes = np.zeros(batch_size, dtype=np.int64)
     scores = np.zeros(batch_size, dtype=np.float64)
@@ -282,7 +319,8 @@ def greedy_decode(step: StepFn, trie: Trie, batch_size: int, *, item_mask: np.nd
     for level in range(trie.depth):
         totals = scores[:, None] + _call_step(step, level, parent_rows, last_codes, trie.level_sizes[level])
         keys = np.full(totals.shape, -np.inf)
-        rows, codes = _allowed_pairs(trie, level, nodes, requests, counts)
+        rows, child = _allowed_pairs(trie, level, nodes, requests, item_filter)
+        codes = trie.node_code[level + 1][child]
         keys[rows, codes] = np.maximum(totals[rows, codes], _LOWEST)
         best = keys.argmax(axis=1)                                                    # (R,)
         parent_rows = np.flatnonzero(keys[np.arange(len(best)), best] > -np.inf)
@@ -296,14 +334,14 @@ def greedy_decode(step: StepFn, trie: Trie, batch_size: int, *, item_mask: np.nd
     done = prefixes.shape[1] == trie.depth
     items = trie.leaf_items(nodes) if done else np.zeros(0, np.int64)
     prefixes = prefixes if done else np.zeros((0, trie.depth), np.int64)
-    return _pack(requests, np.zeros(len(requests), np.int64), scores, prefixes, items, batch_size, 1, 1,
-                 trie.n_items)
+    return _pack(requests, scores, prefixes, items, batch_size, 1, 1, trie.n_items)
 
 
-def _pack(requests: np.ndarray, ranks: np.ndarray, scores: np.ndarray, prefixes: np.ndarray, items: np.ndarray,
+def _pack(requests: np.ndarray, scores: np.ndarray, prefixes: np.ndarray, items: np.ndarray,
           batch_size: int, width: int, k: int, n_items: int) -> BeamResult:
-    """Scatter final beams into (B, width), order each row by score desc then item id asc, keep k."""
+    """Scatter final beams (grouped by request) into (B, width), order rows by score desc then item id asc, keep k."""
     depth = prefixes.shape[1]
+    ranks = np.arange(len(requests)) - np.searchsorted(requests, requests)           # position within request
     dense_items = np.full((batch_size, width), -1, dtype=np.int64)
     dense_scores = np.full((batch_size, width), -np.inf)
     dense_codes = np.full((batch_size, width, depth), -1, dtype=np.int64)
@@ -315,8 +353,5 @@ def _pack(requests: np.ndarray, ranks: np.ndarray, scores: np.ndarray, prefixes:
     # Non-item tuples (unconstrained mode) tie-break after real items, keeping their beam rank order.
     tiebreak = np.where(dense_items >= 0, dense_items, n_items + np.arange(width))
     order = np.lexsort((tiebreak, -dense_scores, ~present), axis=1)[:, :k]
-    return BeamResult(
-        items=np.take_along_axis(dense_items, order, axis=1),
-        scores=np.take_along_axis(dense_scores, order, axis=1),
-        codes=np.take_along_axis(dense_codes, order[:, :, None], axis=1),
-    )
+    row = np.arange(batch_size)[:, None]
+    return BeamResult(items=dense_items[row, order], scores=dense_scores[row, order], codes=dense_codes[row, order])

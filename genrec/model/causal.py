@@ -149,9 +149,14 @@ class CausalSID(nn.Module):
             x = block(x, mask)
         return self.ln_f(x)
 
-    def forward(self, codes, valid, target_codes, content=None, item_ids=None) -> list[torch.Tensor]:
-        """Teacher-forced per-level logits for every position: [(b, t, K_d)]."""
-        return self.head.teacher_forced(self.encode(codes, valid, content, item_ids), target_codes)
+    def forward(self, codes, valid, target_codes, select, content=None, item_ids=None) -> list[torch.Tensor]:
+        """Teacher-forced per-level logits at the positions where ``select`` (b, t) is set: [(n, K_d)].
+
+        The code head runs only on selected (real, non-padding) positions: most of a
+        left-padded window is padding, and the head is the costly part per position.
+        """
+        h = self.encode(codes, valid, content, item_ids)[select]   # (n, d)
+        return self.head.teacher_forced(h, target_codes[select])
 
     def last_state(self, codes, valid, content=None, item_ids=None) -> torch.Tensor:
         """The decoding state for the next item after each history: (b, d)."""

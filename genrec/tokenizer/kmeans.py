@@ -115,7 +115,8 @@ def kmeans(x: torch.Tensor, k: int, config: KMeansConfig = KMeansConfig()) -> KM
             centroids[empty] = x[far]
             n_reseeded += len(empty)
         inertia = float(dists.sum())
-        if not len(empty) and prev_inertia - inertia <= config.tol * max(prev_inertia, 1e-12):
+        converged = prev_inertia < float("inf") and prev_inertia - inertia <= config.tol * max(prev_inertia, 1e-12)
+        if converged and not len(empty):
             break
         prev_inertia = inertia
     labels, dists = nearest(x, centroids, config.block_size)

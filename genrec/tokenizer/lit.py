@@ -22,6 +22,7 @@ from genrec.tokenizer.rqvae import RQVAE
 @dataclass(frozen=True, kw_only=True)
 class TrainConfig:
     epochs: int = 60             # passes over the catalogue
+    min_steps: int = 0           # train at least this many optimisation steps (small catalogues have few per epoch)
     batch_size: int = 512        # items per optimisation step
     lr: float = 2e-3             # AdamW peak learning rate (cosine-decayed to lr_min_ratio × lr)
     lr_min_ratio: float = 0.05   # final learning rate as a fraction of lr
@@ -29,8 +30,8 @@ class TrainConfig:
     seed: int = 0                # shuffling order and dead-code re-seeding draws
 
     def __post_init__(self):
-        if self.epochs < 0:
-            raise ValueError(f"TrainConfig.epochs must be >= 0, got {self.epochs}")
+        if self.epochs < 0 or self.min_steps < 0:
+            raise ValueError(f"TrainConfig.epochs and min_steps must be >= 0, got {self.epochs}, {self.min_steps}")
         if self.batch_size < 1:
             raise ValueError(f"TrainConfig.batch_size must be >= 1, got {self.batch_size}")
         if self.lr <= 0 or not 0 < self.lr_min_ratio <= 1 or self.weight_decay < 0:
@@ -74,16 +75,20 @@ def train_rqvae(model: RQVAE, x: torch.Tensor, config: TrainConfig, *, log_dir: 
     # drop_last: a final batch of 1-2 items gives a noisy step and skews the EMA counts
     drop_last = x.shape[0] > config.batch_size
     loader = DataLoader(TensorDataset(x), batch_size=config.batch_size, shuffle=True, generator=gen, drop_last=drop_last)
+    steps = max(config.epochs * len(loader), config.min_steps)
     logger = CSVLogger(save_dir=str(log_dir), name=name, version=0)
     # Lightning prints device banners at INFO; they add nothing on a CPU-only tokenizer run.
     lit_log = logging.getLogger("lightning.pytorch")
     level = lit_log.level
     lit_log.setLevel(logging.WARNING)
+    # deterministic=True switches torch's global deterministic mode on; put it back afterwards
+    was_deterministic = torch.are_deterministic_algorithms_enabled()
     try:
         trainer = L.Trainer(
             accelerator="cpu",
             devices=1,
-            max_epochs=config.epochs,
+            max_epochs=-1,  # the step budget decides
+            max_steps=steps,
             logger=logger,
             enable_checkpointing=False,
             enable_model_summary=False,
@@ -94,5 +99,6 @@ def train_rqvae(model: RQVAE, x: torch.Tensor, config: TrainConfig, *, log_dir: 
         trainer.fit(RQVAELitModule(model, config), train_dataloaders=loader)
     finally:
         lit_log.setLevel(level)
+        torch.use_deterministic_algorithms(was_deterministic)
     model.eval()
     return Path(logger.log_dir) / "metrics.csv"

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from genrec.data.readers.common import (
-    ImageResolver, InteractionBuffer, ItemBuffer, PriceParser, ReadContext, SourceFiles,
+    ImageResolver, InteractionBuffer, excerpt, ItemBuffer, PriceParser, ReadContext, SourceFiles,
     find_file, iter_lines, match_files, one_category, parse_json_line, parse_literal_line,
     peek_first_line, require_int, require_str, str_list, text_value,
 )
@@ -101,7 +101,8 @@ def _read_reviews(release: _Release, path: Path, ctx: ReadContext) -> Interactio
         obj = release.parse_review(line)
         where = f"line {lineno}"
         if obj is None:
-            ctx.bad(path, where, f"expected a JSON object (one review per line), got {line[:60]!r}", "not a JSON object")
+            ctx.bad(path, where, f"expected a JSON object (one review per line), got {excerpt(line)}",
+                    "not a JSON object")
             continue
         user = require_str(obj, release.user_key)
         if user is None:
@@ -172,7 +173,7 @@ def _read_meta(release: _Release, src: SourceFiles, wanted: set[str], ctx: ReadC
         obj = release.parse_meta(line)
         where = f"line {lineno}"
         if obj is None:
-            ctx.bad(path, where, f"expected {release.meta_expected}, got {line[:60]!r}", "not a dict")
+            ctx.bad(path, where, f"expected {release.meta_expected}, got {excerpt(line)}", "not a dict")
             continue
         item = require_str(obj, release.item_key)
         if item is None:

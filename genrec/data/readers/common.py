@@ -227,7 +227,9 @@ def load_json_file(path: Path, ctx: ReadContext) -> Any:
     try:
         data = stream.read()
     except (EOFError, OSError, zlib.error) as e:
-        raise DataFormatError(f"{path}: cannot read the file ({e}); it is truncated or not gzip. Download it again.") from e
+        raise DataFormatError(
+            f"{path}: cannot read the file ({e}); it is truncated or not gzip. Download it again."
+        ) from e
     finally:
         stream.close()
         raw.close()
@@ -252,15 +254,19 @@ def parse_json_line(line: str) -> dict | None:
 
 
 def parse_literal_line(line: str) -> dict | None:
-    """A Python dict literal (Amazon 2014 metadata), parsed with ast.literal_eval, never eval.
+    """A Python dict literal (Amazon 2014 metadata) or a JSON object; None when it is neither.
 
+    JSON is tried first (fast; 2014 review files are JSON), then ast.literal_eval, never eval:
     literal_eval accepts only literals, so a line such as ``__import__('os').system(...)`` is
-    rejected (None) instead of executed. Strict JSON is accepted too.
+    rejected (None) instead of executed.
     """
+    obj = parse_json_line(line)
+    if obj is not None:
+        return obj
     try:
         obj = ast.literal_eval(line)
     except (ValueError, SyntaxError, TypeError, MemoryError, RecursionError):
-        return parse_json_line(line)
+        return None
     return obj if isinstance(obj, dict) else None
 
 
@@ -298,14 +304,18 @@ def require_int(value: Any) -> int | None:
 
 
 def text_value(value: Any) -> str | None:
-    """A text field: strings are stripped; lists of strings are joined with a space; blanks are None."""
+    """A text field: strings are stripped; lists of strings are joined with a space.
+
+    Blank text and placeholders without any letter or digit (".", "-", "…") are None: they are not data.
+    """
     if value is None:
         return None
     if isinstance(value, (list, tuple)):
         parts = [str(v).strip() for v in value if v is not None and str(v).strip()]
-        return " ".join(parts) or None
-    text = str(value).strip()
-    return text or None
+        text = " ".join(parts)
+    else:
+        text = str(value).strip()
+    return text if any(c.isalnum() for c in text) else None
 
 
 def str_list(value: Any) -> list[str] | None:
@@ -385,7 +395,11 @@ class ImageResolver:
         if text is None or "://" in text or text.startswith("data:"):
             return text
         path = Path(text) if Path(text).is_absolute() else self.folder / text
-        if path.is_file():
+        try:
+            exists = path.is_file()
+        except OSError:  # e.g. a name longer than the file system allows: not a local file
+            exists = False
+        if exists:
             return str(path.resolve())
         self.missing += 1
         self.example = self.example or text

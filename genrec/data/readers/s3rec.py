@@ -121,7 +121,8 @@ def read_s3rec(src: SourceFiles, ctx: ReadContext) -> RawData:
         for lineno, line in iter_lines(text_path, ctx):
             obj = parse_json_line(line)
             item = None if obj is None else obj.get("item_id")
-            if obj is None or not isinstance(item, (int, str)) or not isinstance(obj.get("idgen_text"), (str, type(None))):
+            text = None if obj is None else obj.get("idgen_text")
+            if obj is None or not isinstance(item, (int, str)) or not isinstance(text, (str, type(None))):
                 ctx.bad(text_path, f"line {lineno}", "expected a JSON object with 'item_id' (S3-Rec id) and "
                         f"'idgen_text' (string), got {excerpt(line)}", "bad idgen_text row")
                 continue
@@ -129,7 +130,7 @@ def read_s3rec(src: SourceFiles, ctx: ReadContext) -> RawData:
             if k is None:
                 unmapped += 1
                 continue
-            meta.update(k, title=obj.get("idgen_text"))
+            meta.update(k, title=text)
         ctx.note(f"title holds IDGenRec keyword text from {text_path.name}: short keywords derived from the "
                  "product titles, not the raw titles.")
     if unmapped:

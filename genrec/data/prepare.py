@@ -1,0 +1,243 @@
+"""Stage ``prepare``: a source folder in any supported format -> ``RUN/dataset/``.
+
+read (format reader) -> filter (dedup, k-core, min length) -> dense ids -> write atomically.
+
+Dense ids: users are numbered in order of first appearance in the source; items in order of first
+appearance when walking those users' chronological sequences in that order. For S3-Rec files this
+reproduces the original numbering shifted to 0-based (S3-Rec item k -> item_id k-1, the LC-Rec id).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Callable
+
+import polars as pl
+
+from genrec.data.dataset import dataset_dir
+from genrec.data.detect import detect_format, locate
+from genrec.data.filters import FilterReport, apply_filters
+from genrec.data.readers import FORMATS, DataFormatError, ReadContext, get_reader
+from genrec.data.readers.common import ON_ERROR_CHOICES, SourceFiles
+from genrec.data.schema import ITEM_SCHEMA, SEQUENCE_SCHEMA, RawData
+from genrec.data.split import MIN_LEN_LEAVE_ONE_OUT
+from genrec.io import sha256_file, write_manifest
+
+ITEMS_FILE = "items.parquet"
+SEQUENCES_FILE = "sequences.parquet"
+# Metadata columns whose coverage (non-null count) is reported.
+METADATA_FIELDS = tuple(k for k in ITEM_SCHEMA if k not in ("item_id", "source_id"))
+TIMESTAMP_UNIT = "unix seconds"
+# Fixed parquet writer settings so re-running prepare gives byte-identical files.
+PARQUET_OPTIONS = dict(compression="zstd", compression_level=3, statistics=True)
+
+__all__ = ["FORMATS", "PrepareConfig", "detect_format", "format_summary", "prepare"]
+
+
+@dataclass
+class PrepareConfig:
+    """Filters and input policy of the prepare stage (every field is a CLI flag)."""
+
+    user_core: int = 5                         # keep users with >= this many events (iterated k-core); 0/1 = off
+    item_core: int = 5                         # keep items with >= this many events (iterated k-core); 0/1 = off
+    min_seq_len: int = MIN_LEN_LEAVE_ONE_OUT   # drop shorter users; leave-one-out needs >= 3
+    dedup_consecutive: bool = False            # collapse a user's immediate repeats of an item (off: repeat
+                                               # purchases are signal, and the published counts keep them)
+    on_error: str = "raise"                    # malformed line: "raise" an error, or "skip" it and count it
+    progress: bool = True                      # tqdm bars on large files and the printed summary table
+
+    def __post_init__(self) -> None:
+        for name in ("user_core", "item_core", "min_seq_len"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+                raise ValueError(f"PrepareConfig.{name} must be an integer >= 0, got {value!r}")
+        if self.min_seq_len < 1:
+            raise ValueError(f"PrepareConfig.min_seq_len must be >= 1 (leave-one-out needs "
+                             f"{MIN_LEN_LEAVE_ONE_OUT}), got {self.min_seq_len}")
+        if self.on_error not in ON_ERROR_CHOICES:
+            raise ValueError(f"PrepareConfig.on_error must be one of {ON_ERROR_CHOICES}, got {self.on_error!r}")
+        for name in ("dedup_consecutive", "progress"):
+            if not isinstance(getattr(self, name), bool):
+                raise ValueError(f"PrepareConfig.{name} must be true or false, got {getattr(self, name)!r}")
+
+
+def prepare(source: str | Path, run: str | Path, config: PrepareConfig | None = None, fmt: str | None = None,
+            name: str | None = None) -> dict:
+    """Read ``source`` (format detected unless ``fmt`` is given), filter, re-index, write ``RUN/dataset/``.
+
+    Returns the manifest that was written. ``name`` defaults to the source folder's name.
+    """
+    config = config or PrepareConfig()
+    folder = Path(source)
+    files = _locate(folder, fmt)
+    raw = get_reader(files.format).read(files, ReadContext(on_error=config.on_error, progress=config.progress))
+    events, report = apply_filters(raw.interactions, dedup=config.dedup_consecutive, user_core=config.user_core,
+                                   item_core=config.item_core, min_seq_len=config.min_seq_len)
+    if events.height == 0:
+        raise ValueError(
+            f"{folder}: no interactions left after filtering ({report.n_input} read; user_core={config.user_core}, "
+            f"item_core={config.item_core}, min_seq_len={config.min_seq_len}). Lower the thresholds."
+        )
+    sequences, items, missing = build_tables(events, raw.items)
+    fields = _manifest_fields(folder, files, raw, config, report, sequences, items, missing, name)
+    target = dataset_dir(run)
+
+    def write(tmp: Path) -> dict:
+        items.write_parquet(tmp / ITEMS_FILE, **PARQUET_OPTIONS)
+        sequences.write_parquet(tmp / SEQUENCES_FILE, **PARQUET_OPTIONS)
+        return write_manifest(tmp, "prepare", files=[ITEMS_FILE, SEQUENCES_FILE], **fields)
+
+    manifest = write_folder_atomic(target, write)
+    if config.progress:
+        print(format_summary(manifest, target))
+    return manifest
+
+
+def _locate(folder: Path, fmt: str | None) -> SourceFiles:
+    if fmt is None:
+        return locate(folder)
+    reader = get_reader(fmt)
+    if not folder.is_dir():
+        raise DataFormatError(f"{folder}: not a folder. Pass the folder that holds the source files.")
+    files = reader.locate(folder)
+    if files is None:
+        raise DataFormatError(f"{folder}: no '{fmt}' files found; expected {reader.expects}. Check the folder "
+                              f"or drop --format to detect the format (found: {_detect_or_none(folder)}).")
+    return files
+
+
+def _detect_or_none(folder: Path) -> str:
+    try:
+        return detect_format(folder)
+    except DataFormatError:
+        return "no known format"
+
+
+def build_tables(events: pl.DataFrame, raw_items: pl.DataFrame) -> tuple[pl.DataFrame, pl.DataFrame, int]:
+    """Dense ids, SEQUENCE_SCHEMA and ITEM_SCHEMA frames, and the number of items without metadata.
+
+    ``events`` must be chronological per user with users in order of first appearance (as
+    :func:`genrec.data.filters.apply_filters` returns them).
+    """
+    user_map = pl.DataFrame({"user": events["user"].unique(maintain_order=True)}).with_row_index("user_id")
+    item_map = pl.DataFrame({"item": events["item"].unique(maintain_order=True)}).with_row_index("item_id")
+    has_ts = events["ts"].null_count() == 0
+    indexed = (events.join(user_map, on="user", how="left", maintain_order="left")
+               .join(item_map, on="item", how="left", maintain_order="left"))
+    sequences = (
+        indexed.group_by("user_id", maintain_order=True)
+        .agg(pl.col("user").first().alias("source_user_id"), pl.col("item_id").alias("item_ids"),
+             pl.col("ts").alias("timestamps"))
+        .with_columns(pl.col("timestamps") if has_ts else pl.lit(None).alias("timestamps"))
+        .sort("user_id")
+        .select([pl.col(k).cast(v) for k, v in SEQUENCE_SCHEMA.items()])
+    )
+    meta = raw_items.with_columns(pl.lit(True).alias("_has_meta"))
+    items = (
+        item_map.join(meta, on="item", how="left", maintain_order="left")
+        .rename({"item": "source_id"})
+        .sort("item_id")
+    )
+    missing = int(items["_has_meta"].null_count())
+    items = items.select([pl.col(k).cast(v) for k, v in ITEM_SCHEMA.items()])
+    return sequences, items, missing
+
+
+def write_folder_atomic(target: Path, write: Callable[[Path], dict]) -> dict:
+    """Build a folder in a temporary sibling with ``write(tmp)``, then rename it onto ``target``.
+
+    An existing ``target`` is replaced only after the new folder is complete: it is moved aside,
+    the new one renamed in, and the old one deleted (restored if the second rename fails). Any
+    error removes the temporary folder, so an interrupted run leaves no half-written dataset.
+    """
+    target = Path(target)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent))
+    try:
+        result = write(tmp)
+        if target.exists():
+            old = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".old", dir=target.parent))
+            os.replace(target, old / target.name)
+            try:
+                os.replace(tmp, target)
+            except BaseException:
+                os.replace(old / target.name, target)
+                raise
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            os.replace(tmp, target)
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
+    return result
+
+
+def _manifest_fields(folder: Path, files: SourceFiles, raw: RawData, config: PrepareConfig, report: FilterReport,
+                     sequences: pl.DataFrame, items: pl.DataFrame, missing: int, name: str | None) -> dict:
+    lengths = sequences["item_ids"].list.len()
+    n_meta_rows = raw.items.height
+    used_meta = int(raw.items["item"].is_in(items["source_id"].implode()).sum())
+    notes = list(raw.notes)
+    if missing:
+        notes.append(f"{missing} of {items.height} items occur in interactions but have no metadata row; "
+                     "their metadata fields are null.")
+    if n_meta_rows - used_meta:
+        notes.append(f"{n_meta_rows - used_meta} metadata rows describe items not in the final dataset; ignored.")
+    has_ts = sequences["timestamps"].null_count() == 0
+    return dict(
+        name=name or folder.resolve().name,
+        format=raw.format,
+        category=files.category,
+        source=str(folder.resolve()),
+        source_files=[{"path": p, "bytes": Path(p).stat().st_size, "sha256": sha256_file(p)} for p in raw.files_used],
+        config=asdict(config),
+        filters=report.to_dict(),
+        n_users=sequences.height,
+        n_items=items.height,
+        n_interactions=int(lengths.sum()),
+        seq_len={"mean": round(float(lengths.mean()), 4), "min": int(lengths.min()), "max": int(lengths.max())},
+        has_timestamps=bool(has_ts),
+        timestamp_unit=TIMESTAMP_UNIT if has_ts else None,
+        skipped=raw.skipped,
+        n_skipped_lines=int(sum(raw.skipped.values())),
+        items_missing_metadata=missing,
+        metadata_coverage={f: int(items.height - items[f].null_count()) for f in METADATA_FIELDS},
+        id_order="users: first appearance in the source; items: first appearance along users' chronological "
+                 "sequences in user order",
+        notes=notes,
+    )
+
+
+def format_summary(manifest: dict, folder: str | Path | None = None) -> str:
+    """A plain-text table of a prepare manifest: counts, lengths, filters, coverage, skips, notes."""
+    n_items = manifest["n_items"]
+    seq, flt = manifest["seq_len"], manifest["filters"]
+    where = f" -> {folder}" if folder is not None else ""
+    lines = [
+        f"dataset {manifest['name']!r} (format {manifest['format']}){where}",
+        f"  {'users':<24}{manifest['n_users']:>12,}",
+        f"  {'items':<24}{n_items:>12,}",
+        f"  {'interactions':<24}{manifest['n_interactions']:>12,}",
+        f"  {'sequence length':<24}{'mean':>8} {seq['mean']:.3f}  min {seq['min']}  max {seq['max']}",
+        f"  {'timestamps':<24}{manifest['timestamp_unit'] or 'none (order only)':>12}",
+        f"  {'read':<24}{flt['n_input']:>12,}",
+        f"  {'dedup removed':<24}{flt['dedup_removed']:>12,}",
+        f"  {'k-core/min-len removed':<24}{flt['core_removed']:>12,}   "
+        f"({flt['removed_users']:,} users, {flt['removed_items']:,} items, {flt['rounds']} passes)",
+        "metadata coverage (items with a value)",
+    ]
+    for f, count in manifest["metadata_coverage"].items():
+        share = 100.0 * count / n_items if n_items else 0.0
+        lines.append(f"  {f:<24}{count:>12,}  {share:6.1f}%")
+    lines.append(f"  {'missing metadata row':<24}{manifest['items_missing_metadata']:>12,}")
+    lines.append(f"skipped lines: {manifest['n_skipped_lines']:,}")
+    for reason, count in manifest["skipped"].items():
+        lines.append(f"  {reason:<60}{count:>10,}")
+    if manifest["notes"]:
+        lines.append("notes")
+        lines.extend(f"  - {note}" for note in manifest["notes"])
+    return "\n".join(lines)
