@@ -69,7 +69,7 @@ def bench_texts(work: Path, n: int) -> dict:
     texts = texts[:n]
     encoder = TextEncoder(cfg)
     encoder.encode_batch(texts[:WARMUP])                       # loads the model
-    tokens = [len(ids) for ids in encoder._tokenizer(texts, truncation=True, max_length=cfg.max_length)["input_ids"]]
+    tokens = encoder.token_lengths(texts)
     _, stats = encoder.encode(texts, cache=None, progress=True)
     return {
         "n": n, "n_unique": stats.n_unique, "source": "Office item texts (default template)", "model": cfg.model,

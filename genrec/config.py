@@ -96,6 +96,9 @@ def add_config_args(parser: argparse.ArgumentParser, cls: type, prefix: str = ""
         if dataclasses.is_dataclass(tp):
             add_config_args(parser, tp, prefix=f"{name}.")
             continue
+        inner, _ = _scalar_type(tp)
+        if any(dataclasses.is_dataclass(a) for a in typing.get_args(inner)):
+            continue  # lists of nested configs are set in the --config YAML file only
         default = f.default if f.default is not dataclasses.MISSING else (
             f.default_factory() if f.default_factory is not dataclasses.MISSING else None)  # type: ignore[misc]
         parser.add_argument(
@@ -136,6 +139,13 @@ def from_dict(cls: type, values: dict[str, Any] | None):
         tp = hints[name]
         if dataclasses.is_dataclass(tp) and isinstance(val, dict):
             val = from_dict(tp, val)
+        elif isinstance(val, list):
+            inner, _ = _scalar_type(tp)
+            elems = [a for a in typing.get_args(inner) if dataclasses.is_dataclass(a)]
+            if elems:
+                val = tuple(from_dict(elems[0], v) if isinstance(v, dict) else v for v in val)
+            elif typing.get_origin(inner) is tuple:
+                val = tuple(val)
         kwargs[name] = val
     return cls(**kwargs)
 

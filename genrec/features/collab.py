@@ -48,6 +48,20 @@ def train_sasrec(dataset: Dataset, config: SASRecTrainConfig, out_dir: Path | No
     With ``out_dir`` the best weights go to ``out_dir/sasrec.pt`` (architecture stored beside them,
     see :func:`load_sasrec`) and per-epoch metrics to ``out_dir/logs`` (CSV).
     """
+    threads, deterministic = torch.get_num_threads(), torch.are_deterministic_algorithms_enabled()
+    try:
+        if config.num_threads:
+            torch.set_num_threads(config.num_threads)
+        result = _fit(dataset, config, out_dir)
+    finally:  # Trainer(deterministic=True) and the thread count are process-wide; give them back
+        torch.set_num_threads(threads)
+        torch.use_deterministic_algorithms(deterministic)
+    if out_dir is not None:
+        save_sasrec(Path(out_dir) / CHECKPOINT, result.model, config, result)
+    return result
+
+
+def _fit(dataset: Dataset, config: SASRecTrainConfig, out_dir: Path | None) -> SASRecResult:
     L.seed_everything(config.seed, workers=True, verbose=False)
     split = dataset.split
     data = SASRecDataModule(split, dataset.n_items, config)
@@ -82,7 +96,7 @@ def train_sasrec(dataset: Dataset, config: SASRecTrainConfig, out_dir: Path | No
     model.eval()
     seen = np.zeros(dataset.n_items, dtype=bool)
     seen[training_items(split)] = True
-    result = SASRecResult(
+    return SASRecResult(
         model=model,
         item_embeddings=model.item_embeddings().detach().cpu().numpy().astype(np.float32),
         seen_in_training=seen,
@@ -94,9 +108,6 @@ def train_sasrec(dataset: Dataset, config: SASRecTrainConfig, out_dir: Path | No
         n_train_windows=len(data.train_windows),
         n_skipped_users=data.train_windows.n_skipped_users,
     )
-    if out_dir is not None:
-        save_sasrec(Path(out_dir) / CHECKPOINT, model, config, result)
-    return result
 
 
 def save_sasrec(path: Path, model: SASRec, config: SASRecTrainConfig, result: SASRecResult) -> None:

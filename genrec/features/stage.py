@@ -262,7 +262,11 @@ def format_summary(manifest: dict, folder: Path | None = None) -> str:
     where = f" -> {folder}" if folder is not None else ""
     lines = [f"features for {manifest['dataset']['name']!r} ({manifest['n_items']:,} items){where}",
              f"  {'modality':<10}{'source':<28}{'dim':>6}{'coverage':>10}{'seconds':>9}  throughput / missing"]
-    for name, e in manifest["modalities"].items():
+    blocks = manifest["fused"]["blocks"]
+    # JSON keys come back sorted; list the modalities in their fused-vector order instead.
+    order = sorted(manifest["modalities"], key=lambda m: (blocks.get(m, [float("inf")])[0], m))
+    for name in order:
+        e = manifest["modalities"][name]
         rate = ""
         if e.get("texts_per_second"):
             rate = f"{e['texts_per_second']:.0f} texts/s ({e['n_encoded']:,} encoded, {e['n_cached']:,} cached)"
@@ -270,6 +274,8 @@ def format_summary(manifest: dict, folder: Path | None = None) -> str:
             rate = f"{e['images_per_second']:.1f} images/s ({e['n_encoded']:,} encoded, {e['n_cached']:,} cached)"
         elif "n_cached" in e:
             rate = f"all {e['n_cached']:,} from cache"
+        elif e.get("best_val"):
+            rate = f"valid ndcg@10 {e['best_val']['ndcg@10']:.4f} after {e['epochs']} epochs"
         missing = ", ".join(f"{k}: {v:,}" for k, v in (e.get("missing_reasons") or {}).items())
         lines.append(f"  {name:<10}{str(e.get('encoder'))[:27]:<28}{e['dim']:>6}{100 * e['coverage']:>9.1f}%"
                      f"{e['seconds']:>9.1f}  {rate}{'; missing ' + missing if missing else ''}")
@@ -277,7 +283,7 @@ def format_summary(manifest: dict, folder: Path | None = None) -> str:
     proj = ""
     if "projection" in f:
         proj = f" after {f['projection']['method']} ({f['projection']['explained_variance_ratio']:.1%} variance)"
-    weights = ", ".join(f"{k}={v['weight']:g}" for k, v in f["modalities"].items())
+    weights = ", ".join(f"{k}={f['modalities'][k]['weight']:g}" for k in order if k in f["modalities"])
     lines.append(f"  fused     dim {f['dim']}{proj}; weights {weights}")
     for note in manifest.get("notes", []):
         lines.append(f"  note: {note}")

@@ -13,7 +13,7 @@ import json
 import math
 import string
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -190,8 +190,7 @@ class EncodeStats:
     n_cached: int = 0         # distinct texts found in the cache
     n_encoded: int = 0        # distinct texts run through the model
     seconds: float = 0.0      # wall time of the whole call
-    encode_seconds: float = 0.0  # time spent tokenizing + running the model
-    extra: dict = field(default_factory=dict)
+    encode_seconds: float = 0.0  # time spent tokenizing + running the model (model loading excluded)
 
     @property
     def texts_per_second(self) -> float | None:
@@ -243,6 +242,12 @@ class TextEncoder:
         except (OSError, ValueError) as e:
             raise TextModelError(f"could not load a transformers model from {self.folder}: {e}") from e
 
+    def token_lengths(self, texts: list[str]) -> list[int]:
+        """Tokens per text after truncation to max_length (special tokens included)."""
+        self._load()
+        ids = self._tokenizer(texts, truncation=True, max_length=self.config.max_length)["input_ids"]
+        return [len(x) for x in ids]
+
     def encode_batch(self, texts: list[str]) -> np.ndarray:
         """(len(texts), dim) float32, L2-normalized; no caching."""
         import torch
@@ -272,6 +277,8 @@ class TextEncoder:
         todo = [k for k in unique if k not in vectors]
         # Longest first: similar lengths share a batch, so little compute goes to padding.
         todo.sort(key=lambda k: (-len(unique[k]), k))
+        if todo:
+            self._load()
         t_enc = time.perf_counter()
         new_vecs = []
         with tqdm(total=len(todo), desc="text", unit="text", disable=not progress or not todo) as bar:

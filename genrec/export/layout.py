@@ -1,0 +1,34 @@
+"""The export folder contract, shared by the exporter (torch) and the server (no torch).
+
+stdlib only: the torch-free serving path imports this module, so it must never import
+torch, onnx or anything from genrec.export.onnx. export/README.md documents the same
+layout for humans; keep the two in sync.
+"""
+
+from __future__ import annotations
+
+from genrec.decode.trie import TRIE_FILES
+
+STAGE = "export"                 # manifest "stage" of an export folder
+FORMAT_VERSION = 1               # bump when the folder layout or a graph signature changes
+ENCODER_FILE = "encoder.onnx"
+DECODER_STEP_FILE = "decoder_step.onnx"
+CODES_FILE = "codes.npy"         # (n_items, D) int64: item id -> semantic ID (row i is item i)
+ITEMS_FILE = "items.json"        # {"source_id": [...], "title": [...]}: item id -> metadata
+SUPPORTED_ARCHS = ("causal",)    # archs `genrec export` can write and the server can load
+
+# Every file an export folder holds besides manifest.json (the manifest lists their sha256).
+EXPORT_FILES = (ENCODER_FILE, DECODER_STEP_FILE, CODES_FILE, ITEMS_FILE, *sorted(TRIE_FILES.values()))
+
+# Graph signatures for arch "causal". Dimension names are symbolic; numbers are fixed.
+#   encoder.onnx       history (batch, max_items) int64, item ids left-padded with -1
+#                      -> state (batch, d_model) float32: the decoding state after the history
+#   decoder_step.onnx  state (rows, d_model) float32  the parent beams' states (already gathered)
+#                      last_code (rows,) int64       code chosen at level-1 (ignored at level 0; send 0)
+#                      level () int64                 the level being decoded, 0 .. D-1
+#                      -> log_probs (rows, k_max) float32, -inf beyond K_level
+#                      -> new_state (rows, d_model) float32: the state after appending last_code
+CAUSAL_ENCODER_INPUTS = ("history",)
+CAUSAL_ENCODER_OUTPUTS = ("state",)
+CAUSAL_STEP_INPUTS = ("state", "last_code", "level")
+CAUSAL_STEP_OUTPUTS = ("log_probs", "new_state")

@@ -1,0 +1,316 @@
+"""`genrec export`: a trained checkpoint -> a self-contained ONNX folder the torch-free server loads.
+
+    export(run, out, ExportConfig())          # RUN/checkpoints/best.ckpt + RUN/dataset -> out/
+    export_module(module, out, config, ...)   # the same from an in-memory GenRecModule (tests, benches)
+
+The folder (see export/README.md and genrec/export/layout.py) is written into a temporary
+sibling folder and renamed into place only when complete, so a stopped export leaves nothing
+half-written under ``out``. Before the rename the exported graphs are loaded with the serving
+runtime and checked against torch eager (parity); a failed check stops the export.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from genrec.config import to_dict
+from genrec.decode import Trie
+from genrec.export import layout
+from genrec.export.graphs import CausalDecoderStep, CausalEncoder
+from genrec.io import MANIFEST, ArtifactError, save_npy_atomic, sha256_file, write_json_atomic, write_manifest
+
+EXPORTERS = ("dynamo", "legacy")
+# Example sizes used to trace the graphs; odd and > 1 so no dynamic axis gets specialised to them.
+_TRACE_BATCH, _TRACE_ROWS = 3, 7
+# Batch sizes and history lengths the export-time parity check decodes (lengths past max_items test truncation).
+_PARITY_BATCHES = (1, 4, 9)
+
+
+@dataclass
+class ExportConfig:
+    opset: int = 18                  # ONNX opset of both graphs
+    exporter: str = "dynamo"         # "dynamo" (torch.export + onnxscript) or "legacy" (TorchScript tracer)
+    checkpoint: str = "best"         # best | last | a path to a .ckpt (as in `genrec evaluate`)
+    name: str | None = None          # model name reported by the server (default: the output folder's name)
+    beam_width: int = 20             # default beam width the server decodes with (raised to k when k is larger)
+    int8: bool = False               # try dynamic int8 weight quantization; kept only if every parity top-k is unchanged
+    parity_check: bool = True        # decode random histories with torch eager and ONNX before publishing the folder
+    parity_tolerance: float = 1e-4   # max |eager - onnx| allowed for log-probs, scores and states
+    parity_k: int = 10               # top-k compared by the parity check
+    seed: int = 0                    # seed of the parity histories
+    overwrite: bool = True           # replace an existing export folder at `out` (other folders are never replaced)
+
+    def __post_init__(self):
+        if self.exporter not in EXPORTERS:
+            raise ValueError(f"exporter must be one of {EXPORTERS}, got {self.exporter!r}")
+        if not 14 <= self.opset <= 23:
+            raise ValueError(f"opset must be in [14, 23] (scaled_dot_product_attention needs >= 14), got {self.opset}")
+        if self.beam_width < 1 or self.parity_k < 1:
+            raise ValueError(f"beam_width and parity_k must be >= 1, got {self.beam_width} and {self.parity_k}")
+        if self.parity_tolerance <= 0:
+            raise ValueError(f"parity_tolerance must be > 0, got {self.parity_tolerance}")
+
+
+# ---------------------------------------------------------------------- entry points
+def export(run: str | Path, out: str | Path, config: ExportConfig | None = None) -> dict:
+    """Export RUN's checkpoint (config.checkpoint) with its dataset's item metadata to ``out``; returns the manifest."""
+    from genrec.data.dataset import load_dataset
+    from genrec.evaluate import load_genrec
+
+    config = config or ExportConfig()
+    run = Path(run)
+    module, ckpt_path = load_genrec(run, config.checkpoint)
+    dataset = load_dataset(run)
+    items = dataset.items.sort("item_id")
+    if items.height != module.dims.n_items:
+        raise ArtifactError(f"{dataset.folder}/items.parquet has {items.height} items but {ckpt_path} was trained on "
+                            f"{module.dims.n_items}; export with the run the checkpoint was trained in.")
+    source = {"run": str(run), "checkpoint": str(ckpt_path), "checkpoint_sha256": sha256_file(ckpt_path),
+              "dataset": dataset.name, "sid_checksum": module.dims.sid_checksum}
+    return export_module(module, out, config, source_ids=items["source_id"].to_list(),
+                         titles=items["title"].to_list(), source=source)
+
+
+def export_module(module, out: str | Path, config: ExportConfig | None = None, *,
+                  source_ids: list[str] | None = None, titles: list[str | None] | None = None,
+                  source: dict | None = None) -> dict:
+    """Export an in-memory GenRecModule (``item_codes`` filled) to ``out``; returns the manifest.
+
+    source_ids/titles: item metadata in item-id order (default: ids "0".."N-1", no titles).
+    source: provenance recorded in the manifest (run, checkpoint and its checksum).
+    """
+    config = config or ExportConfig()
+    if module.arch != "causal":
+        raise NotImplementedError(
+            f"exporting arch {module.arch!r} is not supported yet: only the default 'causal' model (CausalSID) "
+            "exports to ONNX. Train with model.arch=causal, or evaluate the TIGER model in torch (`genrec evaluate`).")
+    out = Path(out)
+    n_items = module.dims.n_items
+    source_ids = [str(i) for i in range(n_items)] if source_ids is None else [str(s) for s in source_ids]
+    titles = [None] * n_items if titles is None else list(titles)
+    if len(source_ids) != n_items or len(titles) != n_items:
+        raise ValueError(f"source_ids and titles need one entry per item ({n_items}), "
+                         f"got {len(source_ids)} and {len(titles)}")
+    if len(set(source_ids)) != n_items:
+        raise ValueError("source_ids must be unique: the server maps request ids to items by them")
+    _check_destination(out, config)
+
+    module = module.cpu().eval()
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent))
+    try:
+        graphs = _export_causal(module, tmp, config)
+        trie = Trie(module.item_codes.cpu().numpy(), module.dims.level_sizes, source="module.item_codes")
+        trie.save(tmp)
+        save_npy_atomic(tmp / layout.CODES_FILE, trie.item_codes)
+        write_json_atomic(tmp / layout.ITEMS_FILE, {"source_id": source_ids, "title": titles})
+        fields = _manifest_fields(module, out, config, graphs, source)
+        write_manifest(tmp, layout.STAGE, files=list(layout.EXPORT_FILES), **fields)
+        if config.parity_check or config.int8:
+            # The runtime reads the manifest, so checks run on a first one; the final one adds their results
+            # (and new checksums if int8 weights were kept).
+            checks = _verify(module, tmp, config)
+            write_manifest(tmp, layout.STAGE, files=list(layout.EXPORT_FILES), **fields, **checks)
+        _replace_folder(tmp, out)
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
+    manifest = json.loads((out / MANIFEST).read_text(encoding="utf-8"))
+    print(f"wrote {out} ({len(layout.EXPORT_FILES) + 1} files, {n_items} items, arch {module.arch})")
+    return manifest
+
+
+# ---------------------------------------------------------------------- graphs
+def _export_causal(module, folder: Path, config: ExportConfig) -> dict:
+    """Write encoder.onnx and decoder_step.onnx; returns their signatures for the manifest."""
+    model = module.model
+    cfg = model.cfg
+    content = module.content if module.dims.content_dim else None
+    encoder = CausalEncoder(model, module.item_codes, content).eval()
+    step = CausalDecoderStep(model).eval()
+    d, k_max = cfg.d_model, max(cfg.level_sizes)
+
+    history = torch.full((_TRACE_BATCH, cfg.max_items), -1, dtype=torch.long)
+    history[:, -2:] = torch.arange(2 * _TRACE_BATCH).view(_TRACE_BATCH, 2) % module.dims.n_items
+    _onnx_export(encoder, (history,), folder / layout.ENCODER_FILE, config,
+                 inputs=layout.CAUSAL_ENCODER_INPUTS, outputs=layout.CAUSAL_ENCODER_OUTPUTS,
+                 dynamic={"history": {0: "batch"}, "state": {0: "batch"}})
+    step_args = (torch.zeros(_TRACE_ROWS, d), torch.zeros(_TRACE_ROWS, dtype=torch.long), torch.tensor(1))
+    _onnx_export(step, step_args, folder / layout.DECODER_STEP_FILE, config,
+                 inputs=layout.CAUSAL_STEP_INPUTS, outputs=layout.CAUSAL_STEP_OUTPUTS,
+                 dynamic={"state": {0: "rows"}, "last_code": {0: "rows"}, "level": {},
+                          "log_probs": {0: "rows"}, "new_state": {0: "rows"}})
+
+    def spec(name, shape, dtype):
+        return {"name": name, "shape": shape, "dtype": dtype}
+
+    return {
+        "encoder": {"file": layout.ENCODER_FILE,
+                    "inputs": [spec("history", ["batch", cfg.max_items], "int64")],
+                    "outputs": [spec("state", ["batch", d], "float32")]},
+        "decoder_step": {"file": layout.DECODER_STEP_FILE,
+                         "inputs": [spec("state", ["rows", d], "float32"), spec("last_code", ["rows"], "int64"),
+                                    spec("level", [], "int64")],
+                         "outputs": [spec("log_probs", ["rows", k_max], "float32"),
+                                     spec("new_state", ["rows", d], "float32")],
+                         "cache": "the (rows, d_model) state vector: gather it by parent_rows before each step"},
+    }
+
+
+def _onnx_export(wrapper: torch.nn.Module, args: tuple, path: Path, config: ExportConfig, *,
+                 inputs: tuple[str, ...], outputs: tuple[str, ...], dynamic: dict[str, dict[int, str]]) -> None:
+    with warnings.catch_warnings():
+        # Expected noise: the legacy exporter's deprecation notice, and dynamo's note that axes sharing
+        # one Dim (state/last_code rows) keep a single name.
+        warnings.simplefilter("ignore", DeprecationWarning)
+        warnings.filterwarnings("ignore", message=".*axis name.*will not be used", category=UserWarning)
+        _run_exporter(wrapper, args, path, config, inputs=inputs, outputs=outputs, dynamic=dynamic)
+    if not path.exists():
+        raise RuntimeError(f"torch.onnx.export did not write {path}; try --exporter legacy")
+
+
+def _run_exporter(wrapper: torch.nn.Module, args: tuple, path: Path, config: ExportConfig, *,
+                  inputs: tuple[str, ...], outputs: tuple[str, ...], dynamic: dict[str, dict[int, str]]) -> None:
+    names = list(inputs) + list(outputs)
+    if config.exporter == "dynamo":
+        from torch.export import Dim
+
+        dims: dict[str, Dim] = {}
+        shapes = {name: {axis: dims.setdefault(label, Dim(label)) for axis, label in dynamic.get(name, {}).items()}
+                  or None for name in inputs}
+        torch.onnx.export(wrapper, args, str(path), dynamo=True, external_data=False, verbose=False,
+                          opset_version=config.opset, input_names=list(inputs), output_names=list(outputs),
+                          dynamic_shapes=shapes)
+    else:
+        torch.onnx.export(wrapper, args, str(path), dynamo=False, opset_version=config.opset,
+                          input_names=list(inputs), output_names=list(outputs),
+                          dynamic_axes={n: dynamic[n] for n in names if dynamic.get(n)})
+
+
+# ---------------------------------------------------------------------- checks
+def _verify(module, folder: Path, config: ExportConfig) -> dict:
+    """Parity against torch eager (and the int8 trial); raises when parity fails."""
+    from genrec.export.parity import compare, random_histories
+    from genrec.serving.runtime import ExportRuntime
+
+    runtime = ExportRuntime(folder)
+    max_items = runtime.max_items
+    lengths = [1, max_items, max_items + 3, 2, max(1, max_items // 2), 3, max_items, 1, 5]
+    batches, start = [], 0
+    for b in _PARITY_BATCHES:
+        batches.append(random_histories(runtime.n_items, [lengths[(start + i) % len(lengths)] for i in range(b)],
+                                        config.seed + len(batches)))
+        start += b
+    k = min(config.parity_k, runtime.n_items)
+    width = max(config.beam_width, k)
+    checks: dict = {}
+    if config.parity_check:
+        results = [compare(module, runtime, hist, k=k, beam_width=width) for hist in batches]
+        worst = {
+            "n_histories": sum(r.n_histories for r in results),
+            "batch_sizes": list(_PARITY_BATCHES),
+            "same_items": all(r.same_items for r in results),
+            "inf_pattern_equal": all(r.inf_pattern_equal for r in results),
+            "max_score_diff": max(r.max_score_diff for r in results),
+            "max_logit_diff": max(r.max_logit_diff for r in results),
+            "max_state_diff": max(r.max_state_diff for r in results),
+            "tolerance": config.parity_tolerance, "k": k, "beam_width": width,
+        }
+        if not all(r.ok(config.parity_tolerance) for r in results):
+            raise RuntimeError(f"ONNX parity check failed for {folder.name}: {worst}. The export is not published; "
+                               "try --exporter legacy or a different --opset, and report the model config.")
+        checks["parity"] = worst
+    if config.int8:
+        checks["int8"] = _try_int8(runtime, folder, batches, k, width)
+    return checks
+
+
+def _try_int8(runtime, folder: Path, batches: list[list[np.ndarray]], k: int, width: int) -> dict:
+    """Quantize both graphs' weights to int8; keep them only if every parity history's top-k is unchanged."""
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    from genrec.serving.runtime import ExportRuntime, RuntimeConfig
+
+    reference = [runtime.recommend(h, k, exclude_history=False, beam_width=width).items for h in batches]
+    trial = Path(tempfile.mkdtemp(prefix=".int8.", dir=folder))
+    try:
+        for name in (layout.ENCODER_FILE, layout.DECODER_STEP_FILE):
+            quantize_dynamic(str(folder / name), str(trial / name), weight_type=QuantType.QInt8)
+        for name in os.listdir(folder):
+            if (folder / name).is_file() and not (trial / name).exists():
+                shutil.copy2(folder / name, trial / name)
+        quantized = ExportRuntime(trial, RuntimeConfig(verify_checksums=False))
+        changed = sum(int((quantized.recommend(h, k, exclude_history=False, beam_width=width).items != ref)
+                          .any(axis=1).sum()) for h, ref in zip(batches, reference))
+        total = sum(len(h) for h in batches)
+        if changed:
+            return {"kept": False, "reason": f"top-{k} changed for {changed}/{total} parity histories"}
+        for name in (layout.ENCODER_FILE, layout.DECODER_STEP_FILE):
+            os.replace(trial / name, folder / name)
+        return {"kept": True, "reason": f"top-{k} identical for {total} parity histories"}
+    finally:
+        shutil.rmtree(trial, ignore_errors=True)
+
+
+# ---------------------------------------------------------------------- manifest and folder
+def _manifest_fields(module, out: Path, config: ExportConfig, graphs: dict, source: dict | None) -> dict:
+    cfg = module.model.cfg
+    hp = module.hparams
+    return {
+        "format_version": layout.FORMAT_VERSION,
+        "name": config.name or out.name,
+        "arch": module.arch,
+        "opset": config.opset,
+        "exporter": config.exporter,
+        "n_items": module.dims.n_items,
+        "level_sizes": list(cfg.level_sizes),
+        "n_levels": len(cfg.level_sizes),
+        "k_max": max(cfg.level_sizes),
+        "max_items": cfg.max_items,
+        "beam_width": config.beam_width,
+        "model": {"d_model": cfg.d_model, "n_layers": cfg.n_layers, "n_heads": cfg.n_heads, "d_ff": cfg.d_ff,
+                  "content_dim": cfg.content_dim, "item_id_embedding": bool(hp.get("item_id_embedding", False))},
+        "graphs": graphs,
+        "source": source or {"run": None, "checkpoint": None},
+        "config": to_dict(config),
+    }
+
+
+def _is_export_folder(path: Path) -> bool:
+    try:
+        return json.loads((path / MANIFEST).read_text(encoding="utf-8")).get("stage") == layout.STAGE
+    except (OSError, json.JSONDecodeError):
+        return False
+
+
+def _check_destination(out: Path, config: ExportConfig) -> None:
+    if not out.exists():
+        return
+    if not out.is_dir():
+        raise ValueError(f"{out} exists and is a file; choose another --out")
+    if any(out.iterdir()):
+        if not _is_export_folder(out):
+            raise ValueError(f"{out} exists and is not an export folder; choose another --out "
+                                  "(genrec export only replaces folders it wrote)")
+        if not config.overwrite:
+            raise ValueError(f"{out} already holds an export; pass --overwrite true to replace it")
+
+
+def _replace_folder(tmp: Path, out: Path) -> None:
+    """Move the finished folder into place; an old export is removed only after the new one is in place."""
+    if not out.exists():
+        os.replace(tmp, out)
+        return
+    old = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".old", dir=out.parent))
+    os.replace(out, old / out.name)
+    os.replace(tmp, out)
+    shutil.rmtree(old, ignore_errors=True)

@@ -1,0 +1,245 @@
+"""Load an export folder and recommend with onnxruntime + genrec.decode's beam search.
+
+No torch: this module imports numpy, onnxruntime and genrec's numpy/stdlib modules only
+(genrec.decode, genrec.io, genrec.export.layout), so a server can run without torch installed.
+
+Item ids here are the dense internal ids 0..n_items-1 (row i of codes.npy / items.json).
+Mapping the catalogue's source ids to them is :meth:`ExportRuntime.to_internal`'s job.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import onnxruntime as ort
+
+from genrec.decode import BeamResult, Trie, beam_search
+from genrec.export import layout
+from genrec.io import MANIFEST, ArtifactError, read_manifest
+
+PAD_ITEM = -1   # left padding of encoder histories
+
+
+@dataclass
+class RuntimeConfig:
+    intra_op_threads: int = 1       # onnxruntime threads inside one operator (1 = no thread pool)
+    inter_op_threads: int = 1       # onnxruntime threads running independent operators in parallel
+    verify_checksums: bool = True   # check every file's sha256 against manifest.json when loading
+
+    def __post_init__(self):
+        if self.intra_op_threads < 1 or self.inter_op_threads < 1:
+            raise ValueError(f"intra_op_threads and inter_op_threads must be >= 1, got "
+                             f"{self.intra_op_threads} and {self.inter_op_threads}")
+
+
+def left_pad(histories: Sequence[Sequence[int]], length: int) -> np.ndarray:
+    """The last ``length`` ids of each history, left-padded with -1: (B, length) int64."""
+    out = np.full((len(histories), length), PAD_ITEM, dtype=np.int64)
+    for row, hist in enumerate(histories):
+        tail = np.asarray(hist, dtype=np.int64)[-length:]
+        if len(tail):
+            out[row, length - len(tail):] = tail
+    return out
+
+
+def session_options(config: RuntimeConfig) -> ort.SessionOptions:
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads = config.intra_op_threads
+    opts.inter_op_num_threads = config.inter_op_threads
+    opts.execution_mode = ort.ExecutionMode.ORT_PARALLEL if config.inter_op_threads > 1 else ort.ExecutionMode.ORT_SEQUENTIAL
+    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    # No busy-waiting between operators: the cores are shared with the HTTP server's event loop.
+    opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    opts.add_session_config_entry("session.inter_op.allow_spinning", "0")
+    opts.log_severity_level = 3   # errors only; ORT's warnings about unused initializers are noise here
+    return opts
+
+
+class OnnxCausalStep:
+    """genrec.decode StepFn over decoder_step.onnx; the decoding cache is the (rows, d) state.
+
+    Level 0 starts from the encoder's states; each later level gathers the parent beams' states
+    (``state[parent_rows]``) and lets the graph add the chosen code's embedding.
+    """
+
+    def __init__(self, session: ort.InferenceSession, state: np.ndarray, level_sizes: Sequence[int]):
+        self.session = session
+        self.state = state                      # (B, d) float32, then (R, d) per level
+        self.level_sizes = tuple(level_sizes)
+
+    def __call__(self, level: int, parent_rows: np.ndarray, last_codes: np.ndarray | None) -> np.ndarray:
+        state = self.state if level == 0 else self.state[parent_rows]
+        codes = np.zeros(len(state), dtype=np.int64) if last_codes is None else np.asarray(last_codes, dtype=np.int64)
+        log_probs, self.state = self.session.run(
+            None, {"state": state, "last_code": codes, "level": np.array(level, dtype=np.int64)})
+        return log_probs[:, : self.level_sizes[level]]   # (R, K_level): drop the -inf padding columns
+
+
+class ExportRuntime:
+    """An export folder loaded for inference: onnxruntime sessions, trie, item tables."""
+
+    def __init__(self, folder: str | Path, config: RuntimeConfig | None = None):
+        self.folder = Path(folder)
+        self.config = config or RuntimeConfig()
+        if not self.folder.is_dir():
+            raise ArtifactError(f"export folder {self.folder} does not exist; create it with "
+                                "`genrec export --run RUN --out FOLDER`")
+        self.manifest = read_manifest(self.folder, layout.STAGE, verify=False)
+        self._check_manifest()
+        if self.config.verify_checksums:
+            from genrec.io import verify_files
+
+            verify_files(self.folder, self.manifest["files"])
+        self.arch: str = self.manifest["arch"]
+        self.level_sizes: tuple[int, ...] = tuple(int(k) for k in self.manifest["level_sizes"])
+        self.max_items: int = int(self.manifest["max_items"])
+        self.beam_width: int = int(self.manifest["beam_width"])
+        self.trie = Trie.load(self.folder)
+        self.item_codes = self.trie.item_codes                                    # (N, D) int64
+        codes = np.load(self.folder / layout.CODES_FILE, allow_pickle=False)
+        if not np.array_equal(codes, self.item_codes):
+            raise ArtifactError(f"{self.folder / layout.CODES_FILE} disagrees with the trie tables; "
+                                "the folder mixes files from different exports. Re-run `genrec export`.")
+        if self.trie.level_sizes != self.level_sizes:
+            raise ArtifactError(f"{self.folder / MANIFEST}: level_sizes {list(self.level_sizes)} disagree with the "
+                                f"trie tables ({list(self.trie.level_sizes)}); re-run `genrec export`.")
+        self.source_ids, self.titles = self._load_items()
+        self._index = {sid: i for i, sid in enumerate(self.source_ids)}
+        opts = session_options(self.config)
+        self.encoder = self._session(layout.ENCODER_FILE, opts, "encoder")
+        self.decoder_step = self._session(layout.DECODER_STEP_FILE, opts, "decoder_step")
+
+    # ------------------------------------------------------------------ loading
+    def _check_manifest(self) -> None:
+        path = self.folder / MANIFEST
+        m = self.manifest
+        version = m.get("format_version")
+        if version != layout.FORMAT_VERSION:
+            raise ArtifactError(f"{path}: format_version {version!r}, this server reads {layout.FORMAT_VERSION}; "
+                                "re-export with this genrec version (`genrec export`).")
+        missing = [key for key in ("arch", "level_sizes", "max_items", "beam_width", "n_items", "files", "graphs")
+                   if key not in m]
+        if missing:
+            raise ArtifactError(f"{path}: missing fields {missing}; the manifest is incomplete, re-run `genrec export`.")
+        if m["arch"] not in layout.SUPPORTED_ARCHS:
+            raise ArtifactError(f"{path}: arch {m['arch']!r} cannot be served (supported: {layout.SUPPORTED_ARCHS}).")
+        unlisted = [name for name in layout.EXPORT_FILES if name not in m["files"]]
+        if unlisted:
+            raise ArtifactError(f"{path}: files {unlisted} are not listed with a checksum; the folder is incomplete, "
+                                "re-run `genrec export`.")
+
+    def _load_items(self) -> tuple[list[str], list[str | None]]:
+        path = self.folder / layout.ITEMS_FILE
+        try:
+            items = json.loads(path.read_text(encoding="utf-8"))
+        except json.JSONDecodeError as e:
+            raise ArtifactError(f"{path}:{e.lineno}: not valid JSON ({e.msg}); re-run `genrec export`.") from e
+        source_ids, titles = items.get("source_id"), items.get("title")
+        n = len(self.item_codes)
+        if not isinstance(source_ids, list) or not isinstance(titles, list) or len(source_ids) != n or len(titles) != n:
+            raise ArtifactError(f"{path}: expected lists 'source_id' and 'title' with {n} entries (one per item); "
+                                "re-run `genrec export`.")
+        if len(set(source_ids)) != n:
+            raise ArtifactError(f"{path}: source ids are not unique; re-run `genrec prepare` and `genrec export`.")
+        if int(self.manifest["n_items"]) != n:
+            raise ArtifactError(f"{self.folder / MANIFEST}: n_items {self.manifest['n_items']} but the tables hold "
+                                f"{n} items; re-run `genrec export`.")
+        return [str(s) for s in source_ids], titles
+
+    def _session(self, file: str, opts: ort.SessionOptions, graph: str) -> ort.InferenceSession:
+        path = self.folder / file
+        try:
+            session = ort.InferenceSession(str(path), sess_options=opts, providers=["CPUExecutionProvider"])
+        except Exception as e:  # onnxruntime raises its own exception types
+            raise ArtifactError(f"{path}: onnxruntime cannot load it ({e}); re-run `genrec export`.") from e
+        spec = self.manifest["graphs"][graph]
+        got = ([i.name for i in session.get_inputs()], [o.name for o in session.get_outputs()])
+        want = ([i["name"] for i in spec["inputs"]], [o["name"] for o in spec["outputs"]])
+        if got != want:
+            raise ArtifactError(f"{path}: graph inputs/outputs {got} differ from the manifest's {want}; "
+                                "re-run `genrec export`.")
+        return session
+
+    # ------------------------------------------------------------------ ids
+    @property
+    def n_items(self) -> int:
+        return len(self.source_ids)
+
+    def to_internal(self, source_ids: Sequence[str]) -> tuple[list[int], list[str]]:
+        """Catalogue source ids -> (known internal ids in order, unknown source ids in order)."""
+        known, unknown = [], []
+        for sid in source_ids:
+            idx = self._index.get(sid)
+            if idx is None:
+                unknown.append(sid)
+            else:
+                known.append(idx)
+        return known, unknown
+
+    # ------------------------------------------------------------------ inference
+    def encode(self, histories: Sequence[Sequence[int]]) -> np.ndarray:
+        """Decoding states (B, d) float32 for histories of internal ids (only the last max_items are read)."""
+        (state,) = self.encoder.run(None, {"history": left_pad(histories, self.max_items)})
+        return state
+
+    def recommend(self, histories: Sequence[Sequence[int]], k: int, *,
+                  exclude_history: bool | Sequence[bool] = True,
+                  candidates: Sequence[Sequence[int] | None] | None = None,
+                  beam_width: int | None = None) -> BeamResult:
+        """Top-k items per history (internal ids, oldest first) by trie-constrained beam search.
+
+        exclude_history: never return an item of the request's (whole) history; one flag or one per request.
+        candidates: per request, None or the only items it may receive.
+        beam_width: defaults to max(manifest beam_width, k).
+        """
+        batch = len(histories)
+        if batch == 0:
+            raise ValueError("recommend needs at least one history")
+        for row, hist in enumerate(histories):
+            if len(hist) == 0:
+                raise ValueError(f"histories[{row}] is empty: pass at least one item id")
+            arr = np.asarray(hist)
+            if arr.min() < 0 or arr.max() >= self.n_items:
+                raise ValueError(f"histories[{row}] holds ids outside 0..{self.n_items - 1}; map source ids with "
+                                 "to_internal first")
+        if not 1 <= k <= self.n_items:
+            raise ValueError(f"k must be in [1, {self.n_items}] (the catalogue size), got {k}")
+        width = max(beam_width or self.beam_width, k)
+        mask = self.item_mask(histories, exclude_history, candidates)
+        step = OnnxCausalStep(self.decoder_step, self.encode(histories), self.level_sizes)
+        return beam_search(step, self.trie, batch_size=batch, beam_width=width, k=k, item_mask=mask)
+
+    def item_mask(self, histories: Sequence[Sequence[int]], exclude_history: bool | Sequence[bool],
+                  candidates: Sequence[Sequence[int] | None] | None) -> np.ndarray | None:
+        """(B, N) bool of the items each request may receive, or None when every item is allowed."""
+        batch = len(histories)
+        exclude = [bool(exclude_history)] * batch if isinstance(exclude_history, (bool, np.bool_)) else list(exclude_history)
+        cands = list(candidates) if candidates is not None else [None] * batch
+        if len(exclude) != batch or len(cands) != batch:
+            raise ValueError(f"exclude_history and candidates need one entry per history ({batch})")
+        if not any(exclude) and all(c is None for c in cands):
+            return None
+        mask = np.ones((batch, self.n_items), dtype=bool)
+        for row in range(batch):
+            if cands[row] is not None:
+                allowed = np.zeros(self.n_items, dtype=bool)
+                allowed[np.asarray(cands[row], dtype=np.int64)] = True
+                mask[row] = allowed
+            if exclude[row]:
+                mask[row, np.asarray(histories[row], dtype=np.int64)] = False
+        return mask
+
+    def metadata(self) -> dict:
+        """What the server reports at GET /metadata."""
+        m = self.manifest
+        return {
+            "name": m.get("name"), "arch": self.arch, "n_items": self.n_items,
+            "semantic_id": {"n_levels": len(self.level_sizes), "level_sizes": list(self.level_sizes)},
+            "max_items": self.max_items, "beam_width": self.beam_width, "opset": m.get("opset"),
+            "exporter": m.get("exporter"), "created_utc": m.get("created_utc"), "versions": m.get("versions", {}),
+            "model": m.get("model", {}), "format_version": m.get("format_version"),
+        }
