@@ -104,16 +104,16 @@ def evaluate_genrec(module, examples: EvalExamples, cfg: EvaluateConfig, max_ite
 
 
 def sasrec_baseline(run: Path, dataset):
-    """The run's SASRec (trained on the training split only), loaded from RUN/baselines/sasrec or trained now."""
-    from genrec.features.collab import load_sasrec, save_sasrec, train_sasrec
+    """The run's SASRec, trained on the training split only: the one `genrec embed` trained for the
+    collaborative features (RUN/features/sasrec/), else RUN/baselines/sasrec/, else trained now."""
+    from genrec.features.collab import CHECKPOINT, load_sasrec, train_sasrec
     from genrec.lit.sasrec import SASRecTrainConfig
 
-    folder = Path(run) / SASREC_DIR
-    if (folder / "manifest.json").exists():
-        return load_sasrec(folder)
-    result = train_sasrec(dataset, SASRecTrainConfig(), out_dir=None)
-    save_sasrec(result, folder, dataset)
-    return result.model
+    for folder in (Path(run) / "features" / "sasrec", Path(run) / SASREC_DIR):
+        if (folder / CHECKPOINT).exists():
+            return load_sasrec(folder / CHECKPOINT)
+    print(f"no SASRec checkpoint in {run}; training the baseline now (training split only)")
+    return train_sasrec(dataset, SASRecTrainConfig(), out_dir=Path(run) / SASREC_DIR).model
 
 
 def evaluate(run: str | Path, config: EvaluateConfig = EvaluateConfig()) -> dict:

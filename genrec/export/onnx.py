@@ -23,6 +23,7 @@ import numpy as np
 import torch
 
 from genrec.config import to_dict
+from genrec.data.prepare import write_folder_atomic
 from genrec.decode import Trie
 from genrec.export import layout
 from genrec.export.graphs import CausalDecoderStep, CausalEncoder
@@ -74,6 +75,9 @@ def export(run: str | Path, out: str | Path, config: ExportConfig | None = None)
     if items.height != module.dims.n_items:
         raise ArtifactError(f"{dataset.folder}/items.parquet has {items.height} items but {ckpt_path} was trained on "
                             f"{module.dims.n_items}; export with the run the checkpoint was trained in.")
+    if items["source_id"].null_count():
+        raise ArtifactError(f"{dataset.folder}/items.parquet has {items['source_id'].null_count()} items without a "
+                            "source_id; the server needs one per item. Re-run `genrec prepare`.")
     source = {"run": str(run), "checkpoint": str(ckpt_path), "checkpoint_sha256": sha256_file(ckpt_path),
               "dataset": dataset.name, "sid_checksum": module.dims.sid_checksum}
     return export_module(module, out, config, source_ids=items["source_id"].to_list(),
@@ -105,26 +109,24 @@ def export_module(module, out: str | Path, config: ExportConfig | None = None, *
     _check_destination(out, config)
 
     module = module.cpu().eval()
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent))
-    try:
+
+    def write(tmp: Path) -> dict:
         graphs = _export_causal(module, tmp, config)
         trie = Trie(module.item_codes.cpu().numpy(), module.dims.level_sizes, source="module.item_codes")
         trie.save(tmp)
         save_npy_atomic(tmp / layout.CODES_FILE, trie.item_codes)
         write_json_atomic(tmp / layout.ITEMS_FILE, {"source_id": source_ids, "title": titles})
         fields = _manifest_fields(module, out, config, graphs, source)
-        write_manifest(tmp, layout.STAGE, files=list(layout.EXPORT_FILES), **fields)
+        manifest = write_manifest(tmp, layout.STAGE, files=list(layout.EXPORT_FILES), **fields)
         if config.parity_check or config.int8:
-            # The runtime reads the manifest, so checks run on a first one; the final one adds their results
-            # (and new checksums if int8 weights were kept).
+            # The runtime reads the manifest, so the checks run on a first one; the final one adds their
+            # results (and new checksums when int8 weights were kept).
             checks = _verify(module, tmp, config)
-            write_manifest(tmp, layout.STAGE, files=list(layout.EXPORT_FILES), **fields, **checks)
-        _replace_folder(tmp, out)
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp, ignore_errors=True)
-    manifest = json.loads((out / MANIFEST).read_text(encoding="utf-8"))
+            manifest = write_manifest(tmp, layout.STAGE, files=list(layout.EXPORT_FILES), **fields, **checks)
+        _make_readable(tmp)
+        return manifest
+
+    manifest = write_folder_atomic(out, write)
     print(f"wrote {out} ({len(layout.EXPORT_FILES) + 1} files, {n_items} items, arch {module.arch})")
     return manifest
 
@@ -172,6 +174,8 @@ def _onnx_export(wrapper: torch.nn.Module, args: tuple, path: Path, config: Expo
         # Expected noise: the legacy exporter's deprecation notice, and dynamo's note that axes sharing
         # one Dim (state/last_code rows) keep a single name.
         warnings.simplefilter("ignore", DeprecationWarning)
+        # The tracer notes that qkv.split(d_model) uses a Python int: d_model is a constant of the model.
+        warnings.simplefilter("ignore", torch.jit.TracerWarning)
         warnings.filterwarnings("ignore", message=".*axis name.*will not be used", category=UserWarning)
         _run_exporter(wrapper, args, path, config, inputs=inputs, outputs=outputs, dynamic=dynamic)
     if not path.exists():
@@ -244,14 +248,19 @@ def _try_int8(runtime, folder: Path, batches: list[list[np.ndarray]], k: int, wi
     trial = Path(tempfile.mkdtemp(prefix=".int8.", dir=folder))
     try:
         for name in (layout.ENCODER_FILE, layout.DECODER_STEP_FILE):
-            quantize_dynamic(str(folder / name), str(trial / name), weight_type=QuantType.QInt8)
+            # Matrix products only: embedding tables and the -inf code bias must stay float.
+            quantize_dynamic(str(folder / name), str(trial / name), weight_type=QuantType.QInt8,
+                             op_types_to_quantize=["MatMul", "Gemm"])
         for name in os.listdir(folder):
             if (folder / name).is_file() and not (trial / name).exists():
                 shutil.copy2(folder / name, trial / name)
-        quantized = ExportRuntime(trial, RuntimeConfig(verify_checksums=False))
-        changed = sum(int((quantized.recommend(h, k, exclude_history=False, beam_width=width).items != ref)
-                          .any(axis=1).sum()) for h, ref in zip(batches, reference))
         total = sum(len(h) for h in batches)
+        try:
+            quantized = ExportRuntime(trial, RuntimeConfig(verify_checksums=False))
+            changed = sum(int((quantized.recommend(h, k, exclude_history=False, beam_width=width).items != ref)
+                              .any(axis=1).sum()) for h, ref in zip(batches, reference))
+        except (ValueError, ArtifactError) as e:   # e.g. NaN log-probs from a badly quantized layer
+            return {"kept": False, "reason": f"the quantized graphs fail to decode: {e}"}
         if changed:
             return {"kept": False, "reason": f"top-{k} changed for {changed}/{total} parity histories"}
         for name in (layout.ENCODER_FILE, layout.DECODER_STEP_FILE):
@@ -305,12 +314,8 @@ def _check_destination(out: Path, config: ExportConfig) -> None:
             raise ValueError(f"{out} already holds an export; pass --overwrite true to replace it")
 
 
-def _replace_folder(tmp: Path, out: Path) -> None:
-    """Move the finished folder into place; an old export is removed only after the new one is in place."""
-    if not out.exists():
-        os.replace(tmp, out)
-        return
-    old = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".old", dir=out.parent))
-    os.replace(out, old / out.name)
-    os.replace(tmp, out)
-    shutil.rmtree(old, ignore_errors=True)
+def _make_readable(folder: Path) -> None:
+    """Temporary files and folders are created private (0600/0700); an export is meant to be shared."""
+    folder.chmod(0o755)
+    for path in folder.iterdir():
+        path.chmod(0o644)

@@ -202,16 +202,23 @@ class ExportRuntime:
         for row, hist in enumerate(histories):
             if len(hist) == 0:
                 raise ValueError(f"histories[{row}] is empty: pass at least one item id")
-            arr = np.asarray(hist)
-            if arr.min() < 0 or arr.max() >= self.n_items:
-                raise ValueError(f"histories[{row}] holds ids outside 0..{self.n_items - 1}; map source ids with "
-                                 "to_internal first")
+            self._check_ids(hist, f"histories[{row}]")
+        for row, cands in enumerate(candidates or []):
+            if cands is not None:
+                self._check_ids(cands, f"candidates[{row}]")
         if not 1 <= k <= self.n_items:
             raise ValueError(f"k must be in [1, {self.n_items}] (the catalogue size), got {k}")
         width = max(beam_width or self.beam_width, k)
         mask = self.item_mask(histories, exclude_history, candidates)
         step = OnnxCausalStep(self.decoder_step, self.encode(histories), self.level_sizes)
         return beam_search(step, self.trie, batch_size=batch, beam_width=width, k=k, item_mask=mask)
+
+    def _check_ids(self, ids: Sequence[int], what: str) -> None:
+        arr = np.asarray(ids)
+        if arr.ndim != 1 or not np.issubdtype(arr.dtype, np.integer) and len(arr):
+            raise ValueError(f"{what} must be a flat sequence of integer item ids")
+        if len(arr) and (arr.min() < 0 or arr.max() >= self.n_items):
+            raise ValueError(f"{what} holds ids outside 0..{self.n_items - 1}; map source ids with to_internal first")
 
     def item_mask(self, histories: Sequence[Sequence[int]], exclude_history: bool | Sequence[bool],
                   candidates: Sequence[Sequence[int] | None] | None) -> np.ndarray | None:
@@ -243,3 +250,35 @@ class ExportRuntime:
             "exporter": m.get("exporter"), "created_utc": m.get("created_utc"), "versions": m.get("versions", {}),
             "model": m.get("model", {}), "format_version": m.get("format_version"),
         }
+
+
+@dataclass
+class Query:
+    """One recommendation request in internal ids (what the server's micro-batcher queues)."""
+
+    history: list[int]                      # oldest first; only the last max_items are read
+    k: int                                  # items to return
+    exclude_history: bool = True            # never return an item of ``history``
+    candidates: list[int] | None = None     # only these items may be returned
+
+
+def recommend_queries(runtime: ExportRuntime, queries: Sequence[Query]) -> list[tuple[list[int], list[float]]]:
+    """Decode many queries in as few beam searches as possible; per query (item ids, scores), best first.
+
+    Queries that need the same beam width (max(beam_width, k)) share one batched search with the
+    group's largest k; each query then keeps its own first k, which is what a search of its own
+    would return (the ranking is by score, then item id, and does not depend on k).
+    """
+    groups: dict[int, list[int]] = {}
+    for i, q in enumerate(queries):
+        groups.setdefault(max(runtime.beam_width, q.k), []).append(i)
+    out: list[tuple[list[int], list[float]]] = [([], [])] * len(queries)
+    for width, members in groups.items():
+        batch = [queries[i] for i in members]
+        result = runtime.recommend([q.history for q in batch], max(q.k for q in batch),
+                                   exclude_history=[q.exclude_history for q in batch],
+                                   candidates=[q.candidates for q in batch], beam_width=width)
+        for row, (i, q) in enumerate(zip(members, batch)):
+            found = result.items[row, : q.k] >= 0
+            out[i] = (result.items[row, : q.k][found].tolist(), result.scores[row, : q.k][found].tolist())
+    return out

@@ -7,6 +7,7 @@ this module only runs the optimisation and logs to CSV (``<log_dir>/<name>/versi
 from __future__ import annotations
 
 import logging
+import math
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -21,7 +22,7 @@ from genrec.tokenizer.rqvae import RQVAE
 
 @dataclass(frozen=True, kw_only=True)
 class TrainConfig:
-    epochs: int = 60             # passes over the catalogue
+    epochs: int = 30             # passes over the catalogue
     min_steps: int = 0           # train at least this many optimisation steps (small catalogues have few per epoch)
     batch_size: int = 512        # items per optimisation step
     lr: float = 2e-3             # AdamW peak learning rate (cosine-decayed to lr_min_ratio × lr)
@@ -87,7 +88,7 @@ def train_rqvae(model: RQVAE, x: torch.Tensor, config: TrainConfig, *, log_dir: 
         trainer = L.Trainer(
             accelerator="cpu",
             devices=1,
-            max_epochs=-1,  # the step budget decides
+            max_epochs=math.ceil(steps / len(loader)),
             max_steps=steps,
             logger=logger,
             enable_checkpointing=False,

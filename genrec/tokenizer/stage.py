@@ -33,7 +33,7 @@ import torch
 from tqdm.auto import tqdm
 
 from genrec.io import atomic_path, read_manifest, sha256_file, write_json_atomic
-from genrec.tokenizer.kmeans import KMeansConfig, residual_kmeans, sample_rows, squared_distances
+from genrec.tokenizer.kmeans import KMEANS_INITS, KMeansConfig, residual_kmeans, sample_rows, squared_distances
 from genrec.tokenizer.lit import TrainConfig, train_rqvae
 from genrec.tokenizer.rqvae import CODEBOOK_UPDATES, RQVAE, RQVAEConfig
 from genrec.tokenizer.semantic_ids import (
@@ -60,7 +60,7 @@ REPORT_PNG = "report.png"
 LOGS_DIR = "logs"
 CHECKPOINT_FORMAT = 1
 ENCODE_BLOCK = 8192          # rows per forward pass when encoding the catalogue
-CONSTANT_DIM_STD = 1e-12     # a feature dimension with std below this is constant: it is centred, not scaled
+CONSTANT_DIM_STD = 1e-12     # a scale below this means constant input: it is centred, not divided by ~0
 
 
 class FeatureError(ValueError):
@@ -98,7 +98,7 @@ class TokenizeConfig:
     def __post_init__(self):
         object.__setattr__(self, "hidden_dims", tuple(int(h) for h in self.hidden_dims))
         choices = {"method": METHODS, "modalities": MODALITY_MODES, "codebook_update": CODEBOOK_UPDATES,
-                   "last_level": LAST_LEVEL_RULES, "kmeans_init": ("kmeans++", "random"),
+                   "last_level": LAST_LEVEL_RULES, "kmeans_init": KMEANS_INITS,
                    "normalize_input": NORMALIZATIONS}
         for name, allowed in choices.items():
             if getattr(self, name) not in allowed:

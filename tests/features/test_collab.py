@@ -20,10 +20,12 @@ import torch
 
 from genrec.baselines import evaluate_popularity, popularity_counts, popularity_ranked
 from genrec.data.dataset import Dataset
+from genrec.data.split import EvalExamples
 from genrec.features.collab import CHECKPOINT, collab_features, load_sasrec, train_sasrec
 from genrec.lit.sasrec import (
     IGNORE_INDEX,
     LengthBucketBatches,
+    LitSASRec,
     SASRecDataModule,
     SASRecTrainConfig,
     TrainWindows,
@@ -31,6 +33,7 @@ from genrec.lit.sasrec import (
     evaluate_sasrec,
     pad_histories,
 )
+from genrec.model.sasrec import SASRec, SASRecConfig
 from conftest import require_shared
 
 N_ITEMS = 37          # items 0..30 follow a pattern; 31..36 are held out (validation/test targets only)
@@ -224,6 +227,29 @@ def test_collab_features_matrix_and_info(tmp_path):
     assert info["unseen_item_ids"] == HELD_OUT.tolist() and info["trained_on"] == "split.train"
     assert info["coverage"] == pytest.approx(N_REGULAR / N_ITEMS)
     json.dumps(info)  # goes into the features manifest
+
+
+def test_small_catalogue_pads_ranked_lists_and_checks_sizes():
+    torch.manual_seed(0)
+    model = SASRec(SASRecConfig(n_items=7, max_len=4, d_model=6, n_layers=1, n_heads=2)).eval()
+    examples = EvalExamples(np.arange(3), [np.array([1, 2]), np.array([6]), np.array([0, 3, 5, 4, 2])], np.array([3, 0, 6]))
+    ranked, metrics = evaluate_sasrec(model, examples, n_items=7, max_items=4, batch_size=2)
+    assert ranked.shape == (3, 20) and (ranked[:, 7:] == -1).all()
+    assert all(sorted(row[:7]) == list(range(7)) for row in ranked)
+    assert metrics["recall@20"] == 1.0  # every item is ranked when the catalogue is smaller than 20
+    with pytest.raises(ValueError, match="built for 7 items"):
+        evaluate_sasrec(model, examples, n_items=8, max_items=4, batch_size=2)
+
+
+def test_warmup_ramps_the_learning_rate_linearly():
+    module = LitSASRec(SASRecTrainConfig(**TINY, warmup_steps=4, lr=2e-3), n_items=N_ITEMS)
+    scheduler = module.configure_optimizers()["lr_scheduler"]["scheduler"]
+    lrs = []
+    for _ in range(6):
+        lrs.append(scheduler.get_last_lr()[0])
+        scheduler.optimizer.step()
+        scheduler.step()
+    assert lrs == pytest.approx([5e-4, 1e-3, 1.5e-3, 2e-3, 2e-3, 2e-3])
 
 
 def test_config_validation():

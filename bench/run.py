@@ -1,0 +1,161 @@
+"""Reproduce a results-table row: the whole pipeline on ../shared/data/NAME with a checked-in config.
+
+    python bench/run.py --dataset Office          # writes bench/results/Office.json and Office.md
+    python bench/run.py --smoke                   # the built-in demo, small and fast (CI runs it)
+
+Stages: prepare -> embed -> tokenize -> train (Lightning CLI, configs/bench/NAME.yaml) ->
+evaluate (genrec, SASRec and popularity on the same split with the same metric functions).
+Each stage's wall time and the process's peak memory are recorded with machine info and the
+git commit. Not run by pytest (except --smoke through tests/test_bench.py).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED = (REPO / ".." / "shared" / "data").resolve()
+RESULTS = REPO / "bench" / "results"
+RESULT_KEYS = ("dataset", "git_commit", "machine", "versions", "stages", "peak_rss_mb", "metrics", "config",
+               "dataset_stats", "tokenizer", "train")
+SYSTEM_KEYS = ("recall@5", "recall@10", "recall@20", "ndcg@5", "ndcg@10", "ndcg@20", "invalid_rate", "n_users",
+               "seconds")
+
+
+def git_commit() -> str | None:
+    try:
+        return subprocess.run(["git", "rev-parse", "HEAD"], cwd=REPO, capture_output=True, text=True,
+                              check=True).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return None
+
+
+def peak_rss_mb() -> float:
+    own = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    kids = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+    return round(max(own, kids) / 1024, 1)
+
+
+def validate_result(result: dict) -> None:
+    """The result JSON schema: raises ValueError naming the first missing or malformed field."""
+    for key in RESULT_KEYS:
+        if key not in result:
+            raise ValueError(f"result is missing '{key}'")
+    for system in ("genrec", "sasrec", "popularity"):
+        if system not in result["metrics"]:
+            raise ValueError(f"metrics is missing system '{system}'")
+        for key in SYSTEM_KEYS:
+            value = result["metrics"][system].get(key)
+            if not isinstance(value, (int, float)):
+                raise ValueError(f"metrics.{system}.{key} must be a number, got {value!r}")
+    for stage in ("prepare", "embed", "tokenize", "train", "evaluate"):
+        if not isinstance(result["stages"].get(stage), (int, float)):
+            raise ValueError(f"stages.{stage} must be the stage's wall time in seconds")
+
+
+def markdown(result: dict) -> str:
+    from genrec.evaluate import markdown_table
+
+    stages = ", ".join(f"{k} {v:.0f} s" for k, v in result["stages"].items())
+    return (markdown_table(result["metrics"], title=f"{result['dataset']} (test split, full ranking)")
+            + f"\n\nwall time: {stages}; total {sum(result['stages'].values()) / 60:.1f} min; "
+              f"peak RSS {result['peak_rss_mb']:.0f} MB; commit {str(result['git_commit'])[:10]}\n")
+
+
+def run_bench(dataset: str, *, smoke: bool, run_dir: Path, train_args: list[str]) -> dict:
+    from genrec.data.dataset import load_dataset
+    from genrec.data.prepare import PrepareConfig, prepare
+    from genrec.evaluate import EvaluateConfig, evaluate
+    from genrec.features.stage import embed
+    from genrec.io import machine_info, package_versions, write_json_atomic, write_text_atomic
+    from genrec.lit.cli import main as train_main
+    from genrec.pipeline import demo_pipeline_config
+    from genrec.tokenizer.stage import tokenize
+    from genrec.config import from_dict, load_yaml
+    from genrec.pipeline import PipelineConfig
+
+    cfg_path = REPO / "configs" / "bench" / f"{'smoke' if smoke else dataset}.yaml"
+    if not cfg_path.exists():
+        raise SystemExit(f"no bench config {cfg_path}; add one (see configs/bench/Office.yaml)")
+    raw = load_yaml(cfg_path)
+    stages_cfg = from_dict(PipelineConfig, {k: v for k, v in raw.items() if k in ("prepare", "embed", "tokenize")})
+    train_yaml = raw.get("train_config", "configs/demo.yaml")
+    if smoke:
+        demo_cfg = demo_pipeline_config()
+        stages_cfg.embed.image.image_size = demo_cfg.embed.image.image_size
+    seconds: dict[str, float] = {}
+
+    def timed(name, fn):
+        t0 = time.perf_counter()
+        out = fn()
+        seconds[name] = round(time.perf_counter() - t0, 2)
+        print(f"== {name}: {seconds[name]:.1f} s", flush=True)
+        return out
+
+    if smoke:
+        from genrec.data.demo import DemoConfig, write_demo_source
+
+        small = DemoConfig(**raw.get("demo", {}))
+        source = run_dir.parent / f"{run_dir.name}_source"
+        if not source.exists():
+            write_demo_source(source, seed=0, config=small)
+    else:
+        source = SHARED / dataset
+        if not source.exists():
+            raise SystemExit(f"{source} not found: bench/run.py reads ../shared/data/{dataset}")
+    manifest = timed("prepare", lambda: prepare(source, run_dir, stages_cfg.prepare, name=dataset))
+    emb = timed("embed", lambda: embed(run_dir, stages_cfg.embed))
+    tok = timed("tokenize", lambda: tokenize(run_dir, stages_cfg.tokenize))
+    cli = timed("train", lambda: train_main(["fit", "--config", str(REPO / train_yaml), f"--data.run={run_dir}",
+                                             "--data.demo=false", "--evaluate=false", *train_args]))
+    metrics = timed("evaluate", lambda: evaluate(run_dir, EvaluateConfig(split="test")))
+    throughput = next((c.targets_per_second for c in cli.trainer.callbacks if hasattr(c, "targets_per_second")), None)
+    ds = load_dataset(run_dir)
+    result = {
+        "dataset": dataset,
+        "git_commit": git_commit(),
+        "machine": machine_info(),
+        "versions": package_versions(),
+        "stages": seconds,
+        "peak_rss_mb": peak_rss_mb(),
+        "metrics": {s: metrics[s] for s in ("genrec", "sasrec", "popularity")},
+        "config": {"bench": str(cfg_path.relative_to(REPO)), "train": train_yaml, "train_args": train_args},
+        "dataset_stats": {k: manifest.get(k) for k in ("n_users", "n_items", "n_interactions", "format")},
+        "embed": {k: emb.get(k) for k in ("modalities", "coverage") if k in emb},
+        "tokenizer": {k: tok.get(k) for k in ("levels", "collisions", "reconstruction", "fit") if k in tok},
+        "train": {"best_val_ndcg@10": float(cli.trainer.checkpoint_callback.best_model_score or 0.0),
+                  "epochs": cli.trainer.current_epoch, "train_targets_per_second": throughput},
+        "n_items_check": ds.n_items,
+    }
+    validate_result(result)
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    name = "smoke" if smoke else dataset
+    write_json_atomic(RESULTS / f"{name}.json", result)
+    write_text_atomic(RESULTS / f"{name}.md", markdown(result))
+    print(markdown(result))
+    return result
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python bench/run.py", description=__doc__.strip().splitlines()[0])
+    p.add_argument("--dataset", default=None, help="folder name in ../shared/data, e.g. Office, Beauty, Scientific")
+    p.add_argument("--smoke", action="store_true", help="run on a small built-in demo catalogue (CI)")
+    p.add_argument("--run-dir", type=Path, default=None, help="where the run is written (default bench/runs/NAME)")
+    p.add_argument("train_args", nargs="*", help="extra Lightning CLI flags, e.g. --trainer.max_epochs=5")
+    a = p.parse_args(argv)
+    if a.smoke == (a.dataset is not None):
+        p.error("give --dataset NAME or --smoke (exactly one)")
+    name = "smoke" if a.smoke else a.dataset
+    run_dir = a.run_dir or REPO / "bench" / "runs" / name
+    run_bench(name, smoke=a.smoke, run_dir=run_dir, train_args=a.train_args)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
