@@ -68,7 +68,7 @@ def markdown(result: dict) -> str:
               f"peak RSS {result['peak_rss_mb']:.0f} MB; commit {str(result['git_commit'])[:10]}\n")
 
 
-def run_bench(dataset: str, *, smoke: bool, run_dir: Path, train_args: list[str]) -> dict:
+def run_bench(dataset: str, *, smoke: bool, run_dir: Path, train_args: list[str], results: Path = RESULTS) -> dict:
     from genrec.data.dataset import load_dataset
     from genrec.data.prepare import PrepareConfig, prepare
     from genrec.evaluate import EvaluateConfig, evaluate
@@ -134,10 +134,10 @@ def run_bench(dataset: str, *, smoke: bool, run_dir: Path, train_args: list[str]
         "n_items_check": ds.n_items,
     }
     validate_result(result)
-    RESULTS.mkdir(parents=True, exist_ok=True)
+    results.mkdir(parents=True, exist_ok=True)
     name = "smoke" if smoke else dataset
-    write_json_atomic(RESULTS / f"{name}.json", result)
-    write_text_atomic(RESULTS / f"{name}.md", markdown(result))
+    write_json_atomic(results / f"{name}.json", result)
+    write_text_atomic(results / f"{name}.md", markdown(result))
     print(markdown(result))
     return result
 
@@ -147,13 +147,14 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--dataset", default=None, help="folder name in ../shared/data, e.g. Office, Beauty, Scientific")
     p.add_argument("--smoke", action="store_true", help="run on a small built-in demo catalogue (CI)")
     p.add_argument("--run-dir", type=Path, default=None, help="where the run is written (default bench/runs/NAME)")
-    p.add_argument("train_args", nargs="*", help="extra Lightning CLI flags, e.g. --trainer.max_epochs=5")
-    a = p.parse_args(argv)
+    p.add_argument("--results-dir", type=Path, default=RESULTS, help="where NAME.json and NAME.md go")
+    p.epilog = "Any other flags go to the Lightning training CLI, e.g. --trainer.max_epochs=5"
+    a, train_args = p.parse_known_args(argv)
     if a.smoke == (a.dataset is not None):
         p.error("give --dataset NAME or --smoke (exactly one)")
     name = "smoke" if a.smoke else a.dataset
     run_dir = a.run_dir or REPO / "bench" / "runs" / name
-    run_bench(name, smoke=a.smoke, run_dir=run_dir, train_args=a.train_args)
+    run_bench(name, smoke=a.smoke, run_dir=run_dir, train_args=train_args, results=a.results_dir)
     return 0
 
 

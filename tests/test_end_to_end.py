@@ -29,7 +29,8 @@ SMALL_DEMO = DemoConfig(n_items=240, n_users=700, n_top_categories=4, brands_per
 def _train(run: Path, *extra: str, check: bool = True) -> subprocess.CompletedProcess:
     cmd = [sys.executable, "train.py", "fit", "--config", "configs/demo.yaml", f"--data.run={run}",
            "--data.demo=false", "--evaluate=false", "--trainer.enable_progress_bar=false",
-           "--model.d_model=48", "--model.n_heads=2", "--model.d_ff=96", "--data.batch_size=64", *extra]
+           "--model.d_model=48", "--model.n_heads=2", "--model.d_ff=96", "--data.batch_size=64", "--model.lr=0.01",
+           *extra]
     out = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=600,
                          env=os.environ | {"PYTHONHASHSEED": "0"})
     if check:
@@ -46,7 +47,7 @@ def small_run(tmp_path_factory) -> Path:
     embed(run, EmbedConfig(image=ImageConfig(enabled=False), sasrec=SASRecTrainConfig(max_epochs=15, patience=3,
                                                                                        progress_bar=False),
                            cache_dir=str(root / "cache"), progress=False))
-    tokenize(run, TokenizeConfig(n_levels=2, codebook_size=16, epochs=20, min_steps=200))
+    tokenize(run, TokenizeConfig(n_levels=2, codebook_size=32, epochs=20, min_steps=200))
     return run
 
 
@@ -77,11 +78,11 @@ def test_resume_after_an_interrupted_fit(small_run, tmp_path):
     shutil.copytree(small_run, run, ignore=shutil.ignore_patterns("checkpoints", "logs", "metrics.json"))
     _train(run, "--trainer.max_epochs=2")
     last = torch.load(run / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False)
-    assert last["epoch"] == 1 and last["genrec"]["sid_checksum"]
+    assert last["genrec"]["sid_checksum"]
     assert "hyper_parameters" in last and last["hyper_parameters"]["arch"] == "causal"
     _train(run, "--trainer.max_epochs=3", "--ckpt_path=last")
     resumed = torch.load(run / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False)
-    assert resumed["epoch"] == 2
+    assert resumed["epoch"] == last["epoch"] + 1   # continued, not restarted
     assert resumed["global_step"] > last["global_step"]
 
 

@@ -15,7 +15,7 @@ ENCODER_FILE = "encoder.onnx"
 DECODER_STEP_FILE = "decoder_step.onnx"
 CODES_FILE = "codes.npy"         # (n_items, D) int64: item id -> semantic ID (row i is item i)
 ITEMS_FILE = "items.json"        # {"source_id": [...], "title": [...]}: item id -> metadata
-SUPPORTED_ARCHS = ("causal",)    # archs `genrec export` can write and the server can load
+SUPPORTED_ARCHS = ("causal", "tiger")   # archs `genrec export` writes and the server loads
 
 # Every file an export folder holds besides manifest.json (the manifest lists their sha256).
 EXPORT_FILES = (ENCODER_FILE, DECODER_STEP_FILE, CODES_FILE, ITEMS_FILE, *sorted(TRIE_FILES.values()))
@@ -32,3 +32,20 @@ CAUSAL_ENCODER_INPUTS = ("history",)
 CAUSAL_ENCODER_OUTPUTS = ("state",)
 CAUSAL_STEP_INPUTS = ("state", "last_code", "level")
 CAUSAL_STEP_OUTPUTS = ("log_probs", "new_state")
+
+# Graph signatures for arch "tiger" (T5). L = decoder layers, h = heads, dk = d_kv, s = source tokens.
+#   encoder.onnx       history (batch, max_items) int64, item ids left-padded with -1
+#                      -> cross_keys, cross_values (L, batch, h, s, dk) float32: every decoder layer's
+#                         cross-attention keys/values, computed once per request and shared by its beams
+#                      -> encoder_bias (batch, s) float32: 0 for item tokens, float32 min for padding
+#   decoder_step.onnx  last_code (batch, beams) int64 code chosen at level-1 (ignored at level 0)
+#                      level () int64
+#                      self_keys, self_values (L, batch, beams, h, D, dk) float32: the self-attention
+#                         key/value cache (slot j holds decoder position j; slots >= level are ignored)
+#                      cross_keys, cross_values, encoder_bias: as the encoder returned them
+#                      -> log_probs (batch, beams, k_max) float32, -inf beyond K_level
+#                      -> new_self_keys, new_self_values: the cache with slot `level` written
+TIGER_ENCODER_INPUTS = ("history",)
+TIGER_ENCODER_OUTPUTS = ("cross_keys", "cross_values", "encoder_bias")
+TIGER_STEP_INPUTS = ("last_code", "level", "self_keys", "self_values", "cross_keys", "cross_values", "encoder_bias")
+TIGER_STEP_OUTPUTS = ("log_probs", "new_self_keys", "new_self_values")

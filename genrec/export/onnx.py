@@ -26,7 +26,7 @@ from genrec.config import to_dict
 from genrec.data.prepare import write_folder_atomic
 from genrec.decode import Trie
 from genrec.export import layout
-from genrec.export.graphs import CausalDecoderStep, CausalEncoder
+from genrec.export.graphs import CausalDecoderStep, CausalEncoder, TigerDecoderStep, TigerEncoder
 from genrec.io import MANIFEST, ArtifactError, save_npy_atomic, sha256_file, write_json_atomic, write_manifest
 
 EXPORTERS = ("dynamo", "legacy")
@@ -93,10 +93,12 @@ def export_module(module, out: str | Path, config: ExportConfig | None = None, *
     source: provenance recorded in the manifest (run, checkpoint and its checksum).
     """
     config = config or ExportConfig()
-    if module.arch != "causal":
+    if module.arch not in layout.SUPPORTED_ARCHS:
+        raise NotImplementedError(f"exporting arch {module.arch!r} is not supported; supported: {layout.SUPPORTED_ARCHS}")
+    if module.arch == "tiger" and module.model.layout.n_user_buckets:
         raise NotImplementedError(
-            f"exporting arch {module.arch!r} is not supported yet: only the default 'causal' model (CausalSID) "
-            "exports to ONNX. Train with model.arch=causal, or evaluate the TIGER model in torch (`genrec evaluate`).")
+            f"this TIGER model reads a hashed user token ({module.model.layout.n_user_buckets} buckets) before the "
+            "history, and requests carry no user id: export a model trained with n_user_buckets=0")
     out = Path(out)
     n_items = module.dims.n_items
     source_ids = [str(i) for i in range(n_items)] if source_ids is None else [str(s) for s in source_ids]
@@ -111,7 +113,7 @@ def export_module(module, out: str | Path, config: ExportConfig | None = None, *
     module = module.cpu().eval()
 
     def write(tmp: Path) -> dict:
-        graphs = _export_causal(module, tmp, config)
+        graphs = (_export_causal if module.arch == "causal" else _export_tiger)(module, tmp, config)
         trie = Trie(module.item_codes.cpu().numpy(), module.dims.level_sizes, source="module.item_codes")
         trie.save(tmp)
         save_npy_atomic(tmp / layout.CODES_FILE, trie.item_codes)
@@ -152,20 +154,71 @@ def _export_causal(module, folder: Path, config: ExportConfig) -> dict:
                  dynamic={"state": {0: "rows"}, "last_code": {0: "rows"}, "level": {},
                           "log_probs": {0: "rows"}, "new_state": {0: "rows"}})
 
-    def spec(name, shape, dtype):
-        return {"name": name, "shape": shape, "dtype": dtype}
-
     return {
         "encoder": {"file": layout.ENCODER_FILE,
-                    "inputs": [spec("history", ["batch", cfg.max_items], "int64")],
-                    "outputs": [spec("state", ["batch", d], "float32")]},
+                    "inputs": [_spec("history", ["batch", cfg.max_items], "int64")],
+                    "outputs": [_spec("state", ["batch", d], "float32")]},
         "decoder_step": {"file": layout.DECODER_STEP_FILE,
-                         "inputs": [spec("state", ["rows", d], "float32"), spec("last_code", ["rows"], "int64"),
-                                    spec("level", [], "int64")],
-                         "outputs": [spec("log_probs", ["rows", k_max], "float32"),
-                                     spec("new_state", ["rows", d], "float32")],
+                         "inputs": [_spec("state", ["rows", d], "float32"), _spec("last_code", ["rows"], "int64"),
+                                    _spec("level", [], "int64")],
+                         "outputs": [_spec("log_probs", ["rows", k_max], "float32"),
+                                     _spec("new_state", ["rows", d], "float32")],
                          "cache": "the (rows, d_model) state vector: gather it by parent_rows before each step"},
     }
+
+
+def _export_tiger(module, folder: Path, config: ExportConfig) -> dict:
+    """Write TIGER's encoder.onnx and decoder_step.onnx (T5 with a tensor key/value cache)."""
+    tiger = module.model
+    t5cfg = tiger.t5.config
+    n_layers, heads, d_kv = t5cfg.num_decoder_layers, t5cfg.num_heads, t5cfg.d_kv
+    n_levels, k_max, max_items = tiger.layout.n_levels, max(tiger.layout.level_sizes), tiger.cfg.max_items
+    encoder = TigerEncoder(tiger, module.item_codes).eval()
+    step = TigerDecoderStep(tiger).eval()
+
+    history = torch.full((_TRACE_BATCH, max_items), -1, dtype=torch.long)
+    history[:, -2:] = torch.arange(2 * _TRACE_BATCH).view(_TRACE_BATCH, 2) % module.dims.n_items
+    _onnx_export(encoder, (history,), folder / layout.ENCODER_FILE, config,
+                 inputs=layout.TIGER_ENCODER_INPUTS, outputs=layout.TIGER_ENCODER_OUTPUTS,
+                 dynamic={"history": {0: "batch"}, "cross_keys": {1: "batch"}, "cross_values": {1: "batch"},
+                          "encoder_bias": {0: "batch"}})
+    with torch.no_grad():
+        cross_keys, cross_values, bias = encoder(history)
+    beams = _TRACE_ROWS
+    cache = torch.zeros(n_layers, _TRACE_BATCH, beams, heads, n_levels, d_kv)
+    step_args = (torch.zeros(_TRACE_BATCH, beams, dtype=torch.long), torch.tensor(1), cache, cache.clone(),
+                 cross_keys, cross_values, bias)
+    per_beam = {1: "batch", 2: "beams"}
+    _onnx_export(step, step_args, folder / layout.DECODER_STEP_FILE, config,
+                 inputs=layout.TIGER_STEP_INPUTS, outputs=layout.TIGER_STEP_OUTPUTS,
+                 dynamic={"last_code": {0: "batch", 1: "beams"}, "level": {}, "self_keys": per_beam,
+                          "self_values": per_beam, "cross_keys": {1: "batch", 3: "source"},
+                          "cross_values": {1: "batch", 3: "source"}, "encoder_bias": {0: "batch", 1: "source"},
+                          "log_probs": {0: "batch", 1: "beams"}, "new_self_keys": per_beam, "new_self_values": per_beam})
+
+    cross = [n_layers, "batch", heads, "source", d_kv]                  # source = max_items * D tokens
+    self_cache = [n_layers, "batch", "beams", heads, n_levels, d_kv]
+    return {
+        "encoder": {"file": layout.ENCODER_FILE,
+                    "inputs": [_spec("history", ["batch", max_items], "int64")],
+                    "outputs": [_spec("cross_keys", cross, "float32"), _spec("cross_values", cross, "float32"),
+                                _spec("encoder_bias", ["batch", "source"], "float32")],
+                    "source_tokens": max_items * n_levels},
+        "decoder_step": {"file": layout.DECODER_STEP_FILE,
+                         "inputs": [_spec("last_code", ["batch", "beams"], "int64"), _spec("level", [], "int64"),
+                                    _spec("self_keys", self_cache, "float32"), _spec("self_values", self_cache, "float32"),
+                                    _spec("cross_keys", cross, "float32"), _spec("cross_values", cross, "float32"),
+                                    _spec("encoder_bias", ["batch", "source"], "float32")],
+                         "outputs": [_spec("log_probs", ["batch", "beams", k_max], "float32"),
+                                     _spec("new_self_keys", self_cache, "float32"),
+                                     _spec("new_self_values", self_cache, "float32")],
+                         "cache": "self-attention keys/values per beam, D slots (gather by parent beam before each "
+                                  "step); cross-attention keys/values per request, shared by its beams"},
+    }
+
+
+def _spec(name: str, shape: list, dtype: str) -> dict:
+    return {"name": name, "shape": shape, "dtype": dtype}
 
 
 def _onnx_export(wrapper: torch.nn.Module, args: tuple, path: Path, config: ExportConfig, *,
@@ -176,6 +229,12 @@ def _onnx_export(wrapper: torch.nn.Module, args: tuple, path: Path, config: Expo
         warnings.simplefilter("ignore", DeprecationWarning)
         # The tracer notes that qkv.split(d_model) uses a Python int: d_model is a constant of the model.
         warnings.simplefilter("ignore", torch.jit.TracerWarning)
+        # Advanced indexing with negative indices would be wrong in the legacy graph; every index here is
+        # clamped or a code id (>= 0).
+        warnings.filterwarnings("ignore", message="Exporting aten::index operator", category=UserWarning)
+        # onnx's constant folder evaluates T5's log-spaced position buckets, log(0) included, on a branch
+        # that torch.where discards.
+        warnings.filterwarnings("ignore", category=RuntimeWarning, module="onnx.reference")
         warnings.filterwarnings("ignore", message=".*axis name.*will not be used", category=UserWarning)
         _run_exporter(wrapper, args, path, config, inputs=inputs, outputs=outputs, dynamic=dynamic)
     if not path.exists():
@@ -271,9 +330,18 @@ def _try_int8(runtime, folder: Path, batches: list[list[np.ndarray]], k: int, wi
 
 
 # ---------------------------------------------------------------------- manifest and folder
+def _model_fields(module) -> dict:
+    cfg = module.model.cfg
+    if module.arch == "causal":
+        return {"d_model": cfg.d_model, "n_layers": cfg.n_layers, "n_heads": cfg.n_heads, "d_ff": cfg.d_ff,
+                "content_dim": cfg.content_dim, "item_id_embedding": cfg.n_items > 0}
+    t5 = module.model.t5.config
+    return {"d_model": t5.d_model, "n_layers": t5.num_layers, "n_decoder_layers": t5.num_decoder_layers,
+            "n_heads": t5.num_heads, "d_kv": t5.d_kv, "d_ff": t5.d_ff, "vocab_size": t5.vocab_size}
+
+
 def _manifest_fields(module, out: Path, config: ExportConfig, graphs: dict, source: dict | None) -> dict:
     cfg = module.model.cfg
-    hp = module.hparams
     return {
         "format_version": layout.FORMAT_VERSION,
         "name": config.name or out.name,
@@ -286,8 +354,7 @@ def _manifest_fields(module, out: Path, config: ExportConfig, graphs: dict, sour
         "k_max": max(cfg.level_sizes),
         "max_items": cfg.max_items,
         "beam_width": config.beam_width,
-        "model": {"d_model": cfg.d_model, "n_layers": cfg.n_layers, "n_heads": cfg.n_heads, "d_ff": cfg.d_ff,
-                  "content_dim": cfg.content_dim, "item_id_embedding": bool(hp.get("item_id_embedding", False))},
+        "model": _model_fields(module),
         "graphs": graphs,
         "source": source or {"run": None, "checkpoint": None},
         "config": to_dict(config),

@@ -1,6 +1,6 @@
 """Eager-vs-ONNX parity: same top-k items, same scores, same per-level log-probs.
 
-The eager side is the path evaluation uses (genrec.generate.recommend with CausalStep); the
+The eager side is the path evaluation uses (genrec.generate.recommend with CausalStep/TigerStep); the
 ONNX side is the server's (genrec.serving.runtime). Every step call of the eager search is
 recorded and replayed through decoder_step.onnx with the same parent rows and codes, so the
 log-prob comparison covers exactly the rows the search visited.
@@ -14,8 +14,8 @@ import numpy as np
 import torch
 
 from genrec.decode import beam_search
-from genrec.generate import CausalStep
-from genrec.serving.runtime import ExportRuntime, OnnxCausalStep, left_pad
+from genrec.generate import CausalStep, TigerStep, make_step
+from genrec.serving.runtime import ExportRuntime, left_pad
 
 
 @dataclass
@@ -24,7 +24,7 @@ class ParityResult:
     same_items: bool            # identical top-k item ids (and order) for every history
     max_score_diff: float       # max |eager - onnx| over returned beam scores
     max_logit_diff: float       # max |eager - onnx| over finite per-level log-probs of every visited row
-    max_state_diff: float       # max |eager - onnx| over the encoder's decoding states
+    max_state_diff: float       # max |eager - onnx| over the encoder's outputs (causal state / tiger cross keys)
     inf_pattern_equal: bool     # -inf log-probs sit at the same places on both sides
 
     def ok(self, tolerance: float) -> bool:
@@ -53,13 +53,11 @@ def compare(module, runtime: ExportRuntime, histories: list[np.ndarray], *, k: i
     """Decode ``histories`` (internal item ids, oldest first) with both paths and measure the differences."""
     module.eval()
     hist = torch.as_tensor(left_pad(histories, runtime.max_items))
-    eager_step = _Recorder(CausalStep(module, hist))
+    eager_step = _Recorder(make_step(module, hist))
     eager = beam_search(eager_step, module.trie, batch_size=len(histories), beam_width=beam_width, k=k)
     onnx = runtime.recommend(histories, k, exclude_history=False, beam_width=beam_width)
 
-    eager_state = CausalStep(module, hist).state.numpy()
-    onnx_state = runtime.encode(histories)
-    replay = OnnxCausalStep(runtime.decoder_step, onnx_state, runtime.level_sizes)
+    replay = runtime.step_fn(histories)
     logit_diff, inf_equal = 0.0, True
     for level, parent_rows, last_codes, want in eager_step.calls:
         got = replay(level, parent_rows, last_codes)
@@ -74,9 +72,22 @@ def compare(module, runtime: ExportRuntime, histories: list[np.ndarray], *, k: i
         same_items=bool(np.array_equal(eager.items, onnx.items)),
         max_score_diff=score_diff,
         max_logit_diff=logit_diff,
-        max_state_diff=float(np.abs(eager_state - onnx_state).max()),
+        max_state_diff=_encoder_diff(module, runtime, hist, histories),
         inf_pattern_equal=inf_equal,
     )
+
+
+def _encoder_diff(module, runtime: ExportRuntime, hist: torch.Tensor, histories: list[np.ndarray]) -> float:
+    """max |eager - onnx| of what the encoder hands the decoder: the state (causal) or cross-attention keys (tiger)."""
+    encoded = runtime.encode(histories)
+    if module.arch == "causal":
+        return float(np.abs(CausalStep(module, hist).state.numpy() - encoded["state"]).max())
+    enc = TigerStep(module, hist).enc                                                  # (b, s, d)
+    b, s, _ = enc.shape
+    cfg = module.model.t5.config
+    keys = torch.stack([blk.layer[1].EncDecAttention.k(enc).view(b, s, cfg.num_heads, cfg.d_kv).transpose(1, 2)
+                        for blk in module.model.t5.decoder.block]).numpy()            # (L, b, h, s, dk)
+    return float(np.abs(keys - encoded["cross_keys"]).max())
 
 
 def random_histories(n_items: int, lengths: list[int], seed: int) -> list[np.ndarray]:

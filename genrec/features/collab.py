@@ -154,6 +154,8 @@ def collab_features(
         "epochs": result.epochs,
         "seconds": round(result.seconds, 3),
         "train_samples_per_second": round(result.train_samples_per_second, 1),
+        "n_train_windows": result.n_train_windows,
+        "n_users_without_transitions": result.n_skipped_users,  # training prefix < 2 items: nothing to learn
         "coverage": float(result.seen_in_training.mean()) if dataset.n_items else 0.0,
         "unseen_item_ids": unseen.tolist(),
     }

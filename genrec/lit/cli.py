@@ -35,6 +35,8 @@ class GenRecCLI(LightningCLI):
         run = Path(self.datamodule.run)
         cfg = self.config.get(self.subcommand, self.config)
         kwargs.setdefault("default_root_dir", str(run))
+        # The length-bucketing batch sampler shards itself across DDP processes.
+        kwargs["use_distributed_sampler"] = False
         if not kwargs.get("logger") or kwargs.get("logger") is True:
             kwargs["logger"] = CSVLogger(save_dir=str(run), name="logs")
         callbacks = list(kwargs.get("callbacks") or [])

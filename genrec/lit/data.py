@@ -61,15 +61,22 @@ class LengthBucketBatchSampler(torch.utils.data.Sampler):
     cut it into batches, shuffle the batch order. Deterministic given ``seed`` and the epoch.
     """
 
-    def __init__(self, lengths: np.ndarray, batch_size: int, seed: int = 0, pool_batches: int = 50):
+    def __init__(self, lengths: np.ndarray, batch_size: int, seed: int = 0, pool_batches: int = 50,
+                 rank: int = 0, world_size: int = 1):
         self.lengths = np.asarray(lengths)
         self.batch_size = batch_size
         self.seed = seed
         self.pool = batch_size * pool_batches
         self.epoch = 0
+        # Under DDP every process draws the same batch list and takes every world_size-th batch,
+        # truncated to an equal count so all processes step together.
+        self.rank, self.world_size = rank, world_size
+
+    def _n_batches(self) -> int:
+        return -(-len(self.lengths) // self.batch_size) if len(self.lengths) else 0
 
     def __len__(self) -> int:
-        return -(-len(self.lengths) // self.batch_size) if len(self.lengths) else 0
+        return self._n_batches() // self.world_size
 
     def __iter__(self):
         rng = np.random.default_rng([self.seed, self.epoch])
@@ -80,7 +87,8 @@ class LengthBucketBatchSampler(torch.utils.data.Sampler):
             pool = perm[s: s + self.pool]
             pool = pool[np.argsort(self.lengths[pool], kind="stable")]
             batches += [pool[i: i + self.batch_size] for i in range(0, len(pool), self.batch_size)]
-        for i in rng.permutation(len(batches)):
+        order = rng.permutation(len(batches))
+        for i in order[self.rank::self.world_size][: len(self)]:
             yield batches[i].tolist()
 
 
@@ -184,7 +192,9 @@ class SIDDataModule(L.LightningDataModule):
         else:
             arrays = prefix_examples(train, self.max_items)
         lengths = (arrays[0] >= 0).sum(1)
-        sampler = LengthBucketBatchSampler(lengths, self.batch_size, seed=self.seed)
+        trainer = self.trainer
+        rank, world = (trainer.global_rank, trainer.world_size) if trainer is not None else (0, 1)
+        sampler = LengthBucketBatchSampler(lengths, self.batch_size, seed=self.seed, rank=rank, world_size=world)
         return DataLoader(ArrayDataset(*arrays), batch_sampler=sampler)
 
     def eval_arrays(self, examples: EvalExamples, max_users: int | None = None):

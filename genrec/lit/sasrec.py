@@ -10,6 +10,7 @@ from __future__ import annotations
 import copy
 import time
 from dataclasses import asdict, dataclass
+from functools import partial
 from typing import Literal
 
 import lightning as L
@@ -199,7 +200,8 @@ class SASRecDataModule(L.LightningDataModule):
     def train_dataloader(self) -> DataLoader:
         lengths = [len(w) for w in self.train_windows.windows]
         sampler = LengthBucketBatches(lengths, self.config.batch_size, self.config.seed)
-        return DataLoader(self.train_windows, batch_sampler=sampler, collate_fn=lambda ws: collate_train(ws, self.pad_id))
+        collate = partial(collate_train, pad_id=self.pad_id)
+        return DataLoader(self.train_windows, batch_sampler=sampler, collate_fn=collate)
 
     def val_dataloader(self) -> DataLoader:
         return DataLoader(EvalBatches(self.valid), batch_size=self.config.eval_batch_size, collate_fn=collate_eval)

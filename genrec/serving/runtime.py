@@ -79,6 +79,56 @@ class OnnxCausalStep:
         return log_probs[:, : self.level_sizes[level]]   # (R, K_level): drop the -inf padding columns
 
 
+class OnnxTigerStep:
+    """genrec.decode StepFn over TIGER's decoder_step.onnx.
+
+    The graph takes beams laid out as (batch, beams): each request's live beams fill the first slots
+    of its row (the width is the largest beam count of this level) and the rest are padding with a
+    zero cache whose outputs are dropped. Per-beam state is the self-attention cache, gathered by
+    parent beam before each step; the encoder's cross-attention keys/values stay (L, batch, ...)
+    for the whole search and are shared by every beam of a request.
+    """
+
+    def __init__(self, session: ort.InferenceSession, encoded: dict[str, np.ndarray], level_sizes: Sequence[int],
+                 n_layers: int, n_heads: int, d_kv: int):
+        self.session = session
+        self.encoded = encoded                                   # cross_keys, cross_values, encoder_bias
+        self.level_sizes = tuple(level_sizes)
+        self.batch = encoded["encoder_bias"].shape[0]
+        self.cache_tail = (n_heads, len(self.level_sizes), d_kv)
+        self.n_layers = n_layers
+        self.keys = self.values = np.zeros((n_layers, self.batch, 1, *self.cache_tail), dtype=np.float32)
+        self.slots = np.arange(self.batch)                       # flat (batch * width) slot of each returned row
+        self.width = 1
+
+    def __call__(self, level: int, parent_rows: np.ndarray, last_codes: np.ndarray | None) -> np.ndarray:
+        if level == 0:
+            codes = np.zeros((self.batch, 1), dtype=np.int64)
+            keys, values, slots, width = self.keys, self.values, self.slots, 1
+        else:
+            parents = self.slots[parent_rows]                                 # parent slots in the last layout
+            requests = parents // self.width
+            count = np.bincount(requests, minlength=self.batch)
+            width = int(count.max())
+            rank = np.arange(len(parents)) - (np.cumsum(count) - count)[requests]
+            slots = requests * width + rank
+            shape = (self.n_layers, self.batch * width, *self.cache_tail)
+            keys, values = np.zeros(shape, dtype=np.float32), np.zeros(shape, dtype=np.float32)
+            flat = (self.n_layers, self.batch * self.width, *self.cache_tail)
+            keys[:, slots] = self.keys.reshape(flat)[:, parents]
+            values[:, slots] = self.values.reshape(flat)[:, parents]
+            keys = keys.reshape(self.n_layers, self.batch, width, *self.cache_tail)
+            values = values.reshape(self.n_layers, self.batch, width, *self.cache_tail)
+            codes = np.zeros(self.batch * width, dtype=np.int64)
+            codes[slots] = last_codes
+            codes = codes.reshape(self.batch, width)
+        log_probs, self.keys, self.values = self.session.run(None, {
+            "last_code": codes, "level": np.array(level, dtype=np.int64), "self_keys": keys, "self_values": values,
+            **self.encoded})
+        self.slots, self.width = slots, width
+        return log_probs.reshape(self.batch * width, -1)[slots, : self.level_sizes[level]]   # (R, K_level)
+
+
 class ExportRuntime:
     """An export folder loaded for inference: onnxruntime sessions, trie, item tables."""
 
@@ -112,6 +162,7 @@ class ExportRuntime:
         opts = session_options(self.config)
         self.encoder = self._session(layout.ENCODER_FILE, opts, "encoder")
         self.decoder_step = self._session(layout.DECODER_STEP_FILE, opts, "decoder_step")
+        self._encoder_outputs = [o.name for o in self.encoder.get_outputs()]
 
     # ------------------------------------------------------------------ loading
     def _check_manifest(self) -> None:
@@ -121,8 +172,8 @@ class ExportRuntime:
         if version != layout.FORMAT_VERSION:
             raise ArtifactError(f"{path}: format_version {version!r}, this server reads {layout.FORMAT_VERSION}; "
                                 "re-export with this genrec version (`genrec export`).")
-        missing = [key for key in ("arch", "level_sizes", "max_items", "beam_width", "n_items", "files", "graphs")
-                   if key not in m]
+        missing = [key for key in ("arch", "level_sizes", "max_items", "beam_width", "n_items", "files", "graphs",
+                                   "model") if key not in m]
         if missing:
             raise ArtifactError(f"{path}: missing fields {missing}; the manifest is incomplete, re-run `genrec export`.")
         if m["arch"] not in layout.SUPPORTED_ARCHS:
@@ -181,10 +232,22 @@ class ExportRuntime:
         return known, unknown
 
     # ------------------------------------------------------------------ inference
-    def encode(self, histories: Sequence[Sequence[int]]) -> np.ndarray:
-        """Decoding states (B, d) float32 for histories of internal ids (only the last max_items are read)."""
-        (state,) = self.encoder.run(None, {"history": left_pad(histories, self.max_items)})
-        return state
+    def encode(self, histories: Sequence[Sequence[int]]) -> dict[str, np.ndarray]:
+        """encoder.onnx's outputs by name for histories of internal ids (only the last max_items are read).
+
+        causal: {"state": (B, d)}; tiger: {"cross_keys", "cross_values", "encoder_bias"}.
+        """
+        outputs = self.encoder.run(None, {"history": left_pad(histories, self.max_items)})
+        return dict(zip(self._encoder_outputs, outputs))
+
+    def step_fn(self, histories: Sequence[Sequence[int]]):
+        """A genrec.decode StepFn that decodes ``histories`` with decoder_step.onnx."""
+        encoded = self.encode(histories)
+        if self.arch == "causal":
+            return OnnxCausalStep(self.decoder_step, encoded["state"], self.level_sizes)
+        model = self.manifest["model"]
+        return OnnxTigerStep(self.decoder_step, encoded, self.level_sizes, int(model["n_decoder_layers"]),
+                             int(model["n_heads"]), int(model["d_kv"]))
 
     def recommend(self, histories: Sequence[Sequence[int]], k: int, *,
                   exclude_history: bool | Sequence[bool] = True,
@@ -210,8 +273,7 @@ class ExportRuntime:
             raise ValueError(f"k must be in [1, {self.n_items}] (the catalogue size), got {k}")
         width = max(beam_width or self.beam_width, k)
         mask = self.item_mask(histories, exclude_history, candidates)
-        step = OnnxCausalStep(self.decoder_step, self.encode(histories), self.level_sizes)
-        return beam_search(step, self.trie, batch_size=batch, beam_width=width, k=k, item_mask=mask)
+        return beam_search(self.step_fn(histories), self.trie, batch_size=batch, beam_width=width, k=k, item_mask=mask)
 
     def _check_ids(self, ids: Sequence[int], what: str) -> None:
         arr = np.asarray(ids)

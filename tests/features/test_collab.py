@@ -232,7 +232,8 @@ def test_collab_features_matrix_and_info(tmp_path):
 def test_small_catalogue_pads_ranked_lists_and_checks_sizes():
     torch.manual_seed(0)
     model = SASRec(SASRecConfig(n_items=7, max_len=4, d_model=6, n_layers=1, n_heads=2)).eval()
-    examples = EvalExamples(np.arange(3), [np.array([1, 2]), np.array([6]), np.array([0, 3, 5, 4, 2])], np.array([3, 0, 6]))
+    histories = [np.array([1, 2]), np.array([6]), np.array([0, 3, 5, 4, 2])]
+    examples = EvalExamples(np.arange(3), histories, np.array([3, 0, 6]))
     ranked, metrics = evaluate_sasrec(model, examples, n_items=7, max_items=4, batch_size=2)
     assert ranked.shape == (3, 20) and (ranked[:, 7:] == -1).all()
     assert all(sorted(row[:7]) == list(range(7)) for row in ranked)

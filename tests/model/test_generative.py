@@ -133,3 +133,11 @@ def test_constrained_training_masks_impossible_codes():
     loss = m.training_step((window,), 0)
     assert torch.isfinite(loss)
     loss.backward()
+
+
+def test_bucket_sampler_shards_disjointly_across_ddp_ranks():
+    lengths = np.random.default_rng(2).integers(1, 20, size=203)
+    ranks = [list(LengthBucketBatchSampler(lengths, 8, seed=5, rank=r, world_size=2)) for r in range(2)]
+    assert len(ranks[0]) == len(ranks[1]) == len(LengthBucketBatchSampler(lengths, 8, world_size=2))
+    seen = [set(i for b in batches for i in b) for batches in ranks]
+    assert not seen[0] & seen[1]

@@ -62,19 +62,42 @@ def test_export_time_parity_is_recorded(tiny_export):
     assert parity["max_logit_diff"] < TOL and parity["n_histories"] == sum(parity["batch_sizes"])
 
 
-def test_served_top_k_is_the_exact_ranking(tiny_export):
+@pytest.mark.parametrize("lengths", [[MAX_ITEMS], [2, MAX_ITEMS + 5, 4, 1, 3]])
+def test_tiger_onnx_matches_torch_eager(tiger_export, lengths):
+    """TIGER's T5: the exported step (tensor key/value cache, cross-attention shared per request) against
+    the eager TigerStep, which re-runs transformers' T5 on the whole prefix without a cache."""
+    folder, module = tiger_export
+    runtime = ExportRuntime(folder)
+    histories = random_histories(N_ITEMS, lengths, seed=10 + len(lengths))
+    _assert_parity(compare(module, runtime, histories, k=10, beam_width=20))
+
+
+def _exact_log_probs(module, history: list[int]) -> np.ndarray:
+    """log p(item's codes | history) for every item (N,), by teacher-forcing all items through the eager model."""
+    with torch.no_grad():
+        hist = torch.as_tensor(left_pad([history], MAX_ITEMS))
+        targets = module.item_codes                                                      # (N, D)
+        if module.arch == "causal":
+            codes, valid, content, _ = module.history_inputs(hist)
+            h = module.model.last_state(codes, valid, content).expand(N_ITEMS, -1)       # (N, d)
+            logits = module.model.head.teacher_forced(h, targets)
+        else:
+            tokens, attn = module.tiger_inputs(hist)
+            offsets = torch.as_tensor(module.model.layout.offsets)
+            out = module.model(tokens.expand(N_ITEMS, -1), attn.expand(N_ITEMS, -1), targets + offsets)
+            logits = [module.model.level_logits(out[:, d], d) for d in range(len(LEVELS))]
+        return sum(F.log_softmax(lg, -1).gather(1, targets[:, [d]])[:, 0] for d, lg in enumerate(logits)).numpy()
+
+
+@pytest.mark.parametrize("which", ["tiny_export", "tiger_export"])
+def test_served_top_k_is_the_exact_ranking(which, request):
     """With beam width >= the catalogue nothing is pruned, so the search must return the exact top-k of
     log p(codes | history), computed here by teacher-forcing every item's codes through the eager model;
     history exclusion and candidate lists must act as filters on that ranking."""
-    folder, module = tiny_export
+    folder, module = request.getfixturevalue(which)
     runtime = ExportRuntime(folder)
     history = [4, 30, 11, 5, 17]
-    with torch.no_grad():
-        codes, valid, content, _ = module.history_inputs(torch.as_tensor(left_pad([history], MAX_ITEMS)))
-        h = module.model.last_state(codes, valid, content).expand(N_ITEMS, -1)           # (N, d)
-        targets = module.item_codes                                                      # (N, D)
-        logits = module.model.head.teacher_forced(h, targets)
-        exact = sum(F.log_softmax(lg, -1).gather(1, targets[:, [d]])[:, 0] for d, lg in enumerate(logits)).numpy()
+    exact = _exact_log_probs(module, history)
     order = np.lexsort((np.arange(N_ITEMS), -exact))                                      # score desc, id asc
 
     res = runtime.recommend([history], 10, exclude_history=False, beam_width=N_ITEMS)
@@ -218,10 +241,20 @@ def test_refuses_to_replace_a_folder_it_did_not_write(tmp_path):
     assert (out / "notes.txt").read_text() == "keep me"
 
 
-def test_tiger_export_is_refused_clearly(tmp_path):
-    with pytest.raises(NotImplementedError, match="'tiger' is not supported yet.*causal"):
-        export_module(tiny_module(arch="tiger"), tmp_path / "t", ExportConfig())
+def test_tiger_with_user_tokens_is_refused_clearly(tmp_path):
+    module = tiny_module(arch="tiger", n_user_buckets=5)
+    with pytest.raises(NotImplementedError, match="user token.*n_user_buckets=0"):
+        export_module(module, tmp_path / "t", ExportConfig())
     assert not (tmp_path / "t").exists()
+
+
+def test_tiger_manifest_describes_the_cache(tiger_export):
+    manifest = json.loads((tiger_export[0] / "manifest.json").read_text())
+    assert manifest["arch"] == "tiger" and manifest["model"]["n_decoder_layers"] == 2
+    step = manifest["graphs"]["decoder_step"]
+    assert [i["name"] for i in step["inputs"]] == list(layout.TIGER_STEP_INPUTS)
+    assert step["inputs"][2]["shape"] == [2, "batch", "beams", 2, len(LEVELS), 64]      # (L, b, w, h, D, d_kv)
+    assert manifest["graphs"]["encoder"]["source_tokens"] == MAX_ITEMS * len(LEVELS)
 
 
 def test_config_validation():

@@ -303,9 +303,11 @@ NO_TORCH = textwrap.dedent("""
 """)
 
 
-def test_serving_path_never_imports_torch(tiny_export):
+@pytest.mark.parametrize("which", ["tiny_export", "tiger_export"])
+def test_serving_path_never_imports_torch(which, request):
+    folder = request.getfixturevalue(which)[0]
     env = dict(os.environ, PYTHONPATH=str(REPO))
-    proc = subprocess.run([sys.executable, "-c", NO_TORCH, str(tiny_export[0])], capture_output=True, text=True,
+    proc = subprocess.run([sys.executable, "-c", NO_TORCH, str(folder)], capture_output=True, text=True,
                           timeout=120, env=env)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "served without torch" in proc.stdout
