@@ -42,7 +42,11 @@ class GenRecCLI(LightningCLI):
         callbacks = list(kwargs.get("callbacks") or [])
         callbacks += [
             ModelCheckpoint(dirpath=str(run / "checkpoints"), filename="best", monitor=MONITOR, mode="max",
-                            save_last=True, auto_insert_metric_name=False),
+                            auto_insert_metric_name=False, enable_version_counter=False),
+            # A second, unmonitored checkpoint rewritten every epoch: Lightning's save_last only
+            # refreshes when the monitored metric improves, which is not enough to resume after a kill.
+            ModelCheckpoint(dirpath=str(run / "checkpoints"), filename="last", monitor=None, save_top_k=1,
+                            enable_version_counter=False),
             EarlyStopping(monitor=MONITOR, mode="max", patience=int(cfg.get("patience", 3))),
             Throughput(),
             TrainingCurvePlot(),

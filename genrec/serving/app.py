@@ -101,11 +101,11 @@ def serve_from_args(args: argparse.Namespace) -> None:
     """Load the export folder named by ``args`` and serve it with uvicorn until stopped."""
     import uvicorn
 
-    config = ServeConfig(**{name: getattr(args, name) for name in _FLAG_HELP})
-    configure_logging(config.log_level)
     try:
+        config = ServeConfig(**{name: getattr(args, name) for name in _FLAG_HELP})
+        configure_logging(config.log_level)
         runtime = ExportRuntime(config.export, RuntimeConfig(config.intra_op_threads, config.inter_op_threads))
-    except ArtifactError as e:
+    except (ValueError, ArtifactError) as e:   # bad flags or a bad folder: a message, not a traceback
         raise SystemExit(f"serve: error: {e}") from e
     uvicorn.run(create_app(runtime, config), host=config.host, port=config.port,
                 log_level=config.log_level.lower(), access_log=False)
@@ -230,7 +230,8 @@ def prepare(req: RecommendRequest, runtime: ExportRuntime, config: ServeConfig, 
         warnings.append(f"{len(unknown)} history ids are not in the catalogue and were skipped")
     if truncated:
         warnings.append(f"history has {len(known)} known items; only the most recent {runtime.max_items} "
-                        "(max_items) were read" + (" (all were excluded)" if req.exclude_history else ""))
+                        "(max_items) were read" + (f"; all {len(known)} are still excluded from the results"
+                                                   if req.exclude_history else ""))
     if unknown_cands:
         warnings.append(f"{len(unknown_cands)} candidate ids are not in the catalogue and were skipped")
     query = Query(history=known, k=req.k, exclude_history=req.exclude_history, candidates=candidates)

@@ -19,7 +19,7 @@ import onnxruntime as ort
 
 from genrec.decode import BeamResult, Trie, beam_search
 from genrec.export import layout
-from genrec.io import MANIFEST, ArtifactError, read_manifest
+from genrec.io import MANIFEST, ArtifactError, read_manifest, verify_files
 
 PAD_ITEM = -1   # left padding of encoder histories
 
@@ -141,8 +141,6 @@ class ExportRuntime:
         self.manifest = read_manifest(self.folder, layout.STAGE, verify=False)
         self._check_manifest()
         if self.config.verify_checksums:
-            from genrec.io import verify_files
-
             verify_files(self.folder, self.manifest["files"])
         self.arch: str = self.manifest["arch"]
         self.level_sizes: tuple[int, ...] = tuple(int(k) for k in self.manifest["level_sizes"])

@@ -10,7 +10,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from genrec.export import ExportConfig, export, export_module
+from genrec.export import ExportConfig, export_module
 from genrec.export import layout
 from genrec.export.parity import compare, random_histories
 from genrec.io import ArtifactError, sha256_file, write_manifest
@@ -197,13 +197,16 @@ def _fake_run(tmp_path, module):
     return run
 
 
-def test_export_from_run_with_content_id_embedding_legacy_and_int8(tmp_path):
+def test_cli_export_from_run_with_content_id_embedding_legacy_and_int8(tmp_path):
     """`genrec export` from a run folder: the hybrid model (content vectors + id embedding, folded into
     the encoder's item table), the legacy exporter, item metadata from the dataset, and the int8 rule."""
+    from genrec.cli import main
+
     module = tiny_module(seed=3, content_dim=5, item_id_embedding=True)
     run = _fake_run(tmp_path, module)
     out = tmp_path / "export" / "hybrid"
-    manifest = export(run, out, ExportConfig(exporter="legacy", int8=True))
+    assert main(["export", "--run", str(run), "--out", str(out), "--exporter", "legacy", "--int8", "true"]) == 0
+    manifest = json.loads((out / "manifest.json").read_text())
     assert manifest["exporter"] == "legacy" and manifest["model"]["content_dim"] == 5
     assert manifest["model"]["item_id_embedding"] is True
     assert manifest["source"]["checkpoint_sha256"] == sha256_file(run / "checkpoints" / "best.ckpt")

@@ -332,3 +332,5 @@ def test_serve_cli(capsys, tmp_path):
     assert args.host == "127.0.0.1" and args.port == 8000
     with pytest.raises(SystemExit, match="missing does not exist"):
         serve_from_args(args)
+    with pytest.raises(SystemExit, match="max_batch must be >= 1"):
+        serve_from_args(parser.parse_args(["--export", str(tmp_path), "--max-batch", "0"]))
