@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from genrec.io import atomic_path, write_text_atomic
+from genrec.io import write_text_atomic
 from genrec.metrics import DEFAULT_KS
 
 
@@ -20,10 +20,7 @@ def _load(path: Path) -> dict | None:
 
 def plot_metrics(systems: dict[str, dict], out: Path) -> Path:
     """Grouped bars: Recall and NDCG @5/10/20 for every system."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from genrec.plots import plt, save_png
     import numpy as np
 
     keys = [f"recall@{k}" for k in DEFAULT_KS] + [f"ndcg@{k}" for k in DEFAULT_KS]
@@ -35,12 +32,7 @@ def plot_metrics(systems: dict[str, dict], out: Path) -> Path:
     ax.set_xticks(x + width * (len(systems) - 1) / 2, keys)
     ax.set(ylabel="value", title="test metrics per system (full ranking)")
     ax.legend()
-    fig.tight_layout()
-    out.parent.mkdir(parents=True, exist_ok=True)
-    with atomic_path(out) as tmp:
-        fig.savefig(tmp, format="png", dpi=110)
-    plt.close(fig)
-    return out
+    return save_png(fig, out)
 
 
 def build_report(run: Path) -> str:

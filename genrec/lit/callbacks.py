@@ -54,12 +54,8 @@ class TrainingCurvePlot(L.Callback):
 
 
 def plot_training_curve(metrics_csv: Path, out: Path) -> Path:
-    import matplotlib
+    from genrec.plots import plt, save_png
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    from genrec.io import atomic_path
 
     steps, loss, vsteps, vndcg = [], [], [], []
     with open(metrics_csv, newline="") as f:
@@ -73,9 +69,4 @@ def plot_training_curve(metrics_csv: Path, out: Path) -> Path:
     ax[0].set(title="training loss (sum of per-level CE)", xlabel="step")
     ax[1].plot(vsteps, vndcg, marker="o")
     ax[1].set(title="validation NDCG@10", xlabel="step")
-    fig.tight_layout()
-    out.parent.mkdir(parents=True, exist_ok=True)
-    with atomic_path(out) as tmp:
-        fig.savefig(tmp, format="png", dpi=110)
-    plt.close(fig)
-    return out
+    return save_png(fig, out)
