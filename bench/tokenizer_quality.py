@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shutil
 import sys
 import time
 from pathlib import Path
@@ -61,6 +62,7 @@ def main(argv: list[str] | None = None) -> int:
     }
     out = REPO / "bench" / "results" / f"tokenizer_{a.dataset}.json"
     write_json_atomic(out, result)
+    shutil.copyfile(run / "sid" / "report.png", out.with_suffix(".png"))  # codebook usage plot for the README
     used = ", ".join(f"L{lv['level']} {lv['used_fraction']:.0%}" for lv in report["levels"])
     print(f"{a.dataset}: codes used {used}; colliding items with nearest codes "
           f"{report['collisions_raw']['n_colliding_items']} (duplicates {report['collisions_raw']['n_duplicates']}), "
