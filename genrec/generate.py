@@ -12,8 +12,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from genrec.decode import beam_search
-from genrec.decode.beam import candidate_mask, exclude_mask  # noqa: F401  (re-exported for callers)
+from genrec.decode import beam_search, candidate_mask, exclude_mask
 from genrec.model.layout import BOS
 
 

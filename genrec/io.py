@@ -10,12 +10,13 @@ import hashlib
 import json
 import os
 import platform
+import shutil
 import sys
 import tempfile
 from datetime import datetime, timezone
 from importlib import metadata
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 
 MANIFEST = "manifest.json"
 
@@ -54,6 +55,43 @@ def _umask() -> int:
     mask = os.umask(0)
     os.umask(mask)
     return mask
+
+
+def publish_folder(tmp: Path, target: Path) -> None:
+    """Rename the finished folder ``tmp`` onto ``target``.
+
+    An existing ``target`` is moved aside first and deleted only after the new folder is in
+    place (it is put back if the second rename fails), so readers never see a half folder.
+    """
+    target = Path(target)
+    if not target.exists():
+        os.replace(tmp, target)
+        return
+    old = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".old", dir=target.parent))
+    os.replace(target, old / target.name)
+    try:
+        os.replace(tmp, target)
+    except BaseException:
+        os.replace(old / target.name, target)
+        raise
+    shutil.rmtree(old, ignore_errors=True)
+
+
+def write_folder_atomic(target: str | os.PathLike, write: Callable[[Path], Any]) -> Any:
+    """Build a folder in a temporary sibling with ``write(tmp)``, then publish it onto ``target``.
+
+    Any error removes the temporary folder, so an interrupted stage leaves nothing half-written.
+    """
+    target = Path(target)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent))
+    try:
+        result = write(tmp)
+        publish_folder(tmp, target)
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
+    return result
 
 
 def write_text_atomic(path: str | os.PathLike, text: str) -> None:

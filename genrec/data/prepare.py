@@ -9,9 +9,6 @@ reproduces the original numbering shifted to 0-based (S3-Rec item k -> item_id k
 
 from __future__ import annotations
 
-import os
-import shutil
-import tempfile
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Callable
@@ -25,7 +22,7 @@ from genrec.data.readers import FORMATS, DataFormatError, ReadContext, get_reade
 from genrec.data.readers.common import ON_ERROR_CHOICES, SourceFiles
 from genrec.data.schema import ITEM_SCHEMA, SEQUENCE_SCHEMA, RawData
 from genrec.data.split import MIN_LEN_LEAVE_ONE_OUT
-from genrec.io import sha256_file, write_manifest
+from genrec.io import sha256_file, write_folder_atomic, write_manifest
 
 ITEMS_FILE = "items.parquet"
 SEQUENCES_FILE = "sequences.parquet"
@@ -145,35 +142,6 @@ def build_tables(events: pl.DataFrame, raw_items: pl.DataFrame) -> tuple[pl.Data
     missing = int(items["_has_meta"].null_count())
     items = items.select([pl.col(k).cast(v) for k, v in ITEM_SCHEMA.items()])
     return sequences, items, missing
-
-
-def write_folder_atomic(target: Path, write: Callable[[Path], dict]) -> dict:
-    """Build a folder in a temporary sibling with ``write(tmp)``, then rename it onto ``target``.
-
-    An existing ``target`` is replaced only after the new folder is complete: it is moved aside,
-    the new one renamed in, and the old one deleted (restored if the second rename fails). Any
-    error removes the temporary folder, so an interrupted run leaves no half-written dataset.
-    """
-    target = Path(target)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent))
-    try:
-        result = write(tmp)
-        if target.exists():
-            old = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".old", dir=target.parent))
-            os.replace(target, old / target.name)
-            try:
-                os.replace(tmp, target)
-            except BaseException:
-                os.replace(old / target.name, target)
-                raise
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.replace(tmp, target)
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp, ignore_errors=True)
-    return result
 
 
 def _manifest_fields(folder: Path, files: SourceFiles, raw: RawData, config: PrepareConfig, report: FilterReport,

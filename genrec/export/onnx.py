@@ -23,7 +23,7 @@ import numpy as np
 import torch
 
 from genrec.config import to_dict
-from genrec.data.prepare import write_folder_atomic
+from genrec.io import write_folder_atomic
 from genrec.decode import Trie
 from genrec.export import layout
 from genrec.export.graphs import CausalDecoderStep, CausalEncoder, TigerDecoderStep, TigerEncoder

@@ -95,7 +95,7 @@ def features_dir(run: str | Path) -> Path:
 
 def embed(run: str | Path, config: EmbedConfig | None = None) -> dict:
     """Compute the item features of ``RUN/dataset`` into ``RUN/features``; returns the manifest written."""
-    from genrec.data.prepare import write_folder_atomic
+    from genrec.io import write_folder_atomic
 
     config = config or EmbedConfig()
     run = Path(run)

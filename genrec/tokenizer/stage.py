@@ -19,7 +19,6 @@ Degenerate input, and what happens:
 from __future__ import annotations
 
 import csv
-import os
 import shutil
 import tempfile
 import time
@@ -32,7 +31,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from genrec.io import atomic_path, read_manifest, sha256_file, write_json_atomic
+from genrec.io import atomic_path, publish_folder, read_manifest, sha256_file, write_json_atomic
 from genrec.tokenizer.kmeans import KMEANS_INITS, KMeansConfig, residual_kmeans, sample_rows, squared_distances
 from genrec.tokenizer.lit import TrainConfig, train_rqvae
 from genrec.tokenizer.rqvae import CODEBOOK_UPDATES, RQVAE, RQVAEConfig
@@ -449,17 +448,6 @@ def format_report(report: dict) -> str:
 
 # ---- the stage ---------------------------------------------------------------------------
 
-def _publish(tmp: Path, final: Path) -> None:
-    """Swap the finished ``tmp`` folder into place; an old ``final`` is removed only afterwards."""
-    old = None
-    if final.exists():
-        old = final.with_name(f".{final.name}.old-{os.getpid()}")
-        os.replace(final, old)
-    os.replace(tmp, final)
-    if old is not None:
-        shutil.rmtree(old, ignore_errors=True)
-
-
 def tokenize(run: str | Path, config: TokenizeConfig = TokenizeConfig()) -> dict:
     """Learn semantic IDs for every item in RUN/features and write RUN/sid/; returns the report.
 
@@ -530,7 +518,7 @@ def _tokenize(run: Path, config: TokenizeConfig) -> dict:
             n_semantic_levels=len(level_sizes) - 1,
             config=config.to_dict(),
         )
-        _publish(tmp, run / SID_DIR)
+        publish_folder(tmp, run / SID_DIR)
     finally:
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)
