@@ -1,0 +1,146 @@
+"""Ablation: which modalities, which tokenizer layout and which loss make genrec's number.
+
+    python bench/ablation.py --dataset Scientific_DeCoRec_mm     # text / +image / +collab / all / separate / constrained
+    python bench/ablation.py --dataset Office                   # no images there: text / +collab / separate / constrained
+
+Every variant is the checked-in bench config (configs/bench/NAME.yaml + its training YAML) with one
+change, run end to end (prepare -> embed -> tokenize -> train -> evaluate) into its own run folder,
+same seeds, same training budget (the YAML's max_epochs with early stopping on validation NDCG@10).
+Writes bench/results/ablation_NAME.json, .md and a bar chart .png. Extra flags go to the Lightning CLI
+of every variant, e.g. --trainer.max_epochs=20 for a cheaper pass.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import sys
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO / "bench"))
+
+from run import RESULTS, bench_config, git_commit, run_bench  # noqa: E402
+
+
+def _without_image(raw: dict) -> dict:
+    raw = copy.deepcopy(raw)
+    embed = raw.setdefault("embed", {})
+    embed["precomputed"] = [p for p in embed.get("precomputed", []) if p.get("name") != "image"]
+    embed.setdefault("image", {})["enabled"] = False
+    return raw
+
+
+def _with(raw: dict, section: str, **values) -> dict:
+    raw = copy.deepcopy(raw)
+    raw.setdefault(section, {}).update(values)
+    return raw
+
+
+def has_image(raw: dict) -> bool:
+    """The bench config imports an image matrix (the Amazon 2014/2023 text-only folders have none)."""
+    return any(p.get("name") == "image" for p in raw.get("embed", {}).get("precomputed", []))
+
+
+def variants(raw: dict) -> dict[str, tuple[dict, list[str]]]:
+    """name -> (stage config, extra training flags). 'all' is the checked-in config unchanged."""
+    image = has_image(raw)
+    text_only = _with(_without_image(raw), "embed", collab=False)
+    out = {"text": (text_only, [])}
+    if image:
+        out["text+image"] = (_with(raw, "embed", collab=False), [])
+    out["text+collab"] = (_without_image(raw), [])
+    if image:
+        out["all"] = (raw, [])
+    base = "all" if image else "text+collab"
+    out[f"{base}, separate codes"] = (_with(raw, "tokenize", modalities="separate"), [])
+    out[f"{base}, constrained training"] = (raw, ["--model.constrained_training=true"])
+    return out
+
+
+def slug(name: str) -> str:
+    return "".join(c if c.isalnum() else "_" for c in name).strip("_")
+
+
+def table(dataset: str, rows: dict[str, dict]) -> str:
+    lines = [f"**Ablation on {dataset}** (test split, full ranking; genrec only)", "",
+             "| variant | modalities | codes | Recall@10 | NDCG@10 | NDCG@20 | train s | epochs |",
+             "|---|---|---|---|---|---|---|---|"]
+    for name, r in rows.items():
+        m = r["metrics"]["genrec"]
+        lines.append(f"| {name} | {'+'.join(r['modalities'])} | {r['codes']} | {m['recall@10']:.4f} | "
+                     f"{m['ndcg@10']:.4f} | {m['ndcg@20']:.4f} | {r['stages']['train']:.0f} | {r['epochs']} |")
+    return "\n".join(lines) + "\n"
+
+
+def plot(dataset: str, rows: dict[str, dict], out: Path) -> Path:
+    import matplotlib.pyplot as plt
+
+    from genrec.plots import save_png
+
+    names = list(rows)
+    fig, ax = plt.subplots(figsize=(7, 0.5 * len(names) + 1.2))
+    values = [rows[n]["metrics"]["genrec"]["ndcg@10"] for n in names]
+    ax.barh(names[::-1], values[::-1], color="#4c72b0")
+    for y, v in enumerate(values[::-1]):
+        ax.text(v, y, f" {v:.4f}", va="center", fontsize=8)
+    ax.set_xlabel("test NDCG@10")
+    ax.set_title(f"genrec ablation on {dataset}")
+    ax.set_xlim(0, max(values) * 1.25 if max(values) > 0 else 1)
+    return save_png(fig, out)
+
+
+def run_ablation(dataset: str, run_root: Path, train_args: list[str], only: list[str] | None,
+                 results: Path = RESULTS) -> dict:
+    from genrec.io import machine_info, write_json_atomic, write_text_atomic
+
+    _, raw = bench_config(dataset)
+    chosen = variants(raw)
+    if only:
+        unknown = sorted(set(only) - set(chosen))
+        if unknown:
+            raise SystemExit(f"unknown variants {unknown}; {dataset} has {list(chosen)}")
+        chosen = {k: v for k, v in chosen.items() if k in only}
+    rows: dict[str, dict] = {}
+    scratch = results / "ablation_runs"
+    t0 = time.perf_counter()
+    for name, (cfg, extra) in chosen.items():
+        print(f"==== ablation {dataset}: {name}", flush=True)
+        res = run_bench(dataset, smoke=False, run_dir=run_root / slug(name), train_args=[*extra, *train_args],
+                        results=scratch, raw=copy.deepcopy(cfg), systems=("genrec",), name=f"{dataset}_{slug(name)}")
+        rows[name] = {
+            "metrics": res["metrics"],
+            "modalities": sorted(res["embed"].get("modalities", {})),   # embed manifest: name -> details
+            "codes": cfg.get("tokenize", {}).get("modalities", "fused"),
+            "constrained_training": "--model.constrained_training=true" in extra,
+            "stages": res["stages"],
+            "epochs": res["train"]["epochs"],
+            "best_val_ndcg@10": res["train"]["best_val_ndcg@10"],
+            "tokenizer": res["tokenizer"],
+        }
+    out = {"dataset": dataset, "git_commit": git_commit(), "machine": machine_info(), "train_args": train_args,
+           "seconds": round(time.perf_counter() - t0, 1), "variants": rows}
+    results.mkdir(parents=True, exist_ok=True)
+    write_json_atomic(results / f"ablation_{dataset}.json", out)
+    write_text_atomic(results / f"ablation_{dataset}.md", table(dataset, rows))
+    plot(dataset, rows, results / f"ablation_{dataset}.png")
+    print(table(dataset, rows))
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python bench/ablation.py", description=__doc__.strip().splitlines()[0],
+                                epilog="Any other flags go to every variant's Lightning CLI.")
+    p.add_argument("--dataset", required=True, help="Scientific_DeCoRec_mm or Office (any configs/bench/NAME.yaml)")
+    p.add_argument("--variants", nargs="*", default=None, help="run only these variants (names as in the table)")
+    p.add_argument("--run-root", type=Path, default=None, help="where variant runs go (default bench/runs/ablation)")
+    p.add_argument("--results-dir", type=Path, default=RESULTS)
+    a, train_args = p.parse_known_args(argv)
+    run_root = a.run_root or REPO / "bench" / "runs" / "ablation" / a.dataset
+    run_ablation(a.dataset, run_root, train_args, a.variants, a.results_dir)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

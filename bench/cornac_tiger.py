@@ -1,0 +1,231 @@
+"""The peer: cornac's TIGER on the same run, splits and item text vectors as genrec.
+
+    pip install -e ".[bench]"                       # cornac 3.x
+    python bench/run.py --dataset Office            # genrec, SASRec, popularity -> bench/results/Office.json
+    python bench/cornac_tiger.py --dataset Office   # adds cornac's TIGER to Office.json / Office.md
+
+cornac.models.TIGER runs with PAISCHER_CONFIG (6+6-layer T5, standardized inputs, RQ-VAE 768/512/256,
+beam width 30). That recipe is 8,000 RQ-VAE epochs and 100 seq2seq epochs: days on 2 CPU cores. So
+the peer gets a wall-time budget instead, by default 3x genrec's own training-side wall time in the
+same results file (embed + tokenize + train), and the recipe is scaled to fit it: the RQ-VAE stops at
+15% of the budget, the number of seq2seq epochs comes from a throughput probe of the same T5, and the
+cosine warmup is 10% of the steps that fit (10,000 in the original). Everything else is
+PAISCHER_CONFIG. The budget and the epochs reached are written next to the metrics.
+
+Data: each user's sequence from RUN/dataset, split as leave_one_out does (train = s[:-2], valid =
+s[:-1], test = s), passed through NextItemEvaluation.from_splits with mode="last"; item vectors are
+RUN/features/text.npy (the MiniLM vectors genrec's tokenizer used) through FeatureModality. Metrics
+come from cornac's own ranking_eval over the full catalogue; with one target per user its NDCG@K
+and Recall@K are the same quantities genrec.metrics computes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO / "bench"))
+
+from run import RESULTS, markdown, peak_rss_mb  # noqa: E402
+
+KS = (5, 10, 20)
+RQVAE_SHARE = 0.15           # fraction of the budget the RQ-VAE may use (its recipe asks for 8,000 epochs)
+PROBE_STEPS = 12             # timed seq2seq steps that size the epoch count
+
+
+def cornac_splits(sequences: list[np.ndarray]) -> tuple[list, list, list]:
+    """USIT tuples (user, session = user, item, time = position) for cornac, split as genrec's leave-one-out."""
+    train, valid, test = [], [], []
+    for user, seq in enumerate(sequences):
+        rows = [(str(user), str(user), str(int(item)), pos) for pos, item in enumerate(seq)]
+        train.extend(rows[:-2])
+        valid.extend(rows[:-1])
+        test.extend(rows)
+    return train, valid, test
+
+
+class DeadlineRange:
+    """Wraps cornac's epoch progress bar so the epoch loop ends once ``deadline`` (perf_counter) passes."""
+
+    def __init__(self, bar, deadline: float):
+        self.bar, self.deadline, self.epochs_done = bar, deadline, 0
+
+    def __iter__(self):
+        for epoch in self.bar:
+            if time.perf_counter() > self.deadline:
+                break
+            yield epoch
+            self.epochs_done = epoch
+        self.bar.close()
+
+    def __getattr__(self, name):  # set_postfix and the rest go to the real bar
+        return getattr(self.bar, name)
+
+
+def install_deadlines(deadlines: dict[str, float], record: dict[str, DeadlineRange]) -> None:
+    """Make cornac's TIGER stop its 'RQ-VAE' and 'TIGER' epoch loops at the given deadlines."""
+    from cornac.models.tiger import recom_tiger
+
+    real_trange = recom_tiger.trange
+
+    def trange(*args, desc=None, **kwargs):
+        wrapped = DeadlineRange(real_trange(*args, desc=desc, **kwargs), deadlines.get(desc, math.inf))
+        record[desc] = wrapped
+        return wrapped
+
+    recom_tiger.trange = trange
+
+
+def probe_samples_per_second(config: dict, n_levels: int, codebook_size: int, seed: int = 0) -> float:
+    """Training samples/s of cornac's TIGERSeq2Seq at this config, on random tokens (forward + backward + step)."""
+    import torch
+    from cornac.models.tiger.tiger import TIGERSeq2Seq
+
+    torch.manual_seed(seed)
+    levels = [codebook_size] * n_levels + [4]
+    model = TIGERSeq2Seq(levels, d_model=config.get("d_model", 128), d_ff=config.get("d_ff", 1024),
+                         num_heads=config.get("num_heads", 6), d_kv=config.get("d_kv", 64),
+                         num_enc_layers=config["num_enc_layers"], num_dec_layers=config["num_dec_layers"],
+                         dropout=config["dropout"])
+    opt = torch.optim.AdamW(model.parameters(), lr=config["learning_rate"])
+    batch, max_len = config["batch_size"], config.get("max_len", 20)
+    enc = torch.randint(1, codebook_size, (batch, max_len * len(levels)))
+    target = torch.stack([torch.randint(0, s, (batch,)) for s in levels], dim=1)
+
+    def step():
+        opt.zero_grad()
+        model(enc, torch.ones_like(enc, dtype=torch.float), target).backward()
+        opt.step()
+
+    for _ in range(2):
+        step()
+    t0 = time.perf_counter()
+    for _ in range(PROBE_STEPS):
+        step()
+    return PROBE_STEPS * batch / (time.perf_counter() - t0)
+
+
+def scaled_config(budget: float, n_train_samples: int, samples_per_second: float, seed: int) -> dict:
+    """PAISCHER_CONFIG with its epoch counts scaled to the seq2seq share of the budget."""
+    from cornac.models.tiger import PAISCHER_CONFIG
+
+    cfg = dict(PAISCHER_CONFIG, seed=seed, verbose=True)
+    seq_seconds = budget * (1 - RQVAE_SHARE)
+    epochs = max(1, int(seq_seconds * samples_per_second // max(1, n_train_samples)))
+    cfg["n_epochs"] = min(epochs, PAISCHER_CONFIG["n_epochs"])
+    steps = cfg["n_epochs"] * math.ceil(n_train_samples / cfg["batch_size"])
+    cfg["warmup_steps"] = min(PAISCHER_CONFIG["warmup_steps"], max(1, steps // 10))
+    if cfg["n_epochs"] >= 3:   # best-on-validation needs a few checkpoints to choose from
+        cfg["val_eval_every"] = max(1, cfg["n_epochs"] // 3)
+        cfg["val_sample"] = 500
+    else:
+        cfg["model_selection"] = "last"
+    return cfg
+
+
+def default_budget(result: dict) -> float:
+    stages = result["stages"]
+    return 3.0 * sum(float(stages[s]) for s in ("embed", "tokenize", "train"))
+
+
+def run_peer(run_dir: Path, budget: float, seed: int = 0) -> dict:
+    """Fit cornac's TIGER within ``budget`` seconds and evaluate it on the test split; returns its entry."""
+    import cornac
+    from cornac.data import FeatureModality
+    from cornac.eval_methods import NextItemEvaluation
+    from cornac.eval_methods.next_item_evaluation import ranking_eval
+    from cornac.metrics import NDCG, Recall
+    from cornac.models import TIGER
+
+    from genrec.data.dataset import load_dataset
+
+    ds = load_dataset(run_dir)
+    text_path = run_dir / "features" / "text.npy"
+    if not text_path.exists():
+        raise SystemExit(f"{text_path} not found: run bench/run.py --dataset NAME (or genrec embed) first")
+    text = np.load(text_path).astype(np.float32)
+    if text.shape[0] != ds.n_items:
+        raise SystemExit(f"{text_path} has {text.shape[0]} rows but the dataset has {ds.n_items} items; "
+                         "re-run genrec embed on this run")
+    train, valid, test = cornac_splits(ds.sequences)
+    n_train_samples = sum(max(0, len(s) - 3) for s in ds.sequences)   # prefixes of s[:-2] with >= 1 item
+    t0 = time.perf_counter()
+    method = NextItemEvaluation.from_splits(
+        train_data=train, val_data=valid, test_data=test, fmt="USIT", exclude_unknowns=False, mode="last",
+        seed=seed, item_feature=FeatureModality(features=text, ids=[str(i) for i in range(ds.n_items)]))
+    build_seconds = time.perf_counter() - t0
+
+    from cornac.models.tiger import PAISCHER_CONFIG
+    rate = probe_samples_per_second(PAISCHER_CONFIG, PAISCHER_CONFIG.get("rqvae_num_levels", 3),
+                                    PAISCHER_CONFIG.get("rqvae_codebook_size", 256), seed)
+    cfg = scaled_config(budget, n_train_samples, rate, seed)
+    print(f"cornac TIGER: budget {budget:.0f} s, probe {rate:.0f} samples/s, {n_train_samples} training samples "
+          f"-> n_epochs {cfg['n_epochs']}, warmup {cfg['warmup_steps']} steps", flush=True)
+
+    loops: dict = {}
+    fit_start = time.perf_counter()
+    install_deadlines({"RQ-VAE": fit_start + RQVAE_SHARE * budget, "TIGER": fit_start + budget}, loops)
+    model = TIGER(**cfg)
+    model.fit(method.train_set, method.val_set)
+    fit_seconds = time.perf_counter() - fit_start
+
+    metrics = [Recall(k=k) for k in KS] + [NDCG(k=k) for k in KS]
+    t0 = time.perf_counter()
+    avg, _ = ranking_eval(model, metrics, method.train_set, method.test_set, exclude_unknowns=False, mode="last",
+                          verbose=True)
+    eval_seconds = time.perf_counter() - t0
+    names = [f"recall@{k}" for k in KS] + [f"ndcg@{k}" for k in KS]
+    entry = {name: float(v) for name, v in zip(names, avg)}
+    entry.update(
+        # cornac maps every finished beam through its sid -> item table (a KeyError otherwise), so
+        # an item outside the catalogue cannot be returned.
+        invalid_rate=0.0,
+        n_users=len(method.test_set.sessions),
+        seconds=round(eval_seconds, 1),
+        fit_seconds=round(fit_seconds, 1),
+        build_seconds=round(build_seconds, 1),
+        budget_seconds=round(budget, 1),
+        rqvae_epochs=loops["RQ-VAE"].epochs_done if "RQ-VAE" in loops else None,
+        seq2seq_epochs=loops["TIGER"].epochs_done if "TIGER" in loops else None,
+        probe_samples_per_second=round(rate, 1),
+        config={k: (list(v) if isinstance(v, tuple) else v) for k, v in cfg.items()},
+        cornac_version=cornac.__version__,
+        peak_rss_mb=peak_rss_mb(),
+    )
+    return entry
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python bench/cornac_tiger.py", description=__doc__.strip().splitlines()[0])
+    p.add_argument("--dataset", required=True, help="a dataset already run by bench/run.py, e.g. Office")
+    p.add_argument("--run-dir", type=Path, default=None, help="the bench run folder (default bench/runs/NAME)")
+    p.add_argument("--results-dir", type=Path, default=RESULTS)
+    p.add_argument("--budget-seconds", type=float, default=None,
+                   help="cornac's fit budget (default: 3x genrec's embed + tokenize + train time in NAME.json)")
+    p.add_argument("--seed", type=int, default=0)
+    a = p.parse_args(argv)
+    from genrec.io import write_json_atomic, write_text_atomic
+
+    result_path = a.results_dir / f"{a.dataset}.json"
+    if not result_path.exists():
+        raise SystemExit(f"{result_path} not found: run python bench/run.py --dataset {a.dataset} first")
+    result = json.loads(result_path.read_text())
+    run_dir = a.run_dir or REPO / "bench" / "runs" / a.dataset
+    budget = a.budget_seconds or default_budget(result)
+    entry = run_peer(run_dir, budget, a.seed)
+    result.setdefault("peers", {})["cornac_tiger"] = entry
+    write_json_atomic(result_path, result)
+    write_text_atomic(result_path.with_suffix(".md"), markdown(result))
+    print(markdown(result))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,86 @@
+"""bench/ablation.py variants and bench/cornac_tiger.py's data plumbing (no training here)."""
+
+from __future__ import annotations
+
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO / "bench"))
+from ablation import has_image, variants  # noqa: E402
+from cornac_tiger import DeadlineRange, cornac_splits, default_budget  # noqa: E402
+from run import bench_config, markdown  # noqa: E402
+
+from genrec.data.split import leave_one_out  # noqa: E402
+
+
+def test_ablation_variants_change_one_thing_each():
+    _, raw = bench_config("Scientific_DeCoRec_mm")
+    assert has_image(raw)
+    found = variants(raw)
+    assert list(found) == ["text", "text+image", "text+collab", "all", "all, separate codes",
+                           "all, constrained training"]
+    text, _ = found["text"]
+    assert text["embed"]["collab"] is False and not text["embed"]["precomputed"]
+    image, _ = found["text+image"]
+    assert image["embed"]["collab"] is False and [p["name"] for p in image["embed"]["precomputed"]] == ["image"]
+    collab, _ = found["text+collab"]
+    assert collab["embed"].get("collab", True) and not collab["embed"]["precomputed"]
+    assert found["all"][0] == raw and found["all"][1] == []
+    assert found["all, separate codes"][0]["tokenize"]["modalities"] == "separate"
+    assert found["all, constrained training"][1] == ["--model.constrained_training=true"]
+    assert "modalities" not in raw["tokenize"], "variants must not modify the checked-in config"
+
+
+def test_ablation_without_images_skips_the_image_variants():
+    _, raw = bench_config("Office")
+    assert not has_image(raw)
+    assert list(variants(raw)) == ["text", "text+collab", "text+collab, separate codes",
+                                   "text+collab, constrained training"]
+
+
+def test_cornac_splits_are_genrecs_leave_one_out():
+    seqs = [np.array([4, 1, 2, 7]), np.array([3, 5, 6])]
+    train, valid, test = cornac_splits(seqs)
+    split = leave_one_out(seqs)
+
+    def items(rows, user):
+        return [int(i) for u, s, i, t in rows if u == str(user)]
+
+    for u, seq in enumerate(seqs):
+        assert items(train, u) == list(split.train[u])
+        assert items(valid, u) == [*split.valid.histories[u], split.valid.targets[u]]
+        assert items(test, u) == [*split.test.histories[u], split.test.targets[u]]
+        assert all(s == str(u) for uu, s, _, _ in test if uu == str(u))   # one session per user
+    times = [t for u, s, i, t in test if u == "0"]
+    assert times == sorted(times)
+
+
+def test_deadline_range_stops_the_epoch_loop():
+    class Bar(list):
+        closed = False
+
+        def close(self):
+            self.closed = True
+
+    passed = DeadlineRange(Bar(range(1, 100)), deadline=time.perf_counter() - 1)
+    assert list(passed) == [] and passed.epochs_done == 0 and passed.closed
+
+    bar = Bar(range(1, 4))
+    open_ended = DeadlineRange(bar, deadline=time.perf_counter() + 60)
+    assert list(open_ended) == [1, 2, 3] and open_ended.epochs_done == 3 and bar.closed
+
+
+def test_peer_budget_and_markdown_row():
+    result = {"dataset": "Office", "stages": {"prepare": 1, "embed": 50, "tokenize": 20, "train": 230, "evaluate": 3},
+              "peak_rss_mb": 100.0, "git_commit": "abc"}
+    assert default_budget(result) == pytest.approx(900.0)
+    row = {k: 0.01 for k in ("recall@5", "recall@10", "recall@20", "ndcg@5", "ndcg@10", "ndcg@20")}
+    row |= {"invalid_rate": 0.0, "seconds": 1.0}
+    result["metrics"] = {"genrec": row}
+    result["peers"] = {"cornac_tiger": {**row, "budget_seconds": 900.0, "seq2seq_epochs": 2}}
+    assert "| cornac_tiger (fit budget 900 s, 2 epochs) |" in markdown(result)
