@@ -69,18 +69,31 @@ class DeadlineRange:
         return getattr(self.bar, name)
 
 
-def install_deadlines(deadlines: dict[str, float], record: dict[str, DeadlineRange]) -> None:
-    """Make cornac's TIGER stop its 'RQ-VAE' and 'TIGER' epoch loops at the given deadlines."""
+def install_deadlines(deadlines: dict[str, float], record: dict) -> None:
+    """Make cornac's TIGER stop its 'RQ-VAE' and 'TIGER' loops at the given deadlines (perf_counter).
+
+    Epoch loops stop at the next epoch boundary; the seq2seq batch iterator also stops mid-epoch, so
+    one long epoch cannot overrun the budget. ``record`` receives the loops and the batches trained.
+    """
     from cornac.models.tiger import recom_tiger
 
-    real_trange = recom_tiger.trange
+    real_trange, real_batches = recom_tiger.trange, recom_tiger.session_seq_iter
+    record["batches"] = 0
 
     def trange(*args, desc=None, **kwargs):
         wrapped = DeadlineRange(real_trange(*args, desc=desc, **kwargs), deadlines.get(desc, math.inf))
         record[desc] = wrapped
         return wrapped
 
-    recom_tiger.trange = trange
+    def session_seq_iter(*args, **kwargs):
+        for batch in real_batches(*args, **kwargs):
+            if time.perf_counter() > deadlines.get("TIGER", math.inf):
+                record["stopped_mid_epoch"] = True
+                return
+            record["batches"] += 1
+            yield batch
+
+    recom_tiger.trange, recom_tiger.session_seq_iter = trange, session_seq_iter
 
 
 def probe_samples_per_second(config: dict, n_levels: int, codebook_size: int, seed: int = 0) -> float:
@@ -193,7 +206,9 @@ def run_peer(run_dir: Path, budget: float, seed: int = 0) -> dict:
         build_seconds=round(build_seconds, 1),
         budget_seconds=round(budget, 1),
         rqvae_epochs=loops["RQ-VAE"].epochs_done if "RQ-VAE" in loops else None,
-        seq2seq_epochs=loops["TIGER"].epochs_done if "TIGER" in loops else None,
+        seq2seq_epochs=round(loops["batches"] * cfg["batch_size"] / max(1, n_train_samples), 2),  # fractional
+        seq2seq_batches=loops["batches"],
+        stopped_mid_epoch=loops.get("stopped_mid_epoch", False),
         probe_samples_per_second=round(rate, 1),
         config={k: (list(v) if isinstance(v, tuple) else v) for k, v in cfg.items()},
         cornac_version=cornac.__version__,

@@ -65,10 +65,28 @@ def markdown(result: dict) -> str:
     stages = ", ".join(f"{k} {v:.0f} s" for k, v in result["stages"].items())
     rows = dict(result["metrics"])
     for name, peer in result.get("peers", {}).items():   # added by bench/cornac_tiger.py
-        rows[f"{name} (fit budget {peer['budget_seconds']:.0f} s, {peer['seq2seq_epochs']} epochs)"] = peer
+        rows[f"{name} (fit budget {peer['budget_seconds']:.0f} s, {peer['seq2seq_epochs']:g} epochs)"] = peer
     return (markdown_table(rows, title=f"{result['dataset']} (test split, full ranking)")
             + f"\n\nwall time: {stages}; total {sum(result['stages'].values()) / 60:.1f} min; "
               f"peak RSS {result['peak_rss_mb']:.0f} MB; commit {str(result['git_commit'])[:10]}\n")
+
+
+PLOTS = {"sid/report.png": "codebook", "plots/training_curve.png": "training_curve"}
+
+
+def copy_plots(run_dir: Path, results: Path, name: str) -> list[Path]:
+    """Keep the run's codebook-usage and training-curve PNGs next to its JSON (the run folder is scratch)."""
+    import shutil
+
+    from genrec.io import atomic_path
+
+    copied = []
+    for rel, kind in PLOTS.items():
+        if (run_dir / rel).exists():
+            with atomic_path(results / f"{name}_{kind}.png") as tmp:
+                shutil.copyfile(run_dir / rel, tmp)
+            copied.append(results / f"{name}_{kind}.png")
+    return copied
 
 
 def bench_config(dataset: str, smoke: bool = False) -> tuple[Path, dict]:
@@ -163,6 +181,7 @@ def run_bench(dataset: str, *, smoke: bool, run_dir: Path, train_args: list[str]
     name = name or ("smoke" if smoke else dataset)
     write_json_atomic(results / f"{name}.json", result)
     write_text_atomic(results / f"{name}.md", markdown(result))
+    copy_plots(run_dir, results, name)
     print(markdown(result))
     return result
 

@@ -23,6 +23,8 @@ def test_bench_smoke_writes_a_valid_result(tmp_path):
     validate_result(result)
     assert result["dataset"] == "smoke" and result["metrics"]["genrec"]["invalid_rate"] == 0.0
     assert (tmp_path / "results" / "smoke.md").read_text().startswith("**smoke")
+    for kind in ("codebook", "training_curve"):
+        assert (tmp_path / "results" / f"smoke_{kind}.png").read_bytes()[:4] == b"\x89PNG"
 
 
 def test_schema_rejects_missing_fields():

@@ -41,6 +41,7 @@ class GenRecModule(L.LightningModule):
         n_user_buckets: int = 0,
         max_items: int = 20,
         constrained_training: bool = False,
+        item_loss_weight: float = 0.0,
         lr: float = 1e-3,
         weight_decay: float = 0.01,
         warmup_steps: int = 100,
@@ -57,12 +58,17 @@ class GenRecModule(L.LightningModule):
             n_user_buckets: TIGER's hashed user tokens (0 = none).
             max_items: history items per example; must match the DataModule.
             constrained_training: softmax at each level only over the codes the trie allows after the true prefix.
+            item_loss_weight: CausalSID only; > 0 adds this weight times an item-level cross-entropy over the
+                whole catalogue, scoring each position's state against every item's input token (SASRec's
+                loss, on genrec's own item tokens). Training signal only: decoding still generates codes.
             lr, weight_decay: AdamW.
             warmup_steps: linear learning-rate warmup.
             scheduler: "cosine" (decay to 10% over max_steps / estimated steps) or "constant".
             beam_width: beam width for validation/test decoding (>= 20 per the protocol).
         """
         super().__init__()
+        if item_loss_weight and arch != "causal":
+            raise ValueError("item_loss_weight applies to arch 'causal' only")
         if arch not in ARCHS:
             raise ValueError(f"arch must be one of {ARCHS}, got {arch!r}")
         if scheduler not in ("cosine", "constant"):
@@ -173,6 +179,14 @@ class GenRecModule(L.LightningModule):
             total = total + F.cross_entropy(lg, codes[:, level])
         return total
 
+    def item_table(self) -> torch.Tensor:
+        """Every item's input token (N, d), as CausalSID reads it, for the item-level loss."""
+        ids = torch.arange(self.dims.n_items, device=self.device)[None]
+        content = self.content[None] if self.dims.content_dim else None
+        table = self.model.item_tokens(self.item_codes[None], content,
+                                       ids if self.hparams.item_id_embedding else None)[0]
+        return table / math.sqrt(self.model.cfg.d_model)   # item_tokens scales by sqrt(d) for the encoder
+
     def training_step(self, batch, batch_idx):
         if self.arch == "causal":
             (window,) = batch
@@ -182,9 +196,15 @@ class GenRecModule(L.LightningModule):
             hist, targets = window[:, :-1], window[:, 1:]
             select = (hist >= 0) & (targets >= 0)
             codes, valid, content, ids = self.history_inputs(hist)
-            logits = self.model(codes, valid, self.item_codes[targets.clamp(min=0)], select, content,
-                                ids if self.hparams.item_id_embedding else None)
+            ids = ids if self.hparams.item_id_embedding else None
+            h = self.model.encode(codes, valid, content, ids)[select]   # (n, d): states with a real next item
+            logits = self.model.head.teacher_forced(h, self.item_codes[targets[select]])
             loss = self.level_losses(logits, targets[select])
+            if self.hparams.item_loss_weight:
+                item_loss = F.cross_entropy(h @ self.item_table().T, targets[select])
+                loss = loss + self.hparams.item_loss_weight * item_loss
+                if self._trainer is not None:
+                    self.log("train/item_loss", item_loss, batch_size=len(h))
             n = int(select.sum())
         else:
             hist, target = batch

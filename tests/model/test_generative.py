@@ -141,3 +141,23 @@ def test_bucket_sampler_shards_disjointly_across_ddp_ranks():
     assert len(ranks[0]) == len(ranks[1]) == len(LengthBucketBatchSampler(lengths, 8, world_size=2))
     seen = [set(i for b in batches for i in b) for batches in ranks]
     assert not seen[0] & seen[1]
+
+
+def test_item_level_loss_is_sasrecs_cross_entropy_over_the_item_tokens():
+    window = torch.as_tensor(causal_windows([np.arange(10), np.arange(20, 30)], 6))
+    plain, aux = _module(item_id_embedding=True), _module(item_id_embedding=True, item_loss_weight=0.5)
+    plain.train(), aux.train()
+    torch.manual_seed(1)
+    base = plain.training_step((window,), 0)
+    torch.manual_seed(1)
+    total = aux.training_step((window,), 0)
+    # the item table is the encoder's own input tokens (codes + id embedding), unscaled
+    table = aux.item_table()
+    ids = torch.arange(N_ITEMS)[None]
+    expected = aux.model.item_tokens(aux.item_codes[None], None, ids)[0] / np.sqrt(24)
+    assert torch.allclose(table, expected)
+    assert total.item() > base.item()          # same weights and dropout (0): the extra term is positive
+    total.backward()
+    assert aux.model.item_emb.weight.grad.abs().sum() > 0
+    with pytest.raises(ValueError, match="causal"):
+        _module(arch="tiger", item_loss_weight=0.5)
