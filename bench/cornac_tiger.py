@@ -3,6 +3,7 @@
     pip install -e ".[bench]"                       # cornac 3.x
     python bench/run.py --dataset Office            # genrec, SASRec, popularity -> bench/results/Office.json
     python bench/cornac_tiger.py --dataset Office   # adds cornac's TIGER to Office.json / Office.md
+    python bench/run.py --dataset Office --with-cornac   # both in one command
 
 cornac.models.TIGER runs with PAISCHER_CONFIG (6+6-layer T5, standardized inputs, RQ-VAE 768/512/256,
 beam width 30). That recipe is 8,000 RQ-VAE epochs and 100 seq2seq epochs: days on 2 CPU cores. So
@@ -226,20 +227,24 @@ def main(argv: list[str] | None = None) -> int:
                    help="cornac's fit budget (default: 3x genrec's embed + tokenize + train time in NAME.json)")
     p.add_argument("--seed", type=int, default=0)
     a = p.parse_args(argv)
+    add_peer(a.results_dir / f"{a.dataset}.json", a.run_dir or REPO / "bench" / "runs" / a.dataset,
+             a.budget_seconds, a.seed)
+    return 0
+
+
+def add_peer(result_path: Path, run_dir: Path, budget: float | None = None, seed: int = 0) -> dict:
+    """Run the peer on ``run_dir`` and add it to the results JSON (and its markdown) under 'peers'."""
     from genrec.io import write_json_atomic, write_text_atomic
 
-    result_path = a.results_dir / f"{a.dataset}.json"
     if not result_path.exists():
-        raise SystemExit(f"{result_path} not found: run python bench/run.py --dataset {a.dataset} first")
+        raise SystemExit(f"{result_path} not found: run python bench/run.py --dataset NAME first")
     result = json.loads(result_path.read_text())
-    run_dir = a.run_dir or REPO / "bench" / "runs" / a.dataset
-    budget = a.budget_seconds or default_budget(result)
-    entry = run_peer(run_dir, budget, a.seed)
+    entry = run_peer(run_dir, budget or default_budget(result), seed)
     result.setdefault("peers", {})["cornac_tiger"] = entry
     write_json_atomic(result_path, result)
     write_text_atomic(result_path.with_suffix(".md"), markdown(result))
     print(markdown(result))
-    return 0
+    return result
 
 
 if __name__ == "__main__":

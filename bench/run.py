@@ -192,6 +192,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--smoke", action="store_true", help="run on a small built-in demo catalogue (CI)")
     p.add_argument("--run-dir", type=Path, default=None, help="where the run is written (default bench/runs/NAME)")
     p.add_argument("--results-dir", type=Path, default=RESULTS, help="where NAME.json and NAME.md go")
+    p.add_argument("--with-cornac", action="store_true",
+                   help="then run cornac's TIGER on the same run (bench/cornac_tiger.py; needs the bench extra)")
     p.epilog = "Any other flags go to the Lightning training CLI, e.g. --trainer.max_epochs=5"
     a, train_args = p.parse_known_args(argv)
     if a.smoke == (a.dataset is not None):
@@ -199,6 +201,10 @@ def main(argv: list[str] | None = None) -> int:
     name = "smoke" if a.smoke else a.dataset
     run_dir = a.run_dir or REPO / "bench" / "runs" / name
     run_bench(name, smoke=a.smoke, run_dir=run_dir, train_args=train_args, results=a.results_dir)
+    if a.with_cornac:
+        from cornac_tiger import add_peer
+
+        add_peer(a.results_dir / f"{name}.json", run_dir)
     return 0
 
 
