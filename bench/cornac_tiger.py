@@ -11,7 +11,8 @@ the peer gets a wall-time budget instead, by default 3x genrec's own training-si
 same results file (embed + tokenize + train), and the recipe is scaled to fit it: the RQ-VAE stops at
 15% of the budget, the number of seq2seq epochs comes from a throughput probe of the same T5, and the
 cosine warmup is 10% of the steps that fit (10,000 in the original). Everything else is
-PAISCHER_CONFIG. The budget and the epochs reached are written next to the metrics.
+PAISCHER_CONFIG. The budget and the epochs reached are written next to the metrics. `--recipe grid`
+runs cornac's faster GRID_CONFIG (4+4 layers, residual k-means, batch 256) the same way.
 
 Data: each user's sequence from RUN/dataset, split as leave_one_out does (train = s[:-2], valid =
 s[:-1], test = s), passed through NextItemEvaluation.from_splits with mode="last"; item vectors are
@@ -97,20 +98,30 @@ def install_deadlines(deadlines: dict[str, float], record: dict) -> None:
     recom_tiger.trange, recom_tiger.session_seq_iter = trange, session_seq_iter
 
 
-def probe_samples_per_second(config: dict, n_levels: int, codebook_size: int, seed: int = 0) -> float:
-    """Training samples/s of cornac's TIGERSeq2Seq at this config, on random tokens (forward + backward + step)."""
+def recipe(name: str) -> dict:
+    """cornac's shipped TIGER recipes: 'paischer' (PAISCHER_CONFIG, the issue's choice) or 'grid' (GRID_CONFIG)."""
+    from cornac.models.tiger import GRID_CONFIG, PAISCHER_CONFIG
+
+    recipes = {"paischer": PAISCHER_CONFIG, "grid": GRID_CONFIG}
+    if name not in recipes:
+        raise SystemExit(f"unknown recipe {name!r}; choose from {sorted(recipes)}")
+    return dict(recipes[name])
+
+
+def probe_samples_per_second(tiger, seed: int = 0) -> float:
+    """Training samples/s of cornac's TIGERSeq2Seq sized as ``tiger`` (a cornac TIGER, not yet fitted), on random
+    tokens: forward + backward + optimizer step, as in its training loop."""
     import torch
     from cornac.models.tiger.tiger import TIGERSeq2Seq
 
     torch.manual_seed(seed)
-    levels = [codebook_size] * n_levels + [4]
-    model = TIGERSeq2Seq(levels, d_model=config.get("d_model", 128), d_ff=config.get("d_ff", 1024),
-                         num_heads=config.get("num_heads", 6), d_kv=config.get("d_kv", 64),
-                         num_enc_layers=config["num_enc_layers"], num_dec_layers=config["num_dec_layers"],
-                         dropout=config["dropout"])
-    opt = torch.optim.AdamW(model.parameters(), lr=config["learning_rate"])
-    batch, max_len = config["batch_size"], config.get("max_len", 20)
-    enc = torch.randint(1, codebook_size, (batch, max_len * len(levels)))
+    levels = [tiger.rqvae_codebook_size] * tiger.rqvae_num_levels + [4]
+    model = TIGERSeq2Seq(levels, d_model=tiger.d_model, d_ff=tiger.d_ff, num_heads=tiger.num_heads, d_kv=tiger.d_kv,
+                         num_enc_layers=tiger.num_enc_layers, num_dec_layers=tiger.num_dec_layers,
+                         dropout=tiger.dropout)
+    opt = torch.optim.AdamW(model.parameters(), lr=tiger.learning_rate)
+    batch = tiger.batch_size
+    enc = torch.randint(1, tiger.rqvae_codebook_size, (batch, tiger.max_len * len(levels)))
     target = torch.stack([torch.randint(0, s, (batch,)) for s in levels], dim=1)
 
     def step():
@@ -126,16 +137,15 @@ def probe_samples_per_second(config: dict, n_levels: int, codebook_size: int, se
     return PROBE_STEPS * batch / (time.perf_counter() - t0)
 
 
-def scaled_config(budget: float, n_train_samples: int, samples_per_second: float, seed: int) -> dict:
-    """PAISCHER_CONFIG with its epoch counts scaled to the seq2seq share of the budget."""
-    from cornac.models.tiger import PAISCHER_CONFIG
-
-    cfg = dict(PAISCHER_CONFIG, seed=seed, verbose=True)
+def scaled_config(base: dict, budget: float, n_train_samples: int, samples_per_second: float, seed: int) -> dict:
+    """A cornac recipe with its epoch counts scaled to the seq2seq share of the budget."""
+    cfg = dict(base, seed=seed, verbose=True)
     seq_seconds = budget * (1 - RQVAE_SHARE)
     epochs = max(1, int(seq_seconds * samples_per_second // max(1, n_train_samples)))
-    cfg["n_epochs"] = min(epochs, PAISCHER_CONFIG["n_epochs"])
-    steps = cfg["n_epochs"] * math.ceil(n_train_samples / cfg["batch_size"])
-    cfg["warmup_steps"] = min(PAISCHER_CONFIG["warmup_steps"], max(1, steps // 10))
+    cfg["n_epochs"] = min(epochs, base.get("n_epochs", 20))
+    if cfg.get("lr_schedule") == "cosine":
+        steps = cfg["n_epochs"] * math.ceil(n_train_samples / cfg.get("batch_size", 256))
+        cfg["warmup_steps"] = min(base.get("warmup_steps", 10000), max(1, steps // 10))
     if cfg["n_epochs"] >= 3:   # best-on-validation needs a few checkpoints to choose from
         cfg["val_eval_every"] = max(1, cfg["n_epochs"] // 3)
         cfg["val_sample"] = 500
@@ -149,7 +159,7 @@ def default_budget(result: dict) -> float:
     return 3.0 * sum(float(stages[s]) for s in ("embed", "tokenize", "train"))
 
 
-def run_peer(run_dir: Path, budget: float, seed: int = 0) -> dict:
+def run_peer(run_dir: Path, budget: float, seed: int = 0, recipe_name: str = "paischer") -> dict:
     """Fit cornac's TIGER within ``budget`` seconds and evaluate it on the test split; returns its entry."""
     import cornac
     from cornac.data import FeatureModality
@@ -176,10 +186,9 @@ def run_peer(run_dir: Path, budget: float, seed: int = 0) -> dict:
         seed=seed, item_feature=FeatureModality(features=text, ids=[str(i) for i in range(ds.n_items)]))
     build_seconds = time.perf_counter() - t0
 
-    from cornac.models.tiger import PAISCHER_CONFIG
-    rate = probe_samples_per_second(PAISCHER_CONFIG, PAISCHER_CONFIG.get("rqvae_num_levels", 3),
-                                    PAISCHER_CONFIG.get("rqvae_codebook_size", 256), seed)
-    cfg = scaled_config(budget, n_train_samples, rate, seed)
+    base = recipe(recipe_name)
+    rate = probe_samples_per_second(TIGER(**base), seed)
+    cfg = scaled_config(base, budget, n_train_samples, rate, seed)
     print(f"cornac TIGER: budget {budget:.0f} s, probe {rate:.0f} samples/s, {n_train_samples} training samples "
           f"-> n_epochs {cfg['n_epochs']}, warmup {cfg['warmup_steps']} steps", flush=True)
 
@@ -212,6 +221,7 @@ def run_peer(run_dir: Path, budget: float, seed: int = 0) -> dict:
         stopped_mid_epoch=loops.get("stopped_mid_epoch", False),
         probe_samples_per_second=round(rate, 1),
         config={k: (list(v) if isinstance(v, tuple) else v) for k, v in cfg.items()},
+        recipe=recipe_name,
         cornac_version=cornac.__version__,
         peak_rss_mb=peak_rss_mb(),
     )
@@ -226,21 +236,24 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--budget-seconds", type=float, default=None,
                    help="cornac's fit budget (default: 3x genrec's embed + tokenize + train time in NAME.json)")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--recipe", default="paischer", choices=("paischer", "grid"),
+                   help="cornac's PAISCHER_CONFIG (default, 6+6 layers) or GRID_CONFIG (4+4, residual k-means)")
     a = p.parse_args(argv)
     add_peer(a.results_dir / f"{a.dataset}.json", a.run_dir or REPO / "bench" / "runs" / a.dataset,
-             a.budget_seconds, a.seed)
+             a.budget_seconds, a.seed, a.recipe)
     return 0
 
 
-def add_peer(result_path: Path, run_dir: Path, budget: float | None = None, seed: int = 0) -> dict:
+def add_peer(result_path: Path, run_dir: Path, budget: float | None = None, seed: int = 0,
+             recipe_name: str = "paischer") -> dict:
     """Run the peer on ``run_dir`` and add it to the results JSON (and its markdown) under 'peers'."""
     from genrec.io import write_json_atomic, write_text_atomic
 
     if not result_path.exists():
         raise SystemExit(f"{result_path} not found: run python bench/run.py --dataset NAME first")
     result = json.loads(result_path.read_text())
-    entry = run_peer(run_dir, budget or default_budget(result), seed)
-    result.setdefault("peers", {})["cornac_tiger"] = entry
+    entry = run_peer(run_dir, budget or default_budget(result), seed, recipe_name)
+    result.setdefault("peers", {})["cornac_tiger" if recipe_name == "paischer" else f"cornac_tiger_{recipe_name}"] = entry
     write_json_atomic(result_path, result)
     write_text_atomic(result_path.with_suffix(".md"), markdown(result))
     print(markdown(result))

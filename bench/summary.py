@@ -20,7 +20,7 @@ from run import RESULTS, validate_result  # noqa: E402
 
 DATASET_ORDER = ("Beauty", "Sports_and_Outdoors", "Office", "Scientific", "Scientific_DeCoRec_mm")
 SYSTEM_LABELS = {"genrec": "genrec", "sasrec": "SASRec (ours)", "popularity": "popularity",
-                 "cornac_tiger": "cornac TIGER"}
+                 "cornac_tiger": "cornac TIGER (PAISCHER recipe)", "cornac_tiger_grid": "cornac TIGER (GRID recipe)"}
 
 
 def load_results(folder: Path) -> dict[str, dict]:
