@@ -119,12 +119,13 @@ def kmeans(x: torch.Tensor, k: int, config: KMeansConfig = KMeansConfig()) -> KM
         if converged and not len(empty):
             break
         prev_inertia = inertia
-    labels, dists = nearest(x, centroids, config.block_size)
+    labels, _ = nearest(x, centroids, config.block_size)
     return KMeansResult(
         centroids=centroids,
         labels=labels,
         counts=torch.bincount(labels, minlength=k),
-        inertia=float(dists.sum()),
+        # exact, not the expanded |x|^2 - 2xc + |c|^2 form `nearest` ranks with (it cancels digits)
+        inertia=float(((x - centroids[labels]) ** 2).sum()),
         n_iter=it,
         n_reseeded=n_reseeded,
     )
