@@ -37,7 +37,8 @@ sys.path.insert(0, str(REPO / "bench"))
 
 from run import RESULTS, markdown, peak_rss_mb  # noqa: E402
 
-KS = (5, 10, 20)
+from genrec.metrics import DEFAULT_KS as KS  # noqa: E402
+
 RQVAE_SHARE = 0.15           # fraction of the budget the RQ-VAE may use (its recipe asks for 8,000 epochs)
 PROBE_STEPS = 12             # timed seq2seq steps that size the epoch count
 

@@ -196,9 +196,8 @@ class GenRecModule(L.LightningModule):
             hist, targets = window[:, :-1], window[:, 1:]
             select = (hist >= 0) & (targets >= 0)
             codes, valid, content, ids = self.history_inputs(hist)
-            ids = ids if self.hparams.item_id_embedding else None
-            h = self.model.encode(codes, valid, content, ids)[select]   # (n, d): states with a real next item
-            logits = self.model.head.teacher_forced(h, self.item_codes[targets[select]])
+            logits, h = self.model.teacher_forced(codes, valid, self.item_codes[targets.clamp(min=0)], select,
+                                                  content, ids if self.hparams.item_id_embedding else None)
             loss = self.level_losses(logits, targets[select])
             if self.hparams.item_loss_weight:
                 item_loss = F.cross_entropy(h @ self.item_table().T, targets[select])

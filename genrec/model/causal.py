@@ -149,14 +149,20 @@ class CausalSID(nn.Module):
             x = block(x, mask)
         return self.ln_f(x)
 
-    def forward(self, codes, valid, target_codes, select, content=None, item_ids=None) -> list[torch.Tensor]:
-        """Teacher-forced per-level logits at the positions where ``select`` (b, t) is set: [(n, K_d)].
+    def teacher_forced(self, codes, valid, target_codes, select, content=None, item_ids=None
+                       ) -> tuple[list[torch.Tensor], torch.Tensor]:
+        """Teacher-forced per-level logits at the positions where ``select`` (b, t) is set: [(n, K_d)],
+        and the hidden states (n, d) they came from (the optional item-level loss scores those).
 
         The code head runs only on selected (real, non-padding) positions: most of a
         left-padded window is padding, and the head is the costly part per position.
         """
         h = self.encode(codes, valid, content, item_ids)[select]   # (n, d)
-        return self.head.teacher_forced(h, target_codes[select])
+        return self.head.teacher_forced(h, target_codes[select]), h
+
+    def forward(self, codes, valid, target_codes, select, content=None, item_ids=None) -> list[torch.Tensor]:
+        """The per-level logits of ``teacher_forced``."""
+        return self.teacher_forced(codes, valid, target_codes, select, content, item_ids)[0]
 
     def last_state(self, codes, valid, content=None, item_ids=None) -> torch.Tensor:
         """The decoding state for the next item after each history: (b, d)."""
