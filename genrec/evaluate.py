@@ -142,7 +142,10 @@ def evaluate(run: str | Path, config: EvaluateConfig = EvaluateConfig()) -> dict
             module, ckpt = load_genrec(run, config.checkpoint)
             module.hparams.beam_width = config.beam_width
             ranked = evaluate_genrec(module, examples, config, module.hparams.max_items)
-            extra = {"checkpoint": str(ckpt), "beam_width": config.beam_width, "arch": module.arch}
+            from genrec.generate import is_parallel
+
+            extra = {"checkpoint": str(ckpt), "beam_width": config.beam_width, "arch": module.arch,
+                     "decoding": "exact" if is_parallel(module) else "beam"}
         seconds = time.perf_counter() - t0
         metrics = ranking_metrics(ranked, examples.targets)
         results[system] = metrics | {

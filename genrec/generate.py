@@ -12,7 +12,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from genrec.decode import beam_search, candidate_mask, exclude_mask
+from genrec.decode import candidate_mask, exclude_mask, top_items
 from genrec.model.layout import BOS
 
 
@@ -61,6 +61,11 @@ class TigerStep:
         return F.log_softmax(logits.float(), dim=-1).cpu().numpy()
 
 
+def is_parallel(module) -> bool:
+    """True when the model predicts every code level from one state, so items can be scored exactly."""
+    return module.arch == "causal" and module.model.head.parallel
+
+
 def make_step(module, hist: torch.Tensor, users: torch.Tensor | None = None):
     return CausalStep(module, hist) if module.arch == "causal" else TigerStep(module, hist, users)
 
@@ -68,7 +73,8 @@ def make_step(module, hist: torch.Tensor, users: torch.Tensor | None = None):
 @torch.inference_mode()
 def recommend(module, hist: torch.Tensor, *, k: int, beam_width: int, exclude: list[np.ndarray] | None = None,
               candidates: list[np.ndarray] | None = None, users: torch.Tensor | None = None):
-    """Top-k real items per history row by trie-constrained beam search -> BeamResult (items, scores, codes)."""
+    """Top-k real items per history row -> BeamResult (items, scores, codes): trie-constrained beam search,
+    or, for a parallel code head, exact scoring of every item (beam_width is then unused)."""
     was_training = module.training
     module.eval()
     try:
@@ -80,6 +86,7 @@ def recommend(module, hist: torch.Tensor, *, k: int, beam_width: int, exclude: l
             cmask = candidate_mask(candidates, n_items)
             mask = cmask if mask is None else mask & cmask
         step = make_step(module, hist, users)
-        return beam_search(step, module.trie, batch_size=len(hist), beam_width=beam_width, k=k, item_mask=mask)
+        return top_items(step, module.trie, len(hist), k, exact=is_parallel(module), beam_width=beam_width,
+                         item_mask=mask)
     finally:
         module.train(was_training)

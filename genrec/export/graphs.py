@@ -11,6 +11,8 @@ CausalSID:
 - CausalDecoderStep stacks the per-level code-head weights into (D, ...) tensors padded to the
   largest codebook K_max and gathers them by ``level``: one graph serves every level. The padded
   codes get a bias of -inf, so their log-probs are -inf and they can never be chosen.
+- ParallelDecoderStep is the same signature for the parallel (RPG-style) head: the state never
+  changes and each level has its own projection, so the runtime and its step function are shared.
 
 TIGER (T5): TigerEncoder runs the encoder and precomputes every decoder layer's cross-attention
 keys/values once per request; TigerDecoderStep is one decoder step with the key/value cache as
@@ -104,6 +106,44 @@ class CausalDecoderStep(nn.Module):
         h = F.gelu(h @ self.w1[level] + self.b1[level])
         h = h @ self.w2[level] + self.b2[level]                                         # (r, d)
         logits = h @ self.out_emb[level] + self.bias[level]                             # (r, k_max)
+        return F.log_softmax(logits, dim=-1), state
+
+
+class ParallelDecoderStep(nn.Module):
+    """The parallel head as a decoder step: (state, last_code, level) -> (log_probs, state).
+
+    log_probs = log_softmax((LN(state) @ W_level^T + b_level) @ E_level^T + bias_level), padded to K_max
+    with -inf. ``last_code`` is read (through a table of zeros) only so the graph keeps the input the
+    shared step protocol passes.
+    """
+
+    def __init__(self, model: CausalSID):
+        super().__init__()
+        head = model.head
+        sizes = model.cfg.level_sizes
+        n_levels, k_max, d = len(sizes), max(sizes), model.cfg.d_model
+        out_emb = torch.zeros(n_levels, d, k_max)
+        bias = torch.full((n_levels, k_max), float("-inf"))
+        with torch.no_grad():
+            for level, k in enumerate(sizes):
+                out_emb[level, :, :k] = head.code_emb[level].weight.T
+                bias[level, :k] = head.bias[level]
+            w = head.proj.weight.view(n_levels, d, d).transpose(1, 2).contiguous()     # (D, in, out)
+        self.register_buffer("out_emb", out_emb)
+        self.register_buffer("bias", bias)
+        self.register_buffer("w", w.detach())
+        self.register_buffer("b", head.proj.bias.view(n_levels, d).detach().clone())
+        self.register_buffer("ln_w", head.norm.weight.detach().clone())
+        self.register_buffer("ln_b", head.norm.bias.detach().clone())
+        self.register_buffer("no_advance", torch.zeros(k_max, d))
+        self.eps = head.norm.eps
+        self.d_model = d
+
+    def forward(self, state: torch.Tensor, last_code: torch.Tensor, level: torch.Tensor):
+        state = state + self.no_advance[last_code]
+        h = F.layer_norm(state, (self.d_model,), self.ln_w, self.ln_b, self.eps)
+        query = h @ self.w[level] + self.b[level]                                       # (r, d)
+        logits = query @ self.out_emb[level] + self.bias[level]                         # (r, k_max)
         return F.log_softmax(logits, dim=-1), state
 
 

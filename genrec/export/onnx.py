@@ -26,7 +26,8 @@ from genrec.config import to_dict
 from genrec.io import write_folder_atomic
 from genrec.decode import Trie
 from genrec.export import layout
-from genrec.export.graphs import CausalDecoderStep, CausalEncoder, TigerDecoderStep, TigerEncoder
+from genrec.export.graphs import CausalDecoderStep, CausalEncoder, ParallelDecoderStep, TigerDecoderStep, TigerEncoder
+from genrec.generate import is_parallel
 from genrec.io import MANIFEST, ArtifactError, save_npy_atomic, sha256_file, write_json_atomic, write_manifest
 
 EXPORTERS = ("dynamo", "legacy")
@@ -140,7 +141,7 @@ def _export_causal(module, folder: Path, config: ExportConfig) -> dict:
     cfg = model.cfg
     content = module.content if module.dims.content_dim else None
     encoder = CausalEncoder(model, module.item_codes, content).eval()
-    step = CausalDecoderStep(model).eval()
+    step = (ParallelDecoderStep if model.head.parallel else CausalDecoderStep)(model).eval()
     d, k_max = cfg.d_model, max(cfg.level_sizes)
 
     history = torch.full((_TRACE_BATCH, cfg.max_items), -1, dtype=torch.long)
@@ -354,6 +355,8 @@ def _manifest_fields(module, out: Path, config: ExportConfig, graphs: dict, sour
         "k_max": max(cfg.level_sizes),
         "max_items": cfg.max_items,
         "beam_width": config.beam_width,
+        # "exact": score every item from per-level log-probs (parallel head); "beam": trie beam search
+        "decoding": "exact" if is_parallel(module) else "beam",
         "model": _model_fields(module),
         "graphs": graphs,
         "source": source or {"run": None, "checkpoint": None},

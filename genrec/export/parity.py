@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from genrec.decode import beam_search
+from genrec.decode import top_items
 from genrec.generate import CausalStep, TigerStep, make_step
 from genrec.serving.runtime import ExportRuntime, left_pad
 
@@ -54,7 +54,7 @@ def compare(module, runtime: ExportRuntime, histories: list[np.ndarray], *, k: i
     module.eval()
     hist = torch.as_tensor(left_pad(histories, runtime.max_items))
     eager_step = _Recorder(make_step(module, hist))
-    eager = beam_search(eager_step, module.trie, batch_size=len(histories), beam_width=beam_width, k=k)
+    eager = top_items(eager_step, module.trie, len(histories), k, exact=runtime.exact, beam_width=beam_width)
     onnx = runtime.recommend(histories, k, exclude_history=False, beam_width=beam_width)
 
     replay = runtime.step_fn(histories)

@@ -34,6 +34,7 @@ class GenRecModule(L.LightningModule):
         d_ff: int = 512,
         dropout: float = 0.2,
         item_id_embedding: bool = False,
+        head: str = "autoregressive",
         tiger_layers: int = 4,
         tiger_heads: int = 6,
         tiger_d_ff: int = 1024,
@@ -54,6 +55,9 @@ class GenRecModule(L.LightningModule):
             arch: "causal" (CausalSID, one token per item, fast default) or "tiger" (T5 reference).
             d_model, n_layers, n_heads, d_ff, dropout: CausalSID size.
             item_id_embedding: CausalSID also learns a per-item id embedding (hybrid input).
+            head: CausalSID's code head: "autoregressive" (level d conditioned on the codes before it; beam
+                search) or "parallel" (all levels from one state, RPG-style; every item scored exactly).
+                "parallel" is meant for product-quantized codes (`genrec tokenize --method pq`).
             tiger_layers, tiger_heads, tiger_d_ff, tiger_dropout: T5 size (TIGER: 4+4 layers, 6 heads, 1024, 0.1).
             n_user_buckets: TIGER's hashed user tokens (0 = none).
             max_items: history items per example; must match the DataModule.
@@ -69,6 +73,8 @@ class GenRecModule(L.LightningModule):
         super().__init__()
         if item_loss_weight and arch != "causal":
             raise ValueError("item_loss_weight applies to arch 'causal' only")
+        if head != "autoregressive" and (arch != "causal" or constrained_training):
+            raise ValueError(f"head={head!r} needs arch 'causal' and constrained_training false (no prefix to constrain on)")
         if arch not in ARCHS:
             raise ValueError(f"arch must be one of {ARCHS}, got {arch!r}")
         if scheduler not in ("cosine", "constant"):
@@ -86,7 +92,7 @@ class GenRecModule(L.LightningModule):
             self.model = CausalSID(CausalSIDConfig(
                 level_sizes=dims.level_sizes, max_items=max_items, d_model=d_model, n_layers=n_layers,
                 n_heads=n_heads, d_ff=d_ff, dropout=dropout, content_dim=dims.content_dim,
-                n_items=dims.n_items if item_id_embedding else 0))
+                n_items=dims.n_items if item_id_embedding else 0, head=head))
         else:
             self.model = Tiger(TigerConfig(
                 level_sizes=dims.level_sizes, n_user_buckets=n_user_buckets, max_items=max_items, d_model=d_model,

@@ -6,7 +6,11 @@ every prefix with 4 tokens per item. Here a sequence of n items is read once, as
 and all n next-item targets are trained in one pass (as SASRec and RPG do); the code head
 is a few small MLPs instead of a cross-attention decoder.
 
-Reading order: config -> blocks -> item embedding -> code head -> model.
+Two code heads: ``CodeHead`` (autoregressive over the levels, for coarse-to-fine RQ codes;
+decoded by trie beam search) and ``ParallelHead`` (every level from the same state, RPG-style,
+for long product-quantized codes; every item is scored exactly by genrec.decode.score_catalogue).
+
+Reading order: config -> blocks -> code heads -> model.
 """
 
 from __future__ import annotations
@@ -17,6 +21,9 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+
+HEADS = ("autoregressive", "parallel")
 
 
 @dataclass
@@ -31,6 +38,8 @@ class CausalSIDConfig:
     content_dim: int = 0         # >0: add a projection of each item's content vector (fused features) to its token
     n_items: int = 0             # >0: also learn a per-item id embedding (hybrid; 0 = codes only)
     tie_code_embeddings: bool = True  # code head scores codes against the input code embeddings
+    head: str = "autoregressive"  # "autoregressive": level d sees the codes before it (for RQ codes);
+                                  # "parallel": every level from the same state (RPG-style, for PQ codes)
 
     def __post_init__(self):
         self.level_sizes = tuple(int(k) for k in self.level_sizes)
@@ -38,6 +47,8 @@ class CausalSIDConfig:
             raise ValueError(f"d_model ({self.d_model}) must be divisible by n_heads ({self.n_heads})")
         if self.max_items < 1 or self.n_layers < 1 or not self.level_sizes:
             raise ValueError("max_items, n_layers and level_sizes must be positive")
+        if self.head not in HEADS:
+            raise ValueError(f"head must be one of {HEADS}, got {self.head!r}")
         if not 0.0 <= self.dropout < 1.0:
             raise ValueError(f"dropout must be in [0, 1), got {self.dropout}")
 
@@ -73,6 +84,8 @@ class CodeHead(nn.Module):
     The state is all a decoding step needs, so it doubles as the (tiny) decoding cache.
     """
 
+    parallel = False
+
     def __init__(self, cfg: CausalSIDConfig, code_emb: nn.ModuleList):
         super().__init__()
         self.code_emb = code_emb  # shared with the input side when tied
@@ -99,6 +112,41 @@ class CodeHead(nn.Module):
         return out
 
 
+class ParallelHead(nn.Module):
+    """Predicts all D codes of the next item at once from one hidden state (RPG's parallel digits).
+
+    logits_d = W_d LN(h) @ E_d^T. No level conditions on another, so log p(item) is a sum of
+    per-level table lookups and genrec.decode.score_catalogue ranks every item exactly. It suits
+    product-quantized codes (tokenizer method "pq"), whose digits are not a coarse-to-fine path.
+    Same interface as CodeHead; ``advance`` leaves the state unchanged.
+    """
+
+    parallel = True
+
+    def __init__(self, cfg: CausalSIDConfig, code_emb: nn.ModuleList):
+        super().__init__()
+        self.code_emb = code_emb
+        self.d_model = cfg.d_model
+        self.norm = nn.LayerNorm(cfg.d_model)
+        self.proj = nn.Linear(cfg.d_model, len(cfg.level_sizes) * cfg.d_model)  # one d-vector per level
+        self.bias = nn.ParameterList(nn.Parameter(torch.zeros(k)) for k in cfg.level_sizes)
+
+    def logits(self, level: int, state: torch.Tensor) -> torch.Tensor:
+        """(..., d) -> (..., K_level)"""
+        rows = slice(level * self.d_model, (level + 1) * self.d_model)
+        query = F.linear(self.norm(state), self.proj.weight[rows], self.proj.bias[rows])
+        return query @ self.code_emb[level].weight.T + self.bias[level]
+
+    def advance(self, level: int, state: torch.Tensor, codes: torch.Tensor) -> torch.Tensor:
+        return state
+
+    def teacher_forced(self, h: torch.Tensor, codes: torch.Tensor) -> list[torch.Tensor]:
+        """h (..., d) -> per-level logits [(..., K_d)]; the true codes are not needed as inputs."""
+        queries = self.proj(self.norm(h)).unflatten(-1, (len(self.bias), self.d_model))   # (..., D, d)
+        return [queries[..., level, :] @ emb.weight.T + bias
+                for level, (emb, bias) in enumerate(zip(self.code_emb, self.bias))]
+
+
 class CausalSID(nn.Module):
     def __init__(self, cfg: CausalSIDConfig):
         super().__init__()
@@ -112,7 +160,7 @@ class CausalSID(nn.Module):
         self.drop = nn.Dropout(cfg.dropout)
         self.blocks = nn.ModuleList(Block(cfg) for _ in range(cfg.n_layers))
         self.ln_f = nn.LayerNorm(d)
-        self.head = CodeHead(cfg, out_emb)
+        self.head = (CodeHead if cfg.head == "autoregressive" else ParallelHead)(cfg, out_emb)
         self.apply(self._init)
 
     @staticmethod

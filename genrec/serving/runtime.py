@@ -17,7 +17,7 @@ from typing import Sequence
 import numpy as np
 import onnxruntime as ort
 
-from genrec.decode import BeamResult, Trie, beam_search
+from genrec.decode import BeamResult, Trie, top_items
 from genrec.export import layout
 from genrec.io import MANIFEST, ArtifactError, read_manifest, verify_files
 
@@ -146,6 +146,8 @@ class ExportRuntime:
         self.level_sizes: tuple[int, ...] = tuple(int(k) for k in self.manifest["level_sizes"])
         self.max_items: int = int(self.manifest["max_items"])
         self.beam_width: int = int(self.manifest["beam_width"])
+        # exports written before the parallel head carry no "decoding" field: they are beam search
+        self.exact: bool = self.manifest.get("decoding", "beam") == "exact"
         self.trie = Trie.load(self.folder)
         self.item_codes = self.trie.item_codes                                    # (N, D) int64
         codes = np.load(self.folder / layout.CODES_FILE, allow_pickle=False)
@@ -251,7 +253,8 @@ class ExportRuntime:
                   exclude_history: bool | Sequence[bool] = True,
                   candidates: Sequence[Sequence[int] | None] | None = None,
                   beam_width: int | None = None) -> BeamResult:
-        """Top-k items per history (internal ids, oldest first) by trie-constrained beam search.
+        """Top-k items per history (internal ids, oldest first) by trie-constrained beam search
+        (or exact scoring of every item, for a parallel-head export).
 
         exclude_history: never return an item of the request's (whole) history; one flag or one per request.
         candidates: per request, None or the only items it may receive.
@@ -271,7 +274,8 @@ class ExportRuntime:
             raise ValueError(f"k must be in [1, {self.n_items}] (the catalogue size), got {k}")
         width = max(beam_width or self.beam_width, k)
         mask = self.item_mask(histories, exclude_history, candidates)
-        return beam_search(self.step_fn(histories), self.trie, batch_size=batch, beam_width=width, k=k, item_mask=mask)
+        return top_items(self.step_fn(histories), self.trie, batch, k, exact=self.exact, beam_width=width,
+                         item_mask=mask)
 
     def _check_ids(self, ids: Sequence[int], what: str) -> None:
         arr = np.asarray(ids)
@@ -306,7 +310,8 @@ class ExportRuntime:
         return {
             "name": m.get("name"), "arch": self.arch, "n_items": self.n_items,
             "semantic_id": {"n_levels": len(self.level_sizes), "level_sizes": list(self.level_sizes)},
-            "max_items": self.max_items, "beam_width": self.beam_width, "opset": m.get("opset"),
+            "max_items": self.max_items, "beam_width": self.beam_width,
+            "decoding": "exact" if self.exact else "beam", "opset": m.get("opset"),
             "exporter": m.get("exporter"), "created_utc": m.get("created_utc"), "versions": m.get("versions", {}),
             "model": m.get("model", {}), "format_version": m.get("format_version"),
         }

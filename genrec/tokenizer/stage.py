@@ -34,6 +34,7 @@ from tqdm.auto import tqdm
 from genrec.io import atomic_path, publish_folder, read_manifest, sha256_file, write_json_atomic
 from genrec.tokenizer.kmeans import KMEANS_INITS, KMeansConfig, residual_kmeans, sample_rows, squared_distances
 from genrec.tokenizer.lit import TrainConfig, train_rqvae
+from genrec.tokenizer.pq import PQConfig, ProductQuantizer, fit_pq
 from genrec.tokenizer.rqvae import CODEBOOK_UPDATES, RQVAE, RQVAEConfig
 from genrec.tokenizer.semantic_ids import (
     CHECKPOINT_FILE,
@@ -50,7 +51,7 @@ FEATURES_STAGE = "embed"
 FUSED = "fused"
 SEPARATE_MODALITIES = ("text", "image", "collab")   # code order in "separate" mode when the manifest has none
 MASK_SUFFIX = "_mask"        # <m>_mask.npy from embed: True = item has modality m (absent rows hold the mean)
-METHODS = ("rqvae", "rqkmeans")
+METHODS = ("rqvae", "rqkmeans", "pq")
 MODALITY_MODES = ("fused", "separate")
 LAST_LEVEL_RULES = ("nearest", "unique")
 NORMALIZATIONS = ("scale", "center", "per_dim", "none")
@@ -68,7 +69,8 @@ class FeatureError(ValueError):
 
 @dataclass(frozen=True, kw_only=True)
 class TokenizeConfig:
-    method: str = "rqvae"             # "rqvae" (trained autoencoder) or "rqkmeans" (residual k-means, no training)
+    method: str = "rqvae"             # "rqvae" (trained autoencoder), "rqkmeans" (residual k-means, no training) or
+                                      # "pq" (product quantization: n_levels flat digits, for model.head=parallel)
     modalities: str = "fused"         # "fused": one tokenizer on fused.npy; "separate": one per text/image/collab present
     n_levels: int = 3                 # semantic levels per tokenizer (the dedup level comes on top)
     codebook_size: int = 256          # codes per semantic level (capped at n_items, with a warning)
@@ -218,9 +220,9 @@ def load_features(run: str | Path, modalities: str = "fused") -> Features:
 # ---- the frozen tokenizer ----------------------------------------------------------------
 
 class Tokenizer:
-    """One RQ-VAE (or RQ-KMeans) per modality group; codes are concatenated in dict order."""
+    """One RQ-VAE (or RQ-KMeans, or product quantizer) per modality group; codes are concatenated in dict order."""
 
-    def __init__(self, models: dict[str, RQVAE], last_level: str):
+    def __init__(self, models: dict[str, RQVAE | ProductQuantizer], last_level: str):
         self.models = models
         self.last_level = last_level
         for m in models.values():
@@ -273,7 +275,8 @@ class Tokenizer:
         return {
             "format": CHECKPOINT_FORMAT,
             "last_level": self.last_level,
-            "models": [{"modality": name, "config": m.config.to_dict(), "state_dict": m.state_dict()}
+            "models": [{"modality": name, "kind": "pq" if isinstance(m, ProductQuantizer) else "rqvae",
+                        "config": m.config.to_dict(), "state_dict": m.state_dict()}
                        for name, m in self.models.items()],
         }
 
@@ -289,7 +292,10 @@ def load_tokenizer(path: str | Path) -> Tokenizer:
         raise FeatureError(f"{path}: unknown tokenizer checkpoint format {state.get('format')!r}; re-run `genrec tokenize`")
     models = {}
     for entry in state["models"]:
-        model = RQVAE(RQVAEConfig.from_dict(entry["config"]))
+        if entry.get("kind", "rqvae") == "pq":
+            model = ProductQuantizer(PQConfig.from_dict(entry["config"]))
+        else:
+            model = RQVAE(RQVAEConfig.from_dict(entry["config"]))
         model.load_state_dict(entry["state_dict"])
         models[entry["modality"]] = model
     return Tokenizer(models, state["last_level"])
@@ -337,10 +343,12 @@ def init_codebooks(model: RQVAE, x: torch.Tensor, config: TokenizeConfig, seed: 
 
 
 def fit_model(x_np: np.ndarray, config: TokenizeConfig, *, sizes: tuple[int, ...], seed: int,
-              log_dir: Path, name: str) -> tuple[RQVAE, dict]:
+              log_dir: Path, name: str) -> tuple[RQVAE | ProductQuantizer, dict]:
     """Build, initialise and (for method="rqvae") train one tokenizer on (n, d) features."""
     x = torch.from_numpy(x_np)
     torch.manual_seed(seed)
+    if config.method == "pq":
+        return fit_product_quantizer(x, config, sizes=sizes, seed=seed)
     model = RQVAE(config.model_config(x.shape[1], sizes))
     model.set_input_stats(*input_stats(x, config.normalize_input))
     model.eval()
@@ -355,6 +363,19 @@ def fit_model(x_np: np.ndarray, config: TokenizeConfig, *, sizes: tuple[int, ...
         info["final_epoch"] = last_epoch_metrics(metrics_csv)
     model.eval()
     return model, info
+
+
+def fit_product_quantizer(x: torch.Tensor, config: TokenizeConfig, *, sizes: tuple[int, ...],
+                          seed: int) -> tuple[ProductQuantizer, dict]:
+    """method="pq": normalise, rotate, k-means per subspace on a catalogue sample (no training)."""
+    model = ProductQuantizer(PQConfig(input_dim=x.shape[1], codebook_sizes=sizes))
+    model.set_input_stats(*input_stats(x, config.normalize_input))
+    model.set_rotation(seed)
+    size = 0 if config.kmeans_sample == 0 else max(config.kmeans_sample, max(sizes))
+    start = time.perf_counter()
+    info = fit_pq(model, x, sample_rows(x.shape[0], size, seed), config.kmeans_config(seed))
+    info["kmeans_seconds"] = round(time.perf_counter() - start, 2)
+    return model.eval(), info
 
 
 def last_epoch_metrics(metrics_csv: Path) -> dict:

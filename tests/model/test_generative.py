@@ -76,10 +76,11 @@ def test_causal_position_ignores_future_and_padding():
     assert torch.isfinite(m.model.encode(*m.history_inputs(short)[:2])).all()  # padded rows give no NaN
 
 
-@pytest.mark.parametrize("arch", ["causal", "tiger"])
-def test_step_decoding_equals_teacher_forcing(arch):
-    """Scores from incremental decoding (state carried between steps) == one teacher-forced pass."""
-    m = _module(arch)
+@pytest.mark.parametrize("arch, head", [("causal", "autoregressive"), ("causal", "parallel"), ("tiger", "autoregressive")])
+def test_step_decoding_equals_teacher_forcing(arch, head):
+    """Scores from incremental decoding (state carried between steps) or, for the parallel head, exact
+    catalogue scoring == one teacher-forced pass."""
+    m = _module(arch, head=head)
     hist = torch.tensor([[4, 9, 2, 30, 11, 5], [-1, -1, -1, 1, 2, 3]])
     trie = Trie(m.item_codes.numpy(), LEVELS)
     res = m.recommend(hist, k=5)
@@ -161,3 +162,31 @@ def test_item_level_loss_is_sasrecs_cross_entropy_over_the_item_tokens():
     assert aux.model.item_emb.weight.grad.abs().sum() > 0
     with pytest.raises(ValueError, match="causal"):
         _module(arch="tiger", item_loss_weight=0.5)
+
+
+def test_parallel_head_ranks_every_item_by_its_exact_log_prob():
+    """The parallel head's scores are sum_d log p_d(code_d | h): rank all items by that, compare top-k."""
+    m = _module(head="parallel")
+    with torch.no_grad():
+        for p in m.model.head.parameters():
+            p.normal_(0.0, 0.5)                        # peaked log-probs: no near-ties in the top-k
+    hist = torch.as_tensor(left_pad([np.array([1, 2, 3]), np.array([5]), np.array([8, 9, 10, 11, 12, 13, 14])], 6))
+    res = m.recommend(hist, k=10, exclude=[np.array([1, 2, 3]), np.array([]), np.array([0])])
+    with torch.no_grad():
+        h = m.model.last_state(*m.history_inputs(hist)[:3])
+        logp = [torch.log_softmax(m.model.head.logits(d, h), -1) for d in range(len(LEVELS))]
+        codes = m.item_codes
+        every = sum(lp[:, codes[:, d]] for d, lp in enumerate(logp))       # (b, N)
+        every[0, [1, 2, 3]] = -float("inf")
+        every[2, 0] = -float("inf")
+    assert res.items.tolist() == every.topk(10, dim=1).indices.tolist()
+    assert m.model.head.parallel and torch.equal(m.model.head.advance(0, h, torch.zeros(3, dtype=torch.long)), h)
+
+
+def test_parallel_head_refuses_what_it_cannot_do():
+    with pytest.raises(ValueError, match="constrained_training"):
+        _module(head="parallel", constrained_training=True)
+    with pytest.raises(ValueError, match="arch 'causal'"):
+        _module("tiger", head="parallel")
+    with pytest.raises(ValueError, match="head must be one of"):
+        _module(head="sideways")

@@ -44,3 +44,14 @@ def tiger_export(tmp_path_factory):
     export_module(module, out, ExportConfig(name="tiny-tiger", exporter="legacy"), source_ids=source_ids(),
                   titles=titles())
     return out, module
+
+
+@pytest.fixture(scope="session")
+def parallel_export(tmp_path_factory):
+    """(export folder, module) for the parallel (RPG-style) head: exact catalogue scoring, parity check on."""
+    from genrec.export import ExportConfig, export_module
+
+    module = tiny_module(head="parallel")
+    out = tmp_path_factory.mktemp("export") / "tiny-parallel"
+    export_module(module, out, ExportConfig(name="tiny-parallel"), source_ids=source_ids(), titles=titles())
+    return out, module

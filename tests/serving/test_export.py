@@ -89,7 +89,7 @@ def _exact_log_probs(module, history: list[int]) -> np.ndarray:
         return sum(F.log_softmax(lg, -1).gather(1, targets[:, [d]])[:, 0] for d, lg in enumerate(logits)).numpy()
 
 
-@pytest.mark.parametrize("which", ["tiny_export", "tiger_export"])
+@pytest.mark.parametrize("which", ["tiny_export", "tiger_export", "parallel_export"])
 def test_served_top_k_is_the_exact_ranking(which, request):
     """With beam width >= the catalogue nothing is pruned, so the search must return the exact top-k of
     log p(codes | history), computed here by teacher-forcing every item's codes through the eager model;
@@ -111,6 +111,16 @@ def test_served_top_k_is_the_exact_ranking(which, request):
     res = runtime.recommend([history], 6, exclude_history=True, candidates=[candidates], beam_width=N_ITEMS)
     allowed = [i for i in order if i in candidates and i not in history]                # 5 and 17 excluded
     assert res.items[0, : len(allowed)].tolist() == allowed and (res.items[0, len(allowed):] == -1).all()
+
+
+@pytest.mark.parametrize("lengths", [[1], [2, MAX_ITEMS + 5, 4, 1, 3, 6, 6, 2]])
+def test_parallel_head_onnx_matches_torch_eager(parallel_export, lengths):
+    """The parallel head exports through the same step signature; both sides score every item exactly."""
+    folder, module = parallel_export
+    runtime = ExportRuntime(folder)
+    assert runtime.exact and json.loads((folder / "manifest.json").read_text())["decoding"] == "exact"
+    histories = random_histories(N_ITEMS, lengths, seed=20 + len(lengths))
+    _assert_parity(compare(module, runtime, histories, k=10, beam_width=20))
 
 
 # ---------------------------------------------------------------------- folder, manifest, integrity

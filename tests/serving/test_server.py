@@ -78,6 +78,7 @@ def test_every_endpoint(client, runtime):
     meta = client.get("/metadata").json()
     assert meta["n_items"] == N_ITEMS and meta["semantic_id"] == {"n_levels": 4, "level_sizes": [5, 7, 11, 3]}
     assert meta["arch"] == "causal" and meta["name"] == "tiny" and meta["versions"]["onnxruntime"]
+    assert meta["decoding"] == "beam"
     assert meta["max_items"] == MAX_ITEMS and meta["server"]["max_k"] == N_ITEMS
 
     history = [IDS[4], IDS[30], IDS[11]]

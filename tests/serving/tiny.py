@@ -30,7 +30,7 @@ def titles() -> list[str | None]:
 
 
 def tiny_module(arch: str = "causal", seed: int = 0, content_dim: int = 0, item_id_embedding: bool = False,
-                n_user_buckets: int = 0):
+                n_user_buckets: int = 0, head: str = "autoregressive"):
     import torch
 
     from genrec.lit.data import ModelDims
@@ -39,7 +39,7 @@ def tiny_module(arch: str = "causal", seed: int = 0, content_dim: int = 0, item_
     torch.manual_seed(seed)
     m = GenRecModule(dims=ModelDims(LEVELS, N_ITEMS, content_dim, "test"), arch=arch, d_model=24, n_layers=2,
                      n_heads=2, d_ff=37, dropout=0.0, max_items=MAX_ITEMS, tiger_layers=2, tiger_heads=2,
-                     tiger_d_ff=37, item_id_embedding=item_id_embedding, n_user_buckets=n_user_buckets)
+                     tiger_d_ff=37, item_id_embedding=item_id_embedding, n_user_buckets=n_user_buckets, head=head)
     m.item_codes.copy_(torch.as_tensor(item_codes()))
     with torch.no_grad():
         for p in m.model.parameters():
