@@ -43,6 +43,14 @@ def has_image(raw: dict) -> bool:
     return any(p.get("name") == "image" for p in raw.get("embed", {}).get("precomputed", []))
 
 
+def uses_pq(raw: dict) -> bool:
+    """The config's default layout: product-quantized codes read by the parallel head."""
+    return raw.get("tokenize", {}).get("method") == "pq"
+
+
+RQ_AUTOREGRESSIVE = {"method": "rqvae", "n_levels": 3}   # TIGER's layout: 3 RQ-VAE levels (+ dedup)
+
+
 def variants(raw: dict) -> dict[str, tuple[dict, list[str]]]:
     """name -> (stage config, extra training flags). 'all' is the checked-in config unchanged."""
     image = has_image(raw)
@@ -55,7 +63,14 @@ def variants(raw: dict) -> dict[str, tuple[dict, list[str]]]:
         out["all"] = (raw, [])
     base = "all" if image else "text+collab"
     out[f"{base}, separate codes"] = (_with(raw, "tokenize", modalities="separate"), [])
-    out[f"{base}, constrained training"] = (raw, ["--model.constrained_training=true"])
+    # Constrained training needs a prefix to constrain on: the autoregressive head over RQ codes.
+    if uses_pq(raw):
+        rq = _with(raw, "tokenize", **RQ_AUTOREGRESSIVE)
+        out[f"{base}, RQ-VAE codes + autoregressive head"] = (rq, ["--model.head=autoregressive"])
+        out[f"{base}, RQ-VAE + autoregressive, constrained training"] = (
+            rq, ["--model.head=autoregressive", "--model.constrained_training=true"])
+    else:
+        out[f"{base}, constrained training"] = (raw, ["--model.constrained_training=true"])
     return out
 
 
@@ -112,8 +127,9 @@ def run_ablation(dataset: str, run_root: Path, train_args: list[str], only: list
         rows[name] = {
             "metrics": res["metrics"],
             "modalities": sorted(res["embed"].get("modalities", {})),   # embed manifest: name -> details
-            "codes": cfg.get("tokenize", {}).get("modalities", "fused"),
+            "codes": f"{cfg.get('tokenize', {}).get('method', 'rqvae')}, {cfg.get('tokenize', {}).get('modalities', 'fused')}",
             "constrained_training": "--model.constrained_training=true" in extra,
+            "head": next((f.split("=", 1)[1] for f in extra if f.startswith("--model.head=")), "config default"),
             "stages": res["stages"],
             "epochs": res["train"]["epochs"],
             "best_val_ndcg@10": res["train"]["best_val_ndcg@10"],

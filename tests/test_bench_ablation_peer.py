@@ -43,6 +43,20 @@ def test_ablation_without_images_skips_the_image_variants():
                                    "text+collab, constrained training"]
 
 
+def test_pq_configs_compare_against_rq_codes_with_the_autoregressive_head():
+    raw = {"embed": {}, "tokenize": {"method": "pq", "n_levels": 16, "codebook_size": 256}}
+    found = variants(raw)
+    assert list(found) == ["text", "text+collab", "text+collab, separate codes",
+                           "text+collab, RQ-VAE codes + autoregressive head",
+                           "text+collab, RQ-VAE + autoregressive, constrained training"]
+    rq, flags = found["text+collab, RQ-VAE codes + autoregressive head"]
+    assert rq["tokenize"] == {"method": "rqvae", "n_levels": 3, "codebook_size": 256}
+    assert flags == ["--model.head=autoregressive"]
+    assert found["text+collab, RQ-VAE + autoregressive, constrained training"][1] == [
+        "--model.head=autoregressive", "--model.constrained_training=true"]
+    assert raw["tokenize"]["method"] == "pq", "variants must not modify the config they vary"
+
+
 def test_cornac_splits_are_genrecs_leave_one_out():
     seqs = [np.array([4, 1, 2, 7]), np.array([3, 5, 6])]
     train, valid, test = cornac_splits(seqs)

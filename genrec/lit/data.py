@@ -179,6 +179,12 @@ class SIDDataModule(L.LightningDataModule):
     def item_codes(self) -> np.ndarray:
         return self.sid.codes
 
+    @property
+    def targets_per_window(self) -> float:
+        """Mean next-item targets per causal training window (the model's loss normaliser)."""
+        windows = causal_windows(self.dataset.split.train, self.max_items)
+        return float((windows >= 0).sum(1).clip(min=1).mean() - 1) if len(windows) else 1.0
+
     def _mode(self) -> str:
         if self.training_examples != "auto":
             return self.training_examples

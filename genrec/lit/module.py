@@ -43,6 +43,7 @@ class GenRecModule(L.LightningModule):
         max_items: int = 20,
         constrained_training: bool = False,
         item_loss_weight: float = 0.0,
+        target_weighting: str = "equal",
         lr: float = 1e-3,
         weight_decay: float = 0.01,
         warmup_steps: int = 100,
@@ -65,6 +66,10 @@ class GenRecModule(L.LightningModule):
             item_loss_weight: CausalSID only; > 0 adds this weight times an item-level cross-entropy over the
                 whole catalogue, scoring each position's state against every item's input token (SASRec's
                 loss, on genrec's own item tokens). Training signal only: decoding still generates codes.
+            target_weighting: CausalSID only. "equal": every next-item target weighs the same: the summed loss
+                is divided by the batch's windows x the mean targets per window. "batch": mean over the batch's
+                own targets; with length-bucketed batches that weighs a target from a batch of short windows
+                up to max_items times more than one from a batch of full windows.
             lr, weight_decay: AdamW.
             warmup_steps: linear learning-rate warmup.
             scheduler: "cosine" (decay to 10% over max_steps / estimated steps) or "constant".
@@ -77,6 +82,8 @@ class GenRecModule(L.LightningModule):
             raise ValueError(f"head={head!r} needs arch 'causal' and constrained_training false (no prefix to constrain on)")
         if arch not in ARCHS:
             raise ValueError(f"arch must be one of {ARCHS}, got {arch!r}")
+        if target_weighting not in ("equal", "batch"):
+            raise ValueError(f"target_weighting must be equal or batch, got {target_weighting!r}")
         if scheduler not in ("cosine", "constant"):
             raise ValueError(f"scheduler must be cosine or constant, got {scheduler!r}")
         if dims is None:
@@ -102,6 +109,7 @@ class GenRecModule(L.LightningModule):
         self.register_buffer("item_codes", torch.zeros(dims.n_items, len(dims.level_sizes), dtype=torch.long))
         self.register_buffer("content", torch.zeros(dims.n_items if dims.content_dim else 0, dims.content_dim))
         self._allowed = None
+        self.targets_per_window = None   # from the DataModule at setup (target_weighting "equal")
         self._val = {f"{m}@{k}": MeanMetric() for m in ("recall", "ndcg") for k in DEFAULT_KS}
         for name, metric in self._val.items():
             self.add_module(f"metric_{name.replace('@', '_')}", metric)
@@ -115,6 +123,8 @@ class GenRecModule(L.LightningModule):
                 raise ValueError(f"checkpoint was trained for level sizes {self.dims.level_sizes} / {self.dims.n_items} "
                                  f"items, but {dm.run}/sid has {dm.model_dims.level_sizes} / {dm.model_dims.n_items}")
             self.item_codes.copy_(torch.as_tensor(dm.item_codes, dtype=torch.long))
+            if stage == "fit" and self.arch == "causal":
+                self.targets_per_window = dm.targets_per_window
             if dm.content is not None and self.dims.content_dim:
                 self.content.copy_(torch.as_tensor(dm.content))
         self._trie = None
@@ -172,8 +182,8 @@ class GenRecModule(L.LightningModule):
                              torch.as_tensor(np.stack(nodes, 1), device=self.device))
         return self._allowed
 
-    def level_losses(self, logits: list[torch.Tensor], targets: torch.Tensor) -> torch.Tensor:
-        """Sum over levels of the mean cross-entropy; logits [(n, K_d)], targets (n,) item ids."""
+    def level_losses(self, logits: list[torch.Tensor], targets: torch.Tensor, reduction: str = "mean") -> torch.Tensor:
+        """Sum over levels of the cross-entropy (``reduction`` over targets); logits [(n, K_d)], targets (n,) item ids."""
         codes = self.item_codes[targets]  # (n, D)
         if self.hparams.constrained_training:
             tables, item_nodes = self.allowed_tables()
@@ -182,7 +192,7 @@ class GenRecModule(L.LightningModule):
         for level, lg in enumerate(logits):
             if self.hparams.constrained_training:
                 lg = lg.masked_fill(~tables[level][nodes[:, level]], float("-inf"))
-            total = total + F.cross_entropy(lg, codes[:, level])
+            total = total + F.cross_entropy(lg, codes[:, level], reduction=reduction)
         return total
 
     def item_table(self) -> torch.Tensor:
@@ -204,13 +214,17 @@ class GenRecModule(L.LightningModule):
             codes, valid, content, ids = self.history_inputs(hist)
             logits, h = self.model.teacher_forced(codes, valid, self.item_codes[targets.clamp(min=0)], select,
                                                   content, ids if self.hparams.item_id_embedding else None)
-            loss = self.level_losses(logits, targets[select])
+            n = int(select.sum())
+            # "equal": sum over targets / expected targets per batch, so every target weighs the same
+            # whichever length bucket its batch came from; "batch": the batch's own mean.
+            equal = self.hparams.target_weighting == "equal" and self.targets_per_window is not None
+            reduction, divisor = ("sum", len(window) * self.targets_per_window) if equal else ("mean", 1.0)
+            loss = self.level_losses(logits, targets[select], reduction) / divisor
             if self.hparams.item_loss_weight:
-                item_loss = F.cross_entropy(h @ self.item_table().T, targets[select])
+                item_loss = F.cross_entropy(h @ self.item_table().T, targets[select], reduction=reduction) / divisor
                 loss = loss + self.hparams.item_loss_weight * item_loss
                 if self._trainer is not None:
                     self.log("train/item_loss", item_loss, batch_size=len(h))
-            n = int(select.sum())
         else:
             hist, target = batch
             hist = hist[:, int((hist >= 0).any(0).to(torch.int8).argmax()):]  # drop all-padding columns

@@ -190,3 +190,29 @@ def test_parallel_head_refuses_what_it_cannot_do():
         _module("tiger", head="parallel")
     with pytest.raises(ValueError, match="head must be one of"):
         _module(head="sideways")
+
+
+def test_equal_target_weighting_does_not_favour_short_windows():
+    """Length buckets make batches of 3 short windows (2 targets) and of 3 full ones (6 targets each).
+    "equal" divides each batch's summed loss by windows x mean targets per window, so a target weighs
+    the same in both; "batch" (the batch's own mean) gives a short-window target 3x the weight."""
+    short = torch.as_tensor(causal_windows([np.array([1, 2, 3])] * 3, 6))          # 3 windows, 2 targets each
+    full = torch.as_tensor(causal_windows([np.arange(4, 11)] * 3, 6))              # 3 windows, 6 targets each
+    m = _module()
+    m.train()
+    m.targets_per_window = 4.0                                                     # the dataset's mean
+    per_target = {}
+    for name, window in (("short", short), ("full", full)):
+        hist, targets = window[:, :-1], window[:, 1:]
+        select = (hist >= 0) & (targets >= 0)
+        codes, valid, content, ids = m.history_inputs(hist)
+        logits, _ = m.model.teacher_forced(codes, valid, m.item_codes[targets.clamp(min=0)], select, content, None)
+        summed = m.level_losses(logits, targets[select], "sum")
+        assert torch.allclose(m.training_step((window,), 0), summed / (3 * 4.0))   # equal weighting
+        per_target[name] = summed / int(select.sum())
+    batch = _module(target_weighting="batch")
+    batch.train()
+    batch.targets_per_window = 4.0
+    assert torch.allclose(batch.training_step((short,), 0), per_target["short"])    # its own mean
+    with pytest.raises(ValueError, match="target_weighting"):
+        _module(target_weighting="sometimes")
