@@ -7,6 +7,7 @@ the model files hold only the models, and decoding lives in genrec.decode / genr
 from __future__ import annotations
 
 import math
+import warnings
 from dataclasses import asdict
 
 import lightning as L
@@ -125,9 +126,19 @@ class GenRecModule(L.LightningModule):
             self.item_codes.copy_(torch.as_tensor(dm.item_codes, dtype=torch.long))
             if stage == "fit" and self.arch == "causal":
                 self.targets_per_window = dm.targets_per_window
+                self._check_code_layout(dm.sid.manifest.get("config", {}).get("method", "rqvae"), dm.run)
             if dm.content is not None and self.dims.content_dim:
                 self.content.copy_(torch.as_tensor(dm.content))
         self._trie = None
+
+    def _check_code_layout(self, method: str, run) -> None:
+        """Warn when the head does not match the codes: it still trains, but not as designed."""
+        head = self.hparams.head
+        if (head == "parallel") != (method == "pq"):
+            want = "`genrec tokenize --method pq --n-levels 16`" if head == "parallel" else "--model.head=parallel"
+            warnings.warn(f"model.head={head!r} on {run}/sid codes from tokenize method {method!r}: the parallel head "
+                          "is meant for flat product-quantized digits and the autoregressive head for coarse-to-fine "
+                          f"RQ codes. Use {want}.", stacklevel=2)
 
     def on_save_checkpoint(self, checkpoint: dict) -> None:
         checkpoint["genrec"] = {"sid_checksum": self.dims.sid_checksum, "arch": self.arch}

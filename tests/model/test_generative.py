@@ -216,3 +216,16 @@ def test_equal_target_weighting_does_not_favour_short_windows():
     assert torch.allclose(batch.training_step((short,), 0), per_target["short"])    # its own mean
     with pytest.raises(ValueError, match="target_weighting"):
         _module(target_weighting="sometimes")
+
+
+def test_a_head_that_does_not_match_the_codes_is_warned_about():
+    import warnings
+
+    with pytest.warns(UserWarning, match="tokenize --method pq"):
+        _module(head="parallel")._check_code_layout("rqvae", "runs/x")
+    with pytest.warns(UserWarning, match="--model.head=parallel"):
+        _module()._check_code_layout("pq", "runs/x")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        _module(head="parallel")._check_code_layout("pq", "runs/x")
+        _module()._check_code_layout("rqkmeans", "runs/x")
