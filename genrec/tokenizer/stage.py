@@ -69,8 +69,7 @@ class FeatureError(ValueError):
 
 @dataclass(frozen=True, kw_only=True)
 class TokenizeConfig:
-    method: str = "rqvae"             # "rqvae" (trained autoencoder), "rqkmeans" (residual k-means, no training) or
-                                      # "pq" (product quantization: n_levels flat digits, for model.head=parallel)
+    method: str = "rqvae"             # "rqvae" (trained autoencoder), "rqkmeans" (residual k-means), "pq" (product quantization: flat digits for model.head=parallel)
     modalities: str = "fused"         # "fused": one tokenizer on fused.npy; "separate": one per text/image/collab present
     n_levels: int = 3                 # semantic levels per tokenizer (the dedup level comes on top)
     codebook_size: int = 256          # codes per semantic level (capped at n_items, with a warning)
