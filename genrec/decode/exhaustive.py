@@ -17,7 +17,7 @@ import numpy as np
 from genrec.decode.beam import BeamResult, StepFn, _top_sorted, beam_search
 from genrec.decode.trie import Trie
 
-SCORE_BLOCK = 1 << 24   # max requests x items scored at once (64 MB of float32)
+SCORE_BLOCK = 1 << 22   # max requests x items scored at once (float64 sums and their copies: ~150 MB peak)
 
 
 def score_catalogue(step: StepFn, trie: Trie, batch_size: int, k: int, *,
@@ -33,11 +33,13 @@ def score_catalogue(step: StepFn, trie: Trie, batch_size: int, k: int, *,
         raise ValueError(f"batch_size and k must be >= 1, got {batch_size} and {k}")
     codes = trie.item_codes                                     # (N, D)
     n_items, depth = codes.shape
-    if item_mask is not None and item_mask.shape != (batch_size, n_items):
-        raise ValueError(f"item_mask has shape {item_mask.shape}, expected ({batch_size}, {n_items})")
+    if item_mask is not None and (item_mask.shape != (batch_size, n_items) or item_mask.dtype != bool):
+        raise ValueError(f"item_mask must be a bool array of shape ({batch_size}, {n_items}), "
+                         f"got {item_mask.dtype} {item_mask.shape}")
     rows = np.arange(batch_size)
     no_prefix = np.zeros(batch_size, dtype=np.int64)
-    level_logp = [np.asarray(step(level, rows, None if level == 0 else no_prefix), dtype=np.float32)
+    # float64 like beam search, so near-ties are not collapsed and scores agree with the beam path
+    level_logp = [np.asarray(step(level, rows, None if level == 0 else no_prefix), dtype=np.float64)
                   for level in range(depth)]                    # D x (B, K_d)
     for level, logp in enumerate(level_logp):
         if logp.shape != (batch_size, trie.level_sizes[level]) or np.isnan(logp).any():
@@ -51,7 +53,7 @@ def score_catalogue(step: StepFn, trie: Trie, batch_size: int, k: int, *,
         sl = slice(start, start + block)
         # Items x requests: each lookup copies a contiguous row of the transposed table, ~9x faster
         # than gathering single elements from (requests, K) rows.
-        total_t = np.zeros((n_items, len(rows[sl])), dtype=np.float32)
+        total_t = np.zeros((n_items, len(rows[sl])), dtype=np.float64)
         for level, logp in enumerate(level_logp):
             total_t += np.take(np.ascontiguousarray(logp[sl].T), codes[:, level], axis=0)
         total = np.ascontiguousarray(total_t.T)                 # (requests, items)

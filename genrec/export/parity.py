@@ -14,7 +14,7 @@ import numpy as np
 import torch
 
 from genrec.decode import top_items
-from genrec.generate import CausalStep, TigerStep, make_step
+from genrec.generate import CausalStep, TigerStep, is_parallel, make_step
 from genrec.serving.runtime import ExportRuntime, left_pad
 
 
@@ -54,7 +54,11 @@ def compare(module, runtime: ExportRuntime, histories: list[np.ndarray], *, k: i
     module.eval()
     hist = torch.as_tensor(left_pad(histories, runtime.max_items))
     eager_step = _Recorder(make_step(module, hist))
-    eager = top_items(eager_step, module.trie, len(histories), k, exact=runtime.exact, beam_width=beam_width)
+    exact = is_parallel(module)     # the path evaluation takes, not what the manifest under test claims
+    if runtime.exact != exact:
+        raise ValueError(f"the export decodes {'exactly' if runtime.exact else 'by beam search'} but the model "
+                         f"{'scores every item exactly' if exact else 'needs beam search'}; re-run `genrec export`")
+    eager = top_items(eager_step, module.trie, len(histories), k, exact=exact, beam_width=beam_width)
     onnx = runtime.recommend(histories, k, exclude_history=False, beam_width=beam_width)
 
     replay = runtime.step_fn(histories)

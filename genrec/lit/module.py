@@ -68,7 +68,7 @@ class GenRecModule(L.LightningModule):
                 whole catalogue, scoring each position's state against every item's input token (SASRec's
                 loss, on genrec's own item tokens). Training signal only: decoding still generates codes.
             target_weighting: CausalSID only. "equal": every next-item target weighs the same: the summed loss
-                is divided by the batch's windows x the mean targets per window. "batch": mean over the batch's
+                is divided by batch_size x the mean targets per window. "batch": mean over the batch's
                 own targets; with length-bucketed batches that weighs a target from a batch of short windows
                 up to max_items times more than one from a batch of full windows.
             lr, weight_decay: AdamW.
@@ -110,7 +110,7 @@ class GenRecModule(L.LightningModule):
         self.register_buffer("item_codes", torch.zeros(dims.n_items, len(dims.level_sizes), dtype=torch.long))
         self.register_buffer("content", torch.zeros(dims.n_items if dims.content_dim else 0, dims.content_dim))
         self._allowed = None
-        self.targets_per_window = None   # from the DataModule at setup (target_weighting "equal")
+        self.targets_per_batch = None    # from the DataModule at setup (target_weighting "equal")
         self._val = {f"{m}@{k}": MeanMetric() for m in ("recall", "ndcg") for k in DEFAULT_KS}
         for name, metric in self._val.items():
             self.add_module(f"metric_{name.replace('@', '_')}", metric)
@@ -125,7 +125,7 @@ class GenRecModule(L.LightningModule):
                                  f"items, but {dm.run}/sid has {dm.model_dims.level_sizes} / {dm.model_dims.n_items}")
             self.item_codes.copy_(torch.as_tensor(dm.item_codes, dtype=torch.long))
             if stage == "fit" and self.arch == "causal":
-                self.targets_per_window = dm.targets_per_window
+                self.targets_per_batch = dm.batch_size * dm.targets_per_window
                 self._check_code_layout(dm.sid.manifest.get("config", {}).get("method", "rqvae"), dm.run)
             if dm.content is not None and self.dims.content_dim:
                 self.content.copy_(torch.as_tensor(dm.content))
@@ -226,10 +226,13 @@ class GenRecModule(L.LightningModule):
             logits, h = self.model.teacher_forced(codes, valid, self.item_codes[targets.clamp(min=0)], select,
                                                   content, ids if self.hparams.item_id_embedding else None)
             n = int(select.sum())
-            # "equal": sum over targets / expected targets per batch, so every target weighs the same
-            # whichever length bucket its batch came from; "batch": the batch's own mean.
-            equal = self.hparams.target_weighting == "equal" and self.targets_per_window is not None
-            reduction, divisor = ("sum", len(window) * self.targets_per_window) if equal else ("mean", 1.0)
+            # "equal": sum over targets / expected targets per full batch, so every target weighs the same
+            # whichever length bucket (or short last batch) it came from; "batch": the batch's own mean.
+            equal = self.hparams.target_weighting == "equal"
+            if equal and self.targets_per_batch is None:
+                raise RuntimeError("target_weighting='equal' needs targets_per_batch from the DataModule (set at "
+                                   "setup); set it, or use target_weighting='batch' outside a Trainer")
+            reduction, divisor = ("sum", self.targets_per_batch) if equal else ("mean", 1.0)
             loss = self.level_losses(logits, targets[select], reduction) / divisor
             if self.hparams.item_loss_weight:
                 item_loss = F.cross_entropy(h @ self.item_table().T, targets[select], reduction=reduction) / divisor

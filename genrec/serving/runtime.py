@@ -169,8 +169,8 @@ class ExportRuntime:
         path = self.folder / MANIFEST
         m = self.manifest
         version = m.get("format_version")
-        if version != layout.FORMAT_VERSION:
-            raise ArtifactError(f"{path}: format_version {version!r}, this server reads {layout.FORMAT_VERSION}; "
+        if version not in layout.READABLE_FORMAT_VERSIONS:
+            raise ArtifactError(f"{path}: format_version {version!r}, this server reads {layout.READABLE_FORMAT_VERSIONS}; "
                                 "re-export with this genrec version (`genrec export`).")
         missing = [key for key in ("arch", "level_sizes", "max_items", "beam_width", "n_items", "files", "graphs",
                                    "model") if key not in m]

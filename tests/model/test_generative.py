@@ -30,6 +30,7 @@ def _module(arch="causal", **kw):
     m = GenRecModule(dims=ModelDims(LEVELS, N_ITEMS, 0, "test"), arch=arch, d_model=24, n_layers=2, n_heads=2,
                      d_ff=37, dropout=0.0, max_items=6, tiger_layers=2, tiger_heads=2, tiger_d_ff=37, **kw)
     m.item_codes.copy_(torch.as_tensor(_codes()))
+    m.targets_per_batch = 8.0     # what setup() takes from the DataModule (batch_size x targets per window)
     return m.eval()
 
 
@@ -164,12 +165,15 @@ def test_item_level_loss_is_sasrecs_cross_entropy_over_the_item_tokens():
         _module(arch="tiger", item_loss_weight=0.5)
 
 
-def test_parallel_head_ranks_every_item_by_its_exact_log_prob():
+def test_parallel_head_ranks_every_item_by_its_exact_log_prob(monkeypatch):
     """The parallel head's scores are sum_d log p_d(code_d | h): rank all items by that, compare top-k."""
+    import genrec.decode.exhaustive as exhaustive
+
     m = _module(head="parallel")
     with torch.no_grad():
         for p in m.model.head.parameters():
             p.normal_(0.0, 0.5)                        # peaked log-probs: no near-ties in the top-k
+    monkeypatch.setattr(exhaustive, "beam_search", lambda *a, **k: pytest.fail("the parallel head must not beam-search"))
     hist = torch.as_tensor(left_pad([np.array([1, 2, 3]), np.array([5]), np.array([8, 9, 10, 11, 12, 13, 14])], 6))
     res = m.recommend(hist, k=10, exclude=[np.array([1, 2, 3]), np.array([]), np.array([0])])
     with torch.no_grad():
@@ -194,13 +198,13 @@ def test_parallel_head_refuses_what_it_cannot_do():
 
 def test_equal_target_weighting_does_not_favour_short_windows():
     """Length buckets make batches of 3 short windows (2 targets) and of 3 full ones (6 targets each).
-    "equal" divides each batch's summed loss by windows x mean targets per window, so a target weighs
+    "equal" divides each batch's summed loss by batch_size x mean targets per window, so a target weighs
     the same in both; "batch" (the batch's own mean) gives a short-window target 3x the weight."""
     short = torch.as_tensor(causal_windows([np.array([1, 2, 3])] * 3, 6))          # 3 windows, 2 targets each
     full = torch.as_tensor(causal_windows([np.arange(4, 11)] * 3, 6))              # 3 windows, 6 targets each
     m = _module()
     m.train()
-    m.targets_per_window = 4.0                                                     # the dataset's mean
+    m.targets_per_batch = 3 * 4.0                      # batch_size 3 x the dataset's mean targets per window
     per_target = {}
     for name, window in (("short", short), ("full", full)):
         hist, targets = window[:, :-1], window[:, 1:]
@@ -212,10 +216,13 @@ def test_equal_target_weighting_does_not_favour_short_windows():
         per_target[name] = summed / int(select.sum())
     batch = _module(target_weighting="batch")
     batch.train()
-    batch.targets_per_window = 4.0
+    batch.targets_per_batch = 3 * 4.0
     assert torch.allclose(batch.training_step((short,), 0), per_target["short"])    # its own mean
     with pytest.raises(ValueError, match="target_weighting"):
         _module(target_weighting="sometimes")
+    m.targets_per_batch = None                          # no DataModule: refuse rather than silently fall back
+    with pytest.raises(RuntimeError, match="targets_per_batch"):
+        m.training_step((short,), 0)
 
 
 def test_a_head_that_does_not_match_the_codes_is_warned_about():

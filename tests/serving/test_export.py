@@ -114,13 +114,18 @@ def test_served_top_k_is_the_exact_ranking(which, request):
 
 
 @pytest.mark.parametrize("lengths", [[1], [2, MAX_ITEMS + 5, 4, 1, 3, 6, 6, 2]])
-def test_parallel_head_onnx_matches_torch_eager(parallel_export, lengths):
+def test_parallel_head_onnx_matches_torch_eager(parallel_export, lengths, monkeypatch):
     """The parallel head exports through the same step signature; both sides score every item exactly."""
+    import genrec.decode.exhaustive as exhaustive
+
+    monkeypatch.setattr(exhaustive, "beam_search", lambda *a, **k: pytest.fail("the parallel head must not beam-search"))
     folder, module = parallel_export
     runtime = ExportRuntime(folder)
     assert runtime.exact and json.loads((folder / "manifest.json").read_text())["decoding"] == "exact"
     histories = random_histories(N_ITEMS, lengths, seed=20 + len(lengths))
     _assert_parity(compare(module, runtime, histories, k=10, beam_width=20))
+    with pytest.raises(ValueError, match="re-run `genrec export`"):   # a beam-search model against an exact export
+        compare(tiny_module(), runtime, histories, k=10, beam_width=20)
 
 
 # ---------------------------------------------------------------------- folder, manifest, integrity
@@ -285,3 +290,21 @@ def test_cli_export_help(capsys):
     assert exit_info.value.code == 0
     text = capsys.readouterr().out
     assert "--out" in text and "--exporter" in text and "--int8" in text
+
+
+def test_format_versions_the_server_reads(tiny_export, tmp_path):
+    """Version 1 (before the "decoding" field) still loads as beam search; an unknown version is refused."""
+    folder, _ = tiny_export
+    for version, ok in ((1, True), (2, True), (99, False)):
+        copy = tmp_path / f"v{version}"
+        shutil.copytree(folder, copy)
+        manifest = json.loads((copy / "manifest.json").read_text())
+        manifest["format_version"] = version
+        if version == 1:
+            manifest.pop("decoding")
+        (copy / "manifest.json").write_text(json.dumps(manifest))
+        if ok:
+            assert ExportRuntime(copy).exact is False
+        else:
+            with pytest.raises(ArtifactError, match="format_version 99"):
+                ExportRuntime(copy)
