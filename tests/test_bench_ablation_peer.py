@@ -23,7 +23,8 @@ def test_ablation_variants_change_one_thing_each():
     assert has_image(raw)
     found = variants(raw)
     assert list(found) == ["text", "text+image", "text+collab", "all", "all, separate codes",
-                           "all, constrained training"]
+                           "all, RQ-VAE codes + autoregressive head",
+                           "all, RQ-VAE + autoregressive, constrained training"]
     text, _ = found["text"]
     assert text["embed"]["collab"] is False and not text["embed"]["precomputed"]
     image, _ = found["text+image"]
@@ -32,7 +33,8 @@ def test_ablation_variants_change_one_thing_each():
     assert collab["embed"].get("collab", True) and not collab["embed"]["precomputed"]
     assert found["all"][0] == raw and found["all"][1] == []
     assert found["all, separate codes"][0]["tokenize"]["modalities"] == "separate"
-    assert found["all, constrained training"][1] == ["--model.constrained_training=true"]
+    assert found["all, RQ-VAE + autoregressive, constrained training"][1] == [
+        "--model.head=autoregressive", "--model.constrained_training=true"]
     assert "modalities" not in raw["tokenize"], "variants must not modify the checked-in config"
 
 
@@ -40,7 +42,14 @@ def test_ablation_without_images_skips_the_image_variants():
     _, raw = bench_config("Office")
     assert not has_image(raw)
     assert list(variants(raw)) == ["text", "text+collab", "text+collab, separate codes",
-                                   "text+collab, constrained training"]
+                                   "text+collab, RQ-VAE codes + autoregressive head",
+                                   "text+collab, RQ-VAE + autoregressive, constrained training"]
+
+
+def test_rq_configs_vary_constrained_training_directly():
+    raw = {"embed": {}, "tokenize": {"n_levels": 3, "codebook_size": 256}}
+    assert list(variants(raw))[-1] == "text+collab, constrained training"
+    assert variants(raw)["text+collab, constrained training"] == (raw, ["--model.constrained_training=true"])
 
 
 def test_pq_configs_compare_against_rq_codes_with_the_autoregressive_head():
