@@ -2,7 +2,7 @@
 
 When a model predicts every code level from the same state (``ParallelHead``), the log-prob of
 item i is a sum of table lookups, sum_d logp_d[codes[i, d]], so every item can be scored exactly
-for O(N * D) additions per request, cheaper than a beam search and with no search error. Beam
+for O(N * D) additions per request, with no search error. Beam
 search over such a head would prune on the first digits alone, which is why RPG avoids it.
 
 Same step protocol as :func:`genrec.decode.beam_search` (numpy only): ``step(level, rows, codes)``

@@ -321,6 +321,12 @@ def input_stats(x: torch.Tensor, normalize: str) -> tuple[torch.Tensor, torch.Te
     return mean, torch.where(scale > CONSTANT_DIM_STD, scale, torch.ones_like(scale))
 
 
+def kmeans_rows(n_items: int, config: TokenizeConfig, sizes: tuple[int, ...], seed: int) -> torch.Tensor:
+    """The catalogue rows k-means fits on: ``kmeans_sample`` of them (at least the largest codebook), 0 = all."""
+    size = 0 if config.kmeans_sample == 0 else max(config.kmeans_sample, max(sizes))
+    return sample_rows(n_items, size, seed)
+
+
 @torch.no_grad()
 def init_codebooks(model: RQVAE, x: torch.Tensor, config: TokenizeConfig, seed: int) -> dict:
     """Residual k-means on the encoded catalogue sample; copy the centres into every level.
@@ -329,8 +335,7 @@ def init_codebooks(model: RQVAE, x: torch.Tensor, config: TokenizeConfig, seed: 
     codebook), so the codebooks span all of it, not whatever the first mini-batch holds.
     """
     sizes = model.config.codebook_sizes
-    size = 0 if config.kmeans_sample == 0 else max(config.kmeans_sample, max(sizes))
-    idx = sample_rows(x.shape[0], size, seed)
+    idx = kmeans_rows(x.shape[0], config, sizes, seed)
     z = model.encode(x[idx])                                          # (s, latent)
     centroids, codes = residual_kmeans(z, sizes, config.kmeans_config(seed))
     for level, c in enumerate(centroids):
@@ -370,9 +375,8 @@ def fit_product_quantizer(x: torch.Tensor, config: TokenizeConfig, *, sizes: tup
     model = ProductQuantizer(PQConfig(input_dim=x.shape[1], codebook_sizes=sizes))
     model.set_input_stats(*input_stats(x, config.normalize_input))
     model.set_rotation(seed)
-    size = 0 if config.kmeans_sample == 0 else max(config.kmeans_sample, max(sizes))
     start = time.perf_counter()
-    info = fit_pq(model, x, sample_rows(x.shape[0], size, seed), config.kmeans_config(seed))
+    info = fit_pq(model, x, kmeans_rows(x.shape[0], config, sizes, seed), config.kmeans_config(seed))
     info["kmeans_seconds"] = round(time.perf_counter() - start, 2)
     return model.eval(), info
 
