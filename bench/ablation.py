@@ -78,14 +78,19 @@ def slug(name: str) -> str:
     return "".join(c if c.isalnum() else "_" for c in name).strip("_")
 
 
+def rate(value: float | None) -> str:
+    return "—" if value is None else f"{value:,.0f}"
+
+
 def table(dataset: str, rows: dict[str, dict]) -> str:
     lines = [f"**Ablation on {dataset}** (test split, full ranking; genrec only)", "",
-             "| variant | modalities | codes | Recall@10 | NDCG@10 | NDCG@20 | train s | epochs |",
-             "|---|---|---|---|---|---|---|---|"]
+             "| variant | modalities | codes | Recall@10 | NDCG@10 | NDCG@20 | train s | epochs | targets/s |",
+             "|---|---|---|---|---|---|---|---|---|"]
     for name, r in rows.items():
         m = r["metrics"]["genrec"]
         lines.append(f"| {name} | {'+'.join(r['modalities'])} | {r['codes']} | {m['recall@10']:.4f} | "
-                     f"{m['ndcg@10']:.4f} | {m['ndcg@20']:.4f} | {r['stages']['train']:.0f} | {r['epochs']} |")
+                     f"{m['ndcg@10']:.4f} | {m['ndcg@20']:.4f} | {r['stages']['train']:.0f} | {r['epochs']} | "
+                     f"{rate(r.get('train_targets_per_second'))} |")
     return "\n".join(lines) + "\n"
 
 
@@ -133,6 +138,8 @@ def run_ablation(dataset: str, run_root: Path, train_args: list[str], only: list
             "stages": res["stages"],
             "epochs": res["train"]["epochs"],
             "best_val_ndcg@10": res["train"]["best_val_ndcg@10"],
+            # Training throughput (next-item targets per second): the per-target cost of each head.
+            "train_targets_per_second": res["train"]["train_targets_per_second"],
             "tokenizer": res["tokenizer"],
         }
     out = {"dataset": dataset, "git_commit": git_commit(), "machine": machine_info(), "train_args": train_args,

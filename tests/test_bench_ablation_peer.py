@@ -11,7 +11,7 @@ import pytest
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "bench"))
-from ablation import has_image, variants  # noqa: E402
+from ablation import has_image, table, variants  # noqa: E402
 from cornac_tiger import DeadlineRange, cornac_splits, default_budget  # noqa: E402
 from run import bench_config, markdown  # noqa: E402
 
@@ -64,6 +64,17 @@ def test_pq_configs_compare_against_rq_codes_with_the_autoregressive_head():
     assert found["text+collab, RQ-VAE + autoregressive, constrained training"][1] == [
         "--model.head=autoregressive", "--model.constrained_training=true"]
     assert raw["tokenize"]["method"] == "pq", "variants must not modify the config they vary"
+
+
+def test_ablation_table_reports_training_throughput():
+    metrics = {"genrec": {"recall@10": 0.1, "ndcg@10": 0.05, "ndcg@20": 0.06}}
+    row = {"metrics": metrics, "modalities": ["collab", "text"], "codes": "pq, fused", "stages": {"train": 61.4},
+           "epochs": 12}
+    rows = {"text+collab": row | {"train_targets_per_second": 9348.4}, "old run": row}   # old JSONs lack the rate
+    lines = table("Office", rows).splitlines()
+    assert lines[2].endswith("| train s | epochs | targets/s |")
+    assert lines[4] == "| text+collab | collab+text | pq, fused | 0.1000 | 0.0500 | 0.0600 | 61 | 12 | 9,348 |"
+    assert lines[5].endswith("| 61 | 12 | — |")
 
 
 def test_cornac_splits_are_genrecs_leave_one_out():

@@ -61,6 +61,25 @@ def test_bucket_sampler_is_a_deterministic_permutation():
     assert sorted(i for batch in a for i in batch) == list(range(101))
 
 
+def test_random_batching_mixes_lengths_and_bucketing_does_not():
+    lengths = np.arange(512) % 16 + 1            # 16 lengths, 32 windows each
+    batching = {bucket: list(LengthBucketBatchSampler(lengths, 32, seed=0, pool_batches=16, bucket=bucket))
+                for bucket in (True, False)}
+    for batches in batching.values():
+        assert sorted(i for batch in batches for i in batch) == list(range(512))
+    # One pool holds the whole epoch, so every bucketed batch is exactly one length.
+    assert all(len(set(lengths[b])) == 1 for b in batching[True])
+    assert all(len(set(lengths[b])) > 4 for b in batching[False])
+    assert batching[False] == list(LengthBucketBatchSampler(lengths, 32, seed=0, pool_batches=16, bucket=False))
+
+
+def test_datamodule_rejects_unknown_batching(tmp_path):
+    from genrec.lit.data import SIDDataModule
+
+    with pytest.raises(ValueError, match="batching must be one of"):
+        SIDDataModule(run=str(tmp_path), batching="sorted")
+
+
 def test_causal_position_ignores_future_and_padding():
     m = _module()
     hist = torch.tensor([[4, 9, 2, 30, 11, 5]])
