@@ -22,6 +22,8 @@ from genrec.model.causal import CausalSID, CausalSIDConfig
 from genrec.model.seq2seq import Tiger, TigerConfig
 
 ARCHS = ("causal", "tiger")
+# What a hyperparameter meant in checkpoints written before it existed.
+LEGACY_HPARAMS = {"target_weighting": "batch", "head": "autoregressive"}
 
 
 class GenRecModule(L.LightningModule):
@@ -142,6 +144,19 @@ class GenRecModule(L.LightningModule):
 
     def on_save_checkpoint(self, checkpoint: dict) -> None:
         checkpoint["genrec"] = {"sid_checksum": self.dims.sid_checksum, "arch": self.arch}
+
+    def on_load_checkpoint(self, checkpoint: dict) -> None:
+        """Resuming a fit with other training hyperparameters is allowed, but never silently."""
+        if self._trainer is None or self._trainer.state.fn != "fit":
+            return   # evaluation and export rebuild the module from the checkpoint's own hparams
+        saved = checkpoint.get("hyper_parameters") or {}
+        changed = {k: (saved.get(k, LEGACY_HPARAMS.get(k)), v) for k, v in self.hparams.items()
+                   if k != "dims" and (k in saved or k in LEGACY_HPARAMS) and saved.get(k, LEGACY_HPARAMS.get(k)) != v}
+        if changed:
+            listed = ", ".join(f"{k}: {old!r} -> {new!r}" for k, (old, new) in sorted(changed.items()))
+            warnings.warn(f"this checkpoint was trained with other hyperparameters than the current config ({listed}); "
+                          "training continues with the current config. Pass the checkpoint's values to resume the "
+                          "same run.", stacklevel=2)
 
     @property
     def trie(self):

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import warnings
+from types import SimpleNamespace
+
 import numpy as np
 import pytest
 import torch
@@ -255,3 +258,16 @@ def test_a_head_that_does_not_match_the_codes_is_warned_about():
         warnings.simplefilter("error")
         _module(head="parallel")._check_code_layout("pq", "runs/x")
         _module()._check_code_layout("rqkmeans", "runs/x")
+
+
+def test_resuming_a_fit_with_changed_hyperparameters_warns(monkeypatch):
+    m = _module(target_weighting="equal", lr=1e-3)
+    monkeypatch.setattr(m, "_trainer", SimpleNamespace(state=SimpleNamespace(fn="fit")))
+    saved = {k: v for k, v in m.hparams.items() if k != "target_weighting"} | {"lr": 5e-3}   # written before it existed
+    with pytest.warns(UserWarning, match=r"lr: 0.005 -> 0.001, target_weighting: 'batch' -> 'equal'"):
+        m.on_load_checkpoint({"hyper_parameters": saved})
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        m.on_load_checkpoint({"hyper_parameters": dict(m.hparams)})          # same config: silent
+        monkeypatch.setattr(m, "_trainer", None)
+        m.on_load_checkpoint({"hyper_parameters": saved})                    # load_from_checkpoint: silent
