@@ -7,11 +7,13 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "bench"))
 from run import validate_result  # noqa: E402
+from segments import bucket_labels, popularity_bucket, segment_metrics  # noqa: E402
 
 
 def test_bench_smoke_writes_a_valid_result(tmp_path):
@@ -25,6 +27,18 @@ def test_bench_smoke_writes_a_valid_result(tmp_path):
     assert (tmp_path / "results" / "smoke.md").read_text().startswith("**smoke")
     for kind in ("codebook", "training_curve"):
         assert (tmp_path / "results" / f"smoke_{kind}.png").read_bytes()[:4] == b"\x89PNG"
+
+    # bench/segments.py on the same run: its overall test figures are the bench's own.
+    out = subprocess.run([sys.executable, "bench/segments.py", "--dataset", "smoke", "--run-dir", str(tmp_path / "smoke"),
+                          "--results-dir", str(tmp_path / "results")], cwd=REPO, capture_output=True, text=True,
+                         timeout=600)
+    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
+    segments = json.loads((tmp_path / "results" / "segments_smoke.json").read_text())
+    for system in ("genrec", "sasrec"):
+        assert segments["overall"]["test"][system]["ndcg@10"] == pytest.approx(result["metrics"][system]["ndcg@10"])
+    for split in ("valid", "test"):
+        rows = segments["splits"][split].values()
+        assert sum(r["n_users"] for r in rows) == segments["overall"][split]["n_users"]
 
 
 def test_schema_rejects_missing_fields():
@@ -40,3 +54,17 @@ def test_schema_rejects_missing_fields():
     good["metrics"]["sasrec"]["ndcg@10"] = "high"
     with pytest.raises(ValueError, match="metrics.sasrec.ndcg@10"):
         validate_result(good)
+
+
+def test_popularity_buckets_and_per_bucket_metrics_by_hand():
+    assert bucket_labels() == ["never", "1-4", "5-19", "20+"]
+    assert popularity_bucket(np.array([0, 1, 4, 5, 19, 20, 300])).tolist() == [0, 1, 1, 2, 2, 3, 3]
+    ranked = np.tile(np.arange(20), (4, 1))              # every user gets items 0..19 in order
+    targets = np.array([0, 2, 30, 9])                    # ranks 1, 3, miss, 10
+    buckets = np.array([3, 3, 1, 2])
+    out = segment_metrics(ranked, targets, buckets, bucket_labels())
+    assert out["never"] == {"n_users": 0, "share": 0.0}
+    assert out["20+"]["n_users"] == 2 and out["20+"]["share"] == 0.5
+    assert out["20+"]["ndcg@10"] == pytest.approx((1.0 + 1 / np.log2(4)) / 2)
+    assert out["1-4"]["ndcg@10"] == 0.0 and out["1-4"]["recall@20"] == 0.0
+    assert out["5-19"]["ndcg@10"] == pytest.approx(1 / np.log2(11)) and out["5-19"]["recall@20"] == 1.0
