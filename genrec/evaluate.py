@@ -93,7 +93,7 @@ def evaluate_genrec(module, examples: EvalExamples, cfg: EvaluateConfig, max_ite
 
     k = max(DEFAULT_KS)
     ranked = np.full((len(examples), k), -1, dtype=np.int64)
-    for start in tqdm(range(0, len(examples), cfg.batch_size), desc="genrec beam search", unit="batch"):
+    for start in tqdm(range(0, len(examples), cfg.batch_size), desc="genrec decoding", unit="batch"):
         stop = min(start + cfg.batch_size, len(examples))
         hist = torch.as_tensor(left_pad(examples.histories[start:stop], max_items))
         exclude = examples.histories[start:stop] if cfg.exclude_history else None
