@@ -96,13 +96,14 @@ def run_segments(dataset: str, run_dir: Path, results: Path = RESULTS) -> dict:
                                             exclude_history=config.exclude_history, progress=False)[0]}
         buckets = popularity_bucket(counts[examples.targets])
         per_system = {s: segment_metrics(ranked[s], examples.targets, buckets, labels) for s in systems}
+        # Bucket sizes are the same for every system (same targets); keep them once per bucket.
         out["splits"][split] = {label: {"n_users": per_system["genrec"][label]["n_users"],
                                         "share": per_system["genrec"][label]["share"],
-                                        "systems": {s: {m: per_system[s][label].get(m) for m in SHOWN
+                                        "systems": {s: {m: per_system[s][label][m] for m in SHOWN
                                                         if m in per_system[s][label]} for s in systems}}
                                 for label in labels}
-        out["overall"][split] = {"n_users": len(examples)} | {
-            s: {m: ranking_metrics(ranked[s], examples.targets)[m] for m in SHOWN} for s in systems}
+        overall = {s: ranking_metrics(ranked[s], examples.targets) for s in systems}
+        out["overall"][split] = {"n_users": len(examples)} | {s: {m: overall[s][m] for m in SHOWN} for s in systems}
     out["seconds"] = round(time.perf_counter() - t0, 1)
     results.mkdir(parents=True, exist_ok=True)
     write_json_atomic(results / f"segments_{dataset}.json", out)

@@ -148,7 +148,7 @@ class SIDDataModule(L.LightningDataModule):
             batching: "bucket": batches of similar-length windows (least padding, fastest epochs);
                 "random": plain shuffled batches. A bucketed batch holds only short or only long
                 histories, so its gradient is biased toward one regime; on Beauty random batches
-                gave test NDCG@10 .0336 against .0320 for 19% more training time (bench/results).
+                gave test NDCG@10 .0336 against .0320 for at least 19% more training time.
             use_content: also feed each item's fused content vector (RUN/features/fused.npy).
             val_max_users: evaluate validation on a fixed random subset of this many users (None = all).
             seed: seed for the validation subset.
