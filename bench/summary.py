@@ -45,6 +45,15 @@ def systems_of(result: dict) -> dict[str, dict]:
                                         else len(SYSTEM_LABELS))}
 
 
+def peer_minutes(peer: dict, result: dict) -> str:
+    """A peer's fit + evaluation minutes, with its fit budget as a multiple of genrec's training side."""
+    cell = f"{(peer['fit_seconds'] + peer['seconds']) / 60:.1f} (fit+eval"
+    genrec_side = sum(float(result["stages"][s]) for s in ("embed", "tokenize", "train"))
+    if peer.get("budget_seconds") and genrec_side > 0:
+        cell += f"; fit budget {peer['budget_seconds'] / genrec_side:.0f}× genrec's embed+tokenize+train"
+    return cell + ")"
+
+
 def table(results: dict[str, dict]) -> str:
     lines = ["| dataset | system | Recall@5 | Recall@10 | Recall@20 | NDCG@5 | NDCG@10 | NDCG@20 | invalid | "
              "pipeline min |", "|---|---|---|---|---|---|---|---|---|---|"]
@@ -52,8 +61,8 @@ def table(results: dict[str, dict]) -> str:
         pipeline_min = sum(result["stages"].values()) / 60
         for system, m in systems_of(result).items():
             cells = [f"{m[f'{kind}@{k}']:.4f}" for kind in ("recall", "ndcg") for k in (5, 10, 20)]
-            minutes = (f"{pipeline_min:.1f}" if system == "genrec" else
-                       f"{(m['fit_seconds'] + m['seconds']) / 60:.1f} (fit+eval)" if "fit_seconds" in m else "")
+            minutes = (f"{pipeline_min:.1f}" if system == "genrec" else peer_minutes(m, result) if "fit_seconds" in m
+                       else "")
             lines.append(f"| {dataset} | {SYSTEM_LABELS.get(system, system)} | " + " | ".join(cells)
                          + f" | {m['invalid_rate']:g} | {minutes} |")
     return "\n".join(lines) + "\n"

@@ -68,3 +68,12 @@ def test_popularity_buckets_and_per_bucket_metrics_by_hand():
     assert out["20+"]["ndcg@10"] == pytest.approx((1.0 + 1 / np.log2(4)) / 2)
     assert out["1-4"]["ndcg@10"] == 0.0 and out["1-4"]["recall@20"] == 0.0
     assert out["5-19"]["ndcg@10"] == pytest.approx(1 / np.log2(11)) and out["5-19"]["recall@20"] == 1.0
+
+
+def test_summary_states_the_peer_budget_as_a_multiple_of_genrec_training_side():
+    from summary import peer_minutes
+
+    result = {"stages": {"prepare": 5.0, "embed": 100.0, "tokenize": 20.0, "train": 180.0, "evaluate": 9.0}}
+    peer = {"fit_seconds": 600.0, "seconds": 300.0, "budget_seconds": 900.0}
+    assert peer_minutes(peer, result) == "15.0 (fit+eval; fit budget 3× genrec's embed+tokenize+train)"
+    assert peer_minutes({"fit_seconds": 60.0, "seconds": 0.0}, result) == "1.0 (fit+eval)"
