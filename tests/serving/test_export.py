@@ -55,6 +55,20 @@ def test_parity_check_detects_a_changed_weight(tiny_export):
     assert result.max_state_diff < TOL              # the encoder is untouched
 
 
+def test_score_tolerance_grows_with_the_levels_summed_into_a_score():
+    """A score sums one log-prob per level, so its bound is tolerance x levels; log-probs keep the tolerance."""
+    from genrec.export.parity import ParityResult
+
+    def result(score_diff, logit_diff=5e-5, n_levels=4):
+        return ParityResult(n_histories=1, same_items=True, max_score_diff=score_diff, max_logit_diff=logit_diff,
+                            max_state_diff=0.0, inf_pattern_equal=True, n_levels=n_levels)
+
+    assert result(1.06e-4).ok(1e-4)                  # 4 levels of ~3e-5 rounding each: a valid export
+    assert not result(1.06e-4, n_levels=1).ok(1e-4)
+    assert not result(4.1e-4).ok(1e-4)
+    assert not result(1e-5, logit_diff=1.1e-4).ok(1e-4)
+
+
 def test_export_time_parity_is_recorded(tiny_export):
     folder, _ = tiny_export
     parity = json.loads((folder / "manifest.json").read_text())["parity"]
