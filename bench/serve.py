@@ -17,7 +17,7 @@ Measured in one run, on the same histories:
 - torch eager, ours: GenRecModule.recommend (the evaluation path) at batch 1;
 - the peer path, TIGER: transformers `generate()` with `prefix_allowed_tokens_fn` (a dict trie)
   on a T5 of TIGER's size (4+4 layers, d_model 128, 6 heads, d_kv 64, d_ff 1024, 80 history tokens),
-  random weights even with --run (the trained model is CausalSID);
+  random weights and TIGER's own 3 levels of 256 + dedup even with --run (the trained model is CausalSID);
 - the same T5 and weights exported by `genrec export` (arch tiger) and decoded by ExportRuntime.
 
 Torch runs with --torch-threads (1 by default: the machine is shared, and 1 thread was the faster
@@ -158,15 +158,20 @@ def bench_eager(cfg: BenchConfig, module, histories: list[np.ndarray]) -> np.nda
 
 
 def build_tiger(cfg: BenchConfig, module):
-    """TIGER's T5 (4+4 layers, d_model 128, 6 heads, d_kv 64, d_ff 1024), random weights, same catalogue."""
+    """TIGER's T5 (4+4 layers, d_model 128, 6 heads, d_kv 64, d_ff 1024), random weights, a catalogue of the
+    same size with TIGER's own layout (3 levels of 256 + dedup), also with --run: a trained run's codes may
+    be 17 PQ digits, which would make the peer decode 17 steps over 340 history tokens, not TIGER's 4 over 80."""
     import torch
 
+    from genrec.lit.data import ModelDims
     from genrec.lit.module import GenRecModule
 
+    codes, levels = synthetic_codes(module.dims.n_items, cfg.seed)
     torch.manual_seed(cfg.seed)
-    tiger = GenRecModule(dims=module.dims, arch="tiger", d_model=128, tiger_layers=4, tiger_heads=6, tiger_d_ff=1024,
-                         tiger_dropout=0.0, max_items=cfg.history, beam_width=cfg.beam_width)
-    tiger.item_codes.copy_(module.item_codes)
+    tiger = GenRecModule(dims=ModelDims(levels, module.dims.n_items, 0, "bench"), arch="tiger", d_model=128,
+                         tiger_layers=4, tiger_heads=6, tiger_d_ff=1024, tiger_dropout=0.0, max_items=cfg.history,
+                         beam_width=cfg.beam_width)
+    tiger.item_codes.copy_(torch.as_tensor(codes))
     return tiger.eval()
 
 
