@@ -35,7 +35,7 @@ import numpy as np
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "bench"))
 
-from run import RESULTS, markdown, peak_rss_mb  # noqa: E402
+from run import add_existing_run_args, default_run_dir, markdown, peak_rss_mb, training_side_seconds  # noqa: E402
 
 from genrec.metrics import DEFAULT_KS as KS  # noqa: E402
 
@@ -156,8 +156,7 @@ def scaled_config(base: dict, budget: float, n_train_samples: int, samples_per_s
 
 
 def default_budget(result: dict) -> float:
-    stages = result["stages"]
-    return 3.0 * sum(float(stages[s]) for s in ("embed", "tokenize", "train"))
+    return 3.0 * training_side_seconds(result)
 
 
 def run_peer(run_dir: Path, budget: float, seed: int = 0, recipe_name: str = "paischer") -> dict:
@@ -231,16 +230,14 @@ def run_peer(run_dir: Path, budget: float, seed: int = 0, recipe_name: str = "pa
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python bench/cornac_tiger.py", description=__doc__.strip().splitlines()[0])
-    p.add_argument("--dataset", required=True, help="a dataset already run by bench/run.py, e.g. Office")
-    p.add_argument("--run-dir", type=Path, default=None, help="the bench run folder (default bench/runs/NAME)")
-    p.add_argument("--results-dir", type=Path, default=RESULTS)
+    add_existing_run_args(p)
     p.add_argument("--budget-seconds", type=float, default=None,
                    help="cornac's fit budget (default: 3x genrec's embed + tokenize + train time in NAME.json)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--recipe", default="paischer", choices=("paischer", "grid"),
                    help="cornac's PAISCHER_CONFIG (default, 6+6 layers) or GRID_CONFIG (4+4, residual k-means)")
     a = p.parse_args(argv)
-    add_peer(a.results_dir / f"{a.dataset}.json", a.run_dir or REPO / "bench" / "runs" / a.dataset,
+    add_peer(a.results_dir / f"{a.dataset}.json", a.run_dir or default_run_dir(a.dataset),
              a.budget_seconds, a.seed, a.recipe)
     return 0
 

@@ -28,6 +28,25 @@ SYSTEM_KEYS = ("recall@5", "recall@10", "recall@20", "ndcg@5", "ndcg@10", "ndcg@
                "seconds")
 
 
+TRAINING_SIDE = ("embed", "tokenize", "train")   # the stages a peer's fit budget is measured against
+
+
+def training_side_seconds(result: dict) -> float:
+    """genrec's embed + tokenize + train wall time in one result: what a peer's fit budget is compared with."""
+    return sum(float(result["stages"][stage]) for stage in TRAINING_SIDE)
+
+
+def default_run_dir(dataset: str) -> Path:
+    return REPO / "bench" / "runs" / dataset
+
+
+def add_existing_run_args(p: argparse.ArgumentParser) -> None:
+    """--dataset, --run-dir, --results-dir of a script that reads a run bench/run.py already made."""
+    p.add_argument("--dataset", required=True, help="a dataset already run by bench/run.py, e.g. Beauty")
+    p.add_argument("--run-dir", type=Path, default=None, help="the bench run folder (default bench/runs/NAME)")
+    p.add_argument("--results-dir", type=Path, default=RESULTS)
+
+
 def git_commit() -> str | None:
     try:
         return subprocess.run(["git", "rev-parse", "HEAD"], cwd=REPO, capture_output=True, text=True,
@@ -199,7 +218,7 @@ def main(argv: list[str] | None = None) -> int:
     if a.smoke == (a.dataset is not None):
         p.error("give --dataset NAME or --smoke (exactly one)")
     name = "smoke" if a.smoke else a.dataset
-    run_dir = a.run_dir or REPO / "bench" / "runs" / name
+    run_dir = a.run_dir or default_run_dir(name)
     run_bench(name, smoke=a.smoke, run_dir=run_dir, train_args=train_args, results=a.results_dir)
     if a.with_cornac:
         from cornac_tiger import add_peer

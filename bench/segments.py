@@ -22,7 +22,7 @@ import numpy as np
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "bench"))
 
-from run import RESULTS, git_commit  # noqa: E402
+from run import RESULTS, add_existing_run_args, default_run_dir, git_commit  # noqa: E402
 
 from genrec.metrics import ranking_metrics  # noqa: E402
 
@@ -114,11 +114,9 @@ def run_segments(dataset: str, run_dir: Path, results: Path = RESULTS) -> dict:
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python bench/segments.py", description=__doc__.strip().splitlines()[0])
-    p.add_argument("--dataset", required=True, help="a dataset already run by bench/run.py, e.g. Beauty")
-    p.add_argument("--run-dir", type=Path, default=None, help="the bench run folder (default bench/runs/NAME)")
-    p.add_argument("--results-dir", type=Path, default=RESULTS)
+    add_existing_run_args(p)
     a = p.parse_args(argv)
-    run_dir = a.run_dir or REPO / "bench" / "runs" / a.dataset
+    run_dir = a.run_dir or default_run_dir(a.dataset)
     if not (run_dir / "checkpoints").exists():
         raise SystemExit(f"{run_dir}/checkpoints not found: run `python bench/run.py --dataset {a.dataset}` first")
     run_segments(a.dataset, run_dir, a.results_dir)

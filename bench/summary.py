@@ -16,7 +16,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "bench"))
 
-from run import RESULTS, validate_result  # noqa: E402
+from run import RESULTS, training_side_seconds, validate_result  # noqa: E402
 
 DATASET_ORDER = ("Beauty", "Sports_and_Outdoors", "Office", "Scientific", "Scientific_DeCoRec_mm")
 SYSTEM_LABELS = {"genrec": "genrec", "sasrec": "SASRec (ours)", "popularity": "popularity",
@@ -48,7 +48,7 @@ def systems_of(result: dict) -> dict[str, dict]:
 def peer_minutes(peer: dict, result: dict) -> str:
     """A peer's fit + evaluation minutes, with its fit budget as a multiple of genrec's training side."""
     cell = f"{(peer['fit_seconds'] + peer['seconds']) / 60:.1f} (fit+eval"
-    genrec_side = sum(float(result["stages"][s]) for s in ("embed", "tokenize", "train"))
+    genrec_side = training_side_seconds(result)
     if peer.get("budget_seconds") and genrec_side > 0:
         cell += f"; fit budget {peer['budget_seconds'] / genrec_side:.0f}× genrec's embed+tokenize+train"
     return cell + ")"

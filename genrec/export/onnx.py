@@ -287,7 +287,7 @@ def _verify(module, folder: Path, config: ExportConfig) -> dict:
             "max_score_diff": max(r.max_score_diff for r in results),
             "max_logit_diff": max(r.max_logit_diff for r in results),
             "max_state_diff": max(r.max_state_diff for r in results),
-            "tolerance": config.parity_tolerance, "score_tolerance": config.parity_tolerance * results[0].n_levels,
+            "tolerance": config.parity_tolerance, "score_tolerance": results[0].score_tolerance(config.parity_tolerance),
             "k": k, "beam_width": width,
         }
         if not all(r.ok(config.parity_tolerance) for r in results):

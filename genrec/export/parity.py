@@ -28,10 +28,13 @@ class ParityResult:
     inf_pattern_equal: bool     # -inf log-probs sit at the same places on both sides
     n_levels: int = 1           # per-level log-probs summed into each score
 
-    def ok(self, tolerance: float) -> bool:
+    def score_tolerance(self, tolerance: float) -> float:
         # A score sums one log-prob per level, so float32 rounding in it may grow with the level count:
         # the score bound is per-level tolerance x levels (each log-prob is held to the tolerance itself).
-        return (self.same_items and self.inf_pattern_equal and self.max_score_diff <= tolerance * self.n_levels
+        return tolerance * self.n_levels
+
+    def ok(self, tolerance: float) -> bool:
+        return (self.same_items and self.inf_pattern_equal and self.max_score_diff <= self.score_tolerance(tolerance)
                 and self.max_logit_diff <= tolerance and self.max_state_diff <= tolerance)
 
     def to_dict(self) -> dict:
