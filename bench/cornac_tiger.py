@@ -35,7 +35,8 @@ import numpy as np
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "bench"))
 
-from run import add_existing_run_args, default_run_dir, markdown, peak_rss_mb, training_side_seconds  # noqa: E402
+from run import (add_existing_run_args, default_run_dir, markdown, peak_rss_mb, peer_reference,  # noqa: E402
+                 training_side_seconds)
 
 from genrec.metrics import DEFAULT_KS as KS  # noqa: E402
 
@@ -250,7 +251,7 @@ def add_peer(result_path: Path, run_dir: Path, budget: float | None = None, seed
     if not result_path.exists():
         raise SystemExit(f"{result_path} not found: run python bench/run.py --dataset NAME first")
     result = json.loads(result_path.read_text())
-    entry = run_peer(run_dir, budget or default_budget(result), seed, recipe_name)
+    entry = {**run_peer(run_dir, budget or default_budget(result), seed, recipe_name), **peer_reference(result)}
     result.setdefault("peers", {})["cornac_tiger" if recipe_name == "paischer" else f"cornac_tiger_{recipe_name}"] = entry
     write_json_atomic(result_path, result)
     write_text_atomic(result_path.with_suffix(".md"), markdown(result))

@@ -36,6 +36,27 @@ def training_side_seconds(result: dict) -> float:
     return sum(float(result["stages"][stage]) for stage in TRAINING_SIDE)
 
 
+def peer_reference(result: dict) -> dict:
+    """What a peer's fit budget was measured against: the genrec run in ``result`` (kept with the peer's entry)."""
+    return {"genrec_training_side_seconds": round(training_side_seconds(result), 2),
+            "genrec_commit": result.get("git_commit")}
+
+
+def carried_peers(previous: dict | None, result: dict) -> dict:
+    """A previous result's peers, kept when genrec is re-run on the same data.
+
+    A peer's metrics depend only on the dataset (same splits, same text vectors), so a genrec re-run must not
+    drop an hours-long cornac run. Each entry keeps the genrec run its budget was set against; a previous
+    result of different data (other counts) contributes nothing.
+    """
+    if not previous or not previous.get("peers"):
+        return {}
+    if previous.get("dataset_stats") != result.get("dataset_stats"):
+        print("previous result has other data: its peers are not carried over", flush=True)
+        return {}
+    return {name: {**peer_reference(previous), **peer} for name, peer in previous["peers"].items()}
+
+
 def default_run_dir(dataset: str) -> Path:
     return REPO / "bench" / "runs" / dataset
 
@@ -198,6 +219,11 @@ def run_bench(dataset: str, *, smoke: bool, run_dir: Path, train_args: list[str]
         validate_result(result)
     results.mkdir(parents=True, exist_ok=True)
     name = name or ("smoke" if smoke else dataset)
+    previous_path = results / f"{name}.json"
+    peers = carried_peers(json.loads(previous_path.read_text()) if previous_path.exists() else None, result)
+    if peers:
+        result["peers"] = peers
+        print(f"kept peers from the previous {previous_path.name}: {', '.join(peers)}", flush=True)
     write_json_atomic(results / f"{name}.json", result)
     write_text_atomic(results / f"{name}.md", markdown(result))
     copy_plots(run_dir, results, name)

@@ -48,9 +48,11 @@ def systems_of(result: dict) -> dict[str, dict]:
 def peer_minutes(peer: dict, result: dict) -> str:
     """A peer's fit + evaluation minutes, with its fit budget as a multiple of genrec's training side."""
     cell = f"{(peer['fit_seconds'] + peer['seconds']) / 60:.1f} (fit+eval"
-    genrec_side = training_side_seconds(result)
+    genrec_side = peer.get("genrec_training_side_seconds") or training_side_seconds(result)
     if peer.get("budget_seconds") and genrec_side > 0:
         cell += f"; fit budget {peer['budget_seconds'] / genrec_side:.0f}× genrec's embed+tokenize+train"
+        if peer.get("genrec_commit") not in (None, result.get("git_commit")):
+            cell += f" of the run at {peer['genrec_commit'][:7]}, {genrec_side:.0f} s"
     return cell + ")"
 
 

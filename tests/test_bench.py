@@ -77,3 +77,22 @@ def test_summary_states_the_peer_budget_as_a_multiple_of_genrec_training_side():
     peer = {"fit_seconds": 600.0, "seconds": 300.0, "budget_seconds": 900.0}
     assert peer_minutes(peer, result) == "15.0 (fit+eval; fit budget 3× genrec's embed+tokenize+train)"
     assert peer_minutes({"fit_seconds": 60.0, "seconds": 0.0}, result) == "1.0 (fit+eval)"
+    # a peer kept from an earlier genrec run states its budget against that run, not the current one
+    earlier = {**peer, "genrec_training_side_seconds": 450.0, "genrec_commit": "abcdef0123"}
+    assert peer_minutes(earlier, {**result, "git_commit": "9999999"}) == (
+        "15.0 (fit+eval; fit budget 2× genrec's embed+tokenize+train of the run at abcdef0, 450 s)")
+
+
+def test_a_genrec_rerun_keeps_the_peers_of_the_same_data_only():
+    from run import carried_peers
+
+    stats = {"n_users": 10, "n_items": 5, "n_interactions": 50, "format": "demo"}
+    previous = {"dataset_stats": stats, "git_commit": "abc", "peers": {"cornac_tiger": {"ndcg@10": 0.01}},
+                "stages": {"embed": 10.0, "tokenize": 2.0, "train": 30.0}}
+    kept = carried_peers(previous, {"dataset_stats": dict(stats)})
+    assert kept == {"cornac_tiger": {"ndcg@10": 0.01, "genrec_training_side_seconds": 42.0, "genrec_commit": "abc"}}
+    # an entry that already names its reference keeps it; other data or no previous result keeps nothing
+    previous["peers"]["cornac_tiger"].update(genrec_training_side_seconds=7.0, genrec_commit="old")
+    assert carried_peers(previous, {"dataset_stats": stats})["cornac_tiger"]["genrec_commit"] == "old"
+    assert carried_peers(previous, {"dataset_stats": {**stats, "n_users": 11}}) == {}
+    assert carried_peers(None, {"dataset_stats": stats}) == {}
