@@ -48,7 +48,13 @@ def uses_pq(raw: dict) -> bool:
     return raw.get("tokenize", {}).get("method") == "pq"
 
 
-RQ_AUTOREGRESSIVE = {"method": "rqvae", "n_levels": 3}   # TIGER's layout: 3 RQ-VAE levels (+ dedup)
+RQ_AUTOREGRESSIVE = {"method": "rqvae", "n_levels": 3, "modalities": "fused"}   # TIGER's layout: 3 levels (+ dedup)
+FUSED_PQ = {"modalities": "fused", "n_levels": 16}   # one PQ tokenizer on the fused vector: 16 digits
+
+
+def separate_codes(raw: dict) -> bool:
+    """The config fits one tokenizer per modality (else one on the fused vector)."""
+    return raw.get("tokenize", {}).get("modalities") == "separate"
 
 
 def variants(raw: dict) -> dict[str, tuple[dict, list[str]]]:
@@ -62,7 +68,11 @@ def variants(raw: dict) -> dict[str, tuple[dict, list[str]]]:
     if image:
         out["all"] = (raw, [])
     base = "all" if image else "text+collab"
-    out[f"{base}, separate codes"] = (_with(raw, "tokenize", modalities="separate"), [])
+    # the other code layout: fused codes against a separate-codes config, and the other way round
+    if separate_codes(raw):
+        out[f"{base}, fused codes"] = (_with(raw, "tokenize", **FUSED_PQ), [])
+    else:
+        out[f"{base}, separate codes"] = (_with(raw, "tokenize", modalities="separate"), [])
     # Constrained training needs a prefix to constrain on: the autoregressive head over RQ codes.
     if uses_pq(raw):
         rq = _with(raw, "tokenize", **RQ_AUTOREGRESSIVE)
