@@ -156,6 +156,33 @@ def scaled_config(base: dict, budget: float, n_train_samples: int, samples_per_s
     return cfg
 
 
+def full_recipe_estimate(entry: dict, base: dict, n_train_samples: int) -> dict:
+    """What the unscaled recipe's fit would take on this machine, at the speeds measured inside the budget.
+
+    Seq2seq: the recipe's epochs over ``n_train_samples`` at the probe's samples/s. RQ-VAE: the recipe's
+    epochs at the epochs/s it reached in its share of the budget (if it finished, its share bounds it).
+    An estimate, not a run: it ignores validation rounds, so it is a lower bound on the real fit.
+    """
+    seq_hours = base["n_epochs"] * n_train_samples / entry["probe_samples_per_second"] / 3600
+    rq_seconds = RQVAE_SHARE * entry["budget_seconds"]
+    rq_epochs_done = entry.get("rqvae_epochs") or 0
+    rq_recipe = base.get("rqvae_n_epochs", 0)
+    if entry.get("config", {}).get("tokenizer", "rqvae") != "rqvae" or not rq_recipe:
+        rq_hours = 0.0   # GRID_CONFIG's residual k-means has no epochs to scale
+    elif rq_epochs_done >= rq_recipe:
+        rq_hours = rq_seconds / 3600   # it finished inside its share
+    else:
+        rq_hours = rq_recipe * rq_seconds / max(1, rq_epochs_done) / 3600
+    return {"hours": round(seq_hours + rq_hours, 1), "seq2seq_hours": round(seq_hours, 1),
+            "rqvae_hours": round(rq_hours, 1), "recipe_seq2seq_epochs": base["n_epochs"],
+            "recipe_rqvae_epochs": rq_recipe, "n_train_samples": n_train_samples}
+
+
+def train_samples(sequences) -> int:
+    """cornac's seq2seq training samples: the prefixes of each s[:-2] with at least one item."""
+    return sum(max(0, len(s) - 3) for s in sequences)
+
+
 def default_budget(result: dict) -> float:
     return 3.0 * training_side_seconds(result)
 
@@ -180,7 +207,7 @@ def run_peer(run_dir: Path, budget: float, seed: int = 0, recipe_name: str = "pa
         raise SystemExit(f"{text_path} has {text.shape[0]} rows but the dataset has {ds.n_items} items; "
                          "re-run genrec embed on this run")
     train, valid, test = cornac_splits(ds.sequences)
-    n_train_samples = sum(max(0, len(s) - 3) for s in ds.sequences)   # prefixes of s[:-2] with >= 1 item
+    n_train_samples = train_samples(ds.sequences)
     t0 = time.perf_counter()
     method = NextItemEvaluation.from_splits(
         train_data=train, val_data=valid, test_data=test, fmt="USIT", exclude_unknowns=False, mode="last",
@@ -226,6 +253,7 @@ def run_peer(run_dir: Path, budget: float, seed: int = 0, recipe_name: str = "pa
         cornac_version=cornac.__version__,
         peak_rss_mb=peak_rss_mb(),
     )
+    entry["full_recipe_estimate"] = full_recipe_estimate(entry, base, n_train_samples)
     return entry
 
 
@@ -237,7 +265,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--recipe", default="paischer", choices=("paischer", "grid"),
                    help="cornac's PAISCHER_CONFIG (default, 6+6 layers) or GRID_CONFIG (4+4, residual k-means)")
+    p.add_argument("--estimate-only", action="store_true",
+                   help="fit nothing: add the full-recipe fit estimate to the peer already in NAME.json")
     a = p.parse_args(argv)
+    if a.estimate_only:
+        add_estimate(a.results_dir / f"{a.dataset}.json", a.run_dir or default_run_dir(a.dataset), a.recipe)
+        return 0
     add_peer(a.results_dir / f"{a.dataset}.json", a.run_dir or default_run_dir(a.dataset),
              a.budget_seconds, a.seed, a.recipe)
     return 0
@@ -257,6 +290,23 @@ def add_peer(result_path: Path, run_dir: Path, budget: float | None = None, seed
     write_text_atomic(result_path.with_suffix(".md"), markdown(result))
     print(markdown(result))
     return result
+
+
+def add_estimate(result_path: Path, run_dir: Path, recipe_name: str = "paischer") -> dict:
+    """Add ``full_recipe_estimate`` to a peer entry recorded before the estimate existed."""
+    from genrec.data.dataset import load_dataset
+    from genrec.io import write_json_atomic
+
+    result = json.loads(result_path.read_text())
+    key = "cornac_tiger" if recipe_name == "paischer" else f"cornac_tiger_{recipe_name}"
+    if key not in result.get("peers", {}):
+        raise SystemExit(f"{result_path} has no '{key}' peer: run python bench/cornac_tiger.py --dataset NAME first")
+    entry = result["peers"][key]
+    entry["full_recipe_estimate"] = full_recipe_estimate(entry, recipe(recipe_name),
+                                                         train_samples(load_dataset(run_dir).sequences))
+    write_json_atomic(result_path, result)
+    print(json.dumps(entry["full_recipe_estimate"]))
+    return entry
 
 
 if __name__ == "__main__":

@@ -12,7 +12,7 @@ import pytest
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "bench"))
 from ablation import has_image, table, variants  # noqa: E402
-from cornac_tiger import DeadlineRange, cornac_splits, default_budget  # noqa: E402
+from cornac_tiger import RQVAE_SHARE, DeadlineRange, cornac_splits, default_budget, full_recipe_estimate  # noqa: E402
 from run import bench_config, markdown  # noqa: E402
 
 from genrec.data.split import leave_one_out  # noqa: E402
@@ -120,3 +120,19 @@ def test_peer_budget_and_markdown_row():
     result["metrics"] = {"genrec": row}
     result["peers"] = {"cornac_tiger": {**row, "budget_seconds": 900.0, "seq2seq_epochs": 2}}
     assert "| cornac_tiger (fit budget 900 s, 2 epochs) |" in markdown(result)
+
+
+def test_full_recipe_estimate_scales_the_measured_speeds_to_the_recipe_epochs():
+    base = {"n_epochs": 100, "rqvae_n_epochs": 8000}
+    entry = {"probe_samples_per_second": 40.0, "budget_seconds": 1000.0, "rqvae_epochs": 50,
+             "config": {"tokenizer": "rqvae"}}
+    est = full_recipe_estimate(entry, base, n_train_samples=14_400)
+    # seq2seq: 100 epochs x 14,400 samples / 40 per s = 36,000 s = 10 h
+    assert est["seq2seq_hours"] == 10.0
+    # RQ-VAE: 50 epochs in its share of the budget, the recipe asks for 8,000 (160x as many)
+    assert est["rqvae_hours"] == pytest.approx(round(8000 / 50 * RQVAE_SHARE * 1000 / 3600, 1))
+    assert est["hours"] == pytest.approx(est["seq2seq_hours"] + est["rqvae_hours"], abs=0.051)
+    # an RQ-VAE that finished inside its share costs at most that share; residual k-means costs nothing here
+    assert full_recipe_estimate({**entry, "rqvae_epochs": 8000}, base, 14_400)["rqvae_hours"] == round(
+        RQVAE_SHARE * 1000 / 3600, 1)
+    assert full_recipe_estimate({**entry, "config": {"tokenizer": "rkmeans"}}, base, 14_400)["rqvae_hours"] == 0.0
