@@ -276,6 +276,11 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
+def peer_key(recipe_name: str) -> str:
+    """The peer's name in a result's 'peers' (and bench/summary.py's labels)."""
+    return "cornac_tiger" if recipe_name == "paischer" else f"cornac_tiger_{recipe_name}"
+
+
 def add_peer(result_path: Path, run_dir: Path, budget: float | None = None, seed: int = 0,
              recipe_name: str = "paischer") -> dict:
     """Run the peer on ``run_dir`` and add it to the results JSON (and its markdown) under 'peers'."""
@@ -285,7 +290,7 @@ def add_peer(result_path: Path, run_dir: Path, budget: float | None = None, seed
         raise SystemExit(f"{result_path} not found: run python bench/run.py --dataset NAME first")
     result = json.loads(result_path.read_text())
     entry = {**run_peer(run_dir, budget or default_budget(result), seed, recipe_name), **peer_reference(result)}
-    result.setdefault("peers", {})["cornac_tiger" if recipe_name == "paischer" else f"cornac_tiger_{recipe_name}"] = entry
+    result.setdefault("peers", {})[peer_key(recipe_name)] = entry
     write_json_atomic(result_path, result)
     write_text_atomic(result_path.with_suffix(".md"), markdown(result))
     print(markdown(result))
@@ -298,7 +303,7 @@ def add_estimate(result_path: Path, run_dir: Path, recipe_name: str = "paischer"
     from genrec.io import write_json_atomic
 
     result = json.loads(result_path.read_text())
-    key = "cornac_tiger" if recipe_name == "paischer" else f"cornac_tiger_{recipe_name}"
+    key = peer_key(recipe_name)
     if key not in result.get("peers", {}):
         raise SystemExit(f"{result_path} has no '{key}' peer: run python bench/cornac_tiger.py --dataset NAME first")
     entry = result["peers"][key]
