@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import copy
+import json
 import sys
 import time
 from pathlib import Path
@@ -121,6 +122,15 @@ def plot(dataset: str, rows: dict[str, dict], out: Path) -> Path:
     return save_png(fig, out)
 
 
+def kept_rows(previous: Path, names: list[str], only: list[str] | None) -> dict[str, dict]:
+    """With ``--variants``, the other variants' rows of the previous table, so re-running one variant
+    updates its row instead of dropping the rest (each row records the commit it ran at)."""
+    if not only or not previous.exists():
+        return {}
+    old = json.loads(previous.read_text()).get("variants", {})
+    return {name: old[name] for name in names if name in old and name not in only}
+
+
 def run_ablation(dataset: str, run_root: Path, train_args: list[str], only: list[str] | None,
                  results: Path = RESULTS) -> dict:
     from genrec.io import machine_info, write_json_atomic, write_text_atomic
@@ -132,7 +142,7 @@ def run_ablation(dataset: str, run_root: Path, train_args: list[str], only: list
         if unknown:
             raise SystemExit(f"unknown variants {unknown}; {dataset} has {list(chosen)}")
         chosen = {k: v for k, v in chosen.items() if k in only}
-    rows: dict[str, dict] = {}
+    rows = kept_rows(results / f"ablation_{dataset}.json", list(variants(raw)), only)
     scratch = results / "ablation_runs"
     t0 = time.perf_counter()
     for name, (cfg, extra) in chosen.items():
@@ -151,7 +161,9 @@ def run_ablation(dataset: str, run_root: Path, train_args: list[str], only: list
             # Training throughput (next-item targets per second): the per-target cost of each head.
             "train_targets_per_second": res["train"]["train_targets_per_second"],
             "tokenizer": res["tokenizer"],
+            "git_commit": res["git_commit"],
         }
+    rows = {name: rows[name] for name in variants(raw) if name in rows}   # table order, whatever ran last
     out = {"dataset": dataset, "git_commit": git_commit(), "machine": machine_info(), "train_args": train_args,
            "seconds": round(time.perf_counter() - t0, 1), "variants": rows}
     results.mkdir(parents=True, exist_ok=True)

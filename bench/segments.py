@@ -73,7 +73,7 @@ def run_segments(dataset: str, run_dir: Path, results: Path = RESULTS) -> dict:
     import torch
 
     from genrec.data.dataset import load_dataset
-    from genrec.evaluate import EvaluateConfig, evaluate_genrec, load_genrec, sasrec_baseline
+    from genrec.evaluate import SASREC_EVAL_BATCH, EvaluateConfig, evaluate_genrec, load_genrec, sasrec_baseline
     from genrec.io import write_json_atomic, write_text_atomic
     from genrec.lit.sasrec import evaluate_sasrec
 
@@ -83,7 +83,7 @@ def run_segments(dataset: str, run_dir: Path, results: Path = RESULTS) -> dict:
     config = EvaluateConfig()
     module, ckpt = load_genrec(run_dir, config.checkpoint)
     module.hparams.beam_width = config.beam_width   # as `genrec evaluate` does
-    sasrec = sasrec_baseline(run_dir, ds)
+    sasrec, sasrec_max_items = sasrec_baseline(run_dir, ds)
     labels = bucket_labels()
     systems = ("genrec", "sasrec")
     out = {"dataset": dataset, "run": str(run_dir), "checkpoint": str(ckpt), "git_commit": git_commit(),
@@ -92,7 +92,7 @@ def run_segments(dataset: str, run_dir: Path, results: Path = RESULTS) -> dict:
     for split in ("valid", "test"):
         examples = getattr(ds.split, split)
         ranked = {"genrec": evaluate_genrec(module, examples, config, module.hparams.max_items),
-                  "sasrec": evaluate_sasrec(sasrec, examples, ds.n_items, module.hparams.max_items, 1024,
+                  "sasrec": evaluate_sasrec(sasrec, examples, ds.n_items, sasrec_max_items, SASREC_EVAL_BATCH,
                                             exclude_history=config.exclude_history, progress=False)[0]}
         buckets = popularity_bucket(counts[examples.targets])
         per_system = {s: segment_metrics(ranked[s], examples.targets, buckets, labels) for s in systems}

@@ -39,6 +39,7 @@ from pathlib import Path
 
 import numpy as np
 
+from genrec.config import add_config_args, config_from_args
 from genrec.io import machine_info, package_versions, write_json_atomic
 
 REPO = Path(__file__).resolve().parents[1]
@@ -276,10 +277,7 @@ def summary(seconds: np.ndarray) -> dict:
 
 
 def plot(latencies: dict[str, np.ndarray], path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from genrec.plots import plt, save_png   # headless (Agg) pyplot
 
     fig, ax = plt.subplots(figsize=(8, 4.5))
     for name, seconds in latencies.items():
@@ -293,19 +291,14 @@ def plot(latencies: dict[str, np.ndarray], path: Path) -> None:
     ax.set_title("genrec serving latency: beam 20, k = 10, 20-item history, 12,101 items")
     ax.grid(alpha=0.3)
     ax.legend(loc="lower right", fontsize=8)
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    save_png(fig, path)   # atomic: a killed run never leaves a half-written PNG in bench/results
 
 
 def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.strip().splitlines()[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__)
-    defaults = BenchConfig()
-    for name, value in asdict(defaults).items():
-        parser.add_argument(f"--{name.replace('_', '-')}", type=type(value) if value is not None else str, default=value)
-    cfg = BenchConfig(**vars(parser.parse_args(argv)))
+    add_config_args(parser, BenchConfig)   # one flag per field, its comment as the help text
+    cfg = config_from_args(BenchConfig, parser.parse_args(argv))
 
     import torch
 

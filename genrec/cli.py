@@ -27,8 +27,20 @@ class Stage:
 
 
 def _run_arg(p: argparse.ArgumentParser, required: bool = True) -> None:
-    p.add_argument("--run", type=Path, required=required, default=None if required else DEFAULT_DEMO_RUN,
-                   help="run folder: earlier stages' outputs are read from it and this stage writes into it")
+    p.add_argument("--run", type=Path, required=required, default=None,
+                   help="run folder: earlier stages' outputs are read from it and this stage writes into it"
+                        + ("" if required else f" (required with SOURCE; {DEFAULT_DEMO_RUN} with --demo)"))
+
+
+def _source_or_demo(a: argparse.Namespace, command: str) -> None:
+    """Exactly one of SOURCE and --demo; a real source needs its own --run, so it never lands in the demo's folder."""
+    if a.demo == (a.source is not None):
+        raise SystemExit(f"genrec {command}: give either a SOURCE folder or --demo (exactly one)")
+    if a.run is None:
+        if not a.demo:
+            raise SystemExit(f"genrec {command}: --run RUN is required with a SOURCE folder, e.g. "
+                             f"`genrec {command} {a.source} --run runs/{Path(a.source).name.lower()}`")
+        a.run = DEFAULT_DEMO_RUN
 
 
 def _yaml_arg(p: argparse.ArgumentParser) -> None:
@@ -53,9 +65,8 @@ def _build_prepare(p: argparse.ArgumentParser) -> None:
 def _run_prepare(a: argparse.Namespace) -> int:
     from genrec.data.prepare import PrepareConfig, prepare
 
+    _source_or_demo(a, "prepare")
     source = a.source
-    if a.demo == (source is not None):
-        raise SystemExit("genrec prepare: give either a SOURCE folder or --demo (exactly one)")
     name = a.name
     if a.demo:
         from genrec.data.demo import demo_source_dir
@@ -109,7 +120,7 @@ def _build_train(p: argparse.ArgumentParser) -> None:
 def _run_train(a: argparse.Namespace) -> int:
     from genrec.lit.cli import main as train_main
 
-    train_main(a.lightning_args)
+    train_main(a.lightning_args, prog="genrec train")
     return 0
 
 
@@ -160,11 +171,12 @@ def _run_serve(a: argparse.Namespace) -> int:
 
 # ---------------------------------------------------------------- pipeline / report
 def _build_pipeline(p: argparse.ArgumentParser) -> None:
+    from genrec.data.prepare import FORMATS
     from genrec.pipeline import PipelineConfig
 
     p.add_argument("source", nargs="?", type=Path, help="source folder (omit with --demo)")
     p.add_argument("--demo", action="store_true", help="run on the built-in demo dataset")
-    p.add_argument("--format", dest="fmt", default=None, help="override format detection")
+    p.add_argument("--format", dest="fmt", choices=FORMATS, default=None, help="override format detection")
     _run_arg(p, required=False)
     _yaml_arg(p)
     add_config_args(p, PipelineConfig)
@@ -173,9 +185,11 @@ def _build_pipeline(p: argparse.ArgumentParser) -> None:
 def _run_pipeline(a: argparse.Namespace) -> int:
     from genrec.pipeline import PipelineConfig, run_pipeline
 
-    if a.demo == (a.source is not None):
-        raise SystemExit("genrec pipeline: give either a SOURCE folder or --demo (exactly one)")
-    run_pipeline(a.source, a.run, config_from_args(PipelineConfig, a, a.config), fmt=a.fmt, demo=a.demo)
+    _source_or_demo(a, "pipeline")
+    from genrec.pipeline import DEMO_OVERRIDES
+
+    config = config_from_args(PipelineConfig, a, a.config, base=DEMO_OVERRIDES if a.demo else None)
+    run_pipeline(a.source, a.run, config, fmt=a.fmt, demo=a.demo)
     return 0
 
 
@@ -194,7 +208,7 @@ def _run_report(a: argparse.Namespace) -> int:
 STAGES = [
     Stage("prepare", "raw Amazon/benchmark files -> RUN/dataset (items, sequences, manifest)", _build_prepare, _run_prepare),
     Stage("embed", "RUN/dataset -> RUN/features: text, image, collaborative (SASRec) and fused vectors", _build_embed, _run_embed),
-    Stage("tokenize", "RUN/features -> RUN/sid: RQ-VAE semantic IDs, dedup level, usage report", _build_tokenize, _run_tokenize),
+    Stage("tokenize", "RUN/features -> RUN/sid: semantic IDs (RQ-VAE or PQ), dedup level, usage report", _build_tokenize, _run_tokenize),
     Stage("train", "RUN/dataset + RUN/sid -> RUN/checkpoints (Lightning CLI; same as python train.py)", _build_train, _run_train),
     Stage("evaluate", "checkpoint -> RUN/metrics.json: genrec vs SASRec vs popularity, full ranking", _build_evaluate, _run_evaluate),
     Stage("export", "checkpoint -> ONNX export folder (encoder, decoder step, trie tables, manifest)", _build_export, _run_export),

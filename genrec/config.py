@@ -25,10 +25,15 @@ def _field_help(cls: type, name: str) -> str:
         src = inspect.getsource(cls)
     except (OSError, TypeError):
         return ""
-    for line in src.splitlines():
-        stripped = line.strip()
+    lines = [line.strip() for line in src.splitlines()]
+    for i, stripped in enumerate(lines):
         if stripped.startswith(f"{name}:") and "#" in stripped:
-            return stripped.split("#", 1)[1].strip()
+            parts = [stripped.split("#", 1)[1].strip()]
+            for more in lines[i + 1:]:   # a comment may continue on the following comment-only lines
+                if not more.startswith("#"):
+                    break
+                parts.append(more.lstrip("#").strip())
+            return " ".join(parts)
     return ""
 
 
@@ -108,15 +113,27 @@ def add_config_args(parser: argparse.ArgumentParser, cls: type, prefix: str = ""
         )
 
 
-def config_from_args(cls: type, args: argparse.Namespace, yaml_path: str | Path | None = None):
-    """Build ``cls`` from an optional YAML file, then apply the CLI overrides on top."""
-    values: dict[str, Any] = {}
+def config_from_args(cls: type, args: argparse.Namespace, yaml_path: str | Path | None = None,
+                     base: dict[str, Any] | None = None):
+    """Build ``cls`` from ``base`` values, then an optional YAML file, then the CLI overrides on top."""
+    import copy
+
+    values: dict[str, Any] = copy.deepcopy(base or {})
     if yaml_path:
-        values = load_yaml(yaml_path)
+        _merge(values, load_yaml(yaml_path))
     for key, val in vars(args).items():
         if key.startswith("cfg:"):
             _set_dotted(values, key[4:], val)
     return from_dict(cls, values)
+
+
+def _merge(into: dict, values: dict) -> None:
+    """Nested update: mappings are merged key by key, anything else replaces."""
+    for key, val in values.items():
+        if isinstance(val, dict) and isinstance(into.get(key), dict):
+            _merge(into[key], val)
+        else:
+            into[key] = val
 
 
 def _set_dotted(d: dict, dotted: str, val: Any) -> None:

@@ -23,6 +23,7 @@ from genrec.metrics import DEFAULT_KS, invalid_rate, ranking_metrics
 
 SYSTEMS = ("genrec", "sasrec", "popularity")
 SASREC_DIR = "baselines/sasrec"
+SASREC_EVAL_BATCH = 1024   # users per SASRec scoring batch: (batch, n_items) float scores stay well under 1 GB
 
 
 @dataclass
@@ -89,7 +90,7 @@ def subset(examples: EvalExamples, max_users: int | None, seed: int) -> EvalExam
 
 
 def evaluate_genrec(module, examples: EvalExamples, cfg: EvaluateConfig, max_items: int) -> np.ndarray:
-    from genrec.lit.data import left_pad
+    from genrec.data.split import left_pad
 
     k = max(DEFAULT_KS)
     ranked = np.full((len(examples), k), -1, dtype=np.int64)
@@ -103,17 +104,22 @@ def evaluate_genrec(module, examples: EvalExamples, cfg: EvaluateConfig, max_ite
     return ranked
 
 
-def sasrec_baseline(run: Path, dataset):
-    """The run's SASRec, trained on the training split only: the one `genrec embed` trained for the
-    collaborative features (RUN/features/sasrec/), else RUN/baselines/sasrec/, else trained now."""
-    from genrec.features.collab import CHECKPOINT, load_sasrec, train_sasrec
+def sasrec_baseline(run: Path, dataset) -> tuple:
+    """The run's SASRec and the history window it was trained to read (``eval_max_items``).
+
+    It is trained on the training split only: the one `genrec embed` trained for the collaborative
+    features (RUN/features/sasrec/), else RUN/baselines/sasrec/, else one trained now.
+    """
+    from genrec.features.collab import CHECKPOINT, load_sasrec_with_config, train_sasrec
     from genrec.lit.sasrec import SASRecTrainConfig
 
     for folder in (Path(run) / "features" / "sasrec", Path(run) / SASREC_DIR):
         if (folder / CHECKPOINT).exists():
-            return load_sasrec(folder / CHECKPOINT)
+            model, config = load_sasrec_with_config(folder / CHECKPOINT)
+            return model, config.eval_max_items
     print(f"no SASRec checkpoint in {run}; training the baseline now (training split only)")
-    return train_sasrec(dataset, SASRecTrainConfig(), out_dir=Path(run) / SASREC_DIR).model
+    config = SASRecTrainConfig()
+    return train_sasrec(dataset, config, out_dir=Path(run) / SASREC_DIR).model, config.eval_max_items
 
 
 def evaluate(run: str | Path, config: EvaluateConfig = EvaluateConfig()) -> dict:
@@ -133,11 +139,11 @@ def evaluate(run: str | Path, config: EvaluateConfig = EvaluateConfig()) -> dict
         elif system == "sasrec":
             from genrec.lit.sasrec import evaluate_sasrec
 
-            model = sasrec_baseline(run, dataset)
+            model, max_items = sasrec_baseline(run, dataset)
             t0 = time.perf_counter()  # time the ranking, not the (one-off) training
-            ranked, _ = evaluate_sasrec(model, examples, dataset.n_items, 20, 1024,
+            ranked, _ = evaluate_sasrec(model, examples, dataset.n_items, max_items, SASREC_EVAL_BATCH,
                                         exclude_history=config.exclude_history, progress=True)
-            extra = {}
+            extra = {"max_items": max_items}
         else:
             module, ckpt = load_genrec(run, config.checkpoint)
             module.hparams.beam_width = config.beam_width
@@ -145,6 +151,7 @@ def evaluate(run: str | Path, config: EvaluateConfig = EvaluateConfig()) -> dict
             from genrec.generate import is_parallel
 
             extra = {"checkpoint": str(ckpt), "beam_width": config.beam_width, "arch": module.arch,
+                     "max_items": module.hparams.max_items,
                      "decoding": "exact" if is_parallel(module) else "beam"}
         seconds = time.perf_counter() - t0
         metrics = ranking_metrics(ranked, examples.targets)

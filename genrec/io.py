@@ -57,6 +57,17 @@ def _umask() -> int:
     return mask
 
 
+def temp_folder_beside(target: str | os.PathLike, suffix: str = ".tmp") -> Path:
+    """An empty folder next to ``target`` (same filesystem, so it can be renamed onto it).
+
+    mkdtemp makes it 0700; it gets normal folder permissions, since it becomes the artifact.
+    """
+    target = Path(target)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=suffix, dir=target.parent))
+    os.chmod(tmp, 0o777 & ~_umask())
+    return tmp
+
+
 def publish_folder(tmp: Path, target: Path) -> None:
     """Rename the finished folder ``tmp`` onto ``target``.
 
@@ -84,7 +95,7 @@ def write_folder_atomic(target: str | os.PathLike, write: Callable[[Path], Any])
     """
     target = Path(target)
     target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent))
+    tmp = temp_folder_beside(target)
     try:
         result = write(tmp)
         publish_folder(tmp, target)

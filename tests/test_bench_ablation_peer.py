@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import sys
 import time
 from pathlib import Path
@@ -11,7 +12,7 @@ import pytest
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "bench"))
-from ablation import has_image, table, variants  # noqa: E402
+from ablation import has_image, kept_rows, table, variants  # noqa: E402
 from cornac_tiger import RQVAE_SHARE, DeadlineRange, cornac_splits, default_budget, full_recipe_estimate  # noqa: E402
 from run import bench_config, markdown  # noqa: E402
 
@@ -77,6 +78,15 @@ def test_ablation_table_reports_training_throughput():
     assert lines[2].endswith("| train s | epochs | targets/s |")
     assert lines[4] == "| text+collab | collab+text | pq, fused | 0.1000 | 0.0500 | 0.0600 | 61 | 12 | 9,348 |"
     assert lines[5].endswith("| 61 | 12 | — |")
+
+
+def test_rerunning_one_variant_keeps_the_other_rows(tmp_path):
+    previous = tmp_path / "ablation_Office.json"
+    names = ["text", "text+collab", "text+collab, fused codes"]
+    assert kept_rows(previous, names, ["text"]) == {}                     # nothing to keep yet
+    previous.write_text(json.dumps({"variants": {n: {"git_commit": "abc"} for n in names + ["dropped variant"]}}))
+    assert list(kept_rows(previous, names, ["text+collab"])) == ["text", "text+collab, fused codes"]
+    assert kept_rows(previous, names, None) == {}                         # a full run starts afresh
 
 
 def test_cornac_splits_are_genrecs_leave_one_out():

@@ -38,7 +38,6 @@ import json
 import math
 import os
 import shutil
-import tempfile
 from dataclasses import asdict, dataclass
 from datetime import date, datetime, timedelta, timezone
 from pathlib import Path
@@ -46,6 +45,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw
 from tqdm import tqdm
+
+from genrec.io import temp_folder_beside
 
 DEMO_CATEGORY = "Demo"
 REVIEWS_FILE = f"{DEMO_CATEGORY}_5.json.gz"
@@ -630,7 +631,7 @@ def write_demo_source(folder: str | os.PathLike, *, seed: int = 0, config: DemoC
     if folder.exists() and (not folder.is_dir() or any(folder.iterdir())):
         raise FileExistsError(f"{folder} already exists and is not an empty folder; delete it or choose another path.")
     folder.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", suffix=".tmp", dir=folder.parent))
+    tmp = temp_folder_beside(folder)
     try:
         _write(tmp, seed, config)
         os.replace(tmp, folder)
@@ -659,7 +660,7 @@ def demo_source_dir(cache_root: str | os.PathLike, *, seed: int = 0, config: Dem
     if _is_complete(target, marker):
         return target
     cache_root.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{DEMO_SOURCE_DIR}.", suffix=".tmp", dir=cache_root))
+    tmp = temp_folder_beside(target)
     try:
         _write(tmp, seed, config)
         (tmp / MARKER_FILE).write_text(json.dumps(marker, sort_keys=True) + "\n", encoding="utf-8")

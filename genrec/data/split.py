@@ -14,6 +14,20 @@ from dataclasses import dataclass
 import numpy as np
 
 MIN_LEN_LEAVE_ONE_OUT = 3
+PAD_ITEM = -1   # left padding of fixed-length histories (item ids are >= 0)
+
+
+def left_pad(histories, length: int) -> np.ndarray:
+    """The last ``length`` ids of each history, left-padded with PAD_ITEM: (n, length) int64.
+
+    Training, evaluation and the ONNX server all cut histories with this one function.
+    """
+    out = np.full((len(histories), length), PAD_ITEM, dtype=np.int64)
+    for row, hist in enumerate(histories):
+        tail = np.asarray(hist, dtype=np.int64)[-length:]
+        if len(tail):
+            out[row, length - len(tail):] = tail
+    return out
 
 
 @dataclass(frozen=True)

@@ -13,9 +13,10 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from genrec.data.split import left_pad
 from genrec.decode import top_items
 from genrec.generate import CausalStep, TigerStep, is_parallel, make_step
-from genrec.serving.runtime import ExportRuntime, left_pad
+from genrec.serving.runtime import ExportRuntime
 
 
 @dataclass

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import time
 import warnings
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
 import lightning as L
@@ -17,6 +17,7 @@ import torch
 from lightning.pytorch.callbacks import EarlyStopping
 from lightning.pytorch.loggers import CSVLogger
 
+from genrec.config import from_dict
 from genrec.data.dataset import Dataset
 from genrec.data.split import training_items
 from genrec.io import ArtifactError, atomic_path
@@ -125,13 +126,20 @@ def save_sasrec(path: Path, model: SASRec, config: SASRecTrainConfig, result: SA
 
 def load_sasrec(path: Path) -> SASRec:
     """Rebuild a SASRec (eval mode) from a checkpoint written by :func:`train_sasrec`."""
+    return load_sasrec_with_config(path)[0]
+
+
+def load_sasrec_with_config(path: Path) -> tuple[SASRec, SASRecTrainConfig]:
+    """The SASRec and the training config it was fitted with (its ``eval_max_items`` is its history window)."""
     path = Path(path)
     if not path.exists():
         raise ArtifactError(f"{path} not found; train SASRec with train_sasrec(..., out_dir={path.parent}) first.")
     payload = torch.load(path, map_location="cpu", weights_only=True)
     model = SASRec(SASRecConfig(**payload["model_args"]))
     model.load_state_dict(payload["state_dict"])
-    return model.eval()
+    known = {f.name for f in fields(SASRecTrainConfig)}   # a field since removed is not an error
+    stored = {k: v for k, v in payload.get("train_config", {}).items() if k in known}
+    return model.eval(), from_dict(SASRecTrainConfig, stored)
 
 
 def collab_features(

@@ -7,6 +7,7 @@ first) and then prints the evaluation table.
 from __future__ import annotations
 
 import sys
+import warnings
 from pathlib import Path
 
 from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint
@@ -30,6 +31,13 @@ class GenRecCLI(LightningCLI):
         parser.add_argument("--evaluate", type=bool, default=False,
                             help="after fit, run `genrec evaluate` on the test split (genrec vs SASRec vs popularity)")
         parser.add_argument("--patience", type=int, default=3, help="early-stopping patience in validation rounds")
+
+    def parse_arguments(self, parser, args):
+        # main() always passes the arguments it chose (argv, the demo's or a caller's), so Lightning's
+        # "both args and command line arguments" warning would fire on every run and tell nothing.
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message="LightningCLI's args parameter")
+            super().parse_arguments(parser, args)
 
     def instantiate_trainer(self, **kwargs):
         run = Path(self.datamodule.run)
@@ -62,10 +70,10 @@ class GenRecCLI(LightningCLI):
             evaluate(self.datamodule.run, EvaluateConfig(beam_width=self.model.hparams.beam_width))
 
 
-def main(args: list[str] | None = None) -> GenRecCLI:
+def main(args: list[str] | None = None, prog: str = "python train.py") -> GenRecCLI:
     args = list(sys.argv[1:] if args is None else args)
     if not args:
         print(f"genrec: no arguments: training on the built-in demo dataset ({' '.join(DEMO_ARGS)})")
         args = DEMO_ARGS
     return GenRecCLI(GenRecModule, SIDDataModule, args=args, save_config_kwargs={"overwrite": True},
-                     seed_everything_default=0, parser_kwargs={"prog": "python train.py"})
+                     seed_everything_default=0, parser_kwargs={"prog": prog})

@@ -15,19 +15,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset as TorchDataset
 
-from genrec.data.split import EvalExamples
-
-PAD_ITEM = -1
-
-
-def left_pad(histories: list[np.ndarray], length: int) -> np.ndarray:
-    """Keep the last ``length`` items of each history, left-padded with -1: (n, length)."""
-    out = np.full((len(histories), length), PAD_ITEM, dtype=np.int64)
-    for i, h in enumerate(histories):
-        h = np.asarray(h)[-length:]
-        if len(h):
-            out[i, -len(h):] = h
-    return out
+from genrec.data.split import EvalExamples, left_pad
 
 
 def causal_windows(train: list[np.ndarray], max_items: int) -> np.ndarray:
@@ -44,14 +32,19 @@ def causal_windows(train: list[np.ndarray], max_items: int) -> np.ndarray:
     return left_pad(rows, max_items + 1)
 
 
-def prefix_examples(train: list[np.ndarray], max_items: int) -> tuple[np.ndarray, np.ndarray]:
-    """All (history, next item) pairs of every training sequence, TIGER-style sliding window."""
-    hist, tgt = [], []
-    for seq in train:
+def prefix_examples(train: list[np.ndarray], max_items: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """All (history, next item, user) triples of every training sequence, TIGER-style sliding window.
+
+    ``train[u]`` is user u's sequence; the user id goes along so TIGER's hashed user token is trained
+    on the same users it is given at evaluation.
+    """
+    hist, tgt, users = [], [], []
+    for user, seq in enumerate(train):
         for t in range(1, len(seq)):
             hist.append(seq[max(0, t - max_items): t])
             tgt.append(seq[t])
-    return left_pad(hist, max_items), np.asarray(tgt, dtype=np.int64)
+            users.append(user)
+    return left_pad(hist, max_items), np.asarray(tgt, dtype=np.int64), np.asarray(users, dtype=np.int64)
 
 
 BATCHING = ("bucket", "random")

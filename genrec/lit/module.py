@@ -137,7 +137,7 @@ class GenRecModule(L.LightningModule):
         """Warn when the head does not match the codes: it still trains, but not as designed."""
         head = self.hparams.head
         if (head == "parallel") != (method == "pq"):
-            want = "`genrec tokenize --method pq --n-levels 16`" if head == "parallel" else "--model.head=parallel"
+            want = "`genrec tokenize --method pq --modalities separate --n-levels 8`" if head == "parallel" else "--model.head=parallel"
             warnings.warn(f"model.head={head!r} on {run}/sid codes from tokenize method {method!r}: the parallel head "
                           "is meant for flat product-quantized digits and the autoregressive head for coarse-to-fine "
                           f"RQ codes. Use {want}.", stacklevel=2)
@@ -255,9 +255,9 @@ class GenRecModule(L.LightningModule):
                 if self._trainer is not None:
                     self.log("train/item_loss", item_loss, batch_size=len(h))
         else:
-            hist, target = batch
+            hist, target, users = batch
             hist = hist[:, int((hist >= 0).any(0).to(torch.int8).argmax()):]  # drop all-padding columns
-            tokens, attn = self.tiger_inputs(hist)
+            tokens, attn = self.tiger_inputs(hist, users)
             target_tokens = self.item_codes[target] + torch.as_tensor(self.model.layout.offsets, device=self.device)
             logits = self.model(tokens, attn, target_tokens)  # (b, D, V)
             loss = self.level_losses([self.model.level_logits(logits[:, d], d) for d in range(logits.shape[1])], target)

@@ -521,7 +521,8 @@ def create_app(runtime: ExportRuntime, config: ServeConfig | None = None) -> Fas
 
     @app.post("/recommend", response_model=RecommendResponse, responses=errors)
     async def recommend(req: RecommendRequest, request: Request) -> RecommendResponse:
-        """Top-k items for one history, by trie-constrained beam search (only real items)."""
+        """Top-k catalogue items for one history: exact scoring of every item (parallel head) or
+        trie-constrained beam search (autoregressive head); either way only real items come out."""
         try:
             prepared = prepare(req, runtime, config)
         finally:

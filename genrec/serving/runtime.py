@@ -17,11 +17,10 @@ from typing import Sequence
 import numpy as np
 import onnxruntime as ort
 
+from genrec.data.split import left_pad
 from genrec.decode import BeamResult, Trie, top_items
 from genrec.export import layout
 from genrec.io import MANIFEST, ArtifactError, read_manifest, verify_files
-
-PAD_ITEM = -1   # left padding of encoder histories
 
 
 @dataclass
@@ -34,16 +33,6 @@ class RuntimeConfig:
         if self.intra_op_threads < 1 or self.inter_op_threads < 1:
             raise ValueError(f"intra_op_threads and inter_op_threads must be >= 1, got "
                              f"{self.intra_op_threads} and {self.inter_op_threads}")
-
-
-def left_pad(histories: Sequence[Sequence[int]], length: int) -> np.ndarray:
-    """The last ``length`` ids of each history, left-padded with -1: (B, length) int64."""
-    out = np.full((len(histories), length), PAD_ITEM, dtype=np.int64)
-    for row, hist in enumerate(histories):
-        tail = np.asarray(hist, dtype=np.int64)[-length:]
-        if len(tail):
-            out[row, length - len(tail):] = tail
-    return out
 
 
 def session_options(config: RuntimeConfig) -> ort.SessionOptions:

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import csv
 import shutil
-import tempfile
 import time
 import warnings
 from dataclasses import asdict, dataclass, field
@@ -31,7 +30,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from genrec.io import atomic_path, publish_folder, read_manifest, sha256_file, write_json_atomic
+from genrec.io import atomic_path, publish_folder, read_manifest, sha256_file, temp_folder_beside, write_json_atomic
 from genrec.tokenizer.kmeans import KMEANS_INITS, KMeansConfig, residual_kmeans, sample_rows, squared_distances
 from genrec.tokenizer.lit import TrainConfig, train_rqvae
 from genrec.tokenizer.pq import PQConfig, ProductQuantizer, fit_pq
@@ -49,7 +48,7 @@ from genrec.tokenizer.semantic_ids import (
 FEATURES_DIR = "features"
 FEATURES_STAGE = "embed"
 FUSED = "fused"
-SEPARATE_MODALITIES = ("text", "image", "collab")   # code order in "separate" mode when the manifest has none
+SEPARATE_MODALITIES = ("text", "image", "collab")   # the modalities "separate" mode looks for if the manifest lists none
 MASK_SUFFIX = "_mask"        # <m>_mask.npy from embed: True = item has modality m (absent rows hold the mean)
 METHODS = ("rqvae", "rqkmeans", "pq")
 MODALITY_MODES = ("fused", "separate")
@@ -187,7 +186,8 @@ def load_features(run: str | Path, modalities: str = "fused") -> Features:
     if modalities == "fused":
         names = [FUSED]
     else:
-        # the embed manifest lists its modalities in fused order; fall back to the built-in names
+        # the embed manifest's modalities, a JSON object and so in sorted order (collab, image, text);
+        # the order only decides which digits come first, and the sid manifest records it
         listed_modalities = list(manifest.get("modalities") or SEPARATE_MODALITIES)
         names = [m for m in listed_modalities if m != FUSED and (folder / f"{m}.npy").exists()]
     if not names:
@@ -498,7 +498,7 @@ def _tokenize(run: Path, config: TokenizeConfig) -> dict:
             notes.append(f"{name}: {n_missing} items lack this modality (embed filled their rows with the mean), "
                          "so they share its codes" if name != FUSED else f"{name}: {n_missing} rows marked missing")
     sizes = capped_sizes(features.n_items, config, notes)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{SID_DIR}.", dir=run))
+    tmp = temp_folder_beside(run / SID_DIR)
     try:
         models, fit_info = {}, {}
         for i, (name, x) in enumerate(tqdm(features.matrices.items(), desc="tokenize", unit="modality",

@@ -9,8 +9,9 @@ import numpy as np
 import pytest
 import torch
 
+from genrec.data.split import left_pad
 from genrec.decode import Trie, beam_search, greedy_decode
-from genrec.lit.data import LengthBucketBatchSampler, ModelDims, causal_windows, left_pad, prefix_examples
+from genrec.lit.data import LengthBucketBatchSampler, ModelDims, causal_windows, prefix_examples
 from genrec.lit.module import GenRecModule
 from genrec.model.layout import TokenLayout
 
@@ -52,8 +53,22 @@ def test_windows_cover_every_transition_once():
     w = causal_windows(seqs, max_items=4)
     n_targets = int(((w[:, :-1] >= 0) & (w[:, 1:] >= 0)).sum())
     assert n_targets == 9 + 1
-    h, t = prefix_examples(seqs, max_items=4)
+    h, t, u = prefix_examples(seqs, max_items=4)
     assert len(t) == 10 and list(h[0]) == [-1, -1, -1, 0] and t[0] == 1
+    assert list(u) == [0] * 9 + [1]                                     # each prefix keeps its user
+
+
+def test_tiger_trains_the_user_token_it_reads_at_evaluation():
+    m = _module("tiger", n_user_buckets=7)
+    batch = tuple(torch.as_tensor(a) for a in prefix_examples([np.arange(8), np.arange(20, 26)], max_items=6))
+    m.train()
+    loss = m.training_step(batch, 0)
+    other_users = m.training_step((batch[0], batch[1], batch[2] + 1), 0)
+    assert not torch.allclose(loss, other_users)
+    loss.backward()
+    tokens = torch.as_tensor(m.model.layout.user_token(batch[2].numpy()).astype(np.int64))
+    grads = [p.grad for name, p in m.named_parameters() if p.grad is not None and p.shape[0] == m.model.layout.vocab_size]
+    assert grads and any(g[tokens].abs().sum() > 0 for g in grads)   # the user tokens' embeddings learn
 
 
 def test_bucket_sampler_is_a_deterministic_permutation():
