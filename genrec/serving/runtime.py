@@ -18,7 +18,7 @@ import numpy as np
 import onnxruntime as ort
 
 from genrec.data.split import left_pad
-from genrec.decode import BeamResult, Trie, top_items
+from genrec.decode import BeamResult, Trie, candidate_mask, exclude_mask, top_items
 from genrec.export import layout
 from genrec.io import MANIFEST, ArtifactError, read_manifest, verify_files
 
@@ -283,14 +283,14 @@ class ExportRuntime:
             raise ValueError(f"exclude_history and candidates need one entry per history ({batch})")
         if not any(exclude) and all(c is None for c in cands):
             return None
+        # the same masks as `genrec evaluate`, applied to the rows that asked for them
         mask = np.ones((batch, self.n_items), dtype=bool)
-        for row in range(batch):
-            if cands[row] is not None:
-                allowed = np.zeros(self.n_items, dtype=bool)
-                allowed[np.asarray(cands[row], dtype=np.int64)] = True
-                mask[row] = allowed
-            if exclude[row]:
-                mask[row, np.asarray(histories[row], dtype=np.int64)] = False
+        restricted = [row for row in range(batch) if cands[row] is not None]
+        if restricted:
+            mask[restricted] = candidate_mask([cands[row] for row in restricted], self.n_items)
+        excluding = [row for row in range(batch) if exclude[row]]
+        if excluding:
+            mask[excluding] &= exclude_mask([histories[row] for row in excluding], self.n_items)
         return mask
 
     def metadata(self) -> dict:
