@@ -183,11 +183,9 @@ def _build_pipeline(p: argparse.ArgumentParser) -> None:
 
 
 def _run_pipeline(a: argparse.Namespace) -> int:
-    from genrec.pipeline import PipelineConfig, run_pipeline
+    from genrec.pipeline import DEMO_OVERRIDES, PipelineConfig, run_pipeline
 
     _source_or_demo(a, "pipeline")
-    from genrec.pipeline import DEMO_OVERRIDES
-
     config = config_from_args(PipelineConfig, a, a.config, base=DEMO_OVERRIDES if a.demo else None)
     run_pipeline(a.source, a.run, config, fmt=a.fmt, demo=a.demo)
     return 0

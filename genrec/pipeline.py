@@ -109,12 +109,11 @@ def ensure_stages(run: Path, *, source: Path | None = None, demo: bool = False, 
 
     run = Path(run)
     stale = {stage: "--force" for stage in STAGE_FOLDERS} if force else stale_stages(run, config)
-    if config is None:
-        outdated = {s: r for s, r in stale.items() if r != "missing" and stale.get(_previous(s)) is None}
-        if outdated:
-            stage, reason = next(iter(outdated.items()))
-            raise ValueError(f"{run}/{STAGE_FOLDERS[stage]} is out of date: {reason}. Rebuild it with "
-                             f"`genrec {stage} --run {run}` (and the stages after it), or `genrec pipeline --force`.")
+    # Only the first stale stage has a reason of its own; every later one is stale because of it.
+    stage, reason = next(iter(stale.items()), (None, "missing"))
+    if config is None and not force and reason != "missing":
+        raise ValueError(f"{run}/{STAGE_FOLDERS[stage]} is out of date: {reason}. Rebuild it with "
+                         f"`genrec {stage} --run {run}` (and the stages after it), or `genrec pipeline --force`.")
     for stage, reason in stale.items():
         if reason != "missing":
             print(f"genrec: rebuilding {run}/{STAGE_FOLDERS[stage]} ({reason})", flush=True)
@@ -133,12 +132,6 @@ def ensure_stages(run: Path, *, source: Path | None = None, demo: bool = False, 
         embed(run, cfg.embed)
     if "tokenize" in stale:
         tokenize(run, cfg.tokenize)
-
-
-def _previous(stage: str) -> str | None:
-    order = list(STAGE_FOLDERS)
-    i = order.index(stage)
-    return order[i - 1] if i else None
 
 
 def train_config_path(path: str) -> Path:
