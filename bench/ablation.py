@@ -21,7 +21,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "bench"))
 
-from run import RESULTS, bench_config, git_commit, run_bench  # noqa: E402
+from run import RESULTS, bench_config, git_commit, run_bench, write_outputs  # noqa: E402
 
 
 def _without_image(raw: dict) -> dict:
@@ -126,18 +126,24 @@ def total_seconds(rows: dict[str, dict]) -> float:
     return round(sum(sum(row["stages"].values()) for row in rows.values()), 1)
 
 
-def kept_rows(previous: Path, names: list[str], only: list[str] | None) -> dict[str, dict]:
+def kept_rows(previous: Path, names: list[str], only: list[str] | None, key: str = "variants",
+              same: dict | None = None) -> dict[str, dict]:
     """With ``--variants``, the other variants' rows of the previous table, so re-running one variant
-    updates its row instead of dropping the rest (each row records the commit it ran at)."""
+    updates its row instead of dropping the rest (each row records the commit it ran at). ``key`` is
+    where the rows are; a previous table whose fields differ from ``same`` (e.g. another budget) keeps none."""
     if not only or not previous.exists():
         return {}
-    old = json.loads(previous.read_text()).get("variants", {})
+    loaded = json.loads(previous.read_text())
+    if any(loaded.get(field) != value for field, value in (same or {}).items()):
+        print(f"{previous.name} was run with other settings than {same}: its other rows are not kept", flush=True)
+        return {}
+    old = loaded.get(key, {})
     return {name: old[name] for name in names if name in old and name not in only}
 
 
 def run_ablation(dataset: str, run_root: Path, train_args: list[str], only: list[str] | None,
                  results: Path = RESULTS) -> dict:
-    from genrec.io import machine_info, write_json_atomic, write_text_atomic
+    from genrec.io import machine_info
 
     _, raw = bench_config(dataset)
     every = variants(raw)
@@ -170,11 +176,7 @@ def run_ablation(dataset: str, run_root: Path, train_args: list[str], only: list
     rows = {name: rows[name] for name in every if name in rows}   # table order, whatever ran last
     out = {"dataset": dataset, "git_commit": git_commit(), "machine": machine_info(), "train_args": train_args,
            "seconds": total_seconds(rows), "variants": rows}
-    results.mkdir(parents=True, exist_ok=True)
-    write_json_atomic(results / f"ablation_{dataset}.json", out)
-    write_text_atomic(results / f"ablation_{dataset}.md", table(dataset, rows))
-    plot(dataset, rows, results / f"ablation_{dataset}.png")
-    print(table(dataset, rows))
+    write_outputs(results, f"ablation_{dataset}", out, table(dataset, rows), lambda path: plot(dataset, rows, path))
     return out
 
 

@@ -12,6 +12,7 @@ git commit. Not run by pytest (except --smoke through tests/test_bench.py).
 from __future__ import annotations
 
 import argparse
+import copy
 import json
 import resource
 import subprocess
@@ -139,6 +140,48 @@ def bench_config(dataset: str, smoke: bool = False) -> tuple[Path, dict]:
     return cfg_path, load_yaml(cfg_path)
 
 
+def write_outputs(results: Path, stem: str, out: dict, table: str, draw) -> None:
+    """Write STEM.json, STEM.md and (``draw(path)``) STEM.png into ``results``, atomically, and print the table."""
+    from genrec.io import write_json_atomic, write_text_atomic
+
+    results.mkdir(parents=True, exist_ok=True)
+    write_json_atomic(results / f"{stem}.json", out)
+    write_text_atomic(results / f"{stem}.md", table)
+    draw(results / f"{stem}.png")
+    print(table)
+
+
+def stage_config(raw: dict, smoke: bool):
+    """The prepare / embed / tokenize settings of a bench config, as a PipelineConfig."""
+    from genrec.config import from_dict
+    from genrec.pipeline import PipelineConfig, demo_pipeline_config
+
+    raw = copy.deepcopy(raw)
+    for pre in raw.get("embed", {}).get("precomputed", []):   # config paths are relative to the repository
+        for key in ("path", "row_map"):
+            if key in pre and pre[key] != "item_id" and not Path(pre[key]).is_absolute():
+                pre[key] = str((REPO / pre[key]).resolve())
+    stages_cfg = from_dict(PipelineConfig, {k: v for k, v in raw.items() if k in ("prepare", "embed", "tokenize")})
+    if smoke:
+        stages_cfg.embed.image.image_size = demo_pipeline_config().embed.image.image_size
+    return stages_cfg
+
+
+def bench_source(dataset: str, smoke: bool, raw: dict, run_dir: Path) -> Path:
+    """The source folder a bench run prepares: ../shared/data/NAME, or (smoke) a small demo written beside the run."""
+    if smoke:
+        from genrec.data.demo import DemoConfig, write_demo_source
+
+        source = run_dir.parent / f"{run_dir.name}_source"
+        if not source.exists():
+            write_demo_source(source, seed=0, config=DemoConfig(**raw.get("demo", {})))
+        return source
+    source = SHARED / dataset
+    if not source.exists():
+        raise SystemExit(f"{source} not found: bench/run.py reads ../shared/data/{dataset}")
+    return source
+
+
 def run_bench(dataset: str, *, smoke: bool, run_dir: Path, train_args: list[str], results: Path = RESULTS,
               raw: dict | None = None, systems: tuple[str, ...] = ("genrec", "sasrec", "popularity"),
               name: str | None = None) -> dict:
@@ -148,27 +191,17 @@ def run_bench(dataset: str, *, smoke: bool, run_dir: Path, train_args: list[str]
     evaluates fewer ``systems`` than all three is not a results-table row and skips the schema check.
     """
     from genrec.data.dataset import load_dataset
-    from genrec.data.prepare import PrepareConfig, prepare
+    from genrec.data.prepare import prepare
     from genrec.evaluate import EvaluateConfig, evaluate
     from genrec.features.stage import embed
     from genrec.io import machine_info, package_versions, write_json_atomic, write_text_atomic
     from genrec.lit.cli import main as train_main
-    from genrec.pipeline import demo_pipeline_config
     from genrec.tokenizer.stage import tokenize
-    from genrec.config import from_dict
-    from genrec.pipeline import PipelineConfig
 
     cfg_path, checked_in = bench_config(dataset, smoke)
     raw = checked_in if raw is None else raw
-    for pre in raw.get("embed", {}).get("precomputed", []):   # config paths are relative to the repository
-        for key in ("path", "row_map"):
-            if key in pre and pre[key] != "item_id" and not Path(pre[key]).is_absolute():
-                pre[key] = str((REPO / pre[key]).resolve())
-    stages_cfg = from_dict(PipelineConfig, {k: v for k, v in raw.items() if k in ("prepare", "embed", "tokenize")})
+    stages_cfg = stage_config(raw, smoke)
     train_yaml = raw.get("train_config", "configs/demo.yaml")
-    if smoke:
-        demo_cfg = demo_pipeline_config()
-        stages_cfg.embed.image.image_size = demo_cfg.embed.image.image_size
     seconds: dict[str, float] = {}
 
     def timed(name, fn):
@@ -178,17 +211,7 @@ def run_bench(dataset: str, *, smoke: bool, run_dir: Path, train_args: list[str]
         print(f"== {name}: {seconds[name]:.1f} s", flush=True)
         return out
 
-    if smoke:
-        from genrec.data.demo import DemoConfig, write_demo_source
-
-        small = DemoConfig(**raw.get("demo", {}))
-        source = run_dir.parent / f"{run_dir.name}_source"
-        if not source.exists():
-            write_demo_source(source, seed=0, config=small)
-    else:
-        source = SHARED / dataset
-        if not source.exists():
-            raise SystemExit(f"{source} not found: bench/run.py reads ../shared/data/{dataset}")
+    source = bench_source(dataset, smoke, raw, run_dir)
     manifest = timed("prepare", lambda: prepare(source, run_dir, stages_cfg.prepare, name=dataset))
     emb = timed("embed", lambda: embed(run_dir, stages_cfg.embed))
     tok = timed("tokenize", lambda: tokenize(run_dir, stages_cfg.tokenize))

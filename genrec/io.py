@@ -114,6 +114,12 @@ def write_json_atomic(path: str | os.PathLike, obj: Any) -> None:
     write_text_atomic(path, json.dumps(obj, indent=2, sort_keys=True, default=_json_default) + "\n")
 
 
+def as_manifest_json(obj: Any) -> Any:
+    """``obj`` as it reads back from a manifest written by write_json_atomic (tuples become lists,
+    numpy scalars plain numbers, paths strings), so a requested config compares equal to a stored one."""
+    return json.loads(json.dumps(obj, sort_keys=True, default=_json_default))
+
+
 def save_npy_atomic(path: str | os.PathLike, array) -> None:
     import numpy as np
 

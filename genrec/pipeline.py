@@ -42,13 +42,6 @@ def demo_pipeline_config() -> PipelineConfig:
     return from_dict(PipelineConfig, DEMO_OVERRIDES)
 
 
-def _as_json(obj) -> object:
-    """``obj`` as it reads back from a manifest (tuples become lists, numpy scalars plain numbers)."""
-    from genrec.io import _json_default
-
-    return json.loads(json.dumps(obj, sort_keys=True, default=_json_default))
-
-
 def _config_change(stored: dict | None, wanted: dict, prefix: str = "") -> str | None:
     """The first (dotted) config field that differs between a stage's manifest and the requested config."""
     stored = stored or {}
@@ -68,16 +61,16 @@ def stale_stages(run: Path, config: PipelineConfig | None = None) -> dict[str, s
     A stage is stale when an earlier stage's output changed since it was built (the checksums its
     manifest recorded), or, when ``config`` is given, when its stored config differs from it.
     """
-    from genrec.io import sha256_file
+    from genrec.io import as_manifest_json, sha256_file
 
     run = Path(run)
     manifests = {}
     for stage, folder in STAGE_FOLDERS.items():
         path = run / folder / "manifest.json"
         manifests[stage] = json.loads(path.read_text()) if path.exists() else None
-    wanted = {} if config is None else {"prepare": _as_json(asdict(config.prepare)),
-                                        "embed": _as_json(asdict(config.embed)),
-                                        "tokenize": _as_json(config.tokenize.to_dict())}
+    wanted = {} if config is None else {"prepare": as_manifest_json(asdict(config.prepare)),
+                                        "embed": as_manifest_json(asdict(config.embed)),
+                                        "tokenize": as_manifest_json(config.tokenize.to_dict())}
     reasons: dict[str, str] = {}
     for stage, manifest in manifests.items():
         if manifest is None:

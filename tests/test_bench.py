@@ -41,6 +41,30 @@ def test_bench_smoke_writes_a_valid_result(tmp_path):
         assert sum(r["n_users"] for r in rows) == segments["overall"][split]["n_users"]
 
 
+def test_design_bench_smoke_trains_every_design_for_the_same_budget(tmp_path):
+    """bench/design.py --smoke: every design trains for the budget, is scored along its curve, and one wins."""
+    from design import DESIGNS, MARK_FRACTIONS
+
+    out = subprocess.run([sys.executable, "bench/design.py", "--smoke", "--budget-seconds", "2",
+                          "--run-root", str(tmp_path / "design"), "--results-dir", str(tmp_path / "results")],
+                         cwd=REPO, capture_output=True, text=True, timeout=900)
+    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
+    result = json.loads((tmp_path / "results" / "design_smoke.json").read_text())
+    assert list(result["designs"]) == [d.name for d in DESIGNS]
+    assert result["winner"] == max(result["designs"], key=lambda n: result["designs"][n]["valid"]["ndcg@10"])
+    for name, design in result["designs"].items():
+        assert design["train_seconds"] >= 2.0 and design["steps"] > 0, name
+        seconds = [point["seconds"] for point in design["curve"]]
+        assert len(seconds) == len(MARK_FRACTIONS) + 1 and seconds == sorted(seconds) and seconds[-1] >= 2.0
+        assert 0.0 <= design["valid"]["ndcg@10"] <= 1.0 and 0.0 <= design["test"]["ndcg@10"] <= 1.0
+    # smoke.yaml trains the plain causal model with the code head: exactly that design is marked as the config
+    assert [n for n, d in result["designs"].items() if d["matches_config"]] == [
+        "one token per item, causal (every position per pass)"]
+    assert result["designs"]["one token per item, every prefix, code head"]["training_examples"] == "prefix"
+    assert (tmp_path / "results" / "design_smoke.png").read_bytes()[:4] == b"\x89PNG"
+    assert (tmp_path / "results" / "design_smoke.md").read_text().startswith("**Design benchmark on smoke**")
+
+
 def test_schema_rejects_missing_fields():
     with pytest.raises(ValueError, match="missing 'dataset'"):
         validate_result({})

@@ -24,12 +24,9 @@ class Throughput(L.Callback):
         if self._t0 is None:
             return
         self.seconds += time.perf_counter() - self._t0
-        first = batch[0]
-        if pl_module.arch == "causal":
-            w = first
-            self.targets += int(((w[:, :-1] >= 0) & (w[:, 1:] >= 0)).sum())
-        else:
-            self.targets += len(first)
+        from genrec.lit.module import batch_targets
+
+        self.targets += batch_targets(batch, pl_module.arch)
         pl_module.log("train/targets_per_s", self.targets / max(self.seconds, 1e-9), batch_size=1)
 
     @property
@@ -70,3 +67,47 @@ def plot_training_curve(metrics_csv: Path, out: Path) -> Path:
     ax[1].plot(vsteps, vndcg, marker="o")
     ax[1].set(title="validation NDCG@10", xlabel="step")
     return save_png(fig, out)
+
+
+class TrainingTimeBudget(L.Callback):
+    """Stops fitting after ``seconds`` of training wall time, keeping a copy of the weights at each mark.
+
+    What a design learns per second is what the CPU budget buys, so time counts every training
+    step (data, forward, backward, optimiser) from the first batch on, and not validation. For each
+    mark reached (the budget itself is the last), ``snapshots`` holds ``{"seconds", "step", "epoch",
+    "targets", "state_dict"}``, so the model can be scored at each point of its learning curve
+    after training, at no cost to the budget.
+    """
+
+    def __init__(self, seconds: float, marks: tuple[float, ...] = ()):
+        if seconds <= 0:
+            raise ValueError(f"the training-time budget must be > 0 seconds, got {seconds}")
+        self.seconds = float(seconds)
+        self.marks = sorted({float(m) for m in marks if 0 < m < seconds} | {self.seconds})
+        self.snapshots: list[dict] = []
+        self.elapsed = 0.0
+        self.targets = 0
+        self._t0 = None
+
+    def on_train_epoch_start(self, trainer, pl_module):
+        self._t0 = time.perf_counter()
+
+    def on_validation_end(self, trainer, pl_module):
+        self._t0 = time.perf_counter()      # validation is not training time
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+        from genrec.lit.module import batch_targets
+
+        now = time.perf_counter()
+        self.elapsed += now - self._t0
+        self._t0 = now
+        self.targets += batch_targets(batch, pl_module.arch)
+        passed = sum(self.elapsed >= m for m in self.marks) - len(self.snapshots)
+        if passed > 0:
+            # A slow step can pass several marks at once; they share this one copy of the weights.
+            snapshot = {"seconds": round(self.elapsed, 2), "step": trainer.global_step, "epoch": trainer.current_epoch,
+                        "targets": self.targets,
+                        "state_dict": {k: v.detach().cpu().clone() for k, v in pl_module.state_dict().items()}}
+            self.snapshots += [snapshot] * passed
+        if self.elapsed >= self.seconds:
+            trainer.should_stop = True

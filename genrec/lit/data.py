@@ -136,8 +136,9 @@ class SIDDataModule(L.LightningDataModule):
             max_items: history items per example (the protocol's max_items).
             batch_size: training batch size.
             eval_batch_size: users per validation/test batch.
-            training_examples: "causal" (every position of a window in one pass), "prefix"
-                (TIGER's sliding window of all prefixes) or "auto" (the model decides).
+            training_examples: "causal" (every position of a window in one pass; CausalSID only), "prefix"
+                (TIGER's sliding window of all prefixes, one target per example; either model) or "auto"
+                (causal for CausalSID, prefix for TIGER).
             batching: "bucket": batches of similar-length windows (least padding, fastest epochs);
                 "random": plain shuffled batches. A bucketed batch holds only short or only long
                 histories, so its gradient is biased toward one regime; on Beauty random batches
@@ -189,19 +190,34 @@ class SIDDataModule(L.LightningDataModule):
 
     @property
     def targets_per_window(self) -> float:
-        """Mean next-item targets per causal training window (the model's loss normaliser)."""
+        """Mean next-item targets per training example (the model's loss normaliser): one per prefix
+        example, the mean number of transitions per causal window."""
+        if self.example_mode() == "prefix":
+            return 1.0
         windows = causal_windows(self.dataset.split.train, self.max_items)
         return float((windows >= 0).sum(1).clip(min=1).mean() - 1) if len(windows) else 1.0
 
-    def _mode(self) -> str:
+    def collab_table(self) -> np.ndarray:
+        """The run's SASRec item table (N, c) from RUN/features/collab.npy (trained on the training split)."""
+        path = self.run / "features" / "collab.npy"
+        if not path.exists():
+            raise FileNotFoundError(f"{path} not found: model.item_id_init=collab warm-starts from the SASRec table "
+                                    f"that `genrec embed --run {self.run}` writes (embed.collab true)")
+        return np.load(path)
+
+    def example_mode(self) -> str:
+        """"causal" or "prefix": how training examples are cut for the attached model."""
+        arch = getattr(getattr(self.trainer, "lightning_module", None), "arch", "causal")
+        if self.training_examples == "causal" and arch == "tiger":
+            raise ValueError("data.training_examples=causal needs model.arch=causal: TIGER's encoder-decoder "
+                             "trains on prefix examples; use training_examples auto or prefix")
         if self.training_examples != "auto":
             return self.training_examples
-        arch = getattr(getattr(self.trainer, "lightning_module", None), "arch", "causal")
         return "prefix" if arch == "tiger" else "causal"
 
     def train_dataloader(self) -> DataLoader:
         train = self.dataset.split.train
-        if self._mode() == "causal":
+        if self.example_mode() == "causal":
             arrays = (causal_windows(train, self.max_items),)
         else:
             arrays = prefix_examples(train, self.max_items)

@@ -22,8 +22,32 @@ from genrec.model.causal import CausalSID, CausalSIDConfig
 from genrec.model.seq2seq import Tiger, TigerConfig
 
 ARCHS = ("causal", "tiger")
+ITEM_ID_INITS = ("normal", "collab")
+INIT_STD = 0.02      # CausalSID's initialisation std; a warm-started table is rescaled to it
 # What a hyperparameter meant in checkpoints written before it existed.
 LEGACY_HPARAMS = {"target_weighting": "batch", "head": "autoregressive"}
+
+
+def training_window(batch) -> tuple[torch.Tensor, bool]:
+    """A causal training batch as one left-padded window (b, t+1) and whether only its last position is a target.
+
+    Causal windows come as ``(window,)``; prefix examples (``training_examples: prefix``) as
+    ``(history, target, user)``, whose window is the history followed by the target.
+    """
+    if len(batch) == 1:
+        return batch[0], False
+    hist, target, _ = batch
+    return torch.cat([hist, target[:, None]], dim=1), True
+
+
+def batch_targets(batch, arch: str) -> int:
+    """Next-item targets in one training batch (what throughput is counted in)."""
+    if arch != "causal":
+        return len(batch[0])
+    window, last_only = training_window(batch)
+    if last_only:
+        return len(window)
+    return int(((window[:, :-1] >= 0) & (window[:, 1:] >= 0)).sum())
 
 
 class GenRecModule(L.LightningModule):
@@ -37,6 +61,7 @@ class GenRecModule(L.LightningModule):
         d_ff: int = 512,
         dropout: float = 0.2,
         item_id_embedding: bool = False,
+        item_id_init: str = "normal",
         head: str = "autoregressive",
         tiger_layers: int = 4,
         tiger_heads: int = 6,
@@ -59,6 +84,9 @@ class GenRecModule(L.LightningModule):
             arch: "causal" (CausalSID, one token per item, fast default) or "tiger" (T5 reference).
             d_model, n_layers, n_heads, d_ff, dropout: CausalSID size.
             item_id_embedding: CausalSID also learns a per-item id embedding (hybrid input).
+            item_id_init: "normal" (random, std 0.02) or "collab": a warm start of the item-id embedding from
+                the run's SASRec item table (RUN/features/collab.npy, trained on the training split only),
+                mapped to d_model by a fixed random orthonormal projection and scaled to the same std.
             head: CausalSID's code head: "autoregressive" (level d conditioned on the codes before it; beam
                 search) or "parallel" (all levels from one state, RPG-style; every item scored exactly).
                 "parallel" is meant for product-quantized codes (`genrec tokenize --method pq`).
@@ -85,6 +113,10 @@ class GenRecModule(L.LightningModule):
             raise ValueError(f"head={head!r} needs arch 'causal' and constrained_training false (no prefix to constrain on)")
         if arch not in ARCHS:
             raise ValueError(f"arch must be one of {ARCHS}, got {arch!r}")
+        if item_id_init not in ITEM_ID_INITS:
+            raise ValueError(f"item_id_init must be one of {ITEM_ID_INITS}, got {item_id_init!r}")
+        if item_id_init != "normal" and not (arch == "causal" and item_id_embedding):
+            raise ValueError(f"item_id_init={item_id_init!r} needs arch 'causal' with item_id_embedding true")
         if target_weighting not in ("equal", "batch"):
             raise ValueError(f"target_weighting must be equal or batch, got {target_weighting!r}")
         if scheduler not in ("cosine", "constant"):
@@ -129,6 +161,9 @@ class GenRecModule(L.LightningModule):
             if stage == "fit" and self.arch == "causal":
                 self.targets_per_batch = dm.batch_size * dm.targets_per_window
                 self._check_code_layout(dm.sid.manifest.get("config", {}).get("method", "rqvae"), dm.run)
+                if self.hparams.item_id_init == "collab":
+                    # Before any step; resuming loads the checkpoint's weights over this afterwards.
+                    self.warm_start_item_ids(dm.collab_table())
             if dm.content is not None and self.dims.content_dim:
                 self.content.copy_(torch.as_tensor(dm.content))
         self._trie = None
@@ -141,6 +176,24 @@ class GenRecModule(L.LightningModule):
             warnings.warn(f"model.head={head!r} on {run}/sid codes from tokenize method {method!r}: the parallel head "
                           "is meant for flat product-quantized digits and the autoregressive head for coarse-to-fine "
                           f"RQ codes. Use {want}.", stacklevel=2)
+
+    @torch.no_grad()
+    def warm_start_item_ids(self, table: np.ndarray, seed: int = 0) -> None:
+        """Initialise the item-id embedding (N, d) from an (N, c) item table (the SASRec one).
+
+        A fixed random orthonormal map (c -> d) keeps the table's geometry (dot products up to one
+        scale), and the result is rescaled to the std of a fresh embedding, so the warm start only
+        changes where items start, not how large their id vectors are next to the code embeddings.
+        """
+        emb = self.model.item_emb.weight                                    # (N, d)
+        table = torch.as_tensor(np.asarray(table, dtype=np.float32))
+        if table.shape[0] != emb.shape[0]:
+            raise ValueError(f"warm-start table has {table.shape[0]} rows but the catalogue has {emb.shape[0]} items")
+        c, d = table.shape[1], emb.shape[1]
+        gen = torch.Generator().manual_seed(seed)
+        q, _ = torch.linalg.qr(torch.randn(max(c, d), max(c, d), generator=gen))
+        mapped = (table - table.mean(0)) @ q[:c, :d]                        # (N, d)
+        emb.copy_(mapped * (INIT_STD / mapped.std().clamp(min=1e-12)))
 
     def on_save_checkpoint(self, checkpoint: dict) -> None:
         checkpoint["genrec"] = {"sid_checksum": self.dims.sid_checksum, "arch": self.arch}
@@ -231,12 +284,14 @@ class GenRecModule(L.LightningModule):
 
     def training_step(self, batch, batch_idx):
         if self.arch == "causal":
-            (window,) = batch
+            window, last_only = training_window(batch)
             # Drop leading columns that are padding in every row (windows are left-padded).
             start = int((window[:, :-1] >= 0).any(0).to(torch.int8).argmax())
             window = window[:, start:]
             hist, targets = window[:, :-1], window[:, 1:]
             select = (hist >= 0) & (targets >= 0)
+            if last_only:    # TIGER-style prefix examples: only the last position has a target
+                select[:, :-1] = False
             codes, valid, content, ids = self.history_inputs(hist)
             logits, h = self.model.teacher_forced(codes, valid, self.item_codes[targets.clamp(min=0)], select,
                                                   content, ids if self.hparams.item_id_embedding else None)

@@ -286,3 +286,46 @@ def test_resuming_a_fit_with_changed_hyperparameters_warns(monkeypatch):
         m.on_load_checkpoint({"hyper_parameters": dict(m.hparams)})          # same config: silent
         monkeypatch.setattr(m, "_trainer", None)
         m.on_load_checkpoint({"hyper_parameters": saved})                    # load_from_checkpoint: silent
+
+
+def test_prefix_examples_train_the_causal_model_on_minus_log_p_of_the_next_item():
+    """training_examples=prefix on CausalSID: each (history, target) example's loss is -log p(target | history),
+    the same score the decoder gives that item (one target per example, at the last position only)."""
+    from genrec.lit.module import batch_targets
+
+    m = _module(target_weighting="batch")
+    hist = torch.as_tensor(left_pad([np.array([4, 9, 2]), np.array([30, 11, 5, 7, 1])], 6))
+    ranked = m.recommend(hist, k=N_ITEMS)                            # every item with its exact log-prob
+    targets = torch.tensor([int(ranked.items[0, 3]), int(ranked.items[1, 10])])
+    expected = -(ranked.scores[0, 3] + ranked.scores[1, 10]) / 2
+    batch = (hist, targets, torch.tensor([0, 1]))
+    with torch.no_grad():
+        assert float(m.training_step(batch, 0)) == pytest.approx(expected, abs=1e-4)
+    assert batch_targets(batch, "causal") == 2
+    assert batch_targets((torch.as_tensor(causal_windows([np.arange(5)], 6)),), "causal") == 4
+
+
+def test_tiger_refuses_causal_training_examples():
+    from genrec.lit.data import SIDDataModule
+
+    dm = SIDDataModule.__new__(SIDDataModule)       # only the example-mode logic, no run folder needed
+    dm.training_examples, dm.trainer = "causal", SimpleNamespace(lightning_module=SimpleNamespace(arch="tiger"))
+    with pytest.raises(ValueError, match="training_examples=causal needs model.arch=causal"):
+        dm.example_mode()
+    dm.training_examples = "auto"
+    assert dm.example_mode() == "prefix"
+
+
+def test_item_ids_warm_started_from_a_table_keep_its_geometry():
+    m = _module(item_id_embedding=True, item_id_init="collab")
+    table = np.random.default_rng(2).normal(size=(N_ITEMS, 5)) * 3.0 + 1.0
+    m.warm_start_item_ids(table)
+    emb = m.model.item_emb.weight.detach().double().numpy()
+    assert emb.std() == pytest.approx(0.02, rel=1e-3)                 # the scale of a fresh embedding
+    centred = table - table.mean(0)
+    gram, gram_emb = centred @ centred.T, emb @ emb.T                  # dot products kept up to one scale
+    assert np.allclose(gram_emb / gram_emb[0, 0], gram / gram[0, 0], atol=1e-4)
+    with pytest.raises(ValueError, match="warm-start table has 36 rows"):
+        m.warm_start_item_ids(table[:-1])
+    with pytest.raises(ValueError, match="needs arch 'causal' with item_id_embedding true"):
+        _module(item_id_init="collab")
