@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
 from genrec.cli import STAGES, main
+
+REPO = Path(__file__).resolve().parents[1]
 
 
 def test_top_level_help_lists_every_stage(capsys):
@@ -43,7 +46,7 @@ def test_console_script_and_train_help_run_in_a_fresh_process():
     out = subprocess.run([sys.executable, "-m", "genrec.cli", "--help"], capture_output=True, text=True, check=True)
     assert "prepare" in out.stdout
     out = subprocess.run([sys.executable, "train.py", "--help"], capture_output=True, text=True, check=True,
-                         cwd=__import__("pathlib").Path(__file__).resolve().parents[1])
+                         cwd=REPO)
     assert "fit" in out.stdout and "validate" in out.stdout and "test" in out.stdout
 
 
@@ -53,3 +56,15 @@ def test_heavy_stack_imports_together():
             "import torchvision.ops; print(torch.__version__, torchvision.__version__)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert out.returncode == 0, out.stderr[-2000:]
+
+
+BENCH_SCRIPTS = sorted(p.name for p in (REPO / "bench").glob("*.py"))
+
+
+@pytest.mark.parametrize("script", BENCH_SCRIPTS)
+def test_every_bench_script_has_help(script):
+    """Every bench/ command answers --help without running anything (no data or training needed)."""
+    out = subprocess.run([sys.executable, f"bench/{script}", "--help"], capture_output=True, text=True, cwd=REPO,
+                         timeout=120)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.startswith("usage:") and "--" in out.stdout
