@@ -160,7 +160,8 @@ def run_design(design: Design, run: Path, train_yaml: dict, budget: float, *, cu
             scored[key] = score(module, curve_examples, dm.max_items)
         metrics, seconds = scored[key]
         curve.append({k: snap[k] for k in ("seconds", "step", "epoch", "targets")} | {"valid_subset": metrics})
-    valid, _ = score(module, subset(split.valid, max_users, seed), dm.max_items)   # the weights at the budget
+    valid_examples = subset(split.valid, max_users, seed)
+    valid, _ = score(module, valid_examples, dm.max_items)        # the weights at the budget
     test_examples = subset(split.test, max_users, seed)
     test, test_seconds = score(module, test_examples, dm.max_items)
     return {
@@ -173,7 +174,7 @@ def run_design(design: Design, run: Path, train_yaml: dict, budget: float, *, cu
         "epochs": round(timer.targets / max(training_transitions(split), 1), 2),
         "targets_per_second": round(timer.targets / max(timer.elapsed, 1e-9), 1),
         "curve_users": len(curve_examples), "curve": curve,
-        "valid_users": len(subset(split.valid, max_users, seed)), "valid": valid,
+        "valid_users": len(valid_examples), "valid": valid,
         "test_users": len(test_examples), "test": test,
         "decode_ms_per_user": round(1000 * test_seconds / max(len(test_examples), 1), 3),
     }
@@ -243,9 +244,12 @@ def run_designs(dataset: str, smoke: bool, budget: float, run_root: Path, result
     runs = build_runs(dataset, smoke, raw, run_root)
     for design in chosen:
         print(f"==== design {dataset}: {design.name} ({budget:.0f} s of training)", flush=True)
+        t0 = time.perf_counter()
         designs[design.name] = run_design(design, runs[design.layout], train_yaml, budget, curve_users=curve_users,
                                           max_users=max_users, seed=seed, progress=not smoke)
-        designs[design.name] |= {"matches_config": matches_config(design, train_yaml), "git_commit": git_commit()}
+        # wall time of the whole row (training, then scoring every snapshot): what the benchmark costs
+        designs[design.name] |= {"matches_config": matches_config(design, train_yaml), "git_commit": git_commit(),
+                                 "seconds": round(time.perf_counter() - t0, 1)}
         print(f"     validation NDCG@10 {designs[design.name]['valid']['ndcg@10']:.4f}", flush=True)
     designs = {d.name: designs[d.name] for d in DESIGNS if d.name in designs}   # table order
     winner = max(designs, key=lambda n: designs[n]["valid"]["ndcg@10"])
