@@ -12,7 +12,6 @@ git commit. Not run by pytest (except --smoke through tests/test_bench.py).
 from __future__ import annotations
 
 import argparse
-import copy
 import json
 import resource
 import subprocess
@@ -153,15 +152,9 @@ def write_outputs(results: Path, stem: str, out: dict, table: str, draw) -> None
 
 def stage_config(raw: dict, smoke: bool):
     """The prepare / embed / tokenize settings of a bench config, as a PipelineConfig."""
-    from genrec.config import from_dict
-    from genrec.pipeline import PipelineConfig, demo_pipeline_config
+    from genrec.pipeline import demo_pipeline_config, stage_config_from_dict
 
-    raw = copy.deepcopy(raw)
-    for pre in raw.get("embed", {}).get("precomputed", []):   # config paths are relative to the repository
-        for key in ("path", "row_map"):
-            if key in pre and pre[key] != "item_id" and not Path(pre[key]).is_absolute():
-                pre[key] = str((REPO / pre[key]).resolve())
-    stages_cfg = from_dict(PipelineConfig, {k: v for k, v in raw.items() if k in ("prepare", "embed", "tokenize")})
+    stages_cfg = stage_config_from_dict(raw)
     if smoke:
         stages_cfg.embed.image.image_size = demo_pipeline_config().embed.image.image_size
     return stages_cfg

@@ -161,11 +161,12 @@ def evaluate(run: str | Path, config: EvaluateConfig = EvaluateConfig()) -> dict
             "invalid_rate": invalid_rate(ranked, dataset.n_items),
             "n_users": len(examples), "seconds": round(seconds, 3), **extra,
         }
-    out = {"split": config.split, "dataset": dataset.name, "n_items": dataset.n_items,
+    protocol = dataset.manifest.get("split") or {"kind": "leave_one_out"}   # how prepare split the data
+    out = {"split": config.split, "protocol": protocol, "dataset": dataset.name, "n_items": dataset.n_items,
            "config": to_dict(config), "systems": results} | {s: results[s] for s in results}
     write_json_atomic(run / config.output, out)
-    print(markdown_table(results, title=f"{dataset.name} — {config.split} split, {len(examples)} users, "
-                                        f"full ranking over {dataset.n_items} items"))
+    print(markdown_table(results, title=f"{dataset.name} — {config.split} split ({protocol['kind']}), "
+                                        f"{len(examples)} users, full ranking over {dataset.n_items} items"))
     print(f"wrote {run / config.output}")
     return out
 

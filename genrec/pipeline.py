@@ -55,22 +55,41 @@ def _config_change(stored: dict | None, wanted: dict, prefix: str = "") -> str |
     return None
 
 
+def _stage_settings(config: PipelineConfig) -> dict[str, dict]:
+    """Each stage's config as its manifest stores it."""
+    from genrec.io import as_manifest_json
+
+    return {"prepare": as_manifest_json(asdict(config.prepare)), "embed": as_manifest_json(asdict(config.embed)),
+            "tokenize": as_manifest_json(config.tokenize.to_dict())}
+
+
+def _with_defaults(stored: dict, defaults: dict) -> dict:
+    """A stored stage config with the fields added since it was written at their default values
+    (so a new option does not make every existing run look changed)."""
+    out = dict(stored)
+    for key, value in defaults.items():
+        if key not in out:
+            out[key] = value
+        elif isinstance(value, dict) and isinstance(out[key], dict):
+            out[key] = _with_defaults(out[key], value)
+    return out
+
+
 def stale_stages(run: Path, config: PipelineConfig | None = None) -> dict[str, str]:
     """Why each existing stage of ``run`` must be rebuilt: ``{stage: reason}`` (missing stages are listed too).
 
     A stage is stale when an earlier stage's output changed since it was built (the checksums its
     manifest recorded), or, when ``config`` is given, when its stored config differs from it.
     """
-    from genrec.io import as_manifest_json, sha256_file
+    from genrec.io import sha256_file
 
     run = Path(run)
     manifests = {}
     for stage, folder in STAGE_FOLDERS.items():
         path = run / folder / "manifest.json"
         manifests[stage] = json.loads(path.read_text()) if path.exists() else None
-    wanted = {} if config is None else {"prepare": as_manifest_json(asdict(config.prepare)),
-                                        "embed": as_manifest_json(asdict(config.embed)),
-                                        "tokenize": as_manifest_json(config.tokenize.to_dict())}
+    wanted = {} if config is None else _stage_settings(config)
+    defaults = _stage_settings(PipelineConfig())
     reasons: dict[str, str] = {}
     for stage, manifest in manifests.items():
         if manifest is None:
@@ -82,19 +101,23 @@ def stale_stages(run: Path, config: PipelineConfig | None = None) -> dict[str, s
             reasons[stage] = "dataset/ changed since the features were built"
         elif stage == "tokenize" and manifest.get("features_manifest_files") != manifests["embed"].get("files"):
             reasons[stage] = "features/ changed since the semantic IDs were built"
-        elif stage in wanted and (change := _config_change(manifest.get("config"), wanted[stage])):
+        elif stage in wanted and (change := _config_change(
+                _with_defaults(manifest.get("config") or {}, defaults[stage]), wanted[stage])):
             reasons[stage] = f"config changed ({change})"
     return reasons
 
 
 def ensure_stages(run: Path, *, source: Path | None = None, demo: bool = False, fmt: str | None = None,
-                  config: PipelineConfig | None = None, force: bool = False) -> None:
+                  config: PipelineConfig | None = None, force: bool = False,
+                  missing_config: PipelineConfig | str | Path | None = None) -> None:
     """Run prepare / embed / tokenize for ``run`` where their output is missing or stale (or all, with force).
 
     With an explicit ``config`` (``genrec pipeline``), a stage built with other settings is rebuilt,
-    and so is everything after it. Without one (``python train.py``, which does not know the stage
-    settings), existing stages are kept as they are, but one whose input changed is an error,
-    because training on semantic IDs of other features would be silently wrong.
+    and so is everything after it. Without one (``python train.py``), existing stages are kept as
+    they are, but one whose input changed is an error, because training on semantic IDs of other
+    features would be silently wrong; missing stages are then built with ``missing_config``
+    (``data.stages``: a stage-config YAML, read only when a stage is missing), else with the
+    package (or demo) defaults.
     """
     from genrec.data.prepare import prepare
     from genrec.features.stage import embed
@@ -110,7 +133,9 @@ def ensure_stages(run: Path, *, source: Path | None = None, demo: bool = False, 
     for stage, reason in stale.items():
         if reason != "missing":
             print(f"genrec: rebuilding {run}/{STAGE_FOLDERS[stage]} ({reason})", flush=True)
-    cfg = config or (demo_pipeline_config() if demo else PipelineConfig())
+    if isinstance(missing_config, (str, Path)) and stale:
+        missing_config = load_stage_config(missing_config)
+    cfg = config or missing_config or (demo_pipeline_config() if demo else PipelineConfig())
     if "prepare" in stale:
         if demo:
             from genrec.data.demo import demo_source_dir
@@ -127,19 +152,48 @@ def ensure_stages(run: Path, *, source: Path | None = None, demo: bool = False, 
         tokenize(run, cfg.tokenize)
 
 
-def train_config_path(path: str) -> Path:
-    """A training YAML as given, or, when relative and not found from here, inside the repository
-    (so the default ``configs/demo.yaml`` works from any working directory)."""
+def repo_path(path: str | Path, what: str) -> Path:
+    """A config-file path as given, or, when relative and not found from here, inside the repository
+    (so ``configs/...`` and ``../shared/data/...`` in checked-in configs work from any working directory)."""
     from genrec.lit.cli import CONFIG_DIR
 
-    given = Path(path)
+    given = Path(path).expanduser()
     if given.is_absolute() or given.exists():
         return given
     in_repo = CONFIG_DIR.parent / given
     if not in_repo.exists():
-        raise FileNotFoundError(f"training config {path} not found (also looked in {CONFIG_DIR.parent}); "
-                                "pass --train-config PATH to a Lightning CLI YAML such as configs/demo.yaml")
+        raise FileNotFoundError(f"{what} {path} not found (also looked in {CONFIG_DIR.parent}); fix the path")
     return in_repo
+
+
+def train_config_path(path: str) -> Path:
+    """A training YAML (``PipelineConfig.train_config``), resolved by :func:`repo_path`."""
+    try:
+        return repo_path(path, "training config")
+    except FileNotFoundError as e:
+        raise FileNotFoundError(f"{e}: pass --train-config PATH to a Lightning CLI YAML such as configs/demo.yaml") from None
+
+
+def stage_config_from_dict(raw: dict) -> PipelineConfig:
+    """The prepare / embed / tokenize sections of a stage-config mapping (other keys, such as
+    ``train_config``, are ignored), with precomputed-feature paths resolved by :func:`repo_path`."""
+    import copy
+
+    from genrec.config import from_dict
+
+    raw = copy.deepcopy(raw)
+    for pre in (raw.get("embed") or {}).get("precomputed", []):
+        for key in ("path", "row_map"):
+            if key in pre and pre[key] != "item_id":
+                pre[key] = str(repo_path(pre[key], f"precomputed feature {key}").resolve())
+    return from_dict(PipelineConfig, {k: v for k, v in raw.items() if k in STAGE_FOLDERS})
+
+
+def load_stage_config(path: str | Path) -> PipelineConfig:
+    """A stage-config YAML such as ``configs/bench/Office.yaml`` (see :func:`stage_config_from_dict`)."""
+    from genrec.config import load_yaml
+
+    return stage_config_from_dict(load_yaml(repo_path(path, "stage config")))
 
 
 def run_pipeline(source: Path | None, run: Path, config: PipelineConfig, *, fmt: str | None = None,

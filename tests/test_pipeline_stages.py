@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import json
 from dataclasses import asdict, replace
+from pathlib import Path
 
 import pytest
+from conftest import REPO_ROOT as REPO, require_shared
 
 from genrec.cli import main
+from genrec.config import load_yaml
 from genrec.io import sha256_file, write_json_atomic
-from genrec.pipeline import PipelineConfig, ensure_stages, stale_stages
+from genrec.pipeline import PipelineConfig, ensure_stages, load_stage_config, stale_stages
 
 
 def _fake_run(tmp_path, config: PipelineConfig):
@@ -71,3 +75,60 @@ def test_a_real_source_needs_its_own_run_folder(tmp_path):
     for command in ("prepare", "pipeline"):
         with pytest.raises(SystemExit, match="--run RUN is required with a SOURCE folder"):
             main([command, str(tmp_path / "src")])
+
+
+# ---- data.stages: the settings train.py builds missing stages with -------------------------
+
+
+
+def test_missing_stages_are_built_with_the_stage_config(tmp_path, monkeypatch):
+    import genrec.tokenizer.stage as tokenizer_stage
+
+    run = _fake_run(tmp_path, PipelineConfig())
+    (run / "sid" / "manifest.json").unlink()
+    stages_yaml = tmp_path / "stages.yaml"
+    stages_yaml.write_text("tokenize: {method: pq, modalities: separate, n_levels: 8}\ntrain_config: x.yaml\n")
+    built = {}
+    monkeypatch.setattr(tokenizer_stage, "tokenize", lambda run, config: built.setdefault("tokenize", config))
+    ensure_stages(run, missing_config=str(stages_yaml))
+    assert (built["tokenize"].method, built["tokenize"].modalities, built["tokenize"].n_levels) == ("pq", "separate", 8)
+
+
+def test_the_stage_config_is_not_read_when_nothing_is_missing(tmp_path):
+    run = _fake_run(tmp_path, PipelineConfig())
+    ensure_stages(run, missing_config=str(tmp_path / "absent.yaml"))   # would raise FileNotFoundError if read
+
+
+@pytest.mark.parametrize("name", ["office", "scientific", "beauty", "sports"])
+def test_each_real_data_config_names_the_bench_stage_settings(name):
+    """train.py --config configs/NAME.yaml --data.source ... builds what bench/run.py builds."""
+    train_cfg = load_yaml(REPO / "configs" / f"{name}.yaml")
+    stages_path = train_cfg["data"]["stages"]
+    assert load_yaml(REPO / stages_path)["train_config"] == f"configs/{name}.yaml"
+    cfg = load_stage_config(stages_path)
+    assert (cfg.tokenize.method, cfg.tokenize.modalities) == ("pq", "separate")
+    assert train_cfg["model"]["head"] == "parallel"   # which needs PQ codes
+
+
+def test_stage_config_paths_resolve_inside_the_repository_from_any_directory(tmp_path, monkeypatch):
+    require_shared("Scientific_DeCoRec_mm")
+    monkeypatch.chdir(tmp_path)
+    cfg = load_stage_config("configs/bench/Scientific_DeCoRec_mm.yaml")
+    (image,) = cfg.embed.precomputed
+    assert Path(image.path).is_absolute() and Path(image.path).is_file()
+    assert Path(image.row_map).is_file()
+    with pytest.raises(FileNotFoundError, match="stage config configs/bench/Nope.yaml not found"):
+        load_stage_config("configs/bench/Nope.yaml")
+
+
+def test_a_setting_added_after_a_stage_was_built_counts_at_its_default(tmp_path):
+    run = _fake_run(tmp_path, PipelineConfig())
+    manifest = json.loads((run / "dataset" / "manifest.json").read_text())
+    for new_field in ("split", "valid_from", "test_from"):
+        del manifest["config"][new_field]
+    write_json_atomic(run / "dataset" / "manifest.json", manifest)
+    reasons = stale_stages(run, PipelineConfig())
+    assert "prepare" not in reasons   # (embed is stale only because the dataset manifest's bytes changed)
+    wanted = PipelineConfig()
+    wanted.prepare.split = "temporal"
+    assert stale_stages(run, wanted)["prepare"] == "config changed (split: 'leave_one_out' -> 'temporal')"

@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 
-from genrec.data.split import Split, leave_one_out
+from genrec.data.split import Split, make_split
 from genrec.io import read_manifest
 
 DATASET_DIR = "dataset"
@@ -33,7 +33,7 @@ class Dataset:
 
     @cached_property
     def split(self) -> Split:
-        return leave_one_out(self.sequences)
+        return make_split(self.manifest.get("split"), self.sequences, self.timestamps)
 
     @property
     def name(self) -> str:

@@ -21,7 +21,7 @@ from genrec.data.filters import FilterReport, apply_filters
 from genrec.data.readers import FORMATS, DataFormatError, ReadContext, get_reader
 from genrec.data.readers.common import ON_ERROR_CHOICES, SourceFiles
 from genrec.data.schema import ITEM_SCHEMA, SEQUENCE_SCHEMA, RawData
-from genrec.data.split import MIN_LEN_LEAVE_ONE_OUT
+from genrec.data.split import MIN_LEN_LEAVE_ONE_OUT, SPLITS, make_split, temporal_cuts
 from genrec.io import sha256_file, write_folder_atomic, write_manifest
 
 ITEMS_FILE = "items.parquet"
@@ -44,6 +44,10 @@ class PrepareConfig:
     min_seq_len: int = MIN_LEN_LEAVE_ONE_OUT   # drop shorter users; leave-one-out needs >= 3
     dedup_consecutive: bool = False            # collapse a user's immediate repeats of an item (off: repeat
                                                # purchases are signal, and the published counts keep them)
+    split: str = "leave_one_out"               # "leave_one_out" (the protocol) or "temporal" (global time cuts;
+                                               # needs timestamps)
+    valid_from: float = 0.8                    # temporal: the validation window opens at this quantile of event times
+    test_from: float = 0.9                     # temporal: the test window opens at this quantile of event times
     on_error: str = "raise"                    # malformed line: "raise" an error, or "skip" it and count it
     progress: bool = True                      # tqdm bars on large files and the printed summary table
 
@@ -55,6 +59,11 @@ class PrepareConfig:
         if self.min_seq_len < 1:
             raise ValueError(f"PrepareConfig.min_seq_len must be >= 1 (leave-one-out needs "
                              f"{MIN_LEN_LEAVE_ONE_OUT}), got {self.min_seq_len}")
+        if self.split not in SPLITS:
+            raise ValueError(f"PrepareConfig.split must be one of {SPLITS}, got {self.split!r}")
+        if not 0.0 < self.valid_from <= self.test_from < 1.0:
+            raise ValueError(f"PrepareConfig needs 0 < valid_from <= test_from < 1 (quantiles of event times), "
+                             f"got valid_from={self.valid_from}, test_from={self.test_from}")
         if self.on_error not in ON_ERROR_CHOICES:
             raise ValueError(f"PrepareConfig.on_error must be one of {ON_ERROR_CHOICES}, got {self.on_error!r}")
         for name in ("dedup_consecutive", "progress"):
@@ -81,6 +90,7 @@ def prepare(source: str | Path, run: str | Path, config: PrepareConfig | None = 
         )
     sequences, items, missing = build_tables(events, raw.items)
     fields = _manifest_fields(folder, files, raw, config, report, sequences, items, missing, name)
+    fields["split"] = split_spec(folder, sequences, config, fields["format"])
     target = dataset_dir(run)
 
     def write(tmp: Path) -> dict:
@@ -92,6 +102,29 @@ def prepare(source: str | Path, run: str | Path, config: PrepareConfig | None = 
     if config.progress:
         print(format_summary(manifest, target))
     return manifest
+
+
+def split_spec(folder: Path, sequences: pl.DataFrame, config: PrepareConfig, fmt: str) -> dict:
+    """The manifest's ``split`` entry: its kind, and for a temporal split the cut times and window sizes."""
+    if config.split == "leave_one_out":
+        return {"kind": "leave_one_out"}
+    if sequences["timestamps"].null_count():
+        raise ValueError(f"{folder}: split 'temporal' needs a timestamp per interaction, but this {fmt} source "
+                         "has only their order; prepare it with --split leave_one_out.")
+    times = sequences["timestamps"].explode().to_numpy()
+    valid_cut, test_cut = temporal_cuts(times, config.valid_from, config.test_from)
+    spec = {"kind": "temporal", "valid_from": config.valid_from, "test_from": config.test_from,
+            "valid_cut": valid_cut, "test_cut": test_cut}
+    seqs = [s.to_numpy() for s in sequences["item_ids"]]
+    stamps = [t.to_numpy() for t in sequences["timestamps"]]
+    split = make_split(spec, seqs, stamps)
+    for name, window in (("valid", split.valid), ("test", split.test)):
+        if len(window) == 0:
+            raise ValueError(f"{folder}: the temporal {name} window is empty (no user has an event in it and one "
+                             "before it); move valid_from / test_from.")
+    n_train_events = sum(len(t) for t in split.train)
+    return {**spec, "n_train_events": n_train_events, "n_valid_users": len(split.valid),
+            "n_test_users": len(split.test)}
 
 
 def _locate(folder: Path, fmt: str | None) -> SourceFiles:
@@ -180,6 +213,14 @@ def _manifest_fields(folder: Path, files: SourceFiles, raw: RawData, config: Pre
     )
 
 
+def _split_summary(spec: dict | None) -> str:
+    if not spec or spec["kind"] == "leave_one_out":
+        return f"{'leave-one-out':>12}"
+    return (f"{'temporal':>12}   (cuts at the {spec['valid_from']:g} / {spec['test_from']:g} quantiles of event "
+            f"times; {spec['n_train_events']:,} training events, {spec['n_valid_users']:,} valid users, "
+            f"{spec['n_test_users']:,} test users)")
+
+
 def format_summary(manifest: dict, folder: str | Path | None = None) -> str:
     """A plain-text table of a prepare manifest: counts, lengths, filters, coverage, skips, notes."""
     n_items = manifest["n_items"]
@@ -192,6 +233,7 @@ def format_summary(manifest: dict, folder: str | Path | None = None) -> str:
         f"  {'interactions':<24}{manifest['n_interactions']:>12,}",
         f"  {'sequence length':<24}{'mean':>8} {seq['mean']:.3f}  min {seq['min']}  max {seq['max']}",
         f"  {'timestamps':<24}{manifest['timestamp_unit'] or 'none (order only)':>12}",
+        f"  {'split':<24}{_split_summary(manifest.get('split'))}",
         f"  {'read':<24}{flt['n_input']:>12,}",
         f"  {'dedup removed':<24}{flt['dedup_removed']:>12,}",
         f"  {'k-core/min-len removed':<24}{flt['core_removed']:>12,}   "

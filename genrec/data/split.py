@@ -1,10 +1,15 @@
 """Leave-one-out and temporal splits over chronological sequences.
 
-Leave-one-out (DESIGN.md protocol): for a sequence s of length n,
+Leave-one-out (DESIGN.md protocol, the default): for a sequence s of length n,
   train      = s[:n-2]                      (the only part any model or feature may learn from)
   valid      = history s[:n-2], target s[n-2]
   test       = history s[:n-1], target s[n-1]
 Every user therefore needs at least 3 interactions; ``prepare`` enforces that.
+
+Temporal (``genrec prepare --split temporal``): one global time line cut at two quantiles of all
+event times, so no model learns from anything that happened after the validation window opened;
+see :func:`temporal`. ``prepare`` records which split a dataset uses and its cut points in the
+manifest (``split``), and :func:`make_split` rebuilds it from there.
 """
 
 from __future__ import annotations
@@ -14,6 +19,7 @@ from dataclasses import dataclass
 import numpy as np
 
 MIN_LEN_LEAVE_ONE_OUT = 3
+SPLITS = ("leave_one_out", "temporal")
 PAD_ITEM = -1   # left padding of fixed-length histories (item ids are >= 0)
 
 
@@ -92,3 +98,21 @@ def training_items(split: Split) -> np.ndarray:
     if not split.train:
         return np.zeros(0, dtype=np.int64)
     return np.unique(np.concatenate([s for s in split.train if len(s)] or [np.zeros(0, dtype=np.int64)]))
+
+
+def temporal_cuts(event_times: np.ndarray, valid_from: float, test_from: float) -> tuple[int, int]:
+    """The validation and test cut times: the ``valid_from`` / ``test_from`` quantiles of all event times."""
+    if not 0.0 < valid_from <= test_from < 1.0:
+        raise ValueError(f"temporal split needs 0 < valid_from <= test_from < 1, got {valid_from} and {test_from}")
+    valid_cut, test_cut = np.quantile(np.asarray(event_times), [valid_from, test_from], method="higher")
+    return int(valid_cut), int(test_cut)
+
+
+def make_split(spec: dict | None, sequences: list[np.ndarray], timestamps: list[np.ndarray | None]) -> Split:
+    """The split a dataset manifest's ``split`` entry describes (no entry: leave-one-out)."""
+    kind = (spec or {}).get("kind", "leave_one_out")
+    if kind == "leave_one_out":
+        return leave_one_out(sequences)
+    if kind == "temporal":
+        return temporal(sequences, timestamps, spec["valid_cut"], spec["test_cut"])
+    raise ValueError(f"unknown split kind {kind!r} in the dataset manifest; expected one of {SPLITS}")

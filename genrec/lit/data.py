@@ -119,6 +119,7 @@ class SIDDataModule(L.LightningDataModule):
         run: str = "runs/demo",
         demo: bool = False,
         source: str | None = None,
+        stages: str | None = None,
         max_items: int = 20,
         batch_size: int = 256,
         eval_batch_size: int = 512,
@@ -133,6 +134,9 @@ class SIDDataModule(L.LightningDataModule):
             run: run folder holding dataset/ and sid/ (and features/ when use_content).
             demo: build the missing stages of ``run`` from the built-in demo dataset first.
             source: build the missing stages of ``run`` from this source folder first.
+            stages: stage-config YAML (its prepare / embed / tokenize sections, e.g.
+                configs/bench/Office.yaml) that missing stages are built with; stages that exist are
+                kept as they are. None: the package defaults (RQ-VAE semantic IDs).
             max_items: history items per example (the protocol's max_items).
             batch_size: training batch size.
             eval_batch_size: users per validation/test batch.
@@ -155,7 +159,8 @@ class SIDDataModule(L.LightningDataModule):
         if training_examples not in ("auto", "causal", "prefix"):
             raise ValueError(f"training_examples must be auto, causal or prefix, got {training_examples!r}")
         self.run = Path(run)
-        ensure_stages(self.run, source=Path(source) if source else None, demo=demo)
+        ensure_stages(self.run, source=Path(source) if source else None, demo=demo,
+                      missing_config=stages)
         from genrec.data.dataset import load_dataset
         from genrec.tokenizer.semantic_ids import load_semantic_ids
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import gzip
 import json
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -70,7 +71,9 @@ def test_prepare_end_to_end(source: Path, tmp_path: Path) -> None:
     assert manifest["filters"] == {"n_input": 12, "dedup_removed": 0, "core_removed": 2, "removed_users": 1,
                                    "removed_items": 1, "rounds": 2}
     assert manifest["config"] == {"user_core": 0, "item_core": 0, "min_seq_len": 3, "dedup_consecutive": False,
+                                  "split": "leave_one_out", "valid_from": 0.8, "test_from": 0.9,
                                   "on_error": "raise", "progress": False}
+    assert manifest["split"] == {"kind": "leave_one_out"}
     assert manifest["has_timestamps"] and manifest["timestamp_unit"] == "unix seconds"
     used = {Path(f["path"]).name: f["sha256"] for f in manifest["source_files"]}
     assert used == {n: sha256_file(source / n) for n in ("Shop_5.json.gz", "meta_Shop.json.gz")}
@@ -202,7 +205,35 @@ def test_forced_format_and_files_listed(tmp_path: Path) -> None:
         prepare(src, tmp_path / "x", NO_CORE, fmt="rechorus")
 
 
+def test_temporal_split_cuts_one_time_line(source: Path, tmp_path: Path) -> None:
+    # Event times 5 6 7 10 10 20 20 20 30 40: the 0.5 and 0.8 quantiles ("higher") are 20 and 30.
+    # U2 [0 1 2 3] at 10 20 30 40: trains on [0], validates 1 after [0], is tested on 2 after [0 1].
+    # U1 [4 0 3] at 10 20 20: trains on [4], validates 0 after [4], has no event at or after 30.
+    # U3 [4 5 0] at 5 6 7: all training.
+    manifest = prepare(source, tmp_path / "run", replace(NO_CORE, split="temporal", valid_from=0.5, test_from=0.8))
+    assert manifest["split"] == {"kind": "temporal", "valid_from": 0.5, "test_from": 0.8, "valid_cut": 20,
+                                 "test_cut": 30, "n_train_events": 5, "n_valid_users": 2, "n_test_users": 1}
+    split = load_dataset(tmp_path / "run").split
+    assert [s.tolist() for s in split.train] == [[0], [4], [4, 5, 0]]
+    assert split.valid.user_ids.tolist() == [0, 1] and split.valid.targets.tolist() == [1, 0]
+    assert [h.tolist() for h in split.valid.histories] == [[0], [4]]
+    assert split.test.user_ids.tolist() == [0] and split.test.targets.tolist() == [2]
+    assert [h.tolist() for h in split.test.histories] == [[0, 1]]
+
+
+def test_temporal_split_needs_timestamps(tmp_path: Path) -> None:
+    src = tmp_path / "src"
+    src.mkdir()
+    (src / "Toys.txt").write_text("1 1 2 3\n2 2 3 1\n")   # S3-Rec: order only
+    with pytest.raises(ValueError, match=r"split 'temporal' needs a timestamp.*s3rec.*--split leave_one_out"):
+        prepare(src, tmp_path / "run", replace(NO_CORE, split="temporal"))
+    assert not (tmp_path / "run" / "dataset").exists()
+
+
 @pytest.mark.parametrize("kwargs, message", [
+    ({"split": "random"}, "split must be one of"),
+    ({"valid_from": 0.9, "test_from": 0.8}, "0 < valid_from <= test_from < 1"),
+    ({"test_from": 1.0}, "0 < valid_from <= test_from < 1"),
     ({"user_core": -1}, "user_core must be an integer >= 0"),
     ({"item_core": 2.5}, "item_core must be an integer >= 0"),
     ({"min_seq_len": 0}, "min_seq_len must be >= 1"),
