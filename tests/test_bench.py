@@ -40,6 +40,22 @@ def test_bench_smoke_writes_a_valid_result(tmp_path):
         rows = segments["splits"][split].values()
         assert sum(r["n_users"] for r in rows) == segments["overall"][split]["n_users"]
 
+    # bench/seeds.py on the same run: seed 0 is the bench run's own models, seed 1 is retrained.
+    out = subprocess.run([sys.executable, "bench/seeds.py", "--dataset", "smoke", "--run-dir", str(tmp_path / "smoke"),
+                          "--results-dir", str(tmp_path / "results"), "--out-root", str(tmp_path / "seeds"),
+                          "--seeds", "0", "1"], cwd=REPO, capture_output=True, text=True, timeout=600)
+    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
+    seeds = json.loads((tmp_path / "results" / "seeds_smoke.json").read_text())
+    seed0, seed1 = seeds["per_seed"]
+    assert seed0["reused"] == ["genrec", "sasrec"] and seed1["reused"] == []
+    assert seed1["train_seconds"]["genrec"] > 0 and seed1["train_seconds"]["sasrec"] > 0
+    for system in ("genrec", "sasrec"):
+        assert seed0[system]["test"]["ndcg@10"] == pytest.approx(result["metrics"][system]["ndcg@10"])
+        stats = seeds["summary"]["systems"][system]["test"]["ndcg@10"]
+        pair = [seed0[system]["test"]["ndcg@10"], seed1[system]["test"]["ndcg@10"]]
+        assert stats["mean"] == pytest.approx(np.mean(pair)) and stats["std"] == pytest.approx(np.std(pair, ddof=1))
+    assert (tmp_path / "results" / "seeds_smoke.png").read_bytes()[:4] == b"\x89PNG"
+
 
 def test_design_bench_smoke_trains_every_design_for_the_same_budget(tmp_path):
     """bench/design.py --smoke: every design trains for the budget, is scored along its curve, and one wins."""
