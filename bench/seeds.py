@@ -6,7 +6,9 @@
 The bench run's dataset, features and semantic IDs stay fixed: the codes and the SASRec table they
 were built from are one artifact. For each seed the generative model is retrained with the run's
 training config and ``--seed_everything SEED``, and a baseline SASRec is retrained with the run's
-SASRec settings and ``seed SEED``; the seed the bench run itself used reuses its models. Both are
+SASRec settings and ``seed SEED``. The seed the bench run itself used reuses its models while the
+run folder still holds the results table's run (its metrics.json has the figures of
+bench/results/NAME.json); otherwise that seed is retrained like the others. Both are
 scored on the validation and test splits with `genrec evaluate`'s metric functions. The report
 gives each seed's figures, mean and standard deviation per system, and genrec minus SASRec per
 seed, so a lead can be told apart from seed noise. Writes bench/results/seeds_NAME.{json,md,png}.
@@ -137,12 +139,29 @@ def score_sasrec(model, max_items: int, dataset) -> dict:
             for name in SPLITS}
 
 
-def run_seed(seed: int, base: Path, out_root: Path, train_yaml: str, genrec_seed: int, dataset) -> dict:
-    """One seed's genrec and SASRec figures (the bench run's own models when the seed is theirs)."""
+def reusable_systems(base: Path, table_path: Path) -> set[str]:
+    """The systems whose model in the bench run folder is still the results table's: the run's last
+    test evaluation (metrics.json) gives the table's NDCG@10. Later experiments in the same folder
+    (a retrained checkpoint) make a system not reusable."""
+    import json
+
+    metrics_path = base / "metrics.json"
+    if not (metrics_path.exists() and table_path.exists()):
+        return set()
+    run_metrics, table = json.loads(metrics_path.read_text()), json.loads(table_path.read_text())
+    if run_metrics.get("split") != "test":
+        return set()
+    return {system for system in SYSTEMS if system in run_metrics and
+            run_metrics[system]["ndcg@10"] == table.get("metrics", {}).get(system, {}).get("ndcg@10")}
+
+
+def run_seed(seed: int, base: Path, out_root: Path, train_yaml: str, genrec_seed: int, dataset,
+             reusable: set[str]) -> dict:
+    """One seed's genrec and SASRec figures (the bench run's own models when the seed is theirs and reusable)."""
     from genrec.features.collab import CHECKPOINT, load_sasrec_with_config, train_sasrec
 
     row: dict = {"seed": seed, "train_seconds": {}, "reused": []}
-    if seed == genrec_seed:
+    if seed == genrec_seed and "genrec" in reusable:
         genrec_run, row["train_seconds"]["genrec"] = base, None
         row["reused"].append("genrec")
     else:
@@ -151,7 +170,7 @@ def run_seed(seed: int, base: Path, out_root: Path, train_yaml: str, genrec_seed
     row["genrec"] = score_genrec(genrec_run)
 
     bench_sasrec, config = load_sasrec_with_config(base / "features" / "sasrec" / CHECKPOINT)
-    if seed == config.seed:
+    if seed == config.seed and "sasrec" in reusable:
         model, row["train_seconds"]["sasrec"] = bench_sasrec, None
         row["reused"].append("sasrec")
     else:
@@ -184,10 +203,16 @@ def main(argv: list[str] | None = None) -> int:
     genrec_seed = int(load_yaml(REPO / train_yaml).get("seed_everything", 0))
     out_root = a.out_root or REPO / "bench" / "runs" / "seeds" / a.dataset
     dataset = load_dataset(base)
+    reusable = reusable_systems(base, a.results_dir / f"{a.dataset}.json")
+    if set(SYSTEMS) - reusable:
+        print(f"{base} no longer holds the results table's {', '.join(sorted(set(SYSTEMS) - reusable))} model: "
+              "its seed is retrained too", flush=True)
     t0 = time.perf_counter()
-    per_seed = [run_seed(seed, base, out_root, train_yaml, genrec_seed, dataset) for seed in dict.fromkeys(a.seeds)]
+    per_seed = [run_seed(seed, base, out_root, train_yaml, genrec_seed, dataset, reusable)
+                for seed in dict.fromkeys(a.seeds)]
     result = {"dataset": a.dataset, "git_commit": git_commit(), "train_config": train_yaml,
-              "bench_run_seed": {"genrec": genrec_seed}, "seconds": round(time.perf_counter() - t0, 1),
+              "bench_run_seed": {"genrec": genrec_seed}, "reusable_from_bench_run": sorted(reusable),
+              "seconds": round(time.perf_counter() - t0, 1),
               "per_seed": per_seed, "summary": summarize(per_seed)}
     write_outputs(a.results_dir, f"seeds_{a.dataset}", result, markdown(a.dataset, result),
                   lambda path: draw(result, path))

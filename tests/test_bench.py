@@ -136,3 +136,21 @@ def test_a_genrec_rerun_keeps_the_peers_of_the_same_data_only():
     assert carried_peers(previous, {"dataset_stats": stats})["cornac_tiger"]["genrec_commit"] == "old"
     assert carried_peers(previous, {"dataset_stats": {**stats, "n_users": 11}}) == {}
     assert carried_peers(None, {"dataset_stats": stats}) == {}
+
+
+def test_seeds_reuse_a_bench_model_only_while_the_run_folder_holds_the_table_run(tmp_path):
+    from seeds import reusable_systems
+
+    table = {"metrics": {"genrec": {"ndcg@10": 0.0374}, "sasrec": {"ndcg@10": 0.0367}}}
+    (tmp_path / "Beauty.json").write_text(json.dumps(table))
+    run = tmp_path / "run"
+    run.mkdir()
+    assert reusable_systems(run, tmp_path / "Beauty.json") == set()      # never evaluated
+    (run / "metrics.json").write_text(json.dumps({"split": "test", **table["metrics"]}))
+    assert reusable_systems(run, tmp_path / "Beauty.json") == {"genrec", "sasrec"}
+    # a later experiment retrained genrec in the same folder: only SASRec is still the table's
+    (run / "metrics.json").write_text(json.dumps({"split": "test", "genrec": {"ndcg@10": 0.0351},
+                                                  "sasrec": {"ndcg@10": 0.0367}}))
+    assert reusable_systems(run, tmp_path / "Beauty.json") == {"sasrec"}
+    (run / "metrics.json").write_text(json.dumps({"split": "valid", **table["metrics"]}))
+    assert reusable_systems(run, tmp_path / "Beauty.json") == set()
