@@ -188,7 +188,7 @@ def run_bench(dataset: str, *, smoke: bool, run_dir: Path, train_args: list[str]
     from genrec.evaluate import EvaluateConfig, evaluate
     from genrec.features.stage import embed
     from genrec.io import machine_info, package_versions, write_json_atomic, write_text_atomic
-    from genrec.lit.cli import main as train_main
+    from genrec.pipeline import train_run
     from genrec.tokenizer.stage import tokenize
 
     cfg_path, checked_in = bench_config(dataset, smoke)
@@ -208,8 +208,7 @@ def run_bench(dataset: str, *, smoke: bool, run_dir: Path, train_args: list[str]
     manifest = timed("prepare", lambda: prepare(source, run_dir, stages_cfg.prepare, name=dataset))
     emb = timed("embed", lambda: embed(run_dir, stages_cfg.embed))
     tok = timed("tokenize", lambda: tokenize(run_dir, stages_cfg.tokenize))
-    cli = timed("train", lambda: train_main(["fit", "--config", str(REPO / train_yaml), f"--data.run={run_dir}",
-                                             "--data.demo=false", "--evaluate=false", *train_args]))
+    cli = timed("train", lambda: train_run(run_dir, train_yaml, train_args))
     metrics = timed("evaluate", lambda: evaluate(run_dir, EvaluateConfig(split="test", systems=systems)))
     throughput = next((c.targets_per_second for c in cli.trainer.callbacks if hasattr(c, "targets_per_second")), None)
     ds = load_dataset(run_dir)

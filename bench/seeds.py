@@ -82,24 +82,19 @@ def markdown(name: str, result: dict) -> str:
         d = result["summary"]["genrec_minus_sasrec"][split]
         lines.append(f"- {split}: genrec − SASRec NDCG@10 {d['ndcg@10']['mean']:+.4f} ± {d['ndcg@10']['std']:.4f} "
                      f"(genrec ahead on {d['seeds_genrec_ahead']} of {d['ndcg@10']['n']} seeds)")
-    seconds = {s: spread([row["train_seconds"][s] for row in result["per_seed"] if row["train_seconds"][s]])
-               for s in SYSTEMS if any(row["train_seconds"][s] for row in result["per_seed"])}
-    if seconds:
+    retrained = {s: [row["train_seconds"][s] for row in result["per_seed"] if row["train_seconds"][s]] for s in SYSTEMS}
+    if any(retrained.values()):
         lines.append("- retraining wall time per seed: " + ", ".join(
-            f"{s} {v['mean'] / 60:.1f} min" for s, v in seconds.items()) + f"; commit {str(result['git_commit'])[:10]}")
+            f"{s} {np.mean(v) / 60:.1f} min" for s, v in retrained.items() if v)
+            + f"; commit {str(result['git_commit'])[:10]}")
     return "\n".join(lines) + "\n"
 
 
 def draw(result: dict, path: Path) -> None:
     """NDCG@10 of every seed per system and split (dots), with the mean (bar)."""
-    import matplotlib
+    from genrec.plots import plt, save_png   # headless (Agg) pyplot
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    from genrec.io import atomic_path
-
-    fig, axes = plt.subplots(1, len(SPLITS), figsize=(4 * len(SPLITS), 3.2), sharey=False)
+    fig, axes = plt.subplots(1, len(SPLITS), figsize=(4 * len(SPLITS), 3.2))
     for ax, split in zip(np.atleast_1d(axes), SPLITS):
         for x, system in enumerate(SYSTEMS):
             values = [row[system][split]["ndcg@10"] for row in result["per_seed"]]
@@ -107,18 +102,14 @@ def draw(result: dict, path: Path) -> None:
             ax.scatter([x] * len(values), values, color=f"C{x}", zorder=3)
         ax.set_xticks(range(len(SYSTEMS)), SYSTEMS)
         ax.set_title(f"{split} NDCG@10 per seed")
-    fig.tight_layout()
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, dpi=120, format="png")
-    plt.close(fig)
+    save_png(fig, path)
 
 
 def train_genrec(run: Path, train_yaml: str, seed: int) -> float:
-    from genrec.lit.cli import main as train_main
+    from genrec.pipeline import train_run
 
     t0 = time.perf_counter()
-    train_main(["fit", "--config", str(REPO / train_yaml), f"--data.run={run}", "--data.demo=false",
-                "--evaluate=false", f"--seed_everything={seed}", "--trainer.enable_progress_bar=false"])
+    train_run(run, train_yaml, [f"--seed_everything={seed}", "--trainer.enable_progress_bar=false"])
     return time.perf_counter() - t0
 
 

@@ -196,13 +196,20 @@ def load_stage_config(path: str | Path) -> PipelineConfig:
     return stage_config_from_dict(load_yaml(repo_path(path, "stage config")))
 
 
+def train_run(run: Path, train_config: str, extra_args: list[str] = ()):
+    """Fit with the Lightning CLI on ``run``'s existing stages: the training YAML with data.run set to
+    ``run``, no demo and no built-in evaluation (the caller evaluates). Returns the CLI (its trainer)."""
+    from genrec.lit.cli import main as train_main
+
+    return train_main(["fit", "--config", str(train_config_path(train_config)), f"--data.run={run}",
+                       "--data.demo=false", "--evaluate=false", *extra_args])
+
+
 def run_pipeline(source: Path | None, run: Path, config: PipelineConfig, *, fmt: str | None = None,
                  demo: bool = False) -> dict:
     from genrec.evaluate import evaluate
-    from genrec.lit.cli import main as train_main
 
     run = Path(run)
     ensure_stages(run, source=source, demo=demo, fmt=fmt, config=config, force=config.force)
-    train_main(["fit", "--config", str(train_config_path(config.train_config)), f"--data.run={run}",
-                "--data.demo=false", "--evaluate=false", *config.train_args])
+    train_run(run, config.train_config, config.train_args)
     return evaluate(run, config.evaluate)

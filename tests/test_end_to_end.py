@@ -12,6 +12,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from genrec.data.demo import DemoConfig, write_demo_source
@@ -125,8 +126,6 @@ def test_temporal_split_end_to_end(small_run, tmp_path):
     assert manifest["split"]["n_test_users"] == len(split.test) > 0
     embed(run, EmbedConfig(image=ImageConfig(enabled=False), sasrec=SASRecTrainConfig(max_epochs=5, progress_bar=False),
                            cache_dir=str(small_run.parent / "cache"), progress=False))
-    import numpy as np
-
     collab = json.loads((run / "features" / "manifest.json").read_text())["modalities"]["collab"]
     in_training = np.zeros(manifest["n_items"], dtype=bool)
     in_training[training_items(split)] = True

@@ -80,7 +80,6 @@ def test_a_real_source_needs_its_own_run_folder(tmp_path):
 # ---- data.stages: the settings train.py builds missing stages with -------------------------
 
 
-
 def test_missing_stages_are_built_with_the_stage_config(tmp_path, monkeypatch):
     import genrec.tokenizer.stage as tokenizer_stage
 

@@ -101,9 +101,8 @@ def training_items(split: Split) -> np.ndarray:
 
 
 def temporal_cuts(event_times: np.ndarray, valid_from: float, test_from: float) -> tuple[int, int]:
-    """The validation and test cut times: the ``valid_from`` / ``test_from`` quantiles of all event times."""
-    if not 0.0 < valid_from <= test_from < 1.0:
-        raise ValueError(f"temporal split needs 0 < valid_from <= test_from < 1, got {valid_from} and {test_from}")
+    """The validation and test cut times: the ``valid_from`` / ``test_from`` quantiles of all event times
+    (PrepareConfig checks 0 < valid_from <= test_from < 1)."""
     valid_cut, test_cut = np.quantile(np.asarray(event_times), [valid_from, test_from], method="higher")
     return int(valid_cut), int(test_cut)
 

@@ -93,6 +93,15 @@ def test_office_rechorus_forced_equals_detected_with_timestamps(prepared, tmp_pa
         assert (source_ids[seq[-2]], int(ts[-2])) == rows[("dev", user)]
 
 
+def test_office_temporal_split_counts(tmp_path: Path) -> None:
+    """The README's Office figures for `genrec prepare --split temporal` (cuts at the 0.8 / 0.9 quantiles)."""
+    manifest = prepare(require_shared("Office"), tmp_path, PrepareConfig(split="temporal", progress=False))
+    spec = manifest["split"]
+    assert (spec["n_train_events"], spec["n_valid_users"], spec["n_test_users"]) == (42_572, 2_282, 2_114)
+    split = load_dataset(tmp_path).split
+    assert all(len(h) > 0 for h in split.test.histories)   # every tested user has history before the cut
+
+
 def test_decorec_last_items_match_test_file(prepared) -> None:
     _, run = prepared("Scientific_DeCoRec_mm")
     source = require_shared("Scientific_DeCoRec_mm")
