@@ -1,9 +1,13 @@
-"""Collect every dataset's bench result into one table and one plot (what the README shows).
+"""Write bench/RESULTS.md from bench/results/*.json: every benchmark table the docs quote.
 
-    python bench/summary.py        # reads bench/results/NAME.json, writes bench/results/summary.md and .png
+    python bench/summary.py            # writes bench/RESULTS.md
+    python bench/summary.py --check    # exit 1 if bench/RESULTS.md differs from what the JSON gives
+    python bench/summary.py --plot     # also redraw bench/results/summary.png (needs matplotlib)
 
-It runs nothing: the figures are those bench/run.py and bench/cornac_tiger.py wrote, so the table
-and the plot always agree with the JSON files they come from.
+It runs nothing and reads only JSON (plus the seed_everything of the training YAML a result names),
+so it is fast and deterministic, and no figure in RESULTS.md can drift from the JSON it comes from:
+tests/test_bench.py fails when the committed file and this script's output differ. Each section
+states the command that writes its JSON, the seeds, and the wall time where the JSON records it.
 """
 
 from __future__ import annotations
@@ -18,10 +22,18 @@ sys.path.insert(0, str(REPO / "bench"))
 
 from run import RESULTS, training_side_seconds, validate_result  # noqa: E402
 
+OUT = REPO / "bench" / "RESULTS.md"
 DATASET_ORDER = ("Beauty", "Sports_and_Outdoors", "Office", "Scientific", "Scientific_DeCoRec_mm")
 SYSTEM_LABELS = {"genrec": "genrec", "sasrec": "SASRec (ours)", "popularity": "popularity",
                  "cornac_tiger": "cornac TIGER (PAISCHER recipe)", "cornac_tiger_grid": "cornac TIGER (GRID recipe)"}
+# Ablation rows in the order bench/ablation.py builds them: modality rows, then one change to the config row.
+ABLATION_BASES = ("text", "text+image", "text+collab", "all")
+SPLIT_ORDER = ("valid", "test")
+ABLATION_CHANGES = ("", "fused codes", "separate codes", "RQ-VAE codes + autoregressive head",
+                    "RQ-VAE + autoregressive, constrained training", "constrained training")
 
+
+# ---------------------------------------------------------------- loading
 
 def load_results(folder: Path) -> dict[str, dict]:
     """dataset -> result, for every NAME.json in ``folder`` that is a full results-table row."""
@@ -38,12 +50,59 @@ def load_results(folder: Path) -> dict[str, dict]:
     return dict(sorted(found.items(), key=lambda kv: order.get(kv[0], len(order))))
 
 
+def load_kind(folder: Path, prefix: str) -> dict[str, dict]:
+    """NAME -> JSON for every ``prefix_NAME.json`` (smoke runs left out), in DATASET_ORDER."""
+    found = {p.stem[len(prefix) + 1:]: json.loads(p.read_text()) for p in sorted(folder.glob(f"{prefix}_*.json"))}
+    order = {name: i for i, name in enumerate(DATASET_ORDER)}
+    return {k: found[k] for k in sorted(found, key=lambda k: (order.get(k, len(order)), k)) if k != "smoke"}
+
+
 def systems_of(result: dict) -> dict[str, dict]:
     """Every system in one result (the peers too), in SYSTEM_LABELS order."""
     found = {**result["metrics"], **result.get("peers", {})}
     return {s: found[s] for s in sorted(found, key=lambda s: list(SYSTEM_LABELS).index(s) if s in SYSTEM_LABELS
                                         else len(SYSTEM_LABELS))}
 
+
+def yaml_seed(train_yaml: str | None, train_args: list[str]) -> str:
+    """The genrec training seed of a run: --seed_everything in its extra flags, else its YAML's seed_everything."""
+    for i, arg in enumerate(train_args):
+        if arg.startswith("--seed_everything"):
+            return arg.split("=", 1)[1] if "=" in arg else train_args[i + 1]
+    if not train_yaml or not (REPO / train_yaml).exists():
+        return "?"
+    import yaml
+
+    return str(yaml.safe_load((REPO / train_yaml).read_text()).get("seed_everything", "?"))
+
+
+# ---------------------------------------------------------------- formatting
+
+def f4(x: float | None) -> str:
+    return "—" if x is None else f"{x:.4f}"
+
+
+def num(x: float | None, digits: int = 0) -> str:
+    return "—" if x is None else f"{x:,.{digits}f}"
+
+
+def commit(c: str | None) -> str:
+    return str(c)[:7] if c else "—"
+
+
+def row(cells: list) -> str:
+    return "| " + " | ".join(str(c) for c in cells) + " |"
+
+
+def header(cells: list[str]) -> list[str]:
+    return [row(cells), "|" + "---|" * len(cells)]
+
+
+def command_with(base: str, extra: list[str]) -> str:
+    return f"`{' '.join([base, *extra])}`"
+
+
+# ---------------------------------------------------------------- sections
 
 def peer_minutes(peer: dict, result: dict) -> str:
     """A peer's fit + evaluation minutes, with its fit budget as a multiple of genrec's training side."""
@@ -57,8 +116,9 @@ def peer_minutes(peer: dict, result: dict) -> str:
 
 
 def table(results: dict[str, dict]) -> str:
-    lines = ["| dataset | system | Recall@5 | Recall@10 | Recall@20 | NDCG@5 | NDCG@10 | NDCG@20 | invalid | "
-             "pipeline min |", "|---|---|---|---|---|---|---|---|---|---|"]
+    """The summary table: every system of every dataset, test split."""
+    lines = header(["dataset", "system", "Recall@5", "Recall@10", "Recall@20", "NDCG@5", "NDCG@10", "NDCG@20",
+                    "invalid", "pipeline min"])
     for dataset, result in results.items():
         pipeline_min = sum(result["stages"].values()) / 60
         for system, m in systems_of(result).items():
@@ -68,6 +128,344 @@ def table(results: dict[str, dict]) -> str:
             lines.append(f"| {dataset} | {SYSTEM_LABELS.get(system, system)} | " + " | ".join(cells)
                          + f" | {m['invalid_rate']:g} | {minutes} |")
     return "\n".join(lines) + "\n"
+
+
+def text_vectors(result: dict) -> str:
+    text = result.get("embed", {}).get("modalities", {}).get("text", {})
+    if "n_cached" not in text:
+        return "—"
+    return f"{text['n_encoded']:,} encoded, {text['n_cached']:,} from cache"
+
+
+def runs_section(results: dict[str, dict]) -> str:
+    lines = ["## Results table", "",
+             "Command: `python bench/run.py --dataset NAME` (genrec, SASRec and popularity in one run; writes "
+             "`results/NAME.json`); the cornac rows are added by `python bench/cornac_tiger.py --dataset NAME` "
+             "(or `bench/run.py --with-cornac`). Test split, leave-one-out, full ranking over the catalogue, "
+             "histories cut to the last 20 items, one seed per dataset (below). \"pipeline min\" is genrec's "
+             "prepare → embed (incl. SASRec) → tokenize → train → evaluate, and a peer's fit plus evaluation.", "",
+             table(results).rstrip(), "", "![NDCG@10 per system and dataset](results/summary.png)", "",
+             "**Runs.** Seeds: genrec's `seed_everything` (its training YAML, or `--seed_everything` in the "
+             "command) and SASRec's `seed` (`embed.modalities.collab.config.seed` in the JSON). Wall time in "
+             "seconds per stage on 2 CPU cores. \"text vectors\" says how many item texts were encoded and how "
+             "many came from the embedding cache (a cached text costs no encoder time, so the embed time "
+             "depends on it).", ""]
+    lines += header(["dataset", "command", "seed genrec / SASRec", "users", "items", "interactions", "prepare s",
+                     "embed s (incl. SASRec)", "tokenize s", "train s", "evaluate s", "peak RSS MB", "text vectors", "commit"])
+    for dataset, r in results.items():
+        cfg, stats, st = r.get("config", {}), r["dataset_stats"], r["stages"]
+        extra = cfg.get("train_args", [])
+        collab = r.get("embed", {}).get("modalities", {}).get("collab", {})
+        lines.append(row([dataset, command_with(f"python bench/run.py --dataset {dataset}", extra),
+                          f"{yaml_seed(cfg.get('train'), extra)} / {collab.get('config', {}).get('seed', '—')}",
+                          num(stats["n_users"]), num(stats["n_items"]), num(stats["n_interactions"]),
+                          num(st["prepare"], 1), num(st["embed"]), num(st["tokenize"], 1), num(st["train"]),
+                          num(st["evaluate"], 1), num(r["peak_rss_mb"]), text_vectors(r), commit(r["git_commit"])]))
+    lines += ["", "**Training.** genrec: epochs run (early stopping on validation NDCG@10), best validation "
+              "NDCG@10 and training throughput in next-item targets per second. SASRec: the baseline and the "
+              "collaborative features, trained on the training split only.", ""]
+    lines += header(["dataset", "genrec config", "epochs", "best valid NDCG@10", "targets/s", "SASRec epochs run",
+                     "SASRec best epoch", "SASRec valid NDCG@10", "SASRec s"])
+    for dataset, r in results.items():
+        t = r["train"]
+        collab = r.get("embed", {}).get("modalities", {}).get("collab", {})
+        lines.append(row([dataset, f"`{r.get('config', {}).get('train', '—')}`", t.get("epochs", "—"),
+                          f4(t.get("best_val_ndcg@10")), num(t.get("train_targets_per_second")),
+                          collab.get("epochs", "—"), collab.get("best_epoch", "—"),
+                          f4(collab.get("best_val", {}).get("ndcg@10")), num(collab.get("seconds"))]))
+    peers = [(d, name, p) for d, r in results.items() for name, p in r.get("peers", {}).items()]
+    if peers:
+        lines += ["", "**Peers.** Fit under a wall-time budget with the recipe's epochs and warmup scaled to fit "
+                  "(`bench/cornac_tiger.py`); \"full recipe\" is the fit time the unscaled recipe would take here, "
+                  "from the measured throughput (`full_recipe_estimate`).", ""]
+        lines += header(["dataset", "peer", "command", "fit budget s", "genrec run it was set against", "fit s",
+                         "eval s", "RQ-VAE epochs", "seq2seq epochs", "samples/s", "full recipe h"])
+        for dataset, name, p in peers:
+            against = (f"{commit(p['genrec_commit'])}, {p['genrec_training_side_seconds']:,.0f} s"
+                       if p.get("genrec_commit") else f"this run, {training_side_seconds(results[dataset]):,.0f} s")
+            lines.append(row([dataset, SYSTEM_LABELS.get(name, name),
+                              f"`python bench/cornac_tiger.py --dataset {dataset} --budget-seconds "
+                              f"{p['budget_seconds']:g}`", num(p["budget_seconds"]), against,
+                              num(p["fit_seconds"]), num(p["seconds"]), p.get("rqvae_epochs", "—"),
+                              p.get("seq2seq_epochs", "—"), p.get("probe_samples_per_second", "—"),
+                              p.get("full_recipe_estimate", {}).get("hours", "—")]))
+    return "\n".join(lines) + "\n"
+
+
+def seeds_section(seeds: dict[str, dict]) -> str:
+    lines = ["## Seed spread", "",
+             "Command: `python bench/seeds.py --dataset NAME --seeds 0 1 2` (after `bench/run.py`; writes "
+             "`results/seeds_NAME.json`). genrec and SASRec are retrained per seed on the bench run's semantic "
+             "IDs and features (fixed), and scored on test and validation; a seed whose model the bench run "
+             "folder still held is reused, not retrained. Mean ± sample standard deviation over the seeds.", ""]
+    lines += header(["dataset", "seeds", "genrec test NDCG@10", "SASRec test NDCG@10", "genrec − SASRec, test",
+                     "seeds genrec ahead (test / valid)", "genrec valid NDCG@10", "SASRec valid NDCG@10",
+                     "reused from the bench run", "wall time min"])
+    for name, s in seeds.items():
+        sy, diff = s["summary"]["systems"], s["summary"]["genrec_minus_sasrec"]
+        n = diff["test"]["ndcg@10"]["n"]
+        reused = "; ".join(f"seed {r['seed']}: {', '.join(r['reused'])}" for r in s["per_seed"] if r["reused"])
+
+        def ms(system: str, split: str) -> str:
+            m = sy[system][split]["ndcg@10"]
+            return f"{m['mean']:.4f} ± {m['std']:.4f}"
+
+        lines.append(row([name, ", ".join(str(r["seed"]) for r in s["per_seed"]), ms("genrec", "test"),
+                          ms("sasrec", "test"),
+                          f"{diff['test']['ndcg@10']['mean']:+.4f} ± {diff['test']['ndcg@10']['std']:.4f}",
+                          f"{diff['test']['seeds_genrec_ahead']} of {n} / {diff['valid']['seeds_genrec_ahead']} of {n}",
+                          ms("genrec", "valid"), ms("sasrec", "valid"), reused or "none",
+                          num(s["seconds"] / 60, 1)]))
+    lines += ["", "Per seed (test NDCG@10):", ""]
+    lines += header(["dataset", "seed", "genrec", "SASRec", "genrec retrain s", "SASRec retrain s"])
+    for name, s in seeds.items():
+        for r in s["per_seed"]:
+            lines.append(row([name, r["seed"], f4(r["genrec"]["test"]["ndcg@10"]), f4(r["sasrec"]["test"]["ndcg@10"]),
+                              num(r["train_seconds"]["genrec"]), num(r["train_seconds"]["sasrec"])]))
+    return "\n".join(lines) + "\n"
+
+
+def segments_section(segments: dict[str, dict]) -> str:
+    lines = ["## Metrics by target popularity", "",
+             "Command: `python bench/segments.py --dataset NAME` (after `bench/run.py`; reads that run's models; "
+             "writes `results/segments_NAME.json`). Each user's target is bucketed by how often it occurs in the "
+             "training split.", ""]
+    for name, s in segments.items():
+        systems = s["systems"]
+        lines += [f"**{name}** ({num(s['seconds'])} s, commit {commit(s['git_commit'])})", ""]
+        lines += header(["split", "target seen in training", "users", "share"]
+                        + [f"{sys_} {m}" for sys_ in systems for m in ("NDCG@10", "Recall@20")])
+        for split in sorted(s["splits"], key=lambda sp: SPLIT_ORDER.index(sp) if sp in SPLIT_ORDER else 9):
+            buckets = s["splits"][split]
+            for label in sorted(buckets, key=bucket_floor):
+                b = buckets[label]
+                cells = [f4(b.get("systems", {}).get(sys_, {}).get(m)) for sys_ in systems
+                         for m in ("ndcg@10", "recall@20")]
+                lines.append(row([split, label, num(b["n_users"]), f"{b['share']:.0%}", *cells]))
+            o = s["overall"][split]
+            lines.append(row([split, "all", num(o["n_users"]), "100%",
+                              *[f4(o[sys_][m]) for sys_ in systems for m in ("ndcg@10", "recall@20")]]))
+        lines.append("")
+    return "\n".join(lines)
+
+
+def bucket_floor(label: str) -> int:
+    """Sort key of a popularity bucket label ('never', '1-4', '5-19', '20+'): its lower edge."""
+    return 0 if label == "never" else int(label.split("-")[0].rstrip("+"))
+
+
+def ablation_key(name: str) -> tuple:
+    base, _, change = name.partition(", ")
+    return (ABLATION_BASES.index(base) if base in ABLATION_BASES else len(ABLATION_BASES),
+            ABLATION_CHANGES.index(change) if change in ABLATION_CHANGES else len(ABLATION_CHANGES), name)
+
+
+def ablation_section(ablations: dict[str, dict], results: dict[str, dict]) -> str:
+    lines = ["## Ablations", "",
+             "Command: `python bench/ablation.py --dataset NAME` (writes `results/ablation_NAME.json`; "
+             "`--variants NAME ...` re-runs only those rows and keeps the others). Each variant is the checked-in "
+             "bench config with one change, run end to end with the same seed and training budget (early "
+             "stopping on validation NDCG@10); genrec only, test split. \"collab\" is the SASRec item table; "
+             "\"image\" is a precomputed image feature. The row marked [config] is the bench config unchanged. "
+             "\"train s\" includes early stopping, so it is not a per-epoch cost; targets/s is.", ""]
+    for name, a in ablations.items():
+        rows = a["variants"]
+        config_row = "all" if "all" in rows else "text+collab"
+        train_yaml = results.get(name, {}).get("config", {}).get("train")
+        lines += [f"**{name}**: {command_with(f'python bench/ablation.py --dataset {name}', a.get('train_args', []))}; "
+                  f"seed {yaml_seed(train_yaml, a.get('train_args', []))}; {a['seconds'] / 60:.1f} min of stage "
+                  f"time in all rows; commit {commit(a['git_commit'])}", ""]
+        lines += header(["variant", "modalities", "codes", "head", "Recall@10", "NDCG@10", "NDCG@20",
+                         "best valid NDCG@10", "train s", "epochs", "targets/s"])
+        for variant in sorted(rows, key=ablation_key):
+            r, m = rows[variant], rows[variant]["metrics"]["genrec"]
+            head = r.get("head", "config default")
+            head += ", constrained training" if r.get("constrained_training") else ""
+            lines.append(row([variant + (" [config]" if variant == config_row else ""), "+".join(r["modalities"]),
+                              r["codes"], head, f4(m["recall@10"]), f4(m["ndcg@10"]), f4(m["ndcg@20"]),
+                              f4(r.get("best_val_ndcg@10")), num(r["stages"]["train"]), r["epochs"],
+                              num(r.get("train_targets_per_second"))]))
+        lines += ["", f"![ablation on {name}](results/ablation_{name}.png)", ""]
+    return "\n".join(lines)
+
+
+def design_order(names: list[str]) -> list[str]:
+    from design import DESIGNS
+
+    known = [d.name for d in DESIGNS]
+    return sorted(names, key=lambda n: (known.index(n) if n in known else len(known), n))
+
+
+def design_section(designs: dict[str, dict]) -> str:
+    lines = ["## Model designs at equal training time", "",
+             "Command: `python bench/design.py --dataset NAME` (writes `results/design_NAME.json`). Every design "
+             "trains from the same seed on the training split for the same wall-time budget of training "
+             "(validation off, constant learning rate after warmup); copies of the weights along the way are "
+             "scored on a fixed validation subset, the last one on all validation users and on test (full "
+             "ranking; beam 20 for the code heads, every item scored for the parallel head). The design with the "
+             "best validation NDCG@10 at the budget wins; [config] marks what the training config trains.", ""]
+    for name, d in designs.items():
+        first = next(iter(d["designs"].values()))
+        marks = [f"valid@{p['seconds']:.0f} s" for p in first["curve"][:-1]]
+        budget = "" if d["budget_seconds"] == 240 else f" --budget-seconds {d['budget_seconds']:g}"
+        lines += [f"**{name}**: `python bench/design.py --dataset {name}{budget}`; seed {d['seed']}; "
+                  f"{d['budget_seconds']:g} s of training per design; curve on {d['curve_users']:,} validation "
+                  f"users, final scores on {first['valid_users']:,} validation and {first['test_users']:,} test "
+                  f"users; training config `{d['train_config']}`; commit {commit(d['git_commit'])}", ""]
+        lines += header(["design", "codes", "tokens per item", "targets/s", "epochs", *marks,
+                         f"valid NDCG@10 at {d['budget_seconds']:g} s", "test NDCG@10", "decode ms/user"])
+        for design in design_order(list(d["designs"])):
+            r = d["designs"][design]
+            tags = (" **(winner)**" if design == d["winner"] else "") + (" [config]" if r["matches_config"] else "")
+            curve = [f4(p["valid_subset"]["ndcg@10"]) for p in r["curve"][:-1]]
+            lines.append(row([design + tags, r["layout"], r["encoder_tokens_per_item"], num(r["targets_per_second"]),
+                              f"{r['epochs']:g}", *curve, f4(r["valid"]["ndcg@10"]), f4(r["test"]["ndcg@10"]),
+                              f"{r['decode_ms_per_user']:.2f}"]))
+        lines += ["", f"![validation NDCG@10 against training seconds per design](results/design_{name}.png)", ""]
+    return "\n".join(lines)
+
+
+def collisions(c: dict) -> str:
+    return f"{c['n_colliding_items']:,} ({c['n_duplicates']:,})"
+
+
+def tokenizer_section(tokenizers: dict[str, dict], results: dict[str, dict]) -> str:
+    lines = ["## Semantic IDs", "",
+             "Command: `python bench/tokenizer_quality.py --dataset NAME` (writes `results/tokenizer_NAME.json`): "
+             "prepare → embed (text only) → tokenize with the default RQ-VAE, and the reference semantic IDs "
+             "shipped beside the data through the same collision count. "
+             "\"items sharing a tuple\" counts items whose code tuple another item also has (in brackets: how "
+             "many need a dedup code).", ""]
+    for name, t in tokenizers.items():
+        used = " / ".join(f"{lv['used_fraction']:.0%}" for lv in t["levels"] if lv["size"] > 1)
+        perplexity = " / ".join(f"{lv['perplexity']:.0f}" for lv in t["levels"] if lv["size"] > 1)
+        coded = [lv for lv in t["levels"] if lv["size"] > 1]
+        dedup = " + a dedup level" if len(coded) < len(t["levels"]) else ""
+        sizes = sorted({lv["size"] for lv in coded})
+        lines += [f"**{name}**: {len(coded)} levels × {'/'.join(map(str, sizes))} codes{dedup}; embed "
+                  f"{num(t['embed_seconds'], 1)} s, tokenize {num(t['tokenize_seconds'], 1)} s; seed 0 "
+                  "(`genrec tokenize --seed`, default)", ""]
+        lines += header(["tokenizer", "codes used per level", "perplexity per level", "items sharing a tuple"])
+        lines.append(row(["genrec RQ-VAE, nearest codes (`last_level: nearest`)", used, perplexity,
+                          collisions(t["collisions_raw"])]))
+        lines.append(row(["genrec RQ-VAE, default `last_level: unique`", used, perplexity,
+                          collisions(t["collisions_before_dedup"])]))
+        for ref, c in t.get("references", {}).items():
+            lines.append(row([f"reference `{ref}` ({c['n_levels']} levels)", "—", "—", collisions(c)]))
+        lines += ["", f"![{name} codebook usage](results/tokenizer_{name}.png)", ""]
+    pq = [(d, r["tokenizer"]) for d, r in results.items() if "reconstruction" in r.get("tokenizer", {})]
+    if pq:
+        lines += ["The tokenizers of the bench runs (`tokenizer` in `results/NAME.json`): codes used, collisions "
+                  "with plain nearest codes, relative reconstruction error per quantized vector.", ""]
+        lines += header(["dataset", "digits", "codes used (min over levels)", "perplexity (min–max)",
+                         "items sharing a tuple, nearest codes", "relative reconstruction error", "tokenize s"])
+        for dataset, t in pq:
+            levels = [lv for lv in t["levels"] if lv["size"] > 1]
+            recon = ", ".join(f"{k} {v['relative']:.2f}" for k, v in sorted(t["reconstruction"].items()))
+            lines.append(row([dataset, len(levels), f"{min(lv['used_fraction'] for lv in levels):.0%}",
+                              f"{min(lv['perplexity'] for lv in levels):.0f}–{max(lv['perplexity'] for lv in levels):.0f}",
+                              collisions(t["collisions_raw"]), recon, num(t.get("seconds"), 1)]))
+        lines.append("")
+    return "\n".join(lines)
+
+
+def embed_section(e: dict) -> str:
+    load = e.get("load_average", {})
+    lines = ["## Encoders and the SASRec baseline", "",
+             f"Command: `python bench/embed.py` (writes `results/embed.json`). Torch limited to "
+             f"{e.get('torch_threads', '?')} threads; encoder throughput excludes model loading and uses no cache. "
+             f"Load average before / after: {load.get('before', '—')} / {load.get('after', '—')} (above 2 means "
+             "the cores were shared, so the rates are low).", ""]
+    lines += header(["measure", "value", "wall time s"])
+    t, i = e.get("texts"), e.get("images")
+    if t:
+        lines.append(row([f"text encoder `{t['model']}`, {t['n']:,} {t['source']}, {t['mean_tokens']} tokens avg, "
+                          f"batch {t['batch_size']}", f"{t['texts_per_second']} texts/s", num(t["seconds"], 1)]))
+    if i:
+        lines.append(row([f"image encoder `{i['model']}` at {i['image_size']} px, {i['n']:,} {i['source']}, "
+                          f"batch {i['batch_size']}", f"{i['images_per_second']} images/s", num(i["seconds"], 1)]))
+    for name, s in e.get("sasrec", {}).items():
+        sr, pop = s["sasrec"], s["popularity"]
+        lines.append(row([f"SASRec on {name}, test NDCG@10 / Recall@10 (valid NDCG@10); best epoch "
+                          f"{sr['best_epoch']} of {sr['epochs']}, seed {sr['config'].get('seed', '—')}",
+                          f"{f4(sr['test']['ndcg@10'])} / {f4(sr['test']['recall@10'])} "
+                          f"({f4(sr['valid']['ndcg@10'])})", num(sr["seconds"])]))
+        lines.append(row([f"popularity on {name}, test NDCG@10", f4(pop["test"]["ndcg@10"]), "—"]))
+    return "\n".join(lines) + "\n"
+
+
+def serve_section(r: dict) -> str:
+    cfg, setting = r["config"], r["setting"]
+    cmd = f"python bench/serve.py --run {cfg['run']}" if cfg.get("run") else "python bench/serve.py"
+    targets = r.get("targets", {})
+
+    def target(key: str, what: str) -> str:
+        t = targets.get(key)
+        return "" if t is None else what.format(f"{t['target']:g}") + (" (met)" if t["met"] else " (missed)")
+
+    lines = ["## Serving", "",
+             f"Command: `{cmd}` (writes `results/serve.json`); wall time not recorded. Model: {setting['model']}, "
+             f"{setting['weights']}; {setting['n_items']:,} items, {len(setting['level_sizes'])} code levels, "
+             f"{setting['history_items']}-item histories, k = {setting['k']}, exclude_history "
+             f"{str(setting['exclude_history']).lower()}; {r['machine']['cpu_count']} CPU cores, load average "
+             f"before / after {r['machine']['load_avg_before']} / {r['machine']['load_avg_after']}; seed "
+             f"{cfg.get('seed', '—')} for the request histories. The peer path is a T5 of TIGER's size "
+             f"({r['peer_tiger_generate']['parameters']:,} parameters, random weights) over TIGER's layout, "
+             f"`generate()` with `prefix_allowed_tokens_fn`, {r['peer_tiger_generate']['history_tokens']} history "
+             "tokens.", ""]
+    lines += header(["measure", "result", "target"])
+    lines.append(row(["in-process latency, batch 1 (ONNX + decoding)",
+                      f"p50 {r['onnx_in_process']['p50_ms']:.2f} ms, p99 {r['onnx_in_process']['p99_ms']:.2f} ms",
+                      f"{target('onnx_p50_ms', 'p50 ≤ {} ms')}, {target('onnx_p99_ms', 'p99 ≤ {} ms')}"]))
+    lines.append(row(["HTTP over loopback, 1 client",
+                      f"p50 {r['http_single_client']['p50_ms']:.2f} ms, p99 {r['http_single_client']['p99_ms']:.2f} ms",
+                      target("http_p50_ms", "p50 ≤ {} ms")]))
+    load = r["http_load"]
+    lines.append(row([f"throughput, {load['clients']} concurrent clients, {load['requests']:,} requests",
+                      f"{load['requests_per_s']:g} req/s, {load['errors']} errors, {load['n_5xx']} 5xx "
+                      f"(p50 {load['p50_ms']:.1f} ms, p99 {load['p99_ms']:.1f} ms)",
+                      target("throughput_rps", "≥ {} req/s")]))
+    lines.append(row(["server RSS", f"{r['server_memory']['peak_rss_mb']:g} MB peak",
+                      target("server_rss_mb", "< {} MB")]))
+    lines.append(row(["torch eager, same model (`GenRecModule.recommend`)",
+                      f"p50 {r['torch_eager_ours']['p50_ms']:.2f} ms: ONNX is "
+                      f"{r['speedup']['onnx_vs_torch_eager_ours_p50']:g}× faster", ""]))
+    lines.append(row(["peer path", f"p50 {r['peer_tiger_generate']['p50_ms']:.1f} ms: ONNX is "
+                      f"{r['speedup']['onnx_vs_peer_p50']:g}× faster", target("speedup_vs_peer", "≥ {}×")]))
+    lines.append(row(["TIGER's T5 exported by genrec (ONNX, cached decoder step)",
+                      f"p50 {r['onnx_tiger_in_process']['p50_ms']:.1f} ms: "
+                      f"{r['speedup']['onnx_tiger_vs_peer_p50']:g}× faster than the peer path", ""]))
+    lines += ["", "![serving latency](results/serve_latency.png)", ""]
+    return "\n".join(lines)
+
+
+def render(folder: Path = RESULTS) -> str:
+    """RESULTS.md from the JSON in ``folder``: the same text on every machine for the same files."""
+    results = load_results(folder)
+    parts = ["# Benchmark results", "",
+             "Generated by `python bench/summary.py` from `bench/results/*.json`; do not edit by hand "
+             "(`tests/test_bench.py` fails when this file and the JSON disagree: re-run the script after a "
+             "benchmark). Each JSON also records the git commit, machine and package versions. Every figure "
+             "is one run on a 2-core x86_64 CPU machine; absolute times vary with load, so compare times "
+             "measured in one run.", ""]
+    if results:
+        parts.append(runs_section(results))
+    if seeds := load_kind(folder, "seeds"):
+        parts.append(seeds_section(seeds))
+    if segments := load_kind(folder, "segments"):
+        parts.append(segments_section(segments))
+    if ablations := load_kind(folder, "ablation"):
+        parts.append(ablation_section(ablations, results))
+    if designs := load_kind(folder, "design"):
+        parts.append(design_section(designs))
+    tokenizers = load_kind(folder, "tokenizer")
+    if tokenizers or results:
+        parts.append(tokenizer_section(tokenizers, results))
+    if (folder / "embed.json").exists():
+        parts.append(embed_section(json.loads((folder / "embed.json").read_text())))
+    if (folder / "serve.json").exists():
+        parts.append(serve_section(json.loads((folder / "serve.json").read_text())))
+    return "\n".join(parts).rstrip() + "\n"
 
 
 def plot(results: dict[str, dict], out: Path) -> Path:
@@ -94,17 +492,28 @@ def plot(results: dict[str, dict], out: Path) -> Path:
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python bench/summary.py", description=__doc__.strip().splitlines()[0])
-    p.add_argument("--results-dir", type=Path, default=RESULTS)
+    p.add_argument("--results-dir", type=Path, default=RESULTS, help="where the JSON files are")
+    p.add_argument("--out", type=Path, default=OUT, help="the markdown file to write")
+    p.add_argument("--check", action="store_true", help="write nothing; exit 1 if --out differs from the JSON")
+    p.add_argument("--plot", action="store_true", help="also redraw RESULTS_DIR/summary.png (matplotlib)")
     a = p.parse_args(argv)
+
+    if not any(a.results_dir.glob("*.json")):
+        raise SystemExit(f"no results in {a.results_dir}: run python bench/run.py --dataset NAME first")
+    text = render(a.results_dir)
+    if a.check:
+        current = a.out.read_text() if a.out.exists() else ""
+        if current != text:
+            print(f"{a.out} is out of date with {a.results_dir}/*.json: run python bench/summary.py", file=sys.stderr)
+            return 1
+        print(f"{a.out} matches {a.results_dir}/*.json")
+        return 0
     from genrec.io import write_text_atomic
 
-    results = load_results(a.results_dir)
-    if not results:
-        raise SystemExit(f"no results in {a.results_dir}: run python bench/run.py --dataset NAME first")
-    text = table(results)
-    write_text_atomic(a.results_dir / "summary.md", text)
-    plot(results, a.results_dir / "summary.png")
-    print(text)
+    write_text_atomic(a.out, text)
+    if a.plot:
+        plot(load_results(a.results_dir), a.results_dir / "summary.png")
+    print(f"wrote {a.out}")
     return 0
 
 

@@ -154,3 +154,37 @@ def test_seeds_reuse_a_bench_model_only_while_the_run_folder_holds_the_table_run
     assert reusable_systems(run, tmp_path / "Beauty.json") == {"sasrec"}
     (run / "metrics.json").write_text(json.dumps({"split": "valid", **table["metrics"]}))
     assert reusable_systems(run, tmp_path / "Beauty.json") == set()
+
+
+def test_results_md_is_what_summary_generates_from_the_committed_json():
+    """bench/RESULTS.md is bench/summary.py's output for bench/results/*.json: no figure can drift from its JSON."""
+    from summary import OUT, render
+
+    assert OUT.read_text() == render(REPO / "bench" / "results"), (
+        "bench/RESULTS.md is out of date with bench/results/*.json: run python bench/summary.py and commit it")
+
+
+def test_summary_reads_only_json_and_follows_it(tmp_path):
+    """No torch import (fast, no training); a figure changed in a JSON changes RESULTS.md; --check notices."""
+    import shutil
+
+    results = tmp_path / "results"
+    shutil.copytree(REPO / "bench" / "results", results, ignore=shutil.ignore_patterns("*.png", "*.md"))
+    probe = ("import sys; sys.path.insert(0, 'bench'); import summary; from pathlib import Path; "
+             f"text = summary.render(Path({str(results)!r})); assert text == summary.render(Path({str(results)!r})); "
+             "assert 'torch' not in sys.modules, 'summary imported torch'; print(text)")
+    out = subprocess.run([sys.executable, "-c", probe], cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr[-3000:]
+    before = out.stdout
+    office = json.loads((results / "Office.json").read_text())
+    office["metrics"]["genrec"]["ndcg@10"] = 0.0123456
+    (results / "Office.json").write_text(json.dumps(office))
+    from summary import main, render
+
+    after = render(results)
+    assert "| Office | genrec | 0.0736 | 0.1068 | 0.1588 | 0.0493 | 0.0123 | 0.0730 |" in after and after != before
+    (tmp_path / "RESULTS.md").write_text(before)
+    assert main(["--results-dir", str(results), "--out", str(tmp_path / "RESULTS.md"), "--check"]) == 1
+    assert main(["--results-dir", str(results), "--out", str(tmp_path / "RESULTS.md")]) == 0
+    assert (tmp_path / "RESULTS.md").read_text() == after
+    assert main(["--results-dir", str(results), "--out", str(tmp_path / "RESULTS.md"), "--check"]) == 0
