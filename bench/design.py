@@ -124,7 +124,7 @@ def score(module, examples, max_items: int) -> tuple[dict, float]:
 
     module.eval()
     t0 = time.perf_counter()
-    ranked = evaluate_genrec(module, examples, EvaluateConfig(), max_items)
+    ranked = evaluate_genrec(module.genrec, examples, EvaluateConfig())
     return ranking_metrics(ranked, examples.targets), round(time.perf_counter() - t0, 2)
 
 

@@ -82,7 +82,6 @@ def run_segments(dataset: str, run_dir: Path, results: Path = RESULTS) -> dict:
     counts = np.bincount(np.concatenate(ds.split.train), minlength=ds.n_items)
     config = EvaluateConfig()
     module, ckpt = load_genrec(run_dir, config.checkpoint)
-    module.hparams.beam_width = config.beam_width   # as `genrec evaluate` does
     sasrec, sasrec_max_items = sasrec_baseline(run_dir, ds)
     labels = bucket_labels()
     systems = ("genrec", "sasrec")
@@ -91,7 +90,7 @@ def run_segments(dataset: str, run_dir: Path, results: Path = RESULTS) -> dict:
     t0 = time.perf_counter()
     for split in ("valid", "test"):
         examples = getattr(ds.split, split)
-        ranked = {"genrec": evaluate_genrec(module, examples, config, module.hparams.max_items),
+        ranked = {"genrec": evaluate_genrec(module, examples, config),
                   "sasrec": evaluate_sasrec(sasrec, examples, ds.n_items, sasrec_max_items, SASREC_EVAL_BATCH,
                                             exclude_history=config.exclude_history, progress=False)[0]}
         buckets = popularity_bucket(counts[examples.targets])

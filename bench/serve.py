@@ -111,7 +111,7 @@ def build_model(cfg: BenchConfig):
                           n_heads=4, d_ff=512, dropout=0.0, item_id_embedding=True, max_items=20,
                           beam_width=cfg.beam_width)
     module.item_codes.copy_(torch.as_tensor(codes))
-    return module.eval(), "random weights (latency does not depend on them)"
+    return module.genrec.eval(), "random weights (latency does not depend on them)"
 
 
 def export_folder(cfg: BenchConfig, module, out: Path, from_run: bool) -> Path:
@@ -121,8 +121,8 @@ def export_folder(cfg: BenchConfig, module, out: Path, from_run: bool) -> Path:
     if from_run:
         export(Path(cfg.run), out, config)
     else:
-        export_module(module, out, config, source_ids=[f"B{i:07d}" for i in range(module.dims.n_items)],
-                      titles=[f"Item {i}" for i in range(module.dims.n_items)])
+        export_module(module, out, config, source_ids=[f"B{i:07d}" for i in range(module.n_items)],
+                      titles=[f"Item {i}" for i in range(module.n_items)])
     return out
 
 
@@ -149,11 +149,9 @@ def bench_onnx(cfg: BenchConfig, folder: Path, histories: list[np.ndarray]) -> n
 def bench_eager(cfg: BenchConfig, module, histories: list[np.ndarray]) -> np.ndarray:
     import torch
 
-    from genrec.generate import recommend
-
     def run(h):
         hist = torch.as_tensor(h[None])
-        recommend(module, hist, k=cfg.k, beam_width=cfg.beam_width, exclude=[h])
+        module.recommend(hist, k=cfg.k, beam_width=cfg.beam_width, exclude=[h])
 
     return timed(run, histories)
 
@@ -167,13 +165,13 @@ def build_tiger(cfg: BenchConfig, module):
     from genrec.lit.data import ModelDims
     from genrec.lit.module import GenRecModule
 
-    codes, levels = synthetic_codes(module.dims.n_items, cfg.seed)
+    codes, levels = synthetic_codes(module.n_items, cfg.seed)
     torch.manual_seed(cfg.seed)
-    tiger = GenRecModule(dims=ModelDims(levels, module.dims.n_items, 0, "bench"), arch="tiger", d_model=128,
+    tiger = GenRecModule(dims=ModelDims(levels, module.n_items, 0, "bench"), arch="tiger", d_model=128,
                          tiger_layers=4, tiger_heads=6, tiger_d_ff=1024, tiger_dropout=0.0, max_items=cfg.history,
                          beam_width=cfg.beam_width)
     tiger.item_codes.copy_(torch.as_tensor(codes))
-    return tiger.eval()
+    return tiger.genrec.eval()
 
 
 def bench_peer(cfg: BenchConfig, tiger_module, histories: list[np.ndarray]) -> tuple[np.ndarray, dict]:
@@ -307,13 +305,13 @@ def main(argv: list[str] | None = None) -> dict:
     with tempfile.TemporaryDirectory(prefix="genrec-bench-serve-") as tmp:
         work = Path(tmp)
         module, weights = build_model(cfg)
-        print(f"model: {weights}; {module.dims.n_items} items, levels {list(module.dims.level_sizes)}")
+        print(f"model: {weights}; {module.n_items} items, levels {list(module.level_sizes)}")
         folder = export_folder(cfg, module, work / "causal", from_run=bool(cfg.run))
         tiger = build_tiger(cfg, module)
         tiger_folder = export_folder(cfg, tiger, work / "tiger", from_run=False)
         rng = np.random.default_rng(cfg.seed)
         n_hist = max(cfg.n_latency, cfg.n_http, cfg.n_eager, cfg.n_peer)
-        histories = [rng.choice(module.dims.n_items, cfg.history, replace=False) for _ in range(n_hist)]
+        histories = [rng.choice(module.n_items, cfg.history, replace=False) for _ in range(n_hist)]
         from genrec.serving.runtime import ExportRuntime
 
         ids = ExportRuntime(folder).source_ids
@@ -331,7 +329,7 @@ def main(argv: list[str] | None = None) -> dict:
 
     load = http["load"]
     results = {
-        "setting": {"n_items": int(module.dims.n_items), "level_sizes": list(module.dims.level_sizes),
+        "setting": {"n_items": int(module.n_items), "level_sizes": list(module.level_sizes),
                     "history_items": cfg.history, "beam_width": cfg.beam_width, "k": cfg.k, "exclude_history": True,
                     "weights": weights, "model": "CausalSID d128, 2 layers, 4 heads, d_ff 512, item-id embedding",
                     "export_mb": round(export_bytes / 2**20, 2)},

@@ -65,21 +65,18 @@ def find_checkpoint(run: Path, which: str) -> Path:
 
 
 def load_genrec(run: Path, which: str = "best"):
-    """Load the trained GenRecModule and check it matches RUN/sid."""
-    from genrec.lit.module import GenRecModule
+    """Load the trained GenRec (no Lightning, no code execution) and check it matches RUN/sid."""
+    from genrec.model.genrec import GenRec
     from genrec.tokenizer.semantic_ids import load_semantic_ids
 
     path = find_checkpoint(run, which)
-    ckpt = torch.load(path, map_location="cpu", weights_only=False)
+    model = GenRec.from_checkpoint(path)
     sid = load_semantic_ids(run)
-    trained_on = ckpt.get("genrec", {}).get("sid_checksum")
+    trained_on = model.config.sid_checksum
     if trained_on and trained_on != sid.checksum:
         raise ArtifactError(f"{path} was trained on semantic IDs {trained_on[:12]}… but {run}/sid is "
                             f"{sid.checksum[:12]}…; re-train after re-tokenizing.")
-    module = GenRecModule(**ckpt["hyper_parameters"])
-    module.load_state_dict(ckpt["state_dict"])
-    module.eval()
-    return module, path
+    return model, path
 
 
 def subset(examples: EvalExamples, max_users: int | None, seed: int) -> EvalExamples:
@@ -89,17 +86,18 @@ def subset(examples: EvalExamples, max_users: int | None, seed: int) -> EvalExam
     return EvalExamples(examples.user_ids[idx], [examples.histories[i] for i in idx], examples.targets[idx])
 
 
-def evaluate_genrec(module, examples: EvalExamples, cfg: EvaluateConfig, max_items: int) -> np.ndarray:
+def evaluate_genrec(model, examples: EvalExamples, cfg: EvaluateConfig) -> np.ndarray:
+    """Top-max(K) items per example from a GenRec, reading each history's last ``model.max_items`` items."""
     from genrec.data.split import left_pad
 
-    k = max(DEFAULT_KS)
+    k, max_items = max(DEFAULT_KS), model.max_items
     ranked = np.full((len(examples), k), -1, dtype=np.int64)
     for start in tqdm(range(0, len(examples), cfg.batch_size), desc="genrec decoding", unit="batch"):
         stop = min(start + cfg.batch_size, len(examples))
         hist = torch.as_tensor(left_pad(examples.histories[start:stop], max_items))
         exclude = examples.histories[start:stop] if cfg.exclude_history else None
         users = torch.as_tensor(examples.user_ids[start:stop])
-        result = module.recommend(hist, k=k, exclude=exclude, users=users)
+        result = model.recommend(hist, k=k, beam_width=cfg.beam_width, exclude=exclude, users=users)
         ranked[start:stop] = result.items
     return ranked
 
@@ -145,14 +143,10 @@ def evaluate(run: str | Path, config: EvaluateConfig = EvaluateConfig()) -> dict
                                         exclude_history=config.exclude_history, progress=True)
             extra = {"max_items": max_items}
         else:
-            module, ckpt = load_genrec(run, config.checkpoint)
-            module.hparams.beam_width = config.beam_width
-            ranked = evaluate_genrec(module, examples, config, module.hparams.max_items)
-            from genrec.generate import is_parallel
-
-            extra = {"checkpoint": str(ckpt), "beam_width": config.beam_width, "arch": module.arch,
-                     "max_items": module.hparams.max_items,
-                     "decoding": "exact" if is_parallel(module) else "beam"}
+            model, ckpt = load_genrec(run, config.checkpoint)
+            ranked = evaluate_genrec(model, examples, config)
+            extra = {"checkpoint": str(ckpt), "beam_width": config.beam_width, "arch": model.arch,
+                     "max_items": model.max_items, "decoding": "exact" if model.parallel else "beam"}
         seconds = time.perf_counter() - t0
         metrics = ranking_metrics(ranked, examples.targets)
         results[system] = metrics | {

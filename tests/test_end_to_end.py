@@ -78,11 +78,11 @@ def test_resume_after_an_interrupted_fit(small_run, tmp_path):
     run = tmp_path / "run"
     shutil.copytree(small_run, run, ignore=shutil.ignore_patterns("checkpoints", "logs", "metrics.json"))
     _train(run, "--trainer.max_epochs=2")
-    last = torch.load(run / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False)
+    last = torch.load(run / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)
     assert last["genrec"]["sid_checksum"]
     assert "hyper_parameters" in last and last["hyper_parameters"]["arch"] == "causal"
     _train(run, "--trainer.max_epochs=3", "--ckpt_path=last")
-    resumed = torch.load(run / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False)
+    resumed = torch.load(run / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)
     assert resumed["epoch"] == last["epoch"] + 1   # continued, not restarted
     assert resumed["global_step"] > last["global_step"]
 

@@ -32,35 +32,22 @@ from genrec.model.layout import BOS
 
 
 class CausalEncoder(nn.Module):
-    """history (b, t) item ids, -1 = padding on the left -> decoding state (b, d) after the last item."""
+    """history (b, t) item ids, -1 = padding on the left -> decoding state (b, d) after the last item.
 
-    def __init__(self, model: CausalSID, item_codes: torch.Tensor, content: torch.Tensor | None):
+    Runs CausalSID.encode_tokens itself; only the per-item input vectors come from a table.
+    """
+
+    def __init__(self, genrec):
         super().__init__()
-        self.model = model
-        cfg = model.cfg
+        self.model = genrec.model
         with torch.no_grad():
-            ids = torch.arange(item_codes.shape[0])
-            item_ids = ids if model.item_emb is not None else None
-            table = model.item_tokens(item_codes[None], content[None] if content is not None else None,
-                                      item_ids[None] if item_ids is not None else None)[0]    # (n_items, d)
+            table = genrec.item_vectors()                                                  # (n_items, d)
         self.register_buffer("item_table", table.detach().clone())
-        self.max_items = cfg.max_items
 
     def forward(self, history: torch.Tensor) -> torch.Tensor:
-        m = self.model
-        b, t = history.shape
         valid = history >= 0                                                           # (b, t)
-        x = self.item_table[history.clamp(min=0)] * valid.unsqueeze(-1)               # (b, t, d)
-        x = x + m.pos_emb.weight[-t:]
-        pos = torch.arange(t)
-        causal = pos[None, :] <= pos[:, None]                                          # (t, t) key <= query
-        itself = pos[None, :] == pos[:, None]                                          # (t, t) diagonal
-        # Same mask as CausalSID.encode (built from aranges: a bool EyeLike has no onnxruntime kernel):
-        # real items only, and a padded query may see itself so no row is empty (no NaN).
-        mask = (causal & (valid.unsqueeze(1) | itself)).unsqueeze(1)                   # (b, 1, t, t)
-        for block in m.blocks:
-            x = block(x, mask)
-        return m.ln_f(x[:, -1])                                                        # (b, d)
+        x = self.item_table[history.clamp(min=0)]                                      # (b, t, d)
+        return self.model.encode_tokens(x, valid)[:, -1]                               # (b, d)
 
 
 class CausalDecoderStep(nn.Module):
@@ -84,21 +71,19 @@ class CausalDecoderStep(nn.Module):
                     advance[level, : sizes[level - 1]] = model.code_emb[level - 1].weight
                 out_emb[level, :, :k] = head.code_emb[level].weight.T
                 bias[level, :k] = head.bias[level]
-        mlps = head.mlps   # each: LayerNorm, Linear, GELU, Linear
+        mlps = head.mlps   # genrec.model.causal.LevelMLP: norm -> fc1 -> exact GELU -> fc2
         self.register_buffer("advance", advance)
         self.register_buffer("out_emb", out_emb)
         self.register_buffer("bias", bias)
-        self.register_buffer("ln_w", torch.stack([m[0].weight for m in mlps]).detach())   # (D, d)
-        self.register_buffer("ln_b", torch.stack([m[0].bias for m in mlps]).detach())     # (D, d)
+        self.register_buffer("ln_w", torch.stack([m.norm.weight for m in mlps]).detach())   # (D, d)
+        self.register_buffer("ln_b", torch.stack([m.norm.bias for m in mlps]).detach())     # (D, d)
         # Linear weights stored transposed, (D, in, out), so the graph multiplies without a Transpose per step.
-        self.register_buffer("w1", torch.stack([m[1].weight.T for m in mlps]).detach())   # (D, d, d)
-        self.register_buffer("b1", torch.stack([m[1].bias for m in mlps]).detach())       # (D, d)
-        self.register_buffer("w2", torch.stack([m[3].weight.T for m in mlps]).detach())   # (D, d, d)
-        self.register_buffer("b2", torch.stack([m[3].bias for m in mlps]).detach())       # (D, d)
-        self.eps = mlps[0][0].eps
+        self.register_buffer("w1", torch.stack([m.fc1.weight.T for m in mlps]).detach())   # (D, d, d)
+        self.register_buffer("b1", torch.stack([m.fc1.bias for m in mlps]).detach())       # (D, d)
+        self.register_buffer("w2", torch.stack([m.fc2.weight.T for m in mlps]).detach())   # (D, d, d)
+        self.register_buffer("b2", torch.stack([m.fc2.bias for m in mlps]).detach())       # (D, d)
+        self.eps = mlps[0].norm.eps
         self.d_model = d
-        if any(not isinstance(m[2], nn.GELU) or m[2].approximate != "none" for m in mlps):
-            raise ValueError("CausalDecoderStep expects the code head's exact GELU; update graphs.py with the model")
 
     def forward(self, state: torch.Tensor, last_code: torch.Tensor, level: torch.Tensor):
         state = state + self.advance[level][last_code]                                  # (r, d)

@@ -1,7 +1,7 @@
 """`genrec export`: a trained checkpoint -> a self-contained ONNX folder the torch-free server loads.
 
     export(run, out, ExportConfig())          # RUN/checkpoints/best.ckpt + RUN/dataset -> out/
-    export_module(module, out, config, ...)   # the same from an in-memory GenRecModule (tests, benches)
+    export_module(genrec, out, config, ...)    # the same from an in-memory GenRec (tests, benches)
 
 The folder (see export/README.md and genrec/export/layout.py) is written into a temporary
 sibling folder and renamed into place only when complete, so a stopped export leaves nothing
@@ -27,7 +27,7 @@ from genrec.io import write_folder_atomic
 from genrec.decode import Trie
 from genrec.export import layout
 from genrec.export.graphs import CausalDecoderStep, CausalEncoder, ParallelDecoderStep, TigerDecoderStep, TigerEncoder
-from genrec.generate import is_parallel
+from genrec.model.registry import get_arch, resolve
 from genrec.io import MANIFEST, ArtifactError, save_npy_atomic, sha256_file, write_json_atomic, write_manifest
 
 EXPORTERS = ("dynamo", "legacy")
@@ -70,38 +70,35 @@ def export(run: str | Path, out: str | Path, config: ExportConfig | None = None)
 
     config = config or ExportConfig()
     run = Path(run)
-    module, ckpt_path = load_genrec(run, config.checkpoint)
+    model, ckpt_path = load_genrec(run, config.checkpoint)
     dataset = load_dataset(run)
     items = dataset.items.sort("item_id")
-    if items.height != module.dims.n_items:
+    if items.height != model.n_items:
         raise ArtifactError(f"{dataset.folder}/items.parquet has {items.height} items but {ckpt_path} was trained on "
-                            f"{module.dims.n_items}; export with the run the checkpoint was trained in.")
+                            f"{model.n_items}; export with the run the checkpoint was trained in.")
     if items["source_id"].null_count():
         raise ArtifactError(f"{dataset.folder}/items.parquet has {items['source_id'].null_count()} items without a "
                             "source_id; the server needs one per item. Re-run `genrec prepare`.")
     source = {"run": str(run), "checkpoint": str(ckpt_path), "checkpoint_sha256": sha256_file(ckpt_path),
-              "dataset": dataset.name, "sid_checksum": module.dims.sid_checksum}
-    return export_module(module, out, config, source_ids=items["source_id"].to_list(),
-                         titles=items["title"].to_list(), source=source)
+              "dataset": dataset.name, "sid_checksum": model.config.sid_checksum}
+    return export_module(model, out, config, source_ids=items["source_id"].to_list(),
+                        titles=items["title"].to_list(), source=source)
 
 
-def export_module(module, out: str | Path, config: ExportConfig | None = None, *,
-                  source_ids: list[str] | None = None, titles: list[str | None] | None = None,
-                  source: dict | None = None) -> dict:
-    """Export an in-memory GenRecModule (``item_codes`` filled) to ``out``; returns the manifest.
+def export_module(model, out: str | Path, config: ExportConfig | None = None, *,
+                 source_ids: list[str] | None = None, titles: list[str | None] | None = None,
+                 source: dict | None = None) -> dict:
+    """Export an in-memory GenRec (``item_codes`` filled) to ``out``; returns the manifest.
 
     source_ids/titles: item metadata in item-id order (default: ids "0".."N-1", no titles).
     source: provenance recorded in the manifest (run, checkpoint and its checksum).
     """
     config = config or ExportConfig()
+    module = getattr(model, "genrec", model)   # a GenRecModule holds its GenRec as .genrec
     if module.arch not in layout.SUPPORTED_ARCHS:
         raise NotImplementedError(f"exporting arch {module.arch!r} is not supported; supported: {layout.SUPPORTED_ARCHS}")
-    if module.arch == "tiger" and module.model.layout.n_user_buckets:
-        raise NotImplementedError(
-            f"this TIGER model reads a hashed user token ({module.model.layout.n_user_buckets} buckets) before the "
-            "history, and requests carry no user id: export a model trained with n_user_buckets=0")
     out = Path(out)
-    n_items = module.dims.n_items
+    n_items = module.n_items
     source_ids = [str(i) for i in range(n_items)] if source_ids is None else [str(s) for s in source_ids]
     titles = [None] * n_items if titles is None else list(titles)
     if len(source_ids) != n_items or len(titles) != n_items:
@@ -114,8 +111,8 @@ def export_module(module, out: str | Path, config: ExportConfig | None = None, *
     module = module.cpu().eval()
 
     def write(tmp: Path) -> dict:
-        graphs = (_export_causal if module.arch == "causal" else _export_tiger)(module, tmp, config)
-        trie = Trie(module.item_codes.cpu().numpy(), module.dims.level_sizes, source="module.item_codes")
+        graphs = resolve(get_arch(module.arch).export)(module, tmp, config)
+        trie = Trie(module.item_codes.cpu().numpy(), module.level_sizes, source="model.item_codes")
         trie.save(tmp)
         save_npy_atomic(tmp / layout.CODES_FILE, trie.item_codes)
         write_json_atomic(tmp / layout.ITEMS_FILE, {"source_id": source_ids, "title": titles})
@@ -135,17 +132,16 @@ def export_module(module, out: str | Path, config: ExportConfig | None = None, *
 
 
 # ---------------------------------------------------------------------- graphs
-def _export_causal(module, folder: Path, config: ExportConfig) -> dict:
-    """Write encoder.onnx and decoder_step.onnx; returns their signatures for the manifest."""
+def export_causal(module, folder: Path, config: ExportConfig) -> dict:
+    """Write CausalSID's encoder.onnx and decoder_step.onnx; returns their signatures for the manifest."""
     model = module.model
     cfg = model.cfg
-    content = module.content if module.dims.content_dim else None
-    encoder = CausalEncoder(model, module.item_codes, content).eval()
+    encoder = CausalEncoder(module).eval()
     step = (ParallelDecoderStep if model.head.parallel else CausalDecoderStep)(model).eval()
     d, k_max = cfg.d_model, max(cfg.level_sizes)
 
     history = torch.full((_TRACE_BATCH, cfg.max_items), -1, dtype=torch.long)
-    history[:, -2:] = torch.arange(2 * _TRACE_BATCH).view(_TRACE_BATCH, 2) % module.dims.n_items
+    history[:, -2:] = torch.arange(2 * _TRACE_BATCH).view(_TRACE_BATCH, 2) % module.n_items
     _onnx_export(encoder, (history,), folder / layout.ENCODER_FILE, config,
                  inputs=layout.CAUSAL_ENCODER_INPUTS, outputs=layout.CAUSAL_ENCODER_OUTPUTS,
                  dynamic={"history": {0: "batch"}, "state": {0: "batch"}})
@@ -168,9 +164,13 @@ def _export_causal(module, folder: Path, config: ExportConfig) -> dict:
     }
 
 
-def _export_tiger(module, folder: Path, config: ExportConfig) -> dict:
+def export_tiger(module, folder: Path, config: ExportConfig) -> dict:
     """Write TIGER's encoder.onnx and decoder_step.onnx (T5 with a tensor key/value cache)."""
     tiger = module.model
+    if tiger.layout.n_user_buckets:
+        raise NotImplementedError(
+            f"this TIGER model reads a hashed user token ({tiger.layout.n_user_buckets} buckets) before the "
+            "history, and requests carry no user id: export a model trained with n_user_buckets=0")
     t5cfg = tiger.t5.config
     n_layers, heads, d_kv = t5cfg.num_decoder_layers, t5cfg.num_heads, t5cfg.d_kv
     n_levels, k_max, max_items = tiger.layout.n_levels, max(tiger.layout.level_sizes), tiger.cfg.max_items
@@ -178,7 +178,7 @@ def _export_tiger(module, folder: Path, config: ExportConfig) -> dict:
     step = TigerDecoderStep(tiger).eval()
 
     history = torch.full((_TRACE_BATCH, max_items), -1, dtype=torch.long)
-    history[:, -2:] = torch.arange(2 * _TRACE_BATCH).view(_TRACE_BATCH, 2) % module.dims.n_items
+    history[:, -2:] = torch.arange(2 * _TRACE_BATCH).view(_TRACE_BATCH, 2) % module.n_items
     _onnx_export(encoder, (history,), folder / layout.ENCODER_FILE, config,
                  inputs=layout.TIGER_ENCODER_INPUTS, outputs=layout.TIGER_ENCODER_OUTPUTS,
                  dynamic={"history": {0: "batch"}, "cross_keys": {1: "batch"}, "cross_values": {1: "batch"},
@@ -350,14 +350,14 @@ def _manifest_fields(module, out: Path, config: ExportConfig, graphs: dict, sour
         "arch": module.arch,
         "opset": config.opset,
         "exporter": config.exporter,
-        "n_items": module.dims.n_items,
+        "n_items": module.n_items,
         "level_sizes": list(cfg.level_sizes),
         "n_levels": len(cfg.level_sizes),
         "k_max": max(cfg.level_sizes),
         "max_items": cfg.max_items,
         "beam_width": config.beam_width,
         # "exact": score every item from per-level log-probs (parallel head); "beam": trie beam search
-        "decoding": "exact" if is_parallel(module) else "beam",
+        "decoding": "exact" if module.parallel else "beam",
         "model": _model_fields(module),
         "graphs": graphs,
         "source": source or {"run": None, "checkpoint": None},

@@ -15,7 +15,7 @@ import torch
 
 from genrec.data.split import left_pad
 from genrec.decode import top_items
-from genrec.generate import CausalStep, TigerStep, is_parallel, make_step
+from genrec.generate import CausalStep, TigerStep
 from genrec.serving.runtime import ExportRuntime
 
 
@@ -57,11 +57,11 @@ class _Recorder:
 
 @torch.inference_mode()
 def compare(module, runtime: ExportRuntime, histories: list[np.ndarray], *, k: int, beam_width: int) -> ParityResult:
-    """Decode ``histories`` (internal item ids, oldest first) with both paths and measure the differences."""
-    module.eval()
+    """Decode ``histories`` (internal item ids, oldest first) with a GenRec and the export; measure the differences."""
+    module = getattr(module, "genrec", module).eval()
     hist = torch.as_tensor(left_pad(histories, runtime.max_items))
-    eager_step = _Recorder(make_step(module, hist))
-    exact = is_parallel(module)     # the path evaluation takes, not what the manifest under test claims
+    eager_step = _Recorder(module.step(hist))
+    exact = module.parallel     # the path evaluation takes, not what the manifest under test claims
     if runtime.exact != exact:
         raise ValueError(f"the export decodes {'exactly' if runtime.exact else 'by beam search'} but the model "
                          f"{'scores every item exactly' if exact else 'needs beam search'}; re-run `genrec export`")

@@ -1,7 +1,8 @@
-"""GenRecModule: the thin LightningModule around CausalSID (default) or TIGER's T5.
+"""GenRecModule: the thin LightningModule around a GenRec (genrec.model.genrec).
 
-Losses, optimiser, schedule, logging and validation by constrained beam search live here;
-the model files hold only the models, and decoding lives in genrec.decode / genrec.generate.
+Losses, optimiser, schedule, logging and validation live here. The model object (backbone,
+item -> code table, content vectors, input building, decoding step) is ``self.genrec``, which
+evaluation, export and serving parity load from a checkpoint without this class.
 """
 
 from __future__ import annotations
@@ -18,14 +19,23 @@ from torchmetrics import MeanMetric
 
 from genrec.lit.data import ModelDims
 from genrec.metrics import DEFAULT_KS, hit_ranks
-from genrec.model.causal import CausalSID, CausalSIDConfig
-from genrec.model.seq2seq import Tiger, TigerConfig
+from genrec.model.genrec import CHECKPOINT_KEY, GenRec, GenRecConfig
+from genrec.model.registry import ARCHS
 
-ARCHS = ("causal", "tiger")
 ITEM_ID_INITS = ("normal", "collab")
 INIT_STD = 0.02      # CausalSID's initialisation std; a warm-started table is rescaled to it
-# What a hyperparameter meant in checkpoints written before it existed.
-LEGACY_HPARAMS = {"target_weighting": "batch", "head": "autoregressive"}
+
+# The training CLI's flat model arguments -> each architecture's backbone config (one entry per arch).
+BACKBONE_ARGS = {
+    "causal": lambda dims, a: dict(
+        level_sizes=dims.level_sizes, max_items=a["max_items"], d_model=a["d_model"], n_layers=a["n_layers"],
+        n_heads=a["n_heads"], d_ff=a["d_ff"], dropout=a["dropout"], content_dim=dims.content_dim,
+        n_items=dims.n_items if a["item_id_embedding"] else 0, head=a["head"]),
+    "tiger": lambda dims, a: dict(
+        level_sizes=dims.level_sizes, n_user_buckets=a["n_user_buckets"], max_items=a["max_items"],
+        d_model=a["d_model"], d_ff=a["tiger_d_ff"], n_layers=a["tiger_layers"], n_decoder_layers=a["tiger_layers"],
+        n_heads=a["tiger_heads"], dropout=a["tiger_dropout"]),
+}
 
 
 def training_window(batch) -> tuple[torch.Tensor, bool]:
@@ -112,7 +122,7 @@ class GenRecModule(L.LightningModule):
         if head != "autoregressive" and (arch != "causal" or constrained_training):
             raise ValueError(f"head={head!r} needs arch 'causal' and constrained_training false (no prefix to constrain on)")
         if arch not in ARCHS:
-            raise ValueError(f"arch must be one of {ARCHS}, got {arch!r}")
+            raise ValueError(f"arch must be one of {sorted(ARCHS)}, got {arch!r}")
         if item_id_init not in ITEM_ID_INITS:
             raise ValueError(f"item_id_init must be one of {ITEM_ID_INITS}, got {item_id_init!r}")
         if item_id_init != "normal" and not (arch == "causal" and item_id_embedding):
@@ -130,25 +140,29 @@ class GenRecModule(L.LightningModule):
                                                             if k not in ("self", "dims", "__class__")})
         self.dims = dims
         self.arch = arch
-        if arch == "causal":
-            self.model = CausalSID(CausalSIDConfig(
-                level_sizes=dims.level_sizes, max_items=max_items, d_model=d_model, n_layers=n_layers,
-                n_heads=n_heads, d_ff=d_ff, dropout=dropout, content_dim=dims.content_dim,
-                n_items=dims.n_items if item_id_embedding else 0, head=head))
-        else:
-            self.model = Tiger(TigerConfig(
-                level_sizes=dims.level_sizes, n_user_buckets=n_user_buckets, max_items=max_items, d_model=d_model,
-                d_ff=tiger_d_ff, n_layers=tiger_layers, n_decoder_layers=tiger_layers, n_heads=tiger_heads,
-                dropout=tiger_dropout))
-        # Filled from the DataModule at setup: item codes (N, D) and optional content vectors (N, F).
-        self.register_buffer("item_codes", torch.zeros(dims.n_items, len(dims.level_sizes), dtype=torch.long))
-        self.register_buffer("content", torch.zeros(dims.n_items if dims.content_dim else 0, dims.content_dim))
+        content_dim = dims.content_dim if ARCHS[arch].item_inputs else 0
+        # Item codes (N, D) and content vectors (N, F) are filled from the DataModule at setup.
+        self.genrec = GenRec(GenRecConfig(arch=arch, backbone=BACKBONE_ARGS[arch](dims, self.hparams),
+                                          n_items=dims.n_items, content_dim=content_dim,
+                                          sid_checksum=dims.sid_checksum))
         self._allowed = None
         self.targets_per_batch = None    # from the DataModule at setup (target_weighting "equal")
         self._val = {f"{m}@{k}": MeanMetric() for m in ("recall", "ndcg") for k in DEFAULT_KS}
         for name, metric in self._val.items():
             self.add_module(f"metric_{name.replace('@', '_')}", metric)
-        self._trie = None
+
+    @property
+    def model(self):
+        """The backbone (CausalSID or TIGER's T5)."""
+        return self.genrec.model
+
+    @property
+    def item_codes(self) -> torch.Tensor:
+        return self.genrec.item_codes
+
+    @property
+    def trie(self):
+        return self.genrec.trie
 
     # ------------------------------------------------------------------ setup
     def setup(self, stage: str) -> None:
@@ -157,16 +171,14 @@ class GenRecModule(L.LightningModule):
             if tuple(dm.model_dims.level_sizes) != self.dims.level_sizes or dm.model_dims.n_items != self.dims.n_items:
                 raise ValueError(f"checkpoint was trained for level sizes {self.dims.level_sizes} / {self.dims.n_items} "
                                  f"items, but {dm.run}/sid has {dm.model_dims.level_sizes} / {dm.model_dims.n_items}")
-            self.item_codes.copy_(torch.as_tensor(dm.item_codes, dtype=torch.long))
+            self.genrec.set_catalogue(dm.item_codes, dm.content if self.genrec.config.content_dim else None)
             if stage == "fit" and self.arch == "causal":
                 self.targets_per_batch = dm.batch_size * dm.targets_per_window
                 self._check_code_layout(dm.sid.manifest.get("config", {}).get("method", "rqvae"), dm.run)
                 if self.hparams.item_id_init == "collab":
                     # Before any step; resuming loads the checkpoint's weights over this afterwards.
                     self.warm_start_item_ids(dm.collab_table())
-            if dm.content is not None and self.dims.content_dim:
-                self.content.copy_(torch.as_tensor(dm.content))
-        self._trie = None
+        self._allowed = None
 
     def _check_code_layout(self, method: str, run) -> None:
         """Warn when the head does not match the codes: it still trains, but not as designed."""
@@ -196,51 +208,20 @@ class GenRecModule(L.LightningModule):
         emb.copy_(mapped * (INIT_STD / mapped.std().clamp(min=1e-12)))
 
     def on_save_checkpoint(self, checkpoint: dict) -> None:
-        checkpoint["genrec"] = {"sid_checksum": self.dims.sid_checksum, "arch": self.arch}
+        # The model's own config beside the weights: GenRec.from_checkpoint needs nothing else.
+        checkpoint[CHECKPOINT_KEY] = self.genrec.checkpoint_entry()
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:
         """Resuming a fit with other training hyperparameters is allowed, but never silently."""
         if self._trainer is None or self._trainer.state.fn != "fit":
             return   # evaluation and export rebuild the module from the checkpoint's own hparams
         saved = checkpoint.get("hyper_parameters") or {}
-        changed = {k: (saved.get(k, LEGACY_HPARAMS.get(k)), v) for k, v in self.hparams.items()
-                   if k != "dims" and (k in saved or k in LEGACY_HPARAMS) and saved.get(k, LEGACY_HPARAMS.get(k)) != v}
+        changed = {k: (saved[k], v) for k, v in self.hparams.items() if k != "dims" and k in saved and saved[k] != v}
         if changed:
             listed = ", ".join(f"{k}: {old!r} -> {new!r}" for k, (old, new) in sorted(changed.items()))
             warnings.warn(f"this checkpoint was trained with other hyperparameters than the current config ({listed}); "
                           "training continues with the current config. Pass the checkpoint's values to resume the "
                           "same run.", stacklevel=2)
-
-    @property
-    def trie(self):
-        if self._trie is None:
-            from genrec.decode import Trie
-
-            self._trie = Trie(self.item_codes.cpu().numpy(), self.dims.level_sizes)
-        return self._trie
-
-    # ------------------------------------------------------------------ inputs
-    def history_inputs(self, hist: torch.Tensor):
-        """Item ids (b, t) left-padded with -1 -> (codes (b, t, D), valid (b, t), content (b, t, F) | None)."""
-        valid = hist >= 0
-        ids = hist.clamp(min=0)
-        codes = self.item_codes[ids]
-        content = self.content[ids] if self.dims.content_dim else None
-        return codes, valid, content, hist
-
-    def tiger_inputs(self, hist: torch.Tensor, users: torch.Tensor | None = None):
-        """TIGER encoder tokens: D code tokens per history item, left-padded (b, t*D) plus optional user token."""
-        layout = self.model.layout
-        valid = hist >= 0
-        offsets = torch.as_tensor(layout.offsets, device=hist.device)
-        tokens = (self.item_codes[hist.clamp(min=0)] + offsets) * valid.unsqueeze(-1)   # pad token id 0
-        tokens = tokens.flatten(1)
-        mask = valid.repeat_interleave(len(layout.level_sizes), dim=1)
-        if layout.n_user_buckets and users is not None:
-            ut = torch.as_tensor(layout.user_token(users.cpu().numpy()).astype(np.int64), device=hist.device)
-            tokens = torch.cat([ut[:, None], tokens], dim=1)
-            mask = torch.cat([torch.ones_like(mask[:, :1]), mask], dim=1)
-        return tokens, mask.long()
 
     # ------------------------------------------------------------------ loss
     def allowed_tables(self) -> list[torch.Tensor]:
@@ -274,14 +255,6 @@ class GenRecModule(L.LightningModule):
             total = total + F.cross_entropy(lg, codes[:, level], reduction=reduction)
         return total
 
-    def item_table(self) -> torch.Tensor:
-        """Every item's input token (N, d), as CausalSID reads it, for the item-level loss."""
-        ids = torch.arange(self.dims.n_items, device=self.device)[None]
-        content = self.content[None] if self.dims.content_dim else None
-        table = self.model.item_tokens(self.item_codes[None], content,
-                                       ids if self.hparams.item_id_embedding else None)[0]
-        return table / math.sqrt(self.model.cfg.d_model)   # item_tokens scales by sqrt(d) for the encoder
-
     def training_step(self, batch, batch_idx):
         if self.arch == "causal":
             window, last_only = training_window(batch)
@@ -292,9 +265,9 @@ class GenRecModule(L.LightningModule):
             select = (hist >= 0) & (targets >= 0)
             if last_only:    # TIGER-style prefix examples: only the last position has a target
                 select[:, :-1] = False
-            codes, valid, content, ids = self.history_inputs(hist)
+            codes, valid, content, ids = self.genrec.history_inputs(hist)
             logits, h = self.model.teacher_forced(codes, valid, self.item_codes[targets.clamp(min=0)], select,
-                                                  content, ids if self.hparams.item_id_embedding else None)
+                                                  content, ids)
             n = int(select.sum())
             # "equal": sum over targets / expected targets per full batch, so every target weighs the same
             # whichever length bucket (or short last batch) it came from; "batch": the batch's own mean.
@@ -305,14 +278,14 @@ class GenRecModule(L.LightningModule):
             reduction, divisor = ("sum", self.targets_per_batch) if equal else ("mean", 1.0)
             loss = self.level_losses(logits, targets[select], reduction) / divisor
             if self.hparams.item_loss_weight:
-                item_loss = F.cross_entropy(h @ self.item_table().T, targets[select], reduction=reduction) / divisor
+                item_loss = F.cross_entropy(h @ self.genrec.item_table().T, targets[select], reduction=reduction) / divisor
                 loss = loss + self.hparams.item_loss_weight * item_loss
                 if self._trainer is not None:
                     self.log("train/item_loss", item_loss, batch_size=len(h))
         else:
             hist, target, users = batch
             hist = hist[:, int((hist >= 0).any(0).to(torch.int8).argmax()):]  # drop all-padding columns
-            tokens, attn = self.tiger_inputs(hist, users)
+            tokens, attn = self.genrec.tiger_inputs(hist, users)
             target_tokens = self.item_codes[target] + torch.as_tensor(self.model.layout.offsets, device=self.device)
             logits = self.model(tokens, attn, target_tokens)  # (b, D, V)
             loss = self.level_losses([self.model.level_logits(logits[:, d], d) for d in range(logits.shape[1])], target)
@@ -324,9 +297,7 @@ class GenRecModule(L.LightningModule):
     # ------------------------------------------------------------------ evaluation
     def recommend(self, hist: torch.Tensor, k: int, exclude: list[np.ndarray] | None = None,
                   users: torch.Tensor | None = None):
-        from genrec.generate import recommend
-
-        return recommend(self, hist, k=k, beam_width=max(self.hparams.beam_width, k), exclude=exclude, users=users)
+        return self.genrec.recommend(hist, k=k, beam_width=self.hparams.beam_width, exclude=exclude, users=users)
 
     def _eval_step(self, batch, prefix: str):
         hist, target, users = batch

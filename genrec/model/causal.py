@@ -37,7 +37,6 @@ class CausalSIDConfig:
     dropout: float = 0.2         # dropout on embeddings, attention output and feed-forward
     content_dim: int = 0         # >0: add a projection of each item's content vector (fused features) to its token
     n_items: int = 0             # >0: also learn a per-item id embedding (hybrid; 0 = codes only)
-    tie_code_embeddings: bool = True  # code head scores codes against the input code embeddings
     head: str = "autoregressive"  # "autoregressive": level d sees the codes before it (for RQ codes);
                                   # "parallel": every level from the same state (RPG-style, for PQ codes)
 
@@ -77,6 +76,19 @@ class Block(nn.Module):
         return x + self.drop(self.ff(self.ln2(x)))
 
 
+class LevelMLP(nn.Module):
+    """The code head's per-level transform: LayerNorm -> Linear -> exact GELU -> Linear."""
+
+    def __init__(self, d_model: int):
+        super().__init__()
+        self.norm = nn.LayerNorm(d_model)
+        self.fc1 = nn.Linear(d_model, d_model)
+        self.fc2 = nn.Linear(d_model, d_model)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc2(F.gelu(self.fc1(self.norm(x))))
+
+
 class CodeHead(nn.Module):
     """Generates the D codes of the next item from one hidden state, level by level.
 
@@ -88,12 +100,8 @@ class CodeHead(nn.Module):
 
     def __init__(self, cfg: CausalSIDConfig, code_emb: nn.ModuleList):
         super().__init__()
-        self.code_emb = code_emb  # shared with the input side when tied
-        self.mlps = nn.ModuleList(
-            nn.Sequential(nn.LayerNorm(cfg.d_model), nn.Linear(cfg.d_model, cfg.d_model), nn.GELU(),
-                          nn.Linear(cfg.d_model, cfg.d_model))
-            for _ in cfg.level_sizes
-        )
+        self.code_emb = code_emb  # tied: the input code embeddings score the output codes
+        self.mlps = nn.ModuleList(LevelMLP(cfg.d_model) for _ in cfg.level_sizes)
         self.bias = nn.ParameterList(nn.Parameter(torch.zeros(k)) for k in cfg.level_sizes)
 
     def logits(self, level: int, state: torch.Tensor) -> torch.Tensor:
@@ -153,14 +161,13 @@ class CausalSID(nn.Module):
         self.cfg = cfg
         d = cfg.d_model
         self.code_emb = nn.ModuleList(nn.Embedding(k, d) for k in cfg.level_sizes)
-        out_emb = self.code_emb if cfg.tie_code_embeddings else nn.ModuleList(nn.Embedding(k, d) for k in cfg.level_sizes)
         self.content_proj = nn.Linear(cfg.content_dim, d, bias=False) if cfg.content_dim else None
         self.item_emb = nn.Embedding(cfg.n_items, d) if cfg.n_items else None
         self.pos_emb = nn.Embedding(cfg.max_items, d)
         self.drop = nn.Dropout(cfg.dropout)
         self.blocks = nn.ModuleList(Block(cfg) for _ in range(cfg.n_layers))
         self.ln_f = nn.LayerNorm(d)
-        self.head = (CodeHead if cfg.head == "autoregressive" else ParallelHead)(cfg, out_emb)
+        self.head = (CodeHead if cfg.head == "autoregressive" else ParallelHead)(cfg, self.code_emb)
         self.apply(self._init)
 
     @staticmethod
@@ -186,13 +193,20 @@ class CausalSID(nn.Module):
 
         Position t's state summarises items 0..t and predicts item t+1.
         """
-        b, t, _ = codes.shape
-        x = self.item_tokens(codes, content, item_ids) * valid.unsqueeze(-1)
-        x = self.drop(x + self.pos_emb.weight[-t:])  # left padding: the last item always sits at the last position
-        causal = torch.ones(t, t, dtype=torch.bool, device=codes.device).tril()
+        return self.encode_tokens(self.item_tokens(codes, content, item_ids), valid)
+
+    def encode_tokens(self, x: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
+        """Item input vectors (b, t, d) (``item_tokens``) with mask valid (b, t) -> hidden states (b, t, d).
+
+        The ONNX encoder calls this too, on rows of a precomputed item table.
+        """
+        t = x.shape[1]
+        x = self.drop(x * valid.unsqueeze(-1) + self.pos_emb.weight[-t:])  # left padding: last item at last position
+        pos = torch.arange(t, device=x.device)
+        causal = pos[None, :] <= pos[:, None]                               # (t, t) key <= query
+        itself = pos[None, :] == pos[:, None]                               # built from aranges: ONNX-friendly
         # Attend to real items only; a padded query may attend to itself so no row is empty (no NaN).
-        mask = causal & (valid.unsqueeze(1) | torch.eye(t, dtype=torch.bool, device=codes.device))  # (b, t, t)
-        mask = mask.unsqueeze(1)  # (b, 1, t, t), broadcast over heads
+        mask = (causal & (valid.unsqueeze(1) | itself)).unsqueeze(1)      # (b, 1, t, t), broadcast over heads
         for block in self.blocks:
             x = block(x, mask)
         return self.ln_f(x)

@@ -101,17 +101,17 @@ def test_datamodule_rejects_unknown_batching(tmp_path):
 def test_causal_position_ignores_future_and_padding():
     m = _module()
     hist = torch.tensor([[4, 9, 2, 30, 11, 5]])
-    codes, valid, content, _ = m.history_inputs(hist)
+    codes, valid, content, _ = m.genrec.history_inputs(hist)
     h = m.model.encode(codes, valid)
     changed = hist.clone()
     changed[0, -1] = 17
-    h2 = m.model.encode(*m.history_inputs(changed)[:2])
+    h2 = m.model.encode(*m.genrec.history_inputs(changed)[:2])
     assert torch.allclose(h[0, :-1], h2[0, :-1], atol=1e-6)   # earlier positions never see the last item
     short = torch.tensor([[-1, -1, -1, 30, 11, 5]])
     # Training drops all-padding leading columns; the last state must not change when it does.
-    assert torch.allclose(m.model.last_state(*m.history_inputs(short)[:2]),
-                          m.model.last_state(*m.history_inputs(short[:, 3:])[:2]), atol=1e-6)
-    assert torch.isfinite(m.model.encode(*m.history_inputs(short)[:2])).all()  # padded rows give no NaN
+    assert torch.allclose(m.model.last_state(*m.genrec.history_inputs(short)[:2]),
+                          m.model.last_state(*m.genrec.history_inputs(short[:, 3:])[:2]), atol=1e-6)
+    assert torch.isfinite(m.model.encode(*m.genrec.history_inputs(short)[:2])).all()  # padded rows give no NaN
 
 
 @pytest.mark.parametrize("arch, head", [("causal", "autoregressive"), ("causal", "parallel"), ("tiger", "autoregressive")])
@@ -128,12 +128,12 @@ def test_step_decoding_equals_teacher_forcing(arch, head):
             for j in range(3):
                 target = codes[row, j]
                 if m.arch == "causal":
-                    c, v, _, _ = m.history_inputs(hist[row: row + 1])
+                    c, v, _, _ = m.genrec.history_inputs(hist[row: row + 1])
                     logits = m.model(c, v, target[None, None].expand(1, hist.shape[1], -1).clone(),
                                      torch.zeros(1, hist.shape[1], dtype=torch.bool).index_fill_(1, torch.tensor([hist.shape[1] - 1]), True))
                     logits = [lg[0] for lg in logits]
                 else:
-                    tokens, attn = m.tiger_inputs(hist[row: row + 1])
+                    tokens, attn = m.genrec.tiger_inputs(hist[row: row + 1])
                     off = torch.as_tensor(m.model.layout.offsets)
                     full = m.model(tokens, attn, (target + off)[None])[0]
                     logits = [m.model.level_logits(full[d], d) for d in range(len(LEVELS))]
@@ -145,11 +145,10 @@ def test_step_decoding_equals_teacher_forcing(arch, head):
 def test_beam_one_is_greedy_and_outputs_are_real_items():
     m = _module()
     hist = torch.as_tensor(left_pad([np.array([1, 2, 3]), np.array([5]), np.array([8, 9, 10, 11, 12, 13, 14])], 6))
-    from genrec.generate import make_step
 
     trie = Trie(m.item_codes.numpy(), LEVELS)
-    b1 = beam_search(make_step(m, hist), trie, batch_size=3, beam_width=1, k=1)
-    g = greedy_decode(make_step(m, hist), trie, batch_size=3)
+    b1 = beam_search(m.genrec.step(hist), trie, batch_size=3, beam_width=1, k=1)
+    g = greedy_decode(m.genrec.step(hist), trie, batch_size=3)
     assert np.array_equal(b1.items, g.items)
     wide = m.recommend(hist, k=N_ITEMS)            # beam wider than the catalogue's continuations
     assert (np.sort(wide.items, axis=1) == np.arange(N_ITEMS)).all()
@@ -191,7 +190,7 @@ def test_item_level_loss_is_sasrecs_cross_entropy_over_the_item_tokens():
     torch.manual_seed(1)
     total = aux.training_step((window,), 0)
     # the item table is the encoder's own input tokens (codes + id embedding), unscaled
-    table = aux.item_table()
+    table = aux.genrec.item_table()
     ids = torch.arange(N_ITEMS)[None]
     expected = aux.model.item_tokens(aux.item_codes[None], None, ids)[0] / np.sqrt(24)
     assert torch.allclose(table, expected)
@@ -214,7 +213,7 @@ def test_parallel_head_ranks_every_item_by_its_exact_log_prob(monkeypatch):
     hist = torch.as_tensor(left_pad([np.array([1, 2, 3]), np.array([5]), np.array([8, 9, 10, 11, 12, 13, 14])], 6))
     res = m.recommend(hist, k=10, exclude=[np.array([1, 2, 3]), np.array([]), np.array([0])])
     with torch.no_grad():
-        h = m.model.last_state(*m.history_inputs(hist)[:3])
+        h = m.model.last_state(*m.genrec.history_inputs(hist)[:3])
         logp = [torch.log_softmax(m.model.head.logits(d, h), -1) for d in range(len(LEVELS))]
         codes = m.item_codes
         every = sum(lp[:, codes[:, d]] for d, lp in enumerate(logp))       # (b, N)
@@ -246,7 +245,7 @@ def test_equal_target_weighting_does_not_favour_short_windows():
     for name, window in (("short", short), ("full", full)):
         hist, targets = window[:, :-1], window[:, 1:]
         select = (hist >= 0) & (targets >= 0)
-        codes, valid, content, ids = m.history_inputs(hist)
+        codes, valid, content, ids = m.genrec.history_inputs(hist)
         logits, _ = m.model.teacher_forced(codes, valid, m.item_codes[targets.clamp(min=0)], select, content, None)
         summed = m.level_losses(logits, targets[select], "sum")
         assert torch.allclose(m.training_step((window,), 0), summed / (3 * 4.0))   # equal weighting
@@ -278,7 +277,7 @@ def test_a_head_that_does_not_match_the_codes_is_warned_about():
 def test_resuming_a_fit_with_changed_hyperparameters_warns(monkeypatch):
     m = _module(target_weighting="equal", lr=1e-3)
     monkeypatch.setattr(m, "_trainer", SimpleNamespace(state=SimpleNamespace(fn="fit")))
-    saved = {k: v for k, v in m.hparams.items() if k != "target_weighting"} | {"lr": 5e-3}   # written before it existed
+    saved = dict(m.hparams) | {"lr": 5e-3, "target_weighting": "batch"}
     with pytest.warns(UserWarning, match=r"lr: 0.005 -> 0.001, target_weighting: 'batch' -> 'equal'"):
         m.on_load_checkpoint({"hyper_parameters": saved})
     with warnings.catch_warnings():

@@ -92,11 +92,11 @@ def _exact_log_probs(module, history: list[int]) -> np.ndarray:
         hist = torch.as_tensor(left_pad([history], MAX_ITEMS))
         targets = module.item_codes                                                      # (N, D)
         if module.arch == "causal":
-            codes, valid, content, _ = module.history_inputs(hist)
+            codes, valid, content, _ = module.genrec.history_inputs(hist)
             h = module.model.last_state(codes, valid, content).expand(N_ITEMS, -1)       # (N, d)
             logits = module.model.head.teacher_forced(h, targets)
         else:
-            tokens, attn = module.tiger_inputs(hist)
+            tokens, attn = module.genrec.tiger_inputs(hist)
             offsets = torch.as_tensor(module.model.layout.offsets)
             out = module.model(tokens.expand(N_ITEMS, -1), attn.expand(N_ITEMS, -1), targets + offsets)
             logits = [module.model.level_logits(out[:, d], d) for d in range(len(LEVELS))]
@@ -220,9 +220,8 @@ def _fake_run(tmp_path, module):
                    n_users=1, n_items=N_ITEMS, n_interactions=3)
     sid = write_semantic_ids(run / "sid", module.item_codes.numpy(), LEVELS, extra_files=[])
     (run / "checkpoints").mkdir()
-    torch.save({"hyper_parameters": dict(module.hparams), "state_dict": module.state_dict(),
-                "genrec": {"sid_checksum": sid["files"]["codes.npy"], "arch": "causal"}},
-               run / "checkpoints" / "best.ckpt")
+    module.genrec.config.sid_checksum = sid["files"]["codes.npy"]
+    module.genrec.save(run / "checkpoints" / "best.ckpt")
     return run
 
 

@@ -45,5 +45,5 @@ def tiny_module(arch: str = "causal", seed: int = 0, content_dim: int = 0, item_
         for p in m.model.parameters():
             p.normal_(0.0, WEIGHT_STD)
         if content_dim:
-            m.content.copy_(torch.randn(N_ITEMS, content_dim))
+            m.genrec.content.copy_(torch.randn(N_ITEMS, content_dim))
     return m.eval()

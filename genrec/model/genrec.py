@@ -1,0 +1,247 @@
+"""GenRec: the trained recommender as one ``nn.Module``, loadable without Lightning.
+
+It holds what inference needs and nothing of training:
+- the config (architecture name, backbone config, catalogue size, content width, codes checksum);
+- the backbone (CausalSID or TIGER's T5, chosen through genrec.model.registry);
+- the item -> semantic-ID table and the optional content vectors, as buffers;
+- input building (history ids -> the backbone's inputs) and the decoding step.
+
+Decoding itself (trie, beam search, exact scoring) stays in genrec.decode; the torch steps that
+plug a backbone into it live in genrec.generate. Checkpoints store ``{"genrec": {"config": ...}}``
+beside the weights, the way nanoGPT stores ``model_args``, and ``GenRec.from_checkpoint`` reads
+them with ``torch.load(weights_only=True)``: a checkpoint cannot run code when it is loaded.
+"""
+
+from __future__ import annotations
+
+import math
+import pickle
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from genrec.model.registry import get_arch, resolve
+
+CHECKPOINT_KEY = "genrec"      # where a checkpoint keeps the model's config (next to "state_dict")
+STATE_PREFIX = "genrec."       # GenRecModule holds the model as ``self.genrec``
+
+
+class CheckpointError(ValueError):
+    """A checkpoint that cannot be loaded (unsafe, foreign or inconsistent); the message says what to do."""
+
+
+@dataclass
+class GenRecConfig:
+    arch: str = "causal"          # key of genrec.model.registry.ARCHS
+    backbone: dict = field(default_factory=dict)  # the arch's config fields (CausalSIDConfig / TigerConfig)
+    n_items: int = 0              # catalogue size (rows of the item -> code table)
+    content_dim: int = 0          # width of each item's content vector (0 = no content input)
+    sid_checksum: str = ""        # checksum of the semantic IDs the model was trained on (RUN/sid)
+
+    def __post_init__(self):
+        arch = get_arch(self.arch)
+        config_cls = resolve(arch.config)
+        if not isinstance(self.backbone, config_cls):
+            known = {f.name for f in fields(config_cls)}
+            unknown = sorted(set(self.backbone) - known)
+            if unknown:
+                raise ValueError(f"backbone config for arch {self.arch!r} has unknown fields {unknown}; "
+                                 f"known: {sorted(known)}")
+            self.backbone = config_cls(**self.backbone)
+        if self.n_items < 1:
+            raise ValueError(f"n_items must be >= 1, got {self.n_items}")
+        if self.content_dim and not arch.item_inputs:
+            raise ValueError(f"arch {self.arch!r} reads no per-item content vectors; set content_dim 0")
+
+    @property
+    def level_sizes(self) -> tuple[int, ...]:
+        return tuple(self.backbone.level_sizes)
+
+    @property
+    def max_items(self) -> int:
+        return int(self.backbone.max_items)
+
+    def to_dict(self) -> dict:
+        """Plain JSON-able values only (a weights_only checkpoint holds no dataclasses)."""
+        backbone = asdict(self.backbone)
+        backbone["level_sizes"] = list(backbone["level_sizes"])
+        return {"arch": self.arch, "backbone": backbone, "n_items": self.n_items,
+                "content_dim": self.content_dim, "sid_checksum": self.sid_checksum}
+
+
+class GenRec(nn.Module):
+    def __init__(self, config: GenRecConfig):
+        super().__init__()
+        self.config = config
+        self.arch = config.arch
+        self.model = resolve(get_arch(config.arch).model)(config.backbone)
+        n, d = config.n_items, len(config.level_sizes)
+        self.register_buffer("item_codes", torch.zeros(n, d, dtype=torch.long))               # (N, D)
+        self.register_buffer("content", torch.zeros(n if config.content_dim else 0, config.content_dim))  # (N, F)
+        self._trie = None
+
+    # ------------------------------------------------------------------ catalogue
+    @property
+    def n_items(self) -> int:
+        return self.config.n_items
+
+    @property
+    def level_sizes(self) -> tuple[int, ...]:
+        return self.config.level_sizes
+
+    @property
+    def max_items(self) -> int:
+        return self.config.max_items
+
+    @property
+    def item_id_embedding(self) -> bool:
+        return getattr(self.model, "item_emb", None) is not None
+
+    @property
+    def parallel(self) -> bool:
+        """Every code level is predicted from one state, so items can be scored exactly."""
+        head = getattr(self.model, "head", None)
+        return bool(getattr(head, "parallel", False))
+
+    @torch.no_grad()
+    def set_catalogue(self, item_codes: np.ndarray | torch.Tensor, content: np.ndarray | None = None) -> None:
+        """Fill the item -> code table (N, D) and the content vectors (N, F) from the run's artifacts."""
+        codes = torch.as_tensor(np.asarray(item_codes), dtype=torch.long)
+        if tuple(codes.shape) != tuple(self.item_codes.shape):
+            raise ValueError(f"item codes have shape {tuple(codes.shape)}; this model expects "
+                             f"{tuple(self.item_codes.shape)} ({self.n_items} items x {len(self.level_sizes)} levels)")
+        self.item_codes.copy_(codes)
+        if self.config.content_dim:
+            if content is None:
+                raise ValueError(f"this model reads {self.config.content_dim}-d content vectors; pass them")
+            self.content.copy_(torch.as_tensor(np.asarray(content, dtype=np.float32)))
+        self._trie = None
+
+    @property
+    def trie(self):
+        if self._trie is None:
+            from genrec.decode import Trie
+
+            self._trie = Trie(self.item_codes.cpu().numpy(), self.level_sizes)
+        return self._trie
+
+    def _apply(self, fn, *args, **kwargs):
+        self._trie = None     # buffers may move or change: rebuild the trie from them on next use
+        return super()._apply(fn, *args, **kwargs)
+
+    # ------------------------------------------------------------------ inputs
+    def history_inputs(self, hist: torch.Tensor):
+        """Item ids (b, t), left-padded with -1 -> (codes (b, t, D), valid (b, t), content (b, t, F) | None,
+        item ids (b, t) | None) as the causal backbone reads them."""
+        valid = hist >= 0
+        ids = hist.clamp(min=0)
+        content = self.content[ids] if self.config.content_dim else None
+        return self.item_codes[ids], valid, content, (hist if self.item_id_embedding else None)
+
+    def item_vectors(self) -> torch.Tensor:
+        """Every item's input vector (N, d) exactly as the causal backbone reads it (``item_tokens``)."""
+        ids = torch.arange(self.n_items, device=self.item_codes.device)[None]
+        content = self.content[None] if self.config.content_dim else None
+        return self.model.item_tokens(self.item_codes[None], content, ids if self.item_id_embedding else None)[0]
+
+    def item_table(self) -> torch.Tensor:
+        """``item_vectors`` without the encoder's sqrt(d) input scale: what the item-level loss scores."""
+        return self.item_vectors() / math.sqrt(self.model.cfg.d_model)
+
+    def tiger_inputs(self, hist: torch.Tensor, users: torch.Tensor | None = None):
+        """TIGER encoder tokens: D code tokens per history item, left-padded (b, t*D), plus an optional user token."""
+        layout = self.model.layout
+        valid = hist >= 0
+        offsets = torch.as_tensor(layout.offsets, device=hist.device)
+        tokens = ((self.item_codes[hist.clamp(min=0)] + offsets) * valid.unsqueeze(-1)).flatten(1)   # pad token 0
+        mask = valid.repeat_interleave(len(layout.level_sizes), dim=1)
+        if layout.n_user_buckets and users is not None:
+            ut = torch.as_tensor(layout.user_token(users.cpu().numpy()).astype(np.int64), device=hist.device)
+            tokens = torch.cat([ut[:, None], tokens], dim=1)
+            mask = torch.cat([torch.ones_like(mask[:, :1]), mask], dim=1)
+        return tokens, mask.long()
+
+    # ------------------------------------------------------------------ decoding
+    def step(self, hist: torch.Tensor, users: torch.Tensor | None = None):
+        """The genrec.decode StepFn for these histories (b, t)."""
+        return resolve(get_arch(self.arch).step)(self, hist, users)
+
+    @torch.inference_mode()
+    def recommend(self, hist: torch.Tensor, *, k: int, beam_width: int = 20,
+                  exclude: list[np.ndarray] | None = None, candidates: list[np.ndarray] | None = None,
+                  users: torch.Tensor | None = None):
+        """Top-k real items per history row -> genrec.decode.BeamResult: exact scoring of every item for a
+        parallel head, else trie-constrained beam search of width max(beam_width, k)."""
+        from genrec.decode import candidate_mask, exclude_mask, top_items
+
+        was_training = self.training
+        self.eval()
+        try:
+            mask = exclude_mask(exclude, self.n_items) if exclude is not None else None
+            if candidates is not None:
+                cmask = candidate_mask(candidates, self.n_items)
+                mask = cmask if mask is None else mask & cmask
+            return top_items(self.step(hist, users), self.trie, len(hist), k, exact=self.parallel,
+                             beam_width=max(beam_width, k), item_mask=mask)
+        finally:
+            self.train(was_training)
+
+    # ------------------------------------------------------------------ checkpoints
+    def checkpoint_entry(self) -> dict:
+        return {"config": self.config.to_dict(), "arch": self.arch, "sid_checksum": self.config.sid_checksum}
+
+    def save(self, path: str | Path) -> None:
+        """A checkpoint of the model alone (config + weights), loadable by ``from_checkpoint``."""
+        state = {STATE_PREFIX + k: v for k, v in self.state_dict().items()}
+        torch.save({CHECKPOINT_KEY: self.checkpoint_entry(), "state_dict": state}, path)
+
+    @classmethod
+    def from_checkpoint(cls, path: str | Path) -> "GenRec":
+        """Load a training checkpoint (Lightning's .ckpt) or a ``save`` file without executing any code in it."""
+        ckpt = load_checkpoint(path)
+        entry = ckpt.get(CHECKPOINT_KEY) or {}
+        if "config" not in entry or "state_dict" not in ckpt:
+            raise CheckpointError(f"{path}: not a genrec checkpoint (no '{CHECKPOINT_KEY}.config' and 'state_dict'); "
+                                  "pass a checkpoint written by `python train.py` (RUN/checkpoints/*.ckpt)")
+        model = cls(GenRecConfig(**entry["config"]))
+        state = {k[len(STATE_PREFIX):]: v for k, v in ckpt["state_dict"].items() if k.startswith(STATE_PREFIX)}
+        try:
+            missing, unexpected = model.load_state_dict(state, strict=False)
+        except RuntimeError as err:            # a tensor of the wrong shape
+            missing, unexpected = [str(err).splitlines()[-1].strip()[:200]], []
+        if missing or unexpected:
+            raise CheckpointError(f"{path}: weights do not match the stored config (missing {missing[:5]}, "
+                                  f"unexpected {unexpected[:5]}); re-train, or load it with the genrec version "
+                                  "that wrote it")
+        return model.eval()
+
+
+def load_checkpoint(path: str | Path) -> dict:
+    """``torch.load`` that refuses pickled code: tensors, numbers, strings and containers only.
+
+    Lightning checkpoints of this package hold nothing else. A file that needs other Python objects
+    is refused with a message instead of being unpickled, since unpickling can run arbitrary code.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"checkpoint {path} does not exist (or is not a file)")
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as err:
+        # torch names a refused object as e.g. "Unsupported global: GLOBAL posix.system"; anything else is junk.
+        if "Unsupported global" not in str(err):
+            raise CheckpointError(f"{path}: not a readable torch checkpoint ({str(err).splitlines()[0][:200]}); "
+                                  "is it truncated, or another kind of file?") from None
+        why = next((line.strip() for line in str(err).splitlines() if "Unsupported global" in line), "")
+        raise CheckpointError(f"refusing to load {path}: it holds Python objects other than tensors and plain "
+                              f"containers, and unpickling them could run code ({why[:160]}). Load only "
+                              "checkpoints written by genrec (`python train.py`).") from None
+    except (RuntimeError, EOFError, OSError, ValueError) as err:
+        raise CheckpointError(f"{path}: not a readable torch checkpoint ({type(err).__name__}: "
+                              f"{str(err).splitlines()[0][:200] if str(err) else ''}); is it truncated?") from None
+    if not isinstance(ckpt, dict):
+        raise CheckpointError(f"{path}: expected a checkpoint dict, got {type(ckpt).__name__}")
+    return ckpt

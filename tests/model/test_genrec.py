@@ -1,0 +1,120 @@
+"""GenRec, the model object: it loads without Lightning, from a checkpoint that cannot run code."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from genrec.model.genrec import CheckpointError, GenRec, GenRecConfig, load_checkpoint
+from genrec.model.registry import ARCHS, get_arch, resolve
+
+LEVELS = (5, 7, 11)
+N_ITEMS = 37
+
+
+def _codes(seed=0):
+    rng = np.random.default_rng(seed)
+    rows = set()
+    while len(rows) < N_ITEMS:
+        rows.add(tuple(int(rng.integers(k)) for k in LEVELS))
+    return np.array(sorted(rows))
+
+
+def _model(arch="causal", **backbone) -> GenRec:
+    torch.manual_seed(0)
+    base = {"causal": dict(level_sizes=LEVELS, max_items=6, d_model=24, n_layers=2, n_heads=2, d_ff=37,
+                           dropout=0.0, n_items=N_ITEMS),
+            "tiger": dict(level_sizes=LEVELS, max_items=6, d_model=24, d_kv=8, d_ff=37, n_layers=2,
+                          n_decoder_layers=2, n_heads=2, dropout=0.0)}[arch]
+    model = GenRec(GenRecConfig(arch=arch, backbone=base | backbone, n_items=N_ITEMS, sid_checksum="abc"))
+    model.set_catalogue(_codes())
+    return model.eval()
+
+
+class _Payload:
+    """Unpickling this runs ``Path.touch(marker)``: a stand-in for a hostile checkpoint's os.system."""
+
+    def __init__(self, marker: Path):
+        self.marker = marker
+
+    def __reduce__(self):
+        return (Path.touch, (self.marker,))
+
+
+def test_every_registered_arch_resolves():
+    for name, arch in ARCHS.items():
+        for ref in (arch.config, arch.model, arch.step, arch.export):
+            assert callable(resolve(ref)), (name, ref)
+    with pytest.raises(ValueError, match="unknown arch 'nope'"):
+        get_arch("nope")
+
+
+@pytest.mark.parametrize("arch", ["causal", "tiger"])
+def test_save_and_from_checkpoint_round_trip(tmp_path, arch):
+    model = _model(arch)
+    path = tmp_path / "m.ckpt"
+    model.save(path)
+    loaded = GenRec.from_checkpoint(path)
+    assert loaded.config.to_dict() == model.config.to_dict()
+    hist = torch.as_tensor([[-1, -1, 3, 4, 5, 6], [-1, -1, -1, -1, -1, 9]])
+    a, b = model.recommend(hist, k=5), loaded.recommend(hist, k=5)
+    assert np.array_equal(a.items, b.items) and np.allclose(a.scores, b.scores)
+    assert set(a.items.ravel()) <= set(range(N_ITEMS))          # decoding returns real items only
+
+
+def test_a_hostile_checkpoint_is_refused_and_its_code_never_runs(tmp_path):
+    marker = tmp_path / "pwned"
+    path = tmp_path / "evil.ckpt"
+    torch.save({"genrec": {"config": {}}, "state_dict": {}, "x": _Payload(marker)}, path)
+    with pytest.raises(CheckpointError, match=r"refusing to load .*evil\.ckpt.*could run code"):
+        GenRec.from_checkpoint(path)
+    assert not marker.exists()
+    # the same through the CLI entry points that take a checkpoint path: one line, non-zero exit, no code run
+    for argv in (["evaluate", "--run", str(tmp_path), "--checkpoint", str(path)],
+                 ["export", "--run", str(tmp_path), "--checkpoint", str(path), "--out", str(tmp_path / "exp")]):
+        proc = subprocess.run([sys.executable, "-m", "genrec.cli", *argv], capture_output=True, text=True)
+        assert proc.returncode != 0, proc.stdout
+        assert "Traceback" not in proc.stderr, proc.stderr
+        assert not marker.exists()
+
+
+def test_not_a_checkpoint_and_foreign_checkpoints_get_clear_errors(tmp_path):
+    junk = tmp_path / "junk.ckpt"
+    junk.write_bytes(b"\x00not a zip")
+    with pytest.raises(CheckpointError, match="not a readable torch checkpoint"):
+        load_checkpoint(junk)
+    foreign = tmp_path / "foreign.ckpt"
+    torch.save({"state_dict": {"w": torch.zeros(2)}}, foreign)
+    with pytest.raises(CheckpointError, match="not a genrec checkpoint"):
+        GenRec.from_checkpoint(foreign)
+    with pytest.raises(CheckpointError, match="does not exist"):
+        load_checkpoint(tmp_path / "missing.ckpt")
+
+
+def test_weights_that_do_not_match_the_config_are_refused(tmp_path):
+    model = _model()
+    path = tmp_path / "m.ckpt"
+    model.save(path)
+    ckpt = torch.load(path, weights_only=True)
+    ckpt["genrec"]["config"]["backbone"]["d_model"] = 32
+    ckpt["genrec"]["config"]["backbone"]["n_heads"] = 4
+    torch.save(ckpt, path)
+    with pytest.raises(CheckpointError, match="weights do not match"):
+        GenRec.from_checkpoint(path)
+
+
+def test_config_rejects_unknown_backbone_fields():
+    with pytest.raises(ValueError, match=r"unknown fields \['tiger_layers'\]"):
+        GenRecConfig(arch="causal", backbone={"level_sizes": LEVELS, "tiger_layers": 2}, n_items=N_ITEMS)
+
+
+def test_inference_modules_do_not_import_lightning():
+    code = ("import sys, genrec.evaluate, genrec.export.onnx, genrec.model.genrec, genrec.export.parity; "
+            "print(sorted(m for m in sys.modules if m.split('.')[0] in ('lightning', 'pytorch_lightning')))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]"
