@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-import re
 import subprocess
 import sys
 import textwrap
@@ -17,43 +16,23 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from genrec.serving.loadgen import run_load
 from genrec.serving.runtime import ExportRuntime
 
+from .live import REPO, running_server
 from .tiny import MAX_ITEMS, N_ITEMS, source_ids
 
-REPO = Path(__file__).resolve().parents[2]
-STARTUP_TIMEOUT_S = 90     # a loaded 2-core machine can take a while to import onnxruntime + fastapi
+sys.path.insert(0, str(REPO / "bench"))
+from loadgen import run_load  # noqa: E402
+
 LOAD_CLIENTS = 32          # concurrent clients in the load tests
 
 
 @pytest.fixture(scope="module")
 def server(tiny_export, tmp_path_factory):
     """`python serve.py --export DIR --port 0` in a subprocess; yields (base url, log file, process)."""
-    folder, _ = tiny_export
     log_path = tmp_path_factory.mktemp("serve") / "server.log"
-    with open(log_path, "wb") as log_file:
-        proc = subprocess.Popen([sys.executable, str(REPO / "serve.py"), "--export", str(folder), "--host", "127.0.0.1",
-                                 "--port", "0", "--log-level", "info", "--batch-wait-ms", "2"],
-                                stdout=log_file, stderr=subprocess.STDOUT, cwd=REPO)
-    try:
-        deadline = time.time() + STARTUP_TIMEOUT_S
-        url = None
-        while url is None:
-            match = re.search(r"Uvicorn running on (http://127\.0\.0\.1:\d+)", log_path.read_text(errors="replace"))
-            if match:
-                url = match.group(1)
-            elif proc.poll() is not None or time.time() > deadline:
-                raise RuntimeError(f"server did not start (exit {proc.poll()}):\n{log_path.read_text()}")
-            else:
-                time.sleep(0.1)
-        yield url, log_path, proc
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
+    with running_server(tiny_export[0], log_path, "--log-level", "info", "--batch-wait-ms", "2") as running:
+        yield running
 
 
 @pytest.fixture(scope="module")
@@ -315,23 +294,28 @@ def test_serving_path_never_imports_torch(which, request):
 
 
 def test_serve_cli(capsys, tmp_path):
+    """Every ServeConfig field is a flag whose help is the field's comment (genrec.config.add_config_args)."""
     import argparse
+    import dataclasses
 
     from genrec.cli import main
     from genrec.serving.app import add_serve_args, serve_from_args
+    from genrec.serving.config import ServeConfig
 
     with pytest.raises(SystemExit) as exit_info:
         main(["serve", "--help"])
     assert exit_info.value.code == 0
-    text = capsys.readouterr().out
-    for flag in ("--export", "--host", "--port", "--intra-op-threads", "--inter-op-threads", "--max-batch",
-                 "--batch-wait-ms", "--log-level"):
-        assert flag in text
+    text = " ".join(capsys.readouterr().out.split())
+    for f in dataclasses.fields(ServeConfig):
+        assert f"--{f.name.replace('_', '-')}" in text
+    assert "compute deadline from arrival" in text and "(default: 1024)" in text   # comment + default
     parser = argparse.ArgumentParser()
     add_serve_args(parser)
-    args = parser.parse_args(["--export", str(tmp_path / "missing")])
-    assert args.host == "127.0.0.1" and args.port == 8000
+    with pytest.raises(SystemExit, match="--export is required"):
+        serve_from_args(parser.parse_args([]))
     with pytest.raises(SystemExit, match="missing does not exist"):
-        serve_from_args(args)
+        serve_from_args(parser.parse_args(["--export", str(tmp_path / "missing")]))
     with pytest.raises(SystemExit, match="max_batch must be >= 1"):
         serve_from_args(parser.parse_args(["--export", str(tmp_path), "--max-batch", "0"]))
+    with pytest.raises(SystemExit, match="max_queued_queries .* must be >= max_batch_requests"):
+        serve_from_args(parser.parse_args(["--export", str(tmp_path), "--max-queued-queries", "10"]))

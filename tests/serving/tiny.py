@@ -37,8 +37,8 @@ def tiny_module(arch: str = "causal", seed: int = 0, content_dim: int = 0, item_
     from genrec.lit.module import GenRecModule
 
     torch.manual_seed(seed)
-    m = GenRecModule(dims=ModelDims(LEVELS, N_ITEMS, content_dim, "test"), arch=arch, d_model=24, n_layers=2,
-                     n_heads=2, d_ff=37, dropout=0.0, max_items=MAX_ITEMS, tiger_layers=2, tiger_heads=2,
+    m = GenRecModule(dims=ModelDims(LEVELS, N_ITEMS, content_dim, "test", max_items=MAX_ITEMS), arch=arch, d_model=24, n_layers=2,
+                     n_heads=2, d_ff=37, dropout=0.0, tiger_layers=2, tiger_heads=2,
                      tiger_d_ff=37, item_id_embedding=item_id_embedding, n_user_buckets=n_user_buckets, head=head)
     m.item_codes.copy_(torch.as_tensor(item_codes()))
     with torch.no_grad():

@@ -1,0 +1,301 @@
+"""The HTTP endpoints: request -> prepare -> fair micro-batcher -> respond, plus health, metrics and docs.
+
+Endpoints read the server's parts from ``request.app.state.serving`` (:class:`Serving`), so this
+module holds plain functions instead of one closure per app.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import copy
+import math
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Sequence
+
+from fastapi import APIRouter, FastAPI, Request
+from fastapi.responses import HTMLResponse, JSONResponse, Response
+from starlette.staticfiles import StaticFiles
+
+from genrec.serving.batching import FairBatcher
+from genrec.serving.config import ServeConfig
+from genrec.serving.metrics import ServerMetrics
+from genrec.serving.runtime import ExportRuntime, Query
+from genrec.serving.schemas import (COMMON_ERRORS, RECOMMEND_ERRORS, ApiError, BatchRequest, BatchResponse,
+                                    RecommendedItem, RecommendRequest, RecommendResponse)
+
+RECOMMEND_PATHS = ("/recommend", "/recommend/batch")
+YIELD_EVERY = 32     # a batch request gives the event loop back every this many requests it prepares or encodes
+
+
+@dataclass
+class Serving:
+    """What the endpoints need; one per app (per worker process)."""
+
+    runtime: ExportRuntime
+    config: ServeConfig
+    batcher: FairBatcher
+    metrics: ServerMetrics
+    name: str                                        # model name reported by /health
+    started: float = field(default_factory=time.time)
+    ready: bool = False                              # the model answered its warm-up query
+
+
+def serving(request: Request) -> Serving:
+    return request.app.state.serving
+
+
+def _close_arrival(request: Request, batcher: FairBatcher) -> None:
+    """The request is queued (or refused): the batcher no longer waits for it."""
+    if request.scope.get("state", {}).pop("arrival_open", False):
+        batcher.arriving -= 1
+
+
+def _deadline(request: Request) -> float:
+    return request.scope["state"]["deadline"]
+
+
+def _json(model) -> Response:
+    # Serialized once by pydantic; FastAPI would validate the returned model a second time.
+    return Response(content=model.model_dump_json(), media_type="application/json")
+
+
+# ---------------------------------------------------------------------- request preparation
+@dataclass
+class Prepared:
+    query: Query
+    unknown_history: list[str]
+    unknown_candidates: list[str]
+    history_used: int
+    truncated: bool
+    warnings: list[str] = field(default_factory=list)
+
+
+def prepare(req: RecommendRequest, runtime: ExportRuntime, config: ServeConfig, where: str = "") -> Prepared:
+    """Map ids, apply limits and truncation; raises a 422 ApiError with a fix-it message."""
+    k_limit = min(runtime.n_items, config.max_k)
+    if req.k > k_limit:
+        why = (f"the catalogue has {runtime.n_items} items" if runtime.n_items <= config.max_k
+               else f"this server caps k at {config.max_k} (--max-k)")
+        raise ApiError(422, "invalid_request", f"{where}k={req.k} is too large: {why}; ask for k <= {k_limit}")
+    for name, ids in (("history", req.history), ("candidates", req.candidates)):
+        if ids is not None and len(ids) > config.max_history:
+            raise ApiError(422, "invalid_request", f"{where}{name} has {len(ids)} ids; send at most "
+                           f"{config.max_history} (only the last {runtime.max_items} history items are read anyway)")
+    known, unknown = runtime.to_internal(req.history)
+    if not known:
+        raise ApiError(422, "invalid_request", f"{where}history: none of its {len(req.history)} ids are in this "
+                       f"model's catalogue (first unknown: {unknown[0]!r}); send source item ids the model was "
+                       "trained on")
+    candidates, unknown_cands = None, []
+    if req.candidates is not None:
+        candidates, unknown_cands = runtime.to_internal(req.candidates)
+        if not candidates:
+            raise ApiError(422, "invalid_request", f"{where}candidates: none of its {len(req.candidates)} ids are "
+                           f"in this model's catalogue (first unknown: {unknown_cands[0]!r}); send known source "
+                           "item ids or omit candidates")
+    used = min(len(known), runtime.max_items)
+    truncated = len(known) > runtime.max_items
+    warnings = []
+    if unknown:
+        warnings.append(f"{len(unknown)} history ids are not in the catalogue and were skipped")
+    if truncated:
+        warnings.append(f"history has {len(known)} known items; only the most recent {runtime.max_items} "
+                        "(max_items) were read" + (f"; all {len(known)} are still excluded from the results"
+                                                   if req.exclude_history else ""))
+    if unknown_cands:
+        warnings.append(f"{len(unknown_cands)} candidate ids are not in the catalogue and were skipped")
+    query = Query(history=known, k=req.k, exclude_history=req.exclude_history, candidates=candidates)
+    return Prepared(query, unknown, unknown_cands, used, truncated, warnings)
+
+
+def respond(prepared: Prepared, items: Sequence[int], scores: Sequence[float], runtime: ExportRuntime) -> RecommendResponse:
+    out = [RecommendedItem(item_id=runtime.source_ids[i], title=runtime.titles[i],
+                           score=float(s) if math.isfinite(s) else None)
+           for i, s in zip(items, scores) if i >= 0]
+    warnings = list(prepared.warnings)
+    if len(out) < prepared.query.k:
+        warnings.append(f"only {len(out)} of k={prepared.query.k} items could be returned: the rest of the "
+                        "catalogue is excluded by the history or not among the candidates")
+    return RecommendResponse(items=out, unknown_history_items=prepared.unknown_history,
+                             unknown_candidate_items=prepared.unknown_candidates, history_used=prepared.history_used,
+                             history_truncated=prepared.truncated, warnings=warnings)
+
+
+# ---------------------------------------------------------------------- recommend
+router = APIRouter()
+
+
+@router.post("/recommend", response_model=RecommendResponse, responses=RECOMMEND_ERRORS)
+async def recommend(req: RecommendRequest, request: Request) -> Response:
+    """Top-k catalogue items for one history: exact scoring of every item (parallel head) or
+    trie-constrained beam search (autoregressive head); either way only real items come out."""
+    s = serving(request)
+    try:
+        prepared = prepare(req, s.runtime, s.config)
+    finally:
+        _close_arrival(request, s.batcher)
+    ((batch, items, scores),) = await s.batcher.submit([prepared.query], _deadline(request))
+    request.state.log = {"k": req.k, "n_history": len(req.history), "n_unknown": len(prepared.unknown_history),
+                         "truncated": prepared.truncated, "batch": batch}
+    return _json(respond(prepared, items, scores, s.runtime))
+
+
+@router.post("/recommend/batch", response_model=BatchResponse, responses=RECOMMEND_ERRORS)
+async def recommend_batch(req: BatchRequest, request: Request) -> Response:
+    """Several independent requests in one call; each result is the same as from POST /recommend.
+    Its queries are decoded in turn with other clients' requests, so a large batch does not hold
+    up small requests."""
+    s = serving(request)
+    try:
+        if len(req.requests) > s.config.max_batch_requests:
+            raise ApiError(422, "invalid_request", f"requests has {len(req.requests)} entries; send at most "
+                           f"{s.config.max_batch_requests} per call (--max-batch-requests)")
+        if s.batcher.queued + len(req.requests) > s.batcher.max_queued:
+            raise s.batcher.overloaded(len(req.requests))     # before the id mapping work
+        prepared = []
+        for i, r in enumerate(req.requests):
+            prepared.append(prepare(r, s.runtime, s.config, where=f"requests[{i}]."))
+            if i % YIELD_EVERY == YIELD_EVERY - 1:
+                await asyncio.sleep(0)    # let small requests through the event loop
+    finally:
+        _close_arrival(request, s.batcher)
+    results = await s.batcher.submit([p.query for p in prepared], _deadline(request))
+    request.state.log = {"n_requests": len(prepared), "batch": max(b for b, _, _ in results)}
+    out = []
+    for i, (p, (_, items, scores)) in enumerate(zip(prepared, results)):
+        out.append(respond(p, items, scores, s.runtime))
+        if i % YIELD_EVERY == YIELD_EVERY - 1:
+            await asyncio.sleep(0)
+    return _json(BatchResponse(results=out))
+
+
+# ---------------------------------------------------------------------- health
+@router.get("/health", responses=COMMON_ERRORS)
+@router.head("/health", include_in_schema=False)
+async def health(request: Request) -> JSONResponse:
+    """Liveness with figures: 200 while the model is loaded and the batching worker runs, else 503."""
+    s = serving(request)
+    ok = s.batcher.alive
+    return JSONResponse(status_code=200 if ok else 503, content={
+        "status": "ok" if ok else "worker stopped", "model": s.name, "n_items": s.runtime.n_items,
+        "ready": s.ready, "uptime_s": round(time.time() - s.started, 3), "queries_served": s.batcher.queries,
+        "batches": s.batcher.batches, "queued_queries": s.batcher.queued})
+
+
+@router.get("/livez", responses=COMMON_ERRORS)
+@router.head("/livez", include_in_schema=False)
+async def livez(request: Request) -> JSONResponse:
+    """Liveness probe: 200 while the event loop answers and the batching worker runs; 503 means restart me."""
+    ok = serving(request).batcher.alive
+    return JSONResponse(status_code=200 if ok else 503, content={"status": "alive" if ok else "worker stopped"})
+
+
+@router.get("/readyz", responses=COMMON_ERRORS)
+@router.head("/readyz", include_in_schema=False)
+async def readyz(request: Request) -> JSONResponse:
+    """Readiness probe: 200 when new requests would be served now; 503 (with the reason) before the
+    warm-up query has run, when the worker stopped, or while the queue is full (requests are shed)."""
+    s = serving(request)
+    reason = ("warming up" if not s.ready else "worker stopped" if not s.batcher.alive
+              else "queue full" if s.batcher.full else None)
+    if reason is None:
+        return JSONResponse({"status": "ready"})
+    headers = {"Retry-After": str(s.batcher.retry_after_s())} if reason == "queue full" else None
+    return JSONResponse(status_code=503, content={"status": reason}, headers=headers)
+
+
+@router.get("/metadata")
+async def metadata(request: Request) -> dict:
+    """The model, catalogue size, semantic-ID shape, versions and the server's limits."""
+    s = serving(request)
+    c = s.config
+    return s.runtime.metadata() | {"server": {
+        "max_batch": c.max_batch, "batch_wait_ms": c.batch_wait_ms, "max_k": min(c.max_k, s.runtime.n_items),
+        "max_history": c.max_history, "max_batch_requests": c.max_batch_requests,
+        "max_queued_queries": c.max_queued_queries, "request_timeout_s": c.request_timeout_s,
+        "max_body_bytes": c.max_body_bytes, "intra_op_threads": c.intra_op_threads,
+        "inter_op_threads": c.inter_op_threads, "workers": c.workers}}
+
+
+@router.get("/metrics", response_class=Response,
+            responses={200: {"content": {"text/plain": {}}, "description": "Prometheus text format"}})
+async def metrics(request: Request) -> Response:
+    """Prometheus metrics of this process: requests by route and status, latency, pass sizes, queue
+    depth, shed requests, dropped queries, open connections."""
+    body, content_type = serving(request).metrics.exposition()
+    return Response(content=body, media_type=content_type)
+
+
+# ---------------------------------------------------------------------- docs (offline)
+SWAGGER_PAGE = """<!DOCTYPE html>
+<html lang="en">
+<head>
+<meta charset="utf-8">
+<title>{title} - API docs</title>
+<link rel="stylesheet" href="/docs/assets/swagger-ui.css">
+<link rel="icon" type="image/png" href="/docs/assets/favicon-32x32.png">
+</head>
+<body>
+<div id="swagger-ui"></div>
+<script src="/docs/assets/swagger-ui-bundle.js"></script>
+<script>
+window.ui = SwaggerUIBundle({{url: "/docs/openapi.json", dom_id: "#swagger-ui", deepLinking: true,
+  validatorUrl: null, presets: [SwaggerUIBundle.presets.apis], layout: "BaseLayout"}});
+</script>
+</body>
+</html>
+"""
+
+
+def swagger_assets() -> Path:
+    """The Swagger UI files shipped by the swagger-ui-bundle package (no CDN, works offline)."""
+    import swagger_ui_bundle
+
+    return Path(swagger_ui_bundle.swagger_ui_path)
+
+
+def openapi_30(spec: dict[str, Any]) -> dict[str, Any]:
+    """FastAPI's OpenAPI 3.1 document in the 3.0 dialect that the packaged Swagger UI (4.x) renders.
+
+    Only what pydantic emits needs rewriting: ``anyOf: [X, {type: null}]`` -> X + ``nullable``,
+    and a schema's ``examples`` list -> its first ``example``.
+    """
+    def convert(node):
+        if isinstance(node, list):
+            return [convert(v) for v in node]
+        if not isinstance(node, dict):
+            return node
+        node = {k: convert(v) for k, v in node.items()}
+        options = node.get("anyOf")
+        if isinstance(options, list) and {"type": "null"} in options:
+            rest = [o for o in options if o != {"type": "null"}]
+            del node["anyOf"]
+            if len(rest) == 1 and "$ref" not in rest[0]:
+                node.update(rest[0])
+            else:
+                node["anyOf"] = rest
+            node["nullable"] = True
+        if isinstance(node.get("examples"), list) and node["examples"] and ("type" in node or "properties" in node):
+            node["example"] = node.pop("examples")[0]
+        return node
+
+    out = convert(copy.deepcopy(spec))
+    out["openapi"] = "3.0.3"
+    return out
+
+
+def add_docs(app: FastAPI) -> None:
+    """/docs (Swagger UI from local files), /docs/openapi.json (the 3.0 copy it reads), /docs/assets/*."""
+    page = SWAGGER_PAGE.format(title=app.title)
+
+    @app.get("/docs", include_in_schema=False)
+    async def docs() -> HTMLResponse:
+        return HTMLResponse(page)
+
+    @app.get("/docs/openapi.json", include_in_schema=False)
+    async def docs_openapi() -> JSONResponse:
+        return JSONResponse(openapi_30(app.openapi()))
+
+    app.mount("/docs/assets", StaticFiles(directory=swagger_assets()), name="docs-assets")
