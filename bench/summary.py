@@ -1,7 +1,7 @@
 """Write bench/RESULTS.md from bench/results/*.json: every benchmark table the docs quote.
 
-    python bench/summary.py            # writes bench/RESULTS.md
-    python bench/summary.py --check    # exit 1 if bench/RESULTS.md differs from what the JSON gives
+    python bench/summary.py            # writes bench/RESULTS.md and the README's results table
+    python bench/summary.py --check    # exit 1 if either differs from what the JSON gives
     python bench/summary.py --plot     # also redraw bench/results/summary.png (needs matplotlib)
 
 It runs nothing and reads only JSON (plus the seed_everything of the training YAML a result names),
@@ -23,6 +23,10 @@ sys.path.insert(0, str(REPO / "bench"))
 from run import RESULTS, training_side_seconds, validate_result  # noqa: E402
 
 OUT = REPO / "bench" / "RESULTS.md"
+README = REPO / "README.md"
+# The README's results table sits between these two lines; bench/summary.py rewrites what is between them.
+README_START = "<!-- results table: written by python bench/summary.py from bench/results/*.json -->"
+README_END = "<!-- end of results table -->"
 DATASET_ORDER = ("Beauty", "Sports_and_Outdoors", "Office", "Scientific", "Scientific_DeCoRec_mm")
 SYSTEM_LABELS = {"genrec": "genrec", "sasrec": "SASRec (ours)", "popularity": "popularity",
                  "cornac_tiger": "cornac TIGER (PAISCHER recipe)", "cornac_tiger_grid": "cornac TIGER (GRID recipe)"}
@@ -439,6 +443,33 @@ def serve_section(r: dict) -> str:
     return "\n".join(lines)
 
 
+def readme_table(results: dict[str, dict]) -> str:
+    """The README's one table: test NDCG@10 per system and dataset, and genrec's pipeline minutes."""
+    peers = [s for s in SYSTEM_LABELS if s not in ("genrec", "sasrec", "popularity")
+             and any(s in r.get("peers", {}) for r in results.values())]
+    lines = header(["dataset", "users / items", "genrec", "SASRec (ours)", "popularity",
+                    *[SYSTEM_LABELS[p] for p in peers], "genrec pipeline min"])
+    for dataset, r in results.items():
+        systems = systems_of(r)
+        cells = [f"**{f4(systems['genrec']['ndcg@10'])}**" if systems["genrec"]["ndcg@10"] == max(
+            m["ndcg@10"] for m in systems.values()) else f4(systems["genrec"]["ndcg@10"])]
+        cells += [f4(systems[s]["ndcg@10"]) for s in ("sasrec", "popularity")]
+        cells += [f4(systems[p]["ndcg@10"]) if p in systems else "—" for p in peers]
+        stats = r["dataset_stats"]
+        lines.append(row([dataset, f"{stats['n_users']:,} / {stats['n_items']:,}", *cells,
+                          f"{sum(r['stages'].values()) / 60:.1f}"]))
+    return "\n".join(lines) + "\n"
+
+
+def with_readme_table(readme: str, table_text: str) -> str:
+    """``readme`` with the text between README_START and README_END replaced by ``table_text``."""
+    start, end = readme.find(README_START), readme.find(README_END)
+    if start < 0 or end < start:
+        raise ValueError(f"README.md has no results table block: put the lines {README_START!r} and "
+                         f"{README_END!r} where the table goes")
+    return readme[:start + len(README_START)] + "\n" + table_text + readme[end:]
+
+
 def render(folder: Path = RESULTS) -> str:
     """RESULTS.md from the JSON in ``folder``: the same text on every machine for the same files."""
     results = load_results(folder)
@@ -494,26 +525,30 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python bench/summary.py", description=__doc__.strip().splitlines()[0])
     p.add_argument("--results-dir", type=Path, default=RESULTS, help="where the JSON files are")
     p.add_argument("--out", type=Path, default=OUT, help="the markdown file to write")
-    p.add_argument("--check", action="store_true", help="write nothing; exit 1 if --out differs from the JSON")
+    p.add_argument("--readme", type=lambda v: Path(v) if v else None, default=README,
+                   help="markdown file whose results-table block is rewritten too (none with --readme '')")
+    p.add_argument("--check", action="store_true", help="write nothing; exit 1 if a file differs from the JSON")
     p.add_argument("--plot", action="store_true", help="also redraw RESULTS_DIR/summary.png (matplotlib)")
     a = p.parse_args(argv)
 
     if not any(a.results_dir.glob("*.json")):
         raise SystemExit(f"no results in {a.results_dir}: run python bench/run.py --dataset NAME first")
-    text = render(a.results_dir)
+    outputs = {a.out: render(a.results_dir)}
+    if a.readme is not None and a.readme.exists():
+        readme = a.readme.read_text()
+        outputs[a.readme] = with_readme_table(readme, readme_table(load_results(a.results_dir)))
+    stale = [path for path, text in outputs.items() if not path.exists() or path.read_text() != text]
     if a.check:
-        current = a.out.read_text() if a.out.exists() else ""
-        if current != text:
-            print(f"{a.out} is out of date with {a.results_dir}/*.json: run python bench/summary.py", file=sys.stderr)
-            return 1
-        print(f"{a.out} matches {a.results_dir}/*.json")
-        return 0
+        for path in stale:
+            print(f"{path} is out of date with {a.results_dir}/*.json: run python bench/summary.py", file=sys.stderr)
+        return 1 if stale else 0
     from genrec.io import write_text_atomic
 
-    write_text_atomic(a.out, text)
+    for path in stale:
+        write_text_atomic(path, outputs[path])
+        print(f"wrote {path}")
     if a.plot:
         plot(load_results(a.results_dir), a.results_dir / "summary.png")
-    print(f"wrote {a.out}")
     return 0
 
 

@@ -164,6 +164,15 @@ def test_results_md_is_what_summary_generates_from_the_committed_json():
         "bench/RESULTS.md is out of date with bench/results/*.json: run python bench/summary.py and commit it")
 
 
+def test_readme_results_table_is_what_summary_generates_from_the_committed_json():
+    """The README's one results table is generated too (between its marker lines), so it cannot drift either."""
+    from summary import README, load_results, readme_table, with_readme_table
+
+    text = README.read_text()
+    assert text == with_readme_table(text, readme_table(load_results(REPO / "bench" / "results"))), (
+        "README.md's results table is out of date with bench/results/*.json: run python bench/summary.py")
+
+
 def test_summary_reads_only_json_and_follows_it(tmp_path):
     """No torch import (fast, no training); a figure changed in a JSON changes RESULTS.md; --check notices."""
     import shutil
@@ -179,12 +188,17 @@ def test_summary_reads_only_json_and_follows_it(tmp_path):
     office = json.loads((results / "Office.json").read_text())
     office["metrics"]["genrec"]["ndcg@10"] = 0.0123456
     (results / "Office.json").write_text(json.dumps(office))
-    from summary import main, render
+    from summary import README_END, README_START, main, render
 
     after = render(results)
     assert "| Office | genrec | 0.0736 | 0.1068 | 0.1588 | 0.0493 | 0.0123 | 0.0730 |" in after and after != before
     (tmp_path / "RESULTS.md").write_text(before)
-    assert main(["--results-dir", str(results), "--out", str(tmp_path / "RESULTS.md"), "--check"]) == 1
-    assert main(["--results-dir", str(results), "--out", str(tmp_path / "RESULTS.md")]) == 0
+    readme = tmp_path / "README.md"
+    readme.write_text(f"# x\n\n{README_START}\nold table\n{README_END}\n\nmore text\n")
+    args = ["--results-dir", str(results), "--out", str(tmp_path / "RESULTS.md"), "--readme", str(readme)]
+    assert main([*args, "--check"]) == 1
+    assert main(args) == 0
     assert (tmp_path / "RESULTS.md").read_text() == after
-    assert main(["--results-dir", str(results), "--out", str(tmp_path / "RESULTS.md"), "--check"]) == 0
+    assert "old table" not in readme.read_text() and readme.read_text().endswith(f"{README_END}\n\nmore text\n")
+    assert "| Office | 4,905 / 2,420 | 0.0123 |" in readme.read_text()
+    assert main([*args, "--check"]) == 0
