@@ -75,6 +75,7 @@ def layout_config(raw: dict, layout: str) -> dict:
     if layout == "rq":
         tokenize.update(RQ_AUTOREGRESSIVE)
     elif tokenize.get("method") != "pq":
+        tokenize.pop("rqvae", None)   # RQ-VAE settings are refused with method pq
         tokenize.update(PQ_PER_MODALITY)
     return raw
 

@@ -21,6 +21,7 @@ from genrec.evaluate import EvaluateConfig, evaluate
 from genrec.features.image import ImageConfig
 from genrec.features.stage import EmbedConfig, embed
 from genrec.lit.sasrec import SASRecTrainConfig
+from genrec.tokenizer.config import RQVAEMethodConfig
 from genrec.tokenizer.stage import TokenizeConfig, tokenize
 
 REPO = Path(__file__).resolve().parents[1]
@@ -48,7 +49,7 @@ def small_run(tmp_path_factory) -> Path:
     embed(run, EmbedConfig(image=ImageConfig(enabled=False), sasrec=SASRecTrainConfig(max_epochs=15, patience=3,
                                                                                        progress_bar=False),
                            cache_dir=str(root / "cache"), progress=False))
-    tokenize(run, TokenizeConfig(n_levels=2, codebook_size=32, epochs=20, min_steps=200))
+    tokenize(run, TokenizeConfig(n_levels=2, codebook_size=32, rqvae=RQVAEMethodConfig(epochs=20, min_steps=200)))
     return run
 
 
@@ -134,7 +135,7 @@ def test_temporal_split_end_to_end(small_run, tmp_path):
     mask_file = run / "features" / collab.get("mask_file", "absent")
     assert np.array_equal(np.load(mask_file) if mask_file.exists() else np.ones_like(in_training), in_training)
     assert collab["n_users_without_transitions"] == sum(len(s) < 2 for s in split.train) > 0
-    tokenize(run, TokenizeConfig(n_levels=2, codebook_size=32, epochs=5, min_steps=50))
+    tokenize(run, TokenizeConfig(n_levels=2, codebook_size=32, rqvae=RQVAEMethodConfig(epochs=5, min_steps=50)))
     _train(run, "--trainer.max_epochs=3")
     out = evaluate(run, EvaluateConfig(split="test"))
     assert out["protocol"]["kind"] == "temporal"

@@ -1,6 +1,6 @@
 """Thin Lightning wrapper that trains an :class:`RQVAE`: MSE reconstruction + summed commitment loss.
 
-The codebooks must already be initialised (k-means on a catalogue sample, see ``stage.py``);
+The codebooks must already be initialised (k-means on a catalogue sample, see ``fit.py``);
 this module only runs the optimisation and logs to CSV (``<log_dir>/<name>/version_*/metrics.csv``).
 """
 

@@ -1,7 +1,7 @@
 """The RQ-VAE: MLP encoder -> residual vector quantizer -> MLP decoder.
 
 Model only: no I/O, no training loop (see ``lit.py``), no codebook initialisation policy
-(see ``kmeans.py`` and ``stage.py``). The residual quantizer is vector-quantize-pytorch's
+(see ``kmeans.py`` and ``fit.py``). The residual quantizer is vector-quantize-pytorch's
 ``ResidualVQ``; its own ``kmeans_init`` is *off*, because it initialises on the first
 forward call (even in eval mode) from whatever batch that happens to be. Codebooks are set
 explicitly with :meth:`RQVAE.set_codebook` instead.

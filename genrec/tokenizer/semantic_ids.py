@@ -1,19 +1,24 @@
-"""Semantic IDs as data: collision handling, the dedup level, and the ``sid/`` artifact.
+"""Semantic IDs as data: collision handling, the dedup digit, and the ``sid/`` artifact.
 
-numpy/stdlib only at import time, so the torch-free decoding and serving paths can read
-``sid/``. Only :func:`assign_new_items` needs torch (it runs the frozen tokenizer) and
-imports it lazily.
+numpy/stdlib only, so the torch-free decoding and serving paths can read ``sid/``. Running
+the frozen tokenizer on new items lives in ``tokenizer.py`` (it needs torch).
+
+Terms (also in ``config.py``): a *level* is one quantization step of one tokenizer and
+``n_levels`` counts them per tokenizer, without the dedup digit; a *digit* is one column of
+an item's ID, ``n_digits = n_levels * len(modalities) + 1``, the last one being the dedup digit.
 
 ``sid/`` layout (written by ``genrec tokenize``):
 
-codes.npy           (n_items, L+1) int64; row i is item_id i (this is the item -> code map).
-                    Columns 0..L-1 are the semantic levels, column L the dedup level.
-code_to_item.json   {"c0-c1-...-cL": item_id}: the code -> item map.
-tokenizer.pt        frozen tokenizer: per-modality RQ-VAE configs + state_dicts (see stage.py).
+codes.npy           (n_items, n_digits) int64; row i is item_id i (this is the item -> code map).
+                    The last column is the dedup digit.
+code_to_item.json   {"c0-c1-...": item_id}: the code -> item map.
+tokenizer.pt        frozen tokenizer: per-modality model configs + state_dicts (see tokenizer.py).
 report.json/.png    code usage, perplexity, collisions, reconstruction error.
-manifest.json       stage="tokenize", level_sizes, n_levels, vocab, input feature checksums, config.
+manifest.json       stage="tokenize", method, modalities, n_levels, n_digits, dedup_digit,
+                    level_sizes (one vocabulary size per *digit*; the name is what the model,
+                    trie and export read), vocab, input feature checksums, config.
 
-The dedup level: items whose L-tuple is shared get an extra last code 0, 1, 2, ... in
+The dedup digit: items whose semantic tuple is shared get an extra last code 0, 1, 2, ... in
 item_id order; an item with a unique tuple gets 0. Its vocabulary size (``level_sizes[-1]``)
 is the largest collision group, or ``dedup_capacity`` when that is configured larger so
 new items can still get a free dedup code without changing the vocabulary.
@@ -23,8 +28,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Mapping
-
 import numpy as np
 
 from genrec.io import ArtifactError, read_manifest, save_npy_atomic, write_json_atomic, write_manifest
@@ -37,7 +40,7 @@ CHECKPOINT_FILE = "tokenizer.pt"
 CODE_SEP = "-"
 
 
-# ---- collisions and the dedup level ------------------------------------------------------
+# ---- collisions and the dedup digit ------------------------------------------------------
 
 def _groups(codes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Group id per row (n,) and size per group for identical rows of ``codes`` (n, L)."""
@@ -96,7 +99,7 @@ def resolve_last_level(codes: np.ndarray, last_dists: np.ndarray) -> np.ndarray:
     tuple, the member closest to the code keeps it (ties: lower item_id); the others take the
     nearest code that no item with the same (L-1)-prefix uses, cheapest move first. Items
     without a collision never move. When a prefix has no free code left the item keeps its
-    nearest code and the dedup level separates it. Returns new (n, L) codes.
+    nearest code and the dedup digit separates it. Returns new (n, L) codes.
     """
     codes = codes.copy()
     n = codes.shape[0]
@@ -137,7 +140,7 @@ def resolve_last_level(codes: np.ndarray, last_dists: np.ndarray) -> np.ndarray:
 
 
 def add_dedup_level(codes: np.ndarray) -> np.ndarray:
-    """(n, L) -> (n, L+1) with the dedup level appended."""
+    """(n, L) -> (n, L+1) with the dedup digit appended."""
     return np.concatenate([codes, dedup_level(codes)[:, None]], axis=1).astype(np.int64)
 
 
@@ -166,8 +169,8 @@ def code_key(row) -> str:
 @dataclass(frozen=True)
 class SemanticIDs:
     folder: Path                    # the sid/ folder this was read from
-    codes: np.ndarray               # (n_items, n_levels) int64; last column is the dedup level
-    level_sizes: tuple[int, ...]    # vocabulary per level, dedup level included
+    codes: np.ndarray               # (n_items, n_digits) int64; last column is the dedup digit
+    level_sizes: tuple[int, ...]    # vocabulary per digit, dedup digit included
     manifest: dict                  # sid/manifest.json
     checksum: str                   # sha256 of codes.npy
 
@@ -176,13 +179,31 @@ class SemanticIDs:
         return int(self.codes.shape[0])
 
     @property
-    def n_levels(self) -> int:
-        """Code columns per item, dedup level included (what the model generates)."""
+    def n_digits(self) -> int:
+        """Code columns per item, dedup digit included (what the model generates)."""
         return len(self.level_sizes)
 
     @property
+    def modalities(self) -> list[str]:
+        """One tokenizer per entry, in digit order."""
+        return list(self.manifest.get("modalities") or ["fused"])
+
+    @property
+    def n_levels(self) -> int:
+        """Levels per tokenizer, dedup digit not counted (TokenizeConfig.n_levels)."""
+        if "n_digits" in self.manifest:
+            return int(self.manifest["n_levels"])
+        # written before n_digits was recorded, when the manifest's n_levels counted every digit
+        return (self.n_digits - 1) // len(self.modalities)
+
+    @property
+    def method(self) -> str:
+        """The tokenize method ("rqvae", "rqkmeans" or "pq"): what kind of digits these are."""
+        return str(self.manifest.get("method") or (self.manifest.get("config") or {}).get("method", "rqvae"))
+
+    @property
     def level_offsets(self) -> tuple[int, ...]:
-        """Start of each level in one flat vocabulary of size sum(level_sizes)."""
+        """Start of each digit's codes in one flat vocabulary of size sum(level_sizes)."""
         return tuple(int(o) for o in np.concatenate([[0], np.cumsum(self.level_sizes)[:-1]]))
 
     def code_to_item(self) -> dict[tuple[int, ...], int]:
@@ -197,11 +218,22 @@ def sid_dir(run_or_sid_dir: str | Path) -> Path:
 
 
 def write_semantic_ids(
-    folder: Path, codes: np.ndarray, level_sizes: tuple[int, ...], *, extra_files: list[str], **manifest_fields
+    folder: Path, codes: np.ndarray, level_sizes: tuple[int, ...], *, extra_files: list[str],
+    n_levels: int | None = None, **manifest_fields
 ) -> dict:
-    """Write codes.npy, code_to_item.json and manifest.json (checksums of those + ``extra_files``)."""
+    """Write codes.npy, code_to_item.json and manifest.json (checksums of those + ``extra_files``).
+
+    ``n_levels``: levels per tokenizer, dedup digit not counted (default: one tokenizer, so every
+    digit but the dedup one). ``manifest_fields`` (method, modalities, config, ...) are stored as given.
+    """
     codes = np.asarray(codes, dtype=np.int64)
     _check_codes(codes, level_sizes, folder / CODES_FILE)
+    n_digits = len(level_sizes)
+    n_levels = n_digits - 1 if n_levels is None else int(n_levels)
+    n_tokenizers = len(manifest_fields.get("modalities") or [None])
+    if n_levels * n_tokenizers + 1 != n_digits:
+        raise ArtifactError(f"{folder}: {n_digits} digits cannot be {n_tokenizers} tokenizer(s) x n_levels={n_levels} "
+                            "+ 1 dedup digit; this is a bug in the caller of write_semantic_ids")
     save_npy_atomic(folder / CODES_FILE, codes)
     write_json_atomic(folder / CODE_TO_ITEM_FILE, {code_key(row): i for i, row in enumerate(codes)})
     offsets = np.concatenate([[0], np.cumsum(level_sizes)[:-1]]).tolist()
@@ -210,9 +242,11 @@ def write_semantic_ids(
         STAGE,
         files=[CODES_FILE, CODE_TO_ITEM_FILE, *extra_files],
         n_items=int(codes.shape[0]),
-        n_levels=len(level_sizes),
+        n_levels=n_levels,                 # per tokenizer, dedup digit not counted
+        n_digits=n_digits,                 # columns of codes.npy, dedup digit included
+        dedup_digit=n_digits - 1,          # index of the dedup digit (always the last)
         level_sizes=[int(k) for k in level_sizes],
-        vocab={"level_offsets": offsets, "total": int(sum(level_sizes)), "dedup_level": len(level_sizes) - 1},
+        vocab={"level_offsets": offsets, "total": int(sum(level_sizes))},
         **manifest_fields,
     )
 
@@ -237,6 +271,9 @@ def load_semantic_ids(run_or_sid_dir: str | Path) -> SemanticIDs:
     manifest = read_manifest(folder, STAGE, verify=True)
     codes = np.load(folder / CODES_FILE, allow_pickle=False)
     level_sizes = tuple(int(k) for k in manifest["level_sizes"])
+    if "n_digits" in manifest and int(manifest["n_digits"]) != len(level_sizes):
+        raise ArtifactError(f"{folder / 'manifest.json'}: n_digits={manifest['n_digits']} but level_sizes has "
+                            f"{len(level_sizes)} entries; the artifact is inconsistent, re-run `genrec tokenize`")
     _check_codes(codes, level_sizes, folder / CODES_FILE)
     return SemanticIDs(
         folder=folder, codes=codes.astype(np.int64), level_sizes=level_sizes,
@@ -276,7 +313,7 @@ def place_new_items(
         dedup = next(d for d in range(len(taken) + 1) if d not in taken)
         if dedup >= dedup_capacity:
             raise ValueError(
-                f"new item {j}: code tuple {tup} already holds {len(taken)} items and the dedup level has "
+                f"new item {j}: code tuple {tup} already holds {len(taken)} items and the dedup digit has "
                 f"capacity {dedup_capacity}; re-run `genrec tokenize` with a larger TokenizeConfig.dedup_capacity "
                 "(this changes the vocabulary, so the model must be retrained)"
             )
@@ -285,18 +322,3 @@ def place_new_items(
         out[j] = (*tup, dedup)
     return out
 
-
-def assign_new_items(sid: SemanticIDs, new_features: np.ndarray | Mapping[str, np.ndarray]) -> np.ndarray:
-    """Codes (m, n_levels) for items added after tokenize, from the frozen tokenizer in ``sid``.
-
-    new_features: an (m, d) array for a single-tokenizer (fused) artifact, or a mapping
-    modality -> (m, d_modality) for a per-modality one. Existing items' codes never change;
-    the new items are meant to get item_ids n_items, n_items+1, ... in the given order.
-    """
-    from genrec.tokenizer.stage import load_tokenizer  # torch is needed only here
-
-    tokenizer = load_tokenizer(sid.folder / CHECKPOINT_FILE)
-    matrices = tokenizer.check_inputs(new_features, source="new_features")
-    raw = tokenizer.raw_codes(matrices)
-    dists = tokenizer.last_level_distances(matrices, raw) if tokenizer.last_level == "unique" else None
-    return place_new_items(sid.codes, raw, dists, dedup_capacity=sid.level_sizes[-1])

@@ -7,8 +7,9 @@ import pytest
 import torch
 
 from genrec.tokenizer.pq import PQConfig, ProductQuantizer
-from genrec.tokenizer.semantic_ids import assign_new_items, load_semantic_ids
-from genrec.tokenizer.stage import TokenizeConfig, load_tokenizer, tokenize
+from genrec.tokenizer.semantic_ids import load_semantic_ids
+from genrec.tokenizer.stage import TokenizeConfig, tokenize
+from genrec.tokenizer.tokenizer import assign_new_items, load_tokenizer
 
 from .test_stage import N_ITEMS, check_codes, clustered, write_features
 
@@ -53,7 +54,8 @@ def test_pq_stage_writes_flat_codes_plus_the_dedup_level(pq_run):
     run, report = pq_run
     sid = load_semantic_ids(run)
     check_codes(sid)
-    assert sid.level_sizes[:4] == (5, 5, 5, 5) and sid.n_levels == 5
+    assert sid.level_sizes[:4] == (5, 5, 5, 5) and sid.n_digits == 5 and sid.n_levels == 4
+    assert sid.method == sid.manifest["method"] == "pq"
     assert report["config"]["method"] == "pq"
     assert 0 < report["reconstruction"]["fused"]["relative"] < 1      # better than predicting the mean
     model = load_tokenizer(sid.folder / "tokenizer.pt").models["fused"]

@@ -7,7 +7,7 @@ import json
 import numpy as np
 import pytest
 
-from genrec.io import ArtifactError, read_manifest
+from genrec.io import ArtifactError, read_manifest, write_json_atomic
 from genrec.tokenizer.semantic_ids import (
     CODE_TO_ITEM_FILE,
     CODES_FILE,
@@ -110,11 +110,12 @@ def test_write_and_load_roundtrip(tmp_path):
     folder.mkdir()
     (folder / "tokenizer.pt").write_bytes(b"weights")
     manifest = write_semantic_ids(folder, codes, sizes, extra_files=["tokenizer.pt"], config={"a": 1})
-    assert manifest["stage"] == "tokenize" and manifest["n_levels"] == 3
-    assert manifest["vocab"] == {"level_offsets": [0, 4, 9], "total": 12, "dedup_level": 2}
+    assert manifest["stage"] == "tokenize"
+    assert (manifest["n_levels"], manifest["n_digits"], manifest["dedup_digit"]) == (2, 3, 2)   # one tokenizer
+    assert manifest["vocab"] == {"level_offsets": [0, 4, 9], "total": 12}
     sid = load_semantic_ids(tmp_path)            # a run folder works as well as the sid folder
     assert np.array_equal(sid.codes, codes)
-    assert sid.level_sizes == sizes and sid.n_levels == 3 and sid.n_items == 6
+    assert sid.level_sizes == sizes and sid.n_digits == 3 and sid.n_levels == 2 and sid.n_items == 6
     assert sid.level_offsets == (0, 4, 9)
     assert sid.checksum == read_manifest(folder)["files"][CODES_FILE]
     code_to_item = json.loads((folder / CODE_TO_ITEM_FILE).read_text())
@@ -133,3 +134,26 @@ def test_load_rejects_tampered_or_inconsistent_artifacts(tmp_path):
         write_semantic_ids(tmp_path, np.zeros((2, 2), dtype=np.int64), (1, 1), extra_files=[])
     with pytest.raises(ArtifactError, match="not found"):
         load_semantic_ids(tmp_path / "nowhere")
+
+
+def test_manifest_counts_levels_per_tokenizer_and_digits_separately(tmp_path):
+    codes = add_dedup_level(CODES)                                   # 2 semantic digits + dedup = 3
+    m = write_semantic_ids(tmp_path, codes, (4, 5, 3), extra_files=[], n_levels=1, modalities=["text", "image"],
+                           method="pq")
+    assert (m["n_levels"], m["n_digits"], m["dedup_digit"], m["method"]) == (1, 3, 2, "pq")
+    sid = load_semantic_ids(tmp_path)
+    assert (sid.n_levels, sid.n_digits, sid.modalities, sid.method) == (1, 3, ["text", "image"], "pq")
+    with pytest.raises(ArtifactError, match="3 digits cannot be 1 tokenizer"):
+        write_semantic_ids(tmp_path, codes, (4, 5, 3), extra_files=[], n_levels=1)
+
+
+def test_manifest_written_before_n_digits_is_read_with_the_new_meaning(tmp_path):
+    m = write_semantic_ids(tmp_path, add_dedup_level(CODES), (4, 5, 3), extra_files=[])
+    # the old shape: n_levels counted every digit, the method only inside config
+    old = {k: v for k, v in m.items() if k not in ("n_digits", "dedup_digit")} | {"n_levels": 3, "config": {"method": "pq"}}
+    write_json_atomic(tmp_path / "manifest.json", old)
+    sid = load_semantic_ids(tmp_path)
+    assert (sid.n_levels, sid.n_digits, sid.method) == (2, 3, "pq")
+    write_json_atomic(tmp_path / "manifest.json", m | {"n_digits": 4})
+    with pytest.raises(ArtifactError, match="n_digits=4 but level_sizes has 3 entries"):
+        load_semantic_ids(tmp_path)

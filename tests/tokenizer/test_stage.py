@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -11,13 +12,18 @@ import torch
 from conftest import require_shared
 
 from genrec.io import ArtifactError, save_npy_atomic, sha256_file, write_manifest
-from genrec.tokenizer.semantic_ids import assign_new_items, collision_stats, load_semantic_ids
-from genrec.tokenizer.stage import FeatureError, TokenizeConfig, fit_model, load_tokenizer, tokenize
+from genrec.tokenizer.config import RQVAEMethodConfig
+from genrec.tokenizer.features import FeatureError
+from genrec.tokenizer.fit import fit_model
+from genrec.tokenizer.semantic_ids import collision_stats, load_semantic_ids
+from genrec.tokenizer.stage import TokenizeConfig, tokenize
+from genrec.tokenizer.tokenizer import assign_new_items, load_tokenizer
 
 N_ITEMS = 37
 # Tiny but real: 3 levels of 7 codes, a few optimisation steps.
-FAST = dict(codebook_size=7, n_levels=3, latent_dim=4, hidden_dims=(16,), epochs=2, min_steps=0,
-            batch_size=16, kmeans_sample=0, kmeans_iters=10)
+SHARED = dict(codebook_size=7, n_levels=3, kmeans_sample=0, kmeans_iters=10)
+FAST_RQVAE = RQVAEMethodConfig(latent_dim=4, hidden_dims=(16,), epochs=2, min_steps=0, batch_size=16)
+FAST = dict(SHARED, rqvae=FAST_RQVAE)
 
 
 def clustered(n: int = N_ITEMS, d: int = 13, n_clusters: int = 5, seed: int = 0) -> np.ndarray:
@@ -52,12 +58,13 @@ def test_tokenize_writes_a_complete_sid_folder(fused_run):
     run, report = fused_run
     sid = load_semantic_ids(run)
     check_codes(sid)
-    assert sid.n_items == N_ITEMS and sid.n_levels == 4 and sid.level_sizes[:3] == (7, 7, 7)
+    assert sid.n_items == N_ITEMS and sid.n_digits == 4 and sid.n_levels == 3 and sid.level_sizes[:3] == (7, 7, 7)
     assert sid.level_sizes[3] == int(sid.codes[:, 3].max()) + 1         # dedup level = largest group
     m = sid.manifest
-    assert m["stage"] == "tokenize" and m["n_semantic_levels"] == 3 and m["modalities"] == ["fused"]
+    assert m["stage"] == "tokenize" and m["method"] == "rqvae" and m["modalities"] == ["fused"]
+    assert (m["n_levels"], m["n_digits"], m["dedup_digit"]) == (3, 4, 3) and sid.method == "rqvae"
     assert m["inputs"] == {"features/fused.npy": sha256_file(run / "features" / "fused.npy")}
-    assert m["config"]["codebook_size"] == 7 and m["vocab"]["total"] == sum(sid.level_sizes)
+    assert m["config"]["codebook_size"] == 7 and m["config"]["rqvae"]["hidden_dims"] == [16] and m["vocab"]["total"] == sum(sid.level_sizes)
     assert (run / "sid" / "report.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert (run / "sid" / "logs" / "fused" / "version_0" / "metrics.csv").exists()
     assert json.loads((run / "sid" / "report.json").read_text()) == json.loads(json.dumps(report))
@@ -92,14 +99,14 @@ def test_tokenize_is_deterministic_under_a_seed(fused_run, tmp_path):
 
 def test_tokenize_prints_the_report(tmp_path, capsys):
     run = write_features(tmp_path, fused=clustered(seed=1))
-    tokenize(run, TokenizeConfig(**{**FAST, "method": "rqkmeans"}))
+    tokenize(run, TokenizeConfig(**SHARED, method="rqkmeans"))
     out = capsys.readouterr().out
     assert "codes used" in out and "perplexity" in out and "collisions before dedup" in out and "reconstruction" in out
 
 
 def test_rqkmeans_end_to_end_without_training(tmp_path):
     run = write_features(tmp_path, fused=clustered(seed=2))
-    report = tokenize(run, TokenizeConfig(**{**FAST, "method": "rqkmeans"}))
+    report = tokenize(run, TokenizeConfig(**SHARED, method="rqkmeans"))
     sid = load_semantic_ids(run)
     check_codes(sid)
     assert "train_seconds" not in report["fit"]["fused"] and not (run / "sid" / "logs").exists()
@@ -115,7 +122,8 @@ def test_separate_modalities_concatenate_codes(tmp_path):
     report = tokenize(run, TokenizeConfig(**{**FAST, "modalities": "separate", "n_levels": 2}))
     sid = load_semantic_ids(run)
     check_codes(sid)
-    assert sid.n_levels == 5 and sid.level_sizes[:4] == (7, 7, 7, 7)
+    assert sid.n_digits == 5 and sid.level_sizes[:4] == (7, 7, 7, 7)
+    assert sid.n_levels == sid.manifest["n_levels"] == 2 and sid.manifest["n_digits"] == 5   # 2 levels x 2 modalities + dedup
     assert sid.manifest["modalities"] == ["text", "image"] and set(report["reconstruction"]) == {"text", "image"}
     tok = load_tokenizer(sid.folder / "tokenizer.pt")
     assert list(tok.models) == ["text", "image"]
@@ -173,7 +181,7 @@ def test_kmeans_init_spans_the_catalogue_sample_not_the_first_batch(tmp_path):
     centres = rng.normal(size=(7, 13)) * 10
     labels = np.r_[np.zeros(16, dtype=int), np.repeat(np.arange(1, 7), 5)]
     x = (centres[labels] + 0.05 * rng.normal(size=(len(labels), 13))).astype(np.float32)
-    cfg = TokenizeConfig(**{**FAST, "epochs": 0})
+    cfg = TokenizeConfig(**SHARED, rqvae=replace(FAST_RQVAE, epochs=0))
     model, info = fit_model(x, cfg, sizes=(7, 7, 7), seed=0, log_dir=tmp_path, name="fused")
     assert info["sample_rows"] == len(x)
     codes = model.quantize(model.encode(torch.from_numpy(x))).numpy()
@@ -253,7 +261,7 @@ def test_real_scientific_text_features_use_95_percent_of_codes(tmp_path):
     x = np.fromfile(path, dtype=np.float32).reshape(-1, 512)        # 1,585 items, 512-d text features
     run = write_features(tmp_path, fused=x)
     # defaults except a shorter schedule, to keep the test near 15 s on 2 shared cores
-    report = tokenize(run, TokenizeConfig(min_steps=200))
+    report = tokenize(run, TokenizeConfig(rqvae=RQVAEMethodConfig(min_steps=200)))
     sid = load_semantic_ids(run)
     check_codes(sid)
     print({k: report[k] for k in ("collisions_raw", "collisions_before_dedup", "seconds")},
