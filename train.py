@@ -6,7 +6,7 @@
     python train.py --help
 """
 
-from genrec.lit.cli import main
+from genrec.pipeline import train_main as main
 
 if __name__ == "__main__":
     main()

@@ -112,10 +112,10 @@ def training_setup(train_yaml: dict, design: Design, run: Path):
     from genrec.lit.data import SIDDataModule
     from genrec.lit.module import GenRecModule
 
-    data = {**train_yaml.get("data", {}), **design.data, "run": str(run), "demo": False, "source": None}
+    data = {k: v for k, v in {**train_yaml.get("data", {}), **design.data}.items() if k != "max_items"} | {"run": str(run)}
     model = {**train_yaml.get("model", {}), **design.model, "scheduler": "constant"}
     dm = SIDDataModule(**data)
-    return dm, GenRecModule(dims=dm.model_dims, **{**model, "max_items": dm.max_items})
+    return dm, GenRecModule(dims=dm.model_dims, **model)
 
 
 def score(module, examples, max_items: int) -> tuple[dict, float]:

@@ -107,8 +107,8 @@ def build_model(cfg: BenchConfig):
         return module, "trained checkpoint " + str(Path(cfg.run) / "checkpoints" / "best.ckpt")
     codes, levels = synthetic_codes(cfg.n_items, cfg.seed)
     torch.manual_seed(cfg.seed)
-    module = GenRecModule(dims=ModelDims(levels, cfg.n_items, 0, "bench"), arch="causal", d_model=128, n_layers=2,
-                          n_heads=4, d_ff=512, dropout=0.0, item_id_embedding=True, max_items=20,
+    module = GenRecModule(dims=ModelDims(levels, cfg.n_items, 0, "bench", max_items=20), arch="causal", d_model=128, n_layers=2,
+                          n_heads=4, d_ff=512, dropout=0.0, item_id_embedding=True,
                           beam_width=cfg.beam_width)
     module.item_codes.copy_(torch.as_tensor(codes))
     return module.genrec.eval(), "random weights (latency does not depend on them)"
@@ -167,8 +167,8 @@ def build_tiger(cfg: BenchConfig, module):
 
     codes, levels = synthetic_codes(module.n_items, cfg.seed)
     torch.manual_seed(cfg.seed)
-    tiger = GenRecModule(dims=ModelDims(levels, module.n_items, 0, "bench"), arch="tiger", d_model=128,
-                         tiger_layers=4, tiger_heads=6, tiger_d_ff=1024, tiger_dropout=0.0, max_items=cfg.history,
+    tiger = GenRecModule(dims=ModelDims(levels, module.n_items, 0, "bench", max_items=cfg.history), arch="tiger", d_model=128,
+                         tiger_layers=4, tiger_heads=6, tiger_d_ff=1024, tiger_dropout=0.0,
                          beam_width=cfg.beam_width)
     tiger.item_codes.copy_(torch.as_tensor(codes))
     return tiger.genrec.eval()

@@ -103,7 +103,7 @@ def evaluate_genrec(model, examples: EvalExamples, cfg: EvaluateConfig) -> np.nd
 
 
 def sasrec_baseline(run: Path, dataset) -> tuple:
-    """The run's SASRec and the history window it was trained to read (``eval_max_items``).
+    """The run's SASRec and the history window it reads: the dataset's ``max_items``, as genrec's.
 
     It is trained on the training split only: the one `genrec embed` trained for the collaborative
     features (RUN/features/sasrec/), else RUN/baselines/sasrec/, else one trained now.
@@ -113,11 +113,14 @@ def sasrec_baseline(run: Path, dataset) -> tuple:
 
     for folder in (Path(run) / "features" / "sasrec", Path(run) / SASREC_DIR):
         if (folder / CHECKPOINT).exists():
-            model, config = load_sasrec_with_config(folder / CHECKPOINT)
-            return model, config.eval_max_items
+            model, _ = load_sasrec_with_config(folder / CHECKPOINT)
+            if model.config.max_len < dataset.max_items:
+                raise ArtifactError(f"{folder / CHECKPOINT} reads at most {model.config.max_len} history items but "
+                                    f"the dataset's protocol length is {dataset.max_items}; re-run `genrec embed "
+                                    f"--run {run}` (or delete {folder}) so SASRec is trained for it")
+            return model, dataset.max_items
     print(f"no SASRec checkpoint in {run}; training the baseline now (training split only)")
-    config = SASRecTrainConfig()
-    return train_sasrec(dataset, config, out_dir=Path(run) / SASREC_DIR).model, config.eval_max_items
+    return train_sasrec(dataset, SASRecTrainConfig(), out_dir=Path(run) / SASREC_DIR).model, dataset.max_items
 
 
 def evaluate(run: str | Path, config: EvaluateConfig = EvaluateConfig()) -> dict:

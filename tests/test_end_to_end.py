@@ -30,7 +30,7 @@ SMALL_DEMO = DemoConfig(n_items=240, n_users=700, n_top_categories=4, brands_per
 
 def _train(run: Path, *extra: str, check: bool = True) -> subprocess.CompletedProcess:
     cmd = [sys.executable, "train.py", "fit", "--config", "configs/demo.yaml", f"--data.run={run}",
-           "--data.demo=false", "--evaluate=false", "--trainer.enable_progress_bar=false",
+           "--demo=false", "--evaluate=false", "--trainer.enable_progress_bar=false",
            "--model.d_model=48", "--model.n_heads=2", "--model.d_ff=96", "--data.batch_size=64", "--model.lr=0.01",
            *extra]
     out = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=600,

@@ -6,6 +6,8 @@ The same trained model is the SASRec baseline of the results tables; evaluate it
 
 from __future__ import annotations
 
+import dataclasses
+
 import time
 import warnings
 from dataclasses import asdict, dataclass, fields
@@ -49,6 +51,8 @@ def train_sasrec(dataset: Dataset, config: SASRecTrainConfig, out_dir: Path | No
     With ``out_dir`` the best weights go to ``out_dir/sasrec.pt`` (architecture stored beside them,
     see :func:`load_sasrec`) and per-epoch metrics to ``out_dir/logs`` (CSV).
     """
+    if config.eval_max_items is None:        # the protocol's history length, from the dataset manifest
+        config = dataclasses.replace(config, eval_max_items=dataset.max_items)
     threads, deterministic = torch.get_num_threads(), torch.are_deterministic_algorithms_enabled()
     try:
         if config.num_threads:

@@ -1,7 +1,9 @@
 """The training CLI (`python train.py`, `genrec train`): Lightning's CLI over GenRecModule + SIDDataModule.
 
-With no arguments it trains on the built-in demo dataset (building the earlier stages
-first) and then prints the evaluation table.
+With no arguments it trains on the built-in demo dataset and then prints the evaluation table.
+It never runs the earlier stages itself: an entry point that wants missing stages built passes
+``build_stages`` (genrec.pipeline.train_main passes genrec.pipeline.ensure_stages), so the
+dependency runs pipeline -> lit and never back.
 """
 
 from __future__ import annotations
@@ -9,6 +11,7 @@ from __future__ import annotations
 import sys
 import warnings
 from pathlib import Path
+from typing import Callable, Optional
 
 from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint
 from lightning.pytorch.cli import LightningCLI
@@ -27,7 +30,14 @@ class GenRecCLI(LightningCLI):
     def add_arguments_to_parser(self, parser):
         # The model's vocabulary and sizes come from the run's sid/ manifest, never from a flag.
         parser.link_arguments("data.model_dims", "model.dims", apply_on="instantiate")
-        parser.link_arguments("data.max_items", "model.max_items")
+        # How missing run stages are built before training (by the entry point's build_stages).
+        parser.add_argument("--demo", type=bool, default=False,
+                            help="build the run's missing stages from the built-in demo dataset first")
+        parser.add_argument("--source", type=Optional[str], default=None,
+                            help="build the run's missing stages from this source folder first")
+        parser.add_argument("--stages", type=Optional[str], default=None,
+                            help="stage-config YAML (prepare / embed / tokenize sections) that missing stages are "
+                                 "built with; stages that exist are kept. None: the package defaults")
         parser.add_argument("--evaluate", type=bool, default=False,
                             help="after fit, run `genrec evaluate` on the test split (genrec vs SASRec vs popularity)")
         parser.add_argument("--patience", type=int, default=3, help="early-stopping patience in validation rounds")
@@ -38,6 +48,18 @@ class GenRecCLI(LightningCLI):
         with warnings.catch_warnings():
             warnings.filterwarnings("ignore", message="LightningCLI's args parameter")
             super().parse_arguments(parser, args)
+
+    def __init__(self, *args, build_stages: Callable | None = None, **kwargs):
+        self.build_stages = build_stages
+        super().__init__(*args, **kwargs)
+
+    def before_instantiate_classes(self) -> None:
+        cfg = self.config.get(self.subcommand, self.config) if self.subcommand else self.config
+        if self.build_stages is None or self.subcommand not in ("fit", "validate", "test"):
+            return
+        source = cfg.get("source")
+        self.build_stages(Path(cfg["data"]["run"]), source=Path(source) if source else None,
+                          demo=bool(cfg.get("demo")), missing_config=cfg.get("stages"))
 
     def instantiate_trainer(self, **kwargs):
         run = Path(self.datamodule.run)
@@ -70,10 +92,11 @@ class GenRecCLI(LightningCLI):
             evaluate(self.datamodule.run, EvaluateConfig(beam_width=self.model.hparams.beam_width))
 
 
-def main(args: list[str] | None = None, prog: str = "python train.py") -> GenRecCLI:
+def main(args: list[str] | None = None, prog: str = "python train.py",
+         build_stages: Callable | None = None) -> GenRecCLI:
     args = list(sys.argv[1:] if args is None else args)
     if not args:
         print(f"genrec: no arguments: training on the built-in demo dataset ({' '.join(DEMO_ARGS)})")
         args = DEMO_ARGS
     return GenRecCLI(GenRecModule, SIDDataModule, args=args, save_config_kwargs={"overwrite": True},
-                     seed_everything_default=0, parser_kwargs={"prog": prog})
+                     seed_everything_default=0, parser_kwargs={"prog": prog}, build_stages=build_stages)

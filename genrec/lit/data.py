@@ -1,8 +1,10 @@
 """DataModule for the generative recommender: training windows, eval histories, semantic IDs.
 
 It reads RUN/dataset and RUN/sid (and RUN/features/fused.npy when the model uses content
-vectors). Everything the model's shape depends on comes from those manifests, exposed as
-``model_dims`` and linked into the model by the Lightning CLI.
+vectors); it never builds them (the entry point does, see genrec.pipeline.train_main).
+Everything the model's shape depends on comes from those manifests, exposed as ``model_dims``
+and linked into the model by the Lightning CLI: the protocol's history length from the
+dataset manifest, the code levels and the tokenizer method from the sid manifest.
 """
 
 from __future__ import annotations
@@ -103,6 +105,9 @@ class ArrayDataset(TorchDataset):
         return tuple(a[i] for a in self.arrays)
 
 
+CODE_HEADS = {"pq": "parallel"}   # tokenizer method -> the code head it is made for (default: autoregressive)
+
+
 @dataclass
 class ModelDims:
     """What the model's shape depends on, read from the run's manifests."""
@@ -111,16 +116,14 @@ class ModelDims:
     n_items: int
     content_dim: int
     sid_checksum: str
+    max_items: int = 20            # the protocol's history length (dataset manifest)
+    code_head: str = "autoregressive"  # the head the sid/ codes are made for: "parallel" for flat PQ digits
 
 
 class SIDDataModule(L.LightningDataModule):
     def __init__(
         self,
         run: str = "runs/demo",
-        demo: bool = False,
-        source: str | None = None,
-        stages: str | None = None,
-        max_items: int = 20,
         batch_size: int = 256,
         eval_batch_size: int = 512,
         training_examples: str = "auto",
@@ -131,13 +134,8 @@ class SIDDataModule(L.LightningDataModule):
     ):
         """
         Args:
-            run: run folder holding dataset/ and sid/ (and features/ when use_content).
-            demo: build the missing stages of ``run`` from the built-in demo dataset first.
-            source: build the missing stages of ``run`` from this source folder first.
-            stages: stage-config YAML (its prepare / embed / tokenize sections, e.g.
-                configs/bench/Office.yaml) that missing stages are built with; stages that exist are
-                kept as they are. None: the package defaults (RQ-VAE semantic IDs).
-            max_items: history items per example (the protocol's max_items).
+            run: run folder holding dataset/ and sid/ (and features/ when use_content). The history
+                length per example is the dataset's ``max_items`` (`genrec prepare --max-items`).
             batch_size: training batch size.
             eval_batch_size: users per validation/test batch.
             training_examples: "causal" (every position of a window in one pass; CausalSID only), "prefix"
@@ -152,15 +150,11 @@ class SIDDataModule(L.LightningDataModule):
             seed: seed for the validation subset.
         """
         super().__init__()
-        from genrec.pipeline import ensure_stages
-
         if batching not in BATCHING:
             raise ValueError(f"batching must be one of {BATCHING}, got {batching!r}")
         if training_examples not in ("auto", "causal", "prefix"):
             raise ValueError(f"training_examples must be auto, causal or prefix, got {training_examples!r}")
         self.run = Path(run)
-        ensure_stages(self.run, source=Path(source) if source else None, demo=demo,
-                      missing_config=stages)
         from genrec.data.dataset import load_dataset
         from genrec.tokenizer.semantic_ids import load_semantic_ids
 
@@ -175,7 +169,7 @@ class SIDDataModule(L.LightningDataModule):
             if not path.exists():
                 raise FileNotFoundError(f"{path} not found; run `genrec embed --run {self.run}` or set use_content false")
             self.content = np.load(path).astype(np.float32)
-        self.max_items = max_items
+        self.max_items = self.dataset.max_items
         self.batch_size = batch_size
         self.eval_batch_size = eval_batch_size
         self.training_examples = training_examples
@@ -187,6 +181,8 @@ class SIDDataModule(L.LightningDataModule):
             n_items=self.dataset.n_items,
             content_dim=0 if self.content is None else int(self.content.shape[1]),
             sid_checksum=self.sid.checksum,
+            max_items=self.max_items,
+            code_head=CODE_HEADS.get(self.sid.method, "autoregressive"),
         )
 
     @property

@@ -28,11 +28,11 @@ INIT_STD = 0.02      # CausalSID's initialisation std; a warm-started table is r
 # The training CLI's flat model arguments -> each architecture's backbone config (one entry per arch).
 BACKBONE_ARGS = {
     "causal": lambda dims, a: dict(
-        level_sizes=dims.level_sizes, max_items=a["max_items"], d_model=a["d_model"], n_layers=a["n_layers"],
+        level_sizes=dims.level_sizes, max_items=dims.max_items, d_model=a["d_model"], n_layers=a["n_layers"],
         n_heads=a["n_heads"], d_ff=a["d_ff"], dropout=a["dropout"], content_dim=dims.content_dim,
-        n_items=dims.n_items if a["item_id_embedding"] else 0, head=a["head"]),
+        n_items=dims.n_items if a["item_id_embedding"] else 0, head=a["head"] or dims.code_head),
     "tiger": lambda dims, a: dict(
-        level_sizes=dims.level_sizes, n_user_buckets=a["n_user_buckets"], max_items=a["max_items"],
+        level_sizes=dims.level_sizes, n_user_buckets=a["n_user_buckets"], max_items=dims.max_items,
         d_model=a["d_model"], d_ff=a["tiger_d_ff"], n_layers=a["tiger_layers"], n_decoder_layers=a["tiger_layers"],
         n_heads=a["tiger_heads"], dropout=a["tiger_dropout"]),
 }
@@ -72,13 +72,12 @@ class GenRecModule(L.LightningModule):
         dropout: float = 0.2,
         item_id_embedding: bool = False,
         item_id_init: str = "normal",
-        head: str = "autoregressive",
+        head: str | None = None,
         tiger_layers: int = 4,
         tiger_heads: int = 6,
         tiger_d_ff: int = 1024,
         tiger_dropout: float = 0.1,
         n_user_buckets: int = 0,
-        max_items: int = 20,
         constrained_training: bool = False,
         item_loss_weight: float = 0.0,
         target_weighting: str = "equal",
@@ -99,10 +98,10 @@ class GenRecModule(L.LightningModule):
                 mapped to d_model by a fixed random orthonormal projection and scaled to the same std.
             head: CausalSID's code head: "autoregressive" (level d conditioned on the codes before it; beam
                 search) or "parallel" (all levels from one state, RPG-style; every item scored exactly).
-                "parallel" is meant for product-quantized codes (`genrec tokenize --method pq`).
+                None (default): the head the run's codes are made for, from the sid/ manifest's method
+                ("parallel" for product-quantized codes, `genrec tokenize --method pq`; else "autoregressive").
             tiger_layers, tiger_heads, tiger_d_ff, tiger_dropout: T5 size (TIGER: 4+4 layers, 6 heads, 1024, 0.1).
             n_user_buckets: TIGER's hashed user tokens (0 = none).
-            max_items: history items per example; must match the DataModule.
             constrained_training: softmax at each level only over the codes the trie allows after the true prefix.
             item_loss_weight: CausalSID only; > 0 adds this weight times an item-level cross-entropy over the
                 whole catalogue, scoring each position's state against every item's input token (SASRec's
@@ -119,7 +118,7 @@ class GenRecModule(L.LightningModule):
         super().__init__()
         if item_loss_weight and arch != "causal":
             raise ValueError("item_loss_weight applies to arch 'causal' only")
-        if head != "autoregressive" and (arch != "causal" or constrained_training):
+        if head not in (None, "autoregressive") and (arch != "causal" or constrained_training):
             raise ValueError(f"head={head!r} needs arch 'causal' and constrained_training false (no prefix to constrain on)")
         if arch not in ARCHS:
             raise ValueError(f"arch must be one of {sorted(ARCHS)}, got {arch!r}")
@@ -136,6 +135,8 @@ class GenRecModule(L.LightningModule):
         if isinstance(dims, dict):
             dims = ModelDims(**dims)
         dims.level_sizes = tuple(int(k) for k in dims.level_sizes)
+        if head is None and (arch != "causal" or constrained_training):
+            head = "autoregressive"        # the only head TIGER and constrained training have
         self.save_hyperparameters({"dims": asdict(dims)} | {k: v for k, v in locals().items()
                                                             if k not in ("self", "dims", "__class__")})
         self.dims = dims
@@ -174,7 +175,7 @@ class GenRecModule(L.LightningModule):
             self.genrec.set_catalogue(dm.item_codes, dm.content if self.genrec.config.content_dim else None)
             if stage == "fit" and self.arch == "causal":
                 self.targets_per_batch = dm.batch_size * dm.targets_per_window
-                self._check_code_layout(dm.sid.manifest.get("config", {}).get("method", "rqvae"), dm.run)
+                self._check_code_layout(dm.sid.method, dm.run)
                 if self.hparams.item_id_init == "collab":
                     # Before any step; resuming loads the checkpoint's weights over this afterwards.
                     self.warm_start_item_ids(dm.collab_table())
@@ -182,7 +183,7 @@ class GenRecModule(L.LightningModule):
 
     def _check_code_layout(self, method: str, run) -> None:
         """Warn when the head does not match the codes: it still trains, but not as designed."""
-        head = self.hparams.head
+        head = self.genrec.model.cfg.head
         if (head == "parallel") != (method == "pq"):
             want = "`genrec tokenize --method pq --modalities separate --n-levels 8`" if head == "parallel" else "--model.head=parallel"
             warnings.warn(f"model.head={head!r} on {run}/sid codes from tokenize method {method!r}: the parallel head "

@@ -39,7 +39,8 @@ class SASRecTrainConfig:
     ffn_mult: int = 1                   # feed-forward width multiplier
     dropout: float = 0.2                # dropout on embeddings, attention and residual branches
     train_max_len: int = 50             # training window; longer training prefixes are cut into several windows
-    eval_max_items: int = 20            # histories are truncated to their last eval_max_items (DESIGN.md protocol)
+    eval_max_items: int | None = None   # histories are truncated to their last eval_max_items; None: the
+                                        # dataset's max_items (its manifest), the protocol length genrec reads too
     loss: Literal["ce", "bce"] = "ce"   # ce: full softmax over the catalogue; bce: one positive vs sampled negatives
     n_negatives: int = 1                # bce only: uniform negatives per position
     batch_size: int = 128               # training windows per step (64 and 128 tie on Office validation)
@@ -60,7 +61,7 @@ class SASRecTrainConfig:
         positive = ("d_model", "n_layers", "n_heads", "ffn_mult", "train_max_len", "eval_max_items", "n_negatives",
                     "batch_size", "eval_batch_size", "max_epochs", "patience")
         for name in positive:
-            if getattr(self, name) < 1:
+            if getattr(self, name) is not None and getattr(self, name) < 1:
                 raise ValueError(f"SASRecTrainConfig.{name} must be >= 1, got {getattr(self, name)}")
         if self.loss not in ("ce", "bce"):
             raise ValueError(f"SASRecTrainConfig.loss must be 'ce' or 'bce', got {self.loss!r}")
@@ -75,7 +76,7 @@ class SASRecTrainConfig:
 
     def model_config(self, n_items: int) -> SASRecConfig:
         return SASRecConfig(
-            n_items=n_items, max_len=max(self.train_max_len, self.eval_max_items), d_model=self.d_model,
+            n_items=n_items, max_len=max(self.train_max_len, self.eval_max_items or 0), d_model=self.d_model,
             n_layers=self.n_layers, n_heads=self.n_heads, ffn_mult=self.ffn_mult, dropout=self.dropout,
         )
 

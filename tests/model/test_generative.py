@@ -31,8 +31,8 @@ def _codes(n=N_ITEMS, seed=0):
 
 def _module(arch="causal", **kw):
     torch.manual_seed(0)
-    m = GenRecModule(dims=ModelDims(LEVELS, N_ITEMS, 0, "test"), arch=arch, d_model=24, n_layers=2, n_heads=2,
-                     d_ff=37, dropout=0.0, max_items=6, tiger_layers=2, tiger_heads=2, tiger_d_ff=37, **kw)
+    m = GenRecModule(dims=ModelDims(LEVELS, N_ITEMS, 0, "test", max_items=6), arch=arch, d_model=24, n_layers=2,
+                     n_heads=2, d_ff=37, dropout=0.0, tiger_layers=2, tiger_heads=2, tiger_d_ff=37, **kw)
     m.item_codes.copy_(torch.as_tensor(_codes()))
     m.targets_per_batch = 8.0     # what setup() takes from the DataModule (batch_size x targets per window)
     return m.eval()
