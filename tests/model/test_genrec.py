@@ -112,9 +112,3 @@ def test_config_rejects_unknown_backbone_fields():
     with pytest.raises(ValueError, match=r"unknown fields \['tiger_layers'\]"):
         GenRecConfig(arch="causal", backbone={"level_sizes": LEVELS, "tiger_layers": 2}, n_items=N_ITEMS)
 
-
-def test_inference_modules_do_not_import_lightning():
-    code = ("import sys, genrec.evaluate, genrec.export.onnx, genrec.model.genrec, genrec.export.parity; "
-            "print(sorted(m for m in sys.modules if m.split('.')[0] in ('lightning', 'pytorch_lightning')))")
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
-    assert out.strip() == "[]"
