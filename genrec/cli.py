@@ -3,12 +3,21 @@
 Each subcommand is a thin wrapper: it builds the stage's typed config from flags (and an
 optional YAML file) and calls one function. Only the chosen stage's module is imported, so
 `genrec --help` is fast.
+
+A stage that writes into a run folder holds the folder's lock (:func:`genrec.io.run_lock`) while it
+runs. Errors a user can fix (bad input, a missing or locked artifact, a wrong flag) are printed as one
+line, ``genrec STAGE: error: ...``, with exit code 2; anything else is a bug and keeps its traceback.
+``genrec --debug STAGE ...`` or ``GENREC_DEBUG=1`` shows the traceback of every error.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
+import re
+import shlex
 import sys
+import traceback
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
@@ -16,6 +25,14 @@ from typing import Callable
 from genrec.config import add_config_args, config_from_args
 
 DEFAULT_DEMO_RUN = Path("runs/demo")
+EXIT_USER_ERROR = 2       # a message the user can act on (argparse uses 2 for usage errors too)
+EXIT_INTERRUPTED = 130    # Ctrl-C, as a shell reports SIGINT
+DEBUG_ENV = "GENREC_DEBUG"
+PACKAGE_DIR = Path(__file__).resolve().parent
+
+
+class UsageError(ValueError):
+    """A flag combination the command cannot run with; the message says which flags to give."""
 
 
 @dataclass(frozen=True)
@@ -24,6 +41,20 @@ class Stage:
     summary: str
     build: Callable[[argparse.ArgumentParser], None]   # adds the stage's flags
     run: Callable[[argparse.Namespace], int]           # runs it; returns the exit code
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse whose usage errors are one line too (the usage is one `--help` away)."""
+
+    def error(self, message: str):
+        self.exit(EXIT_USER_ERROR, f"{self.prog}: error: {message} (see `{self.prog} --help`)\n")
+
+
+def _locked(a: argparse.Namespace, run: Path | None = None):
+    """The run folder's lock for this command (see genrec.io.run_lock)."""
+    from genrec.io import run_lock
+
+    return run_lock(run if run is not None else a.run, a.command)
 
 
 def _run_arg(p: argparse.ArgumentParser, required: bool = True) -> None:
@@ -35,10 +66,10 @@ def _run_arg(p: argparse.ArgumentParser, required: bool = True) -> None:
 def _source_or_demo(a: argparse.Namespace, command: str) -> None:
     """Exactly one of SOURCE and --demo; a real source needs its own --run, so it never lands in the demo's folder."""
     if a.demo == (a.source is not None):
-        raise SystemExit(f"genrec {command}: give either a SOURCE folder or --demo (exactly one)")
+        raise UsageError("give either a SOURCE folder or --demo (exactly one)")
     if a.run is None:
         if not a.demo:
-            raise SystemExit(f"genrec {command}: --run RUN is required with a SOURCE folder, e.g. "
+            raise UsageError(f"--run RUN is required with a SOURCE folder, e.g. "
                              f"`genrec {command} {a.source} --run runs/{Path(a.source).name.lower()}`")
         a.run = DEFAULT_DEMO_RUN
 
@@ -66,16 +97,16 @@ def _run_prepare(a: argparse.Namespace) -> int:
     from genrec.data.prepare import PrepareConfig, prepare
 
     _source_or_demo(a, "prepare")
-    source = a.source
-    name = a.name
-    if a.demo:
-        from genrec.data.demo import demo_source_dir
-
-        source, name = demo_source_dir(Path(a.run)), name or "demo"
     config = config_from_args(PrepareConfig, a, a.config)
     if a.skip_bad_lines:
         config.on_error = "skip"
-    prepare(source, a.run, config, fmt=a.fmt, name=name)
+    with _locked(a):
+        source, name = a.source, a.name
+        if a.demo:
+            from genrec.data.demo import demo_source_dir
+
+            source, name = demo_source_dir(Path(a.run)), name or "demo"
+        prepare(source, a.run, config, fmt=a.fmt, name=name)
     return 0
 
 
@@ -91,7 +122,9 @@ def _build_embed(p: argparse.ArgumentParser) -> None:
 def _run_embed(a: argparse.Namespace) -> int:
     from genrec.features.stage import EmbedConfig, embed
 
-    embed(a.run, config_from_args(EmbedConfig, a, a.config))
+    config = config_from_args(EmbedConfig, a, a.config)
+    with _locked(a):
+        embed(a.run, config)
     return 0
 
 
@@ -106,7 +139,9 @@ def _build_tokenize(p: argparse.ArgumentParser) -> None:
 def _run_tokenize(a: argparse.Namespace) -> int:
     from genrec.tokenizer.stage import TokenizeConfig, tokenize
 
-    tokenize(a.run, config_from_args(TokenizeConfig, a, a.config))
+    config = config_from_args(TokenizeConfig, a, a.config)
+    with _locked(a):
+        tokenize(a.run, config)
     return 0
 
 
@@ -118,7 +153,7 @@ def _build_train(p: argparse.ArgumentParser) -> None:
 
 
 def _run_train(a: argparse.Namespace) -> int:
-    from genrec.lit.cli import main as train_main
+    from genrec.pipeline import train_main
 
     train_main(a.lightning_args, prog="genrec train")
     return 0
@@ -135,7 +170,9 @@ def _build_evaluate(p: argparse.ArgumentParser) -> None:
 def _run_evaluate(a: argparse.Namespace) -> int:
     from genrec.evaluate import EvaluateConfig, evaluate
 
-    evaluate(a.run, config_from_args(EvaluateConfig, a, a.config))
+    config = config_from_args(EvaluateConfig, a, a.config)
+    with _locked(a):
+        evaluate(a.run, config)
     return 0
 
 
@@ -152,7 +189,9 @@ def _build_export(p: argparse.ArgumentParser) -> None:
 def _run_export(a: argparse.Namespace) -> int:
     from genrec.export.onnx import ExportConfig, export
 
-    export(a.run, a.out, config_from_args(ExportConfig, a, a.config))
+    config = config_from_args(ExportConfig, a, a.config)
+    with _locked(a):   # the run is read while it is exported; nothing may rewrite it meanwhile
+        export(a.run, a.out, config)
     return 0
 
 
@@ -187,7 +226,8 @@ def _run_pipeline(a: argparse.Namespace) -> int:
 
     _source_or_demo(a, "pipeline")
     config = config_from_args(PipelineConfig, a, a.config, base=DEMO_OVERRIDES if a.demo else None)
-    run_pipeline(a.source, a.run, config, fmt=a.fmt, demo=a.demo)
+    with _locked(a):
+        run_pipeline(a.source, a.run, config, fmt=a.fmt, demo=a.demo)
     return 0
 
 
@@ -199,7 +239,8 @@ def _build_report(p: argparse.ArgumentParser) -> None:
 def _run_report(a: argparse.Namespace) -> int:
     from genrec.report import write_report
 
-    write_report(a.run_dir, a.out)
+    with _locked(a, a.run_dir):
+        write_report(a.run_dir, a.out)
     return 0
 
 
@@ -218,38 +259,63 @@ STAGES = [
 
 def _top_parser() -> argparse.ArgumentParser:
     lines = "\n".join(f"  {s.name:<9} {s.summary}" for s in STAGES)
-    return argparse.ArgumentParser(
+    return _Parser(
         prog="genrec",
         formatter_class=argparse.RawDescriptionHelpFormatter,
         description="genrec: generative recommendation with semantic IDs.\n\nstages:\n" + lines
-        + "\n\nRun `genrec STAGE --help` for a stage's options.",
-        usage="genrec STAGE [options]",
+        + "\n\nRun `genrec STAGE --help` for a stage's options. `genrec --debug STAGE ...` (or "
+        f"{DEBUG_ENV}=1) shows the traceback of an error.",
+        usage="genrec [--debug] STAGE [options]",
     )
+
+
+def _user_error(e: BaseException) -> bool:
+    """An error whose message tells the user what to fix: a file system problem, an error class of
+    genrec's own (DataFormatError, ArtifactError, FeatureError, ...), or a ValueError genrec raised about
+    a config value or input. A ValueError from inside a library, and any other error, is a bug in genrec
+    and keeps its traceback."""
+    if isinstance(e, OSError) or type(e).__module__.split(".")[0] == "genrec":
+        return True
+    frames = traceback.extract_tb(e.__traceback__)
+    return isinstance(e, ValueError) and bool(frames) and Path(frames[-1].filename).resolve().is_relative_to(PACKAGE_DIR)
+
+
+def _one_line(text: str) -> str:
+    return re.sub(r"\s*\n\s*", " ", str(text).strip())
 
 
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
+    debug = os.environ.get(DEBUG_ENV, "") not in ("", "0")
+    if argv[:1] == ["--debug"]:
+        debug, argv = True, argv[1:]
     top = _top_parser()
     top.add_argument("--version", action="version", version=f"genrec {__import__('genrec').__version__}")
     stages = {s.name: s for s in STAGES}
     if not argv or argv[0] in ("-h", "--help") or argv[0] not in stages:
         if argv and argv[0] not in ("-h", "--help", "--version"):
-            top.print_usage(sys.stderr)
-            print(f"genrec: error: unknown stage {argv[0]!r}; choose one of {', '.join(stages)}", file=sys.stderr)
-            return 2
+            print(f"genrec: error: unknown stage {argv[0]!r}; choose one of {', '.join(stages)} "
+                  "(see `genrec --help`)", file=sys.stderr)
+            return EXIT_USER_ERROR
         top.parse_args(argv or ["--help"])
         return 0
     stage = stages[argv[0]]
-    parser = argparse.ArgumentParser(prog=f"genrec {stage.name}", description=stage.summary)
+    parser = _Parser(prog=f"genrec {stage.name}", description=stage.summary)
     stage.build(parser)
     args = parser.parse_args(argv[1:])
+    args.command = shlex.join(["genrec", *argv])   # recorded in the run lock, named when another command waits
     try:
         return stage.run(args)
-    except (ValueError, FileNotFoundError, RuntimeError) as e:  # user-facing errors: message, no traceback
-        if "GENREC_TRACEBACK" in __import__("os").environ:
+    except KeyboardInterrupt:
+        if debug:
             raise
-        print(f"genrec {stage.name}: error: {e}", file=sys.stderr)
-        return 1
+        print(f"genrec {stage.name}: interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    except Exception as e:
+        if debug or not _user_error(e):
+            raise
+        print(f"genrec {stage.name}: error: {_one_line(e)}", file=sys.stderr)
+        return EXIT_USER_ERROR
 
 
 if __name__ == "__main__":

@@ -42,10 +42,14 @@ def demo_pipeline_config() -> PipelineConfig:
     return from_dict(PipelineConfig, DEMO_OVERRIDES)
 
 
+# Config fields that change how a stage runs but not what it writes: a difference is no reason to rebuild.
+OUTPUT_NEUTRAL_FIELDS = frozenset({"progress", "cache_dir", "use_cache", "num_threads"})
+
+
 def _config_change(stored: dict | None, wanted: dict, prefix: str = "") -> str | None:
     """The first (dotted) config field that differs between a stage's manifest and the requested config."""
     stored = stored or {}
-    for key in sorted(set(stored) | set(wanted)):
+    for key in sorted((set(stored) | set(wanted)) - OUTPUT_NEUTRAL_FIELDS):
         old, new = stored.get(key), wanted.get(key)
         if old == new:
             continue
@@ -78,29 +82,26 @@ def _with_defaults(stored: dict, defaults: dict) -> dict:
 def stale_stages(run: Path, config: PipelineConfig | None = None) -> dict[str, str]:
     """Why each existing stage of ``run`` must be rebuilt: ``{stage: reason}`` (missing stages are listed too).
 
-    A stage is stale when an earlier stage's output changed since it was built (the checksums its
-    manifest recorded), or, when ``config`` is given, when its stored config differs from it.
+    Every stage is judged the same way from its manifest (:func:`genrec.io.write_manifest`): it is stale
+    when a file it read (``inputs``: earlier stages' files, source files, imported matrices) no longer
+    matches the checksum it recorded, or, when ``config`` is given, when its stored ``config`` differs
+    from it. A stage after a stale one is stale too, since it is rebuilt from the new output.
     """
-    from genrec.io import sha256_file
+    from genrec.io import changed_input
 
     run = Path(run)
-    manifests = {}
-    for stage, folder in STAGE_FOLDERS.items():
-        path = run / folder / "manifest.json"
-        manifests[stage] = json.loads(path.read_text()) if path.exists() else None
     wanted = {} if config is None else _stage_settings(config)
     defaults = _stage_settings(PipelineConfig())
     reasons: dict[str, str] = {}
-    for stage, manifest in manifests.items():
+    for stage, folder in STAGE_FOLDERS.items():
+        path = run / folder / "manifest.json"
+        manifest = json.loads(path.read_text()) if path.exists() else None
         if manifest is None:
             reasons[stage] = "missing"
         elif reasons:     # an earlier stage is rebuilt, so this one's input changes
             reasons[stage] = f"{next(iter(reasons))} is rebuilt"
-        elif stage == "embed" and manifest.get("dataset", {}).get("manifest_sha256") != sha256_file(
-                run / STAGE_FOLDERS["prepare"] / "manifest.json"):
-            reasons[stage] = "dataset/ changed since the features were built"
-        elif stage == "tokenize" and manifest.get("features_manifest_files") != manifests["embed"].get("files"):
-            reasons[stage] = "features/ changed since the semantic IDs were built"
+        elif change := changed_input(run, manifest.get("inputs") or {}):
+            reasons[stage] = f"{change} since {folder}/ was built"
         elif stage in wanted and (change := _config_change(
                 _with_defaults(manifest.get("config") or {}, defaults[stage]), wanted[stage])):
             reasons[stage] = f"config changed ({change})"
@@ -116,20 +117,33 @@ def ensure_stages(run: Path, *, source: Path | None = None, demo: bool = False, 
     and so is everything after it. Without one (``python train.py``), existing stages are kept as
     they are, but one whose input changed is an error, because training on semantic IDs of other
     features would be silently wrong; missing stages are then built with ``missing_config``
-    (``data.stages``: a stage-config YAML, read only when a stage is missing), else with the
+    (``--stages``: a stage-config YAML, read only when a stage is missing), else with the
     package (or demo) defaults.
     """
+    from genrec.io import run_lock
+
+    run = Path(run)
+    if not force and not stale_stages(run, config):
+        return   # nothing to write, so no lock: DDP ranks may all check a finished run at once
+    with run_lock(run):   # re-entrant: `genrec pipeline` already holds it
+        _ensure_stages(run, source, demo, fmt, config, force, missing_config)
+
+
+def _ensure_stages(run: Path, source: Path | None, demo: bool, fmt: str | None, config: PipelineConfig | None,
+                   force: bool, missing_config: PipelineConfig | str | Path | None) -> None:
     from genrec.data.prepare import prepare
     from genrec.features.stage import embed
     from genrec.tokenizer.stage import tokenize
 
-    run = Path(run)
+    # (checked again under the lock: another command may have built or changed a stage meanwhile)
     stale = {stage: "--force" for stage in STAGE_FOLDERS} if force else stale_stages(run, config)
     # Only the first stale stage has a reason of its own; every later one is stale because of it.
     stage, reason = next(iter(stale.items()), (None, "missing"))
     if config is None and not force and reason != "missing":
+        source_arg = " SOURCE" if stage == "prepare" else ""
         raise ValueError(f"{run}/{STAGE_FOLDERS[stage]} is out of date: {reason}. Rebuild it with "
-                         f"`genrec {stage} --run {run}` (and the stages after it), or `genrec pipeline --force`.")
+                         f"`genrec {stage}{source_arg} --run {run}` (and the stages after it), or "
+                         "`genrec pipeline --force`.")
     for stage, reason in stale.items():
         if reason != "missing":
             print(f"genrec: rebuilding {run}/{STAGE_FOLDERS[stage]} ({reason})", flush=True)
@@ -145,7 +159,7 @@ def ensure_stages(run: Path, *, source: Path | None = None, demo: bool = False, 
             prepare(source, run, cfg.prepare, fmt=fmt)
         else:
             raise FileNotFoundError(f"{run}/dataset does not exist: run `genrec prepare SOURCE --run {run}` first, "
-                                    "or pass a source (data.source) / demo (data.demo true)")
+                                    "or pass --source SOURCE / --demo true to python train.py")
     if "embed" in stale:
         embed(run, cfg.embed)
     if "tokenize" in stale:
@@ -196,13 +210,21 @@ def load_stage_config(path: str | Path) -> PipelineConfig:
     return stage_config_from_dict(load_yaml(repo_path(path, "stage config")))
 
 
+def train_main(args: list[str] | None = None, prog: str = "python train.py"):
+    """The training entry point (`python train.py`, `genrec train`): the Lightning CLI, with the run's
+    missing stages built first (``--demo``, ``--source``, ``--stages``)."""
+    from genrec.lit.cli import main
+
+    return main(args, prog=prog, build_stages=ensure_stages)
+
+
 def train_run(run: Path, train_config: str, extra_args: list[str] = ()):
     """Fit with the Lightning CLI on ``run``'s existing stages: the training YAML with data.run set to
-    ``run``, no demo and no built-in evaluation (the caller evaluates). Returns the CLI (its trainer)."""
-    from genrec.lit.cli import main as train_main
+    ``run``, no stage building and no built-in evaluation (the caller evaluates). Returns the CLI."""
+    from genrec.lit.cli import main
 
-    return train_main(["fit", "--config", str(train_config_path(train_config)), f"--data.run={run}",
-                       "--data.demo=false", "--evaluate=false", *extra_args])
+    return main(["fit", "--config", str(train_config_path(train_config)), f"--data.run={run}",
+                 "--demo=false", "--evaluate=false", *extra_args])
 
 
 def run_pipeline(source: Path | None, run: Path, config: PipelineConfig, *, fmt: str | None = None,

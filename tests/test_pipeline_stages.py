@@ -11,20 +11,24 @@ from conftest import REPO_ROOT as REPO, require_shared
 
 from genrec.cli import main
 from genrec.config import load_yaml
-from genrec.io import sha256_file, write_json_atomic
+from genrec.io import input_checksums, write_json_atomic, write_manifest
 from genrec.pipeline import PipelineConfig, ensure_stages, load_stage_config, stale_stages
 
 
-def _fake_run(tmp_path, config: PipelineConfig):
-    """Three stage manifests chained by checksums, as prepare -> embed -> tokenize write them."""
+def _fake_run(tmp_path, config: PipelineConfig, source: Path | None = None):
+    """Three stage folders whose manifests chain by input checksums, as prepare -> embed -> tokenize write them."""
     run = tmp_path / "run"
-    write_json_atomic(run / "dataset" / "manifest.json", {"stage": "prepare", "config": asdict(config.prepare),
-                                                          "files": {"items.parquet": "a"}})
-    features = {"stage": "embed", "config": asdict(config.embed), "files": {"fused.npy": "b"},
-                "dataset": {"manifest_sha256": sha256_file(run / "dataset" / "manifest.json")}}
-    write_json_atomic(run / "features" / "manifest.json", features)
-    write_json_atomic(run / "sid" / "manifest.json", {"stage": "tokenize", "config": config.tokenize.to_dict(),
-                                                      "features_manifest_files": features["files"]})
+    dataset, features, sid = run / "dataset", run / "features", run / "sid"
+    for folder in (dataset, features, sid):
+        folder.mkdir(parents=True)
+    (dataset / "items.parquet").write_bytes(b"items")
+    write_manifest(dataset, "prepare", files=["items.parquet"], config=asdict(config.prepare),
+                   inputs=input_checksums(run, [source] if source else []))
+    (features / "fused.npy").write_bytes(b"fused")
+    write_manifest(features, "embed", files=["fused.npy"], config=asdict(config.embed),
+                   inputs=input_checksums(run, [dataset / "manifest.json", dataset / "items.parquet"]))
+    write_manifest(sid, "tokenize", files=[], config=config.tokenize.to_dict(),
+                   inputs=input_checksums(run, [features / "fused.npy"]))
     return run
 
 
@@ -59,22 +63,52 @@ def test_an_embed_setting_change_rebuilds_the_semantic_ids_too(tmp_path):
     assert reasons == {"embed": "config changed (image.image_size: 224 -> 96)", "tokenize": "embed is rebuilt"}
 
 
+def test_settings_that_do_not_change_the_output_rebuild_nothing(tmp_path):
+    run = _fake_run(tmp_path, PipelineConfig())
+    wanted = PipelineConfig()
+    wanted.prepare.progress, wanted.embed.progress, wanted.embed.use_cache = False, False, False
+    wanted.embed.cache_dir = str(tmp_path / "elsewhere")
+    assert stale_stages(run, wanted) == {}
+
+
 def test_changed_input_is_stale_even_without_a_config(tmp_path):
     run = _fake_run(tmp_path, PipelineConfig())
-    write_json_atomic(run / "features" / "manifest.json", {"stage": "embed", "files": {"fused.npy": "other"},
-                                                           "dataset": {"manifest_sha256": sha256_file(
-                                                               run / "dataset" / "manifest.json")}})
-    assert stale_stages(run) == {"tokenize": "features/ changed since the semantic IDs were built"}
+    (run / "features" / "fused.npy").write_bytes(b"other features")
+    assert stale_stages(run) == {"tokenize": "features/fused.npy changed since sid/ was built"}
     # train.py does not know the stage settings, so it refuses instead of rebuilding with defaults
-    with pytest.raises(ValueError, match=r"sid is out of date: features/ changed.*genrec tokenize --run"):
+    with pytest.raises(ValueError, match=r"sid is out of date: features/fused.npy changed.*genrec tokenize --run"):
         ensure_stages(run)
 
 
-def test_a_real_source_needs_its_own_run_folder(tmp_path):
+def test_every_stage_is_judged_by_the_same_input_checksums(tmp_path):
+    """The same rule for every stage: the dataset's manifest for embed, a source file for prepare."""
+    run = _fake_run(tmp_path, PipelineConfig())
+    manifest = json.loads((run / "dataset" / "manifest.json").read_text())
+    write_json_atomic(run / "dataset" / "manifest.json", {**manifest, "n_items": 99})
+    assert stale_stages(run) == {"embed": "dataset/manifest.json changed since features/ was built",
+                                 "tokenize": "embed is rebuilt"}
+
+    source = tmp_path / "src" / "Toys.txt"
+    source.parent.mkdir()
+    source.write_text("1 1 2 3\n")
+    run = _fake_run(tmp_path / "b", PipelineConfig(), source=source)
+    assert stale_stages(run) == {}
+    source.write_text("1 1 2 3 4\n")
+    reasons = stale_stages(run)
+    assert reasons["prepare"] == f"{source.resolve()} changed since dataset/ was built"
+    with pytest.raises(ValueError, match=r"dataset is out of date: .*Toys.txt changed.*genrec prepare SOURCE --run"):
+        ensure_stages(run)
+    # A source that is gone (a run folder copied to another machine) cannot be checked: not a reason to rebuild.
+    source.unlink()
+    assert stale_stages(run) == {}
+
+
+def test_a_real_source_needs_its_own_run_folder(tmp_path, capsys):
     (tmp_path / "src").mkdir()
     for command in ("prepare", "pipeline"):
-        with pytest.raises(SystemExit, match="--run RUN is required with a SOURCE folder"):
-            main([command, str(tmp_path / "src")])
+        assert main([command, str(tmp_path / "src")]) == 2
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and f"genrec {command}: error: --run RUN is required with a SOURCE folder" in err
 
 
 # ---- data.stages: the settings train.py builds missing stages with -------------------------
@@ -100,9 +134,9 @@ def test_the_stage_config_is_not_read_when_nothing_is_missing(tmp_path):
 
 @pytest.mark.parametrize("name", ["office", "scientific", "beauty", "sports"])
 def test_each_real_data_config_names_the_bench_stage_settings(name):
-    """train.py --config configs/NAME.yaml --data.source ... builds what bench/run.py builds."""
+    """train.py --config configs/NAME.yaml --source ... builds what bench/run.py builds."""
     train_cfg = load_yaml(REPO / "configs" / f"{name}.yaml")
-    stages_path = train_cfg["data"]["stages"]
+    stages_path = train_cfg["stages"]
     assert load_yaml(REPO / stages_path)["train_config"] == f"configs/{name}.yaml"
     cfg = load_stage_config(stages_path)
     assert (cfg.tokenize.method, cfg.tokenize.modalities) == ("pq", "separate")
@@ -131,3 +165,83 @@ def test_a_setting_added_after_a_stage_was_built_counts_at_its_default(tmp_path)
     wanted = PipelineConfig()
     wanted.prepare.split = "temporal"
     assert stale_stages(run, wanted)["prepare"] == "config changed (split: 'leave_one_out' -> 'temporal')"
+
+
+def test_ensure_stages_locks_the_run_only_to_build(tmp_path):
+    import subprocess
+    import sys
+
+    from genrec.io import RunLockedError
+
+    run = _fake_run(tmp_path, PipelineConfig())
+    code = ("import sys, time; from genrec.io import run_lock\n"
+            "with run_lock(sys.argv[1], 'genrec embed --run R'):\n"
+            "    print('held', flush=True); time.sleep(120)")
+    holder = subprocess.Popen([sys.executable, "-c", code, str(run)], stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        ensure_stages(run)     # a finished run is only read: fine while another command holds the lock
+        (run / "sid" / "manifest.json").unlink()
+        with pytest.raises(RunLockedError, match=f"in use by pid {holder.pid} \\(`genrec embed --run R`"):
+            ensure_stages(run)
+    finally:
+        holder.kill()
+        holder.wait()
+
+
+# ---- one manifest shape for every stage ------------------------------------------------------
+
+MANIFEST_KEYS = {"stage", "inputs", "config", "versions", "created", "files"}
+
+
+def test_prepare_and_embed_write_the_same_manifest_shape(tmp_path):
+    """stage / inputs {path: sha256} / config / versions / created / files, plus the stage's own fields;
+    stale_stages reads only the shared ones, the same way for each stage."""
+    import numpy as np
+
+    from genrec.data.prepare import PrepareConfig, prepare
+    from genrec.features.image import ImageConfig
+    from genrec.features.precomputed import PrecomputedConfig
+    from genrec.features.stage import EmbedConfig, embed
+    from genrec.features.text import TextConfig
+    from genrec.io import sha256_file
+
+    src = tmp_path / "src"
+    src.mkdir()
+    (src / "Toys.txt").write_text("1 1 2 3\n2 2 3 1 4\n3 4 1 2\n")
+    run = tmp_path / "run"
+    prepare_config = PrepareConfig(user_core=0, item_core=0, max_items=7, progress=False)
+    dataset = prepare(src, run, prepare_config)
+    matrix = tmp_path / "vectors.npy"
+    np.save(matrix, np.arange(4 * 5, dtype=np.float32).reshape(4, 5))
+    embed_config = EmbedConfig(text=TextConfig(enabled=False), image=ImageConfig(enabled=False), collab=False,
+                               precomputed=(PrecomputedConfig(name="vec", path=str(matrix)),), progress=False)
+    features = embed(run, embed_config)
+
+    for manifest in (dataset, features):
+        assert MANIFEST_KEYS <= set(manifest)
+        assert json.loads((run / STAGE_DIR[manifest["stage"]] / "manifest.json").read_text()) == manifest
+    assert dataset["inputs"] == {str((src / "Toys.txt").resolve()): sha256_file(src / "Toys.txt")}
+    assert dataset["config"] == asdict(prepare_config)
+    assert features["inputs"] == {
+        "dataset/items.parquet": sha256_file(run / "dataset" / "items.parquet"),
+        "dataset/manifest.json": sha256_file(run / "dataset" / "manifest.json"),
+        "dataset/sequences.parquet": sha256_file(run / "dataset" / "sequences.parquet"),
+        str(matrix.resolve()): sha256_file(matrix),
+    }
+    assert features["config"]["collab"] is False and features["config"]["precomputed"][0]["name"] == "vec"
+
+    # the protocol's history length travels with the dataset
+    from genrec.data.dataset import load_dataset
+
+    assert dataset["max_items"] == 7 and load_dataset(run).max_items == 7
+
+    # an imported matrix is an input like any other: changing it makes features/ (and what follows) stale
+    wanted = PipelineConfig(prepare=prepare_config, embed=embed_config)
+    assert list(stale_stages(run, wanted)) == ["tokenize"]           # (not built here)
+    np.save(matrix, np.ones((4, 5), dtype=np.float32))
+    assert stale_stages(run, wanted) == {"embed": f"{matrix.resolve()} changed since features/ was built",
+                                         "tokenize": "missing"}
+
+
+STAGE_DIR = {"prepare": "dataset", "embed": "features", "tokenize": "sid"}

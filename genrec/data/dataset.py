@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 
-from genrec.data.split import Split, make_split
+from genrec.data.split import DEFAULT_MAX_ITEMS, Split, make_split
 from genrec.io import read_manifest
 
 DATASET_DIR = "dataset"
@@ -34,6 +34,11 @@ class Dataset:
     @cached_property
     def split(self) -> Split:
         return make_split(self.manifest.get("split"), self.sequences, self.timestamps)
+
+    @property
+    def max_items(self) -> int:
+        """The protocol's history length, as ``prepare`` recorded it (PrepareConfig.max_items)."""
+        return int(self.manifest.get("max_items", DEFAULT_MAX_ITEMS))
 
     @property
     def name(self) -> str:

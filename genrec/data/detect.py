@@ -12,10 +12,15 @@ priority order wins, richest source first:
 6. lcrec without item.json     order only, no metadata
 
 ``--format`` (``fmt``) overrides the detection.
+
+A file named like a format but unreadable as it (empty, not gzip, no line of that format among its
+first lines) is named in the error when nothing else matches, and in the manifest's notes when a
+lower-priority format is read instead.
 """
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 from genrec.data.readers import FORMATS, READERS, DataFormatError, SourceFiles
@@ -39,11 +44,15 @@ def locate(folder: str | Path) -> SourceFiles:
             found[fmt] = READERS[fmt].locate(folder)
         files = found[fmt]
         if files is not None and (files.has_metadata or not needs_metadata):
-            return files
-    expected = "\n".join(f"  {fmt:9s} {READERS[fmt].expects}" for fmt in FORMATS)
+            skipped = [m for f in found if found[f] is None and (m := READERS[f].explain(folder))]
+            return replace(files, notes=tuple(f"not read: {m}" for m in skipped)) if skipped else files
+    misses = [m for fmt in dict.fromkeys(f for f, _ in PRIORITY) if (m := READERS[fmt].miss(folder))]
+    if misses:
+        raise DataFormatError(misses[0])
+    expected = "; ".join(f"{fmt}: {READERS[fmt].expects}" for fmt in FORMATS)
     present = ", ".join(p.name for p in sorted(folder.iterdir())[:20]) or "(empty)"
     raise DataFormatError(
-        f"{folder}: no known source format found (files: {present}). Expected one of:\n{expected}\n"
+        f"{folder}: no known source format found (files: {present}). Expected one of: {expected}. "
         "Rename the files to match, or pass --format with the right format."
     )
 

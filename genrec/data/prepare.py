@@ -9,9 +9,9 @@ reproduces the original numbering shifted to 0-based (S3-Rec item k -> item_id k
 
 from __future__ import annotations
 
+import sys
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Callable
 
 import polars as pl
 
@@ -21,13 +21,15 @@ from genrec.data.filters import FilterReport, apply_filters
 from genrec.data.readers import FORMATS, DataFormatError, ReadContext, get_reader
 from genrec.data.readers.common import ON_ERROR_CHOICES, SourceFiles
 from genrec.data.schema import ITEM_SCHEMA, SEQUENCE_SCHEMA, RawData
-from genrec.data.split import MIN_LEN_LEAVE_ONE_OUT, SPLITS, make_split, temporal_cuts
-from genrec.io import sha256_file, write_folder_atomic, write_manifest
+from genrec.data.split import DEFAULT_MAX_ITEMS, MIN_LEN_LEAVE_ONE_OUT, SPLITS, make_split, temporal_cuts
+from genrec.io import input_checksums, write_folder_atomic, write_manifest
 
 ITEMS_FILE = "items.parquet"
 SEQUENCES_FILE = "sequences.parquet"
 # Metadata columns whose coverage (non-null count) is reported.
 METADATA_FIELDS = tuple(k for k in ITEM_SCHEMA if k not in ("item_id", "source_id"))
+# Free-text columns whose length PrepareConfig.max_text_chars caps.
+TEXT_FIELDS = ("title", "description", "brand")
 TIMESTAMP_UNIT = "unix seconds"
 # Fixed parquet writer settings so re-running prepare gives byte-identical files.
 PARQUET_OPTIONS = dict(compression="zstd", compression_level=3, statistics=True)
@@ -48,17 +50,25 @@ class PrepareConfig:
                                                # needs timestamps)
     valid_from: float = 0.8                    # temporal: the validation window opens at this quantile of event times
     test_from: float = 0.9                     # temporal: the test window opens at this quantile of event times
+    max_items: int = DEFAULT_MAX_ITEMS         # history length of the protocol: a model sees at most the last
+                                               # this-many items before a target (genrec and SASRec read it here)
+    max_text_chars: int = 50_000               # longer title/description/brand values are cut to this many
+                                               # characters and counted (the text encoder reads ~128 tokens, and
+                                               # one 11 MB title made embed 8x slower); 0 = no cap. Real data's
+                                               # longest field (an Office description) is 41,043 characters
     on_error: str = "raise"                    # malformed line: "raise" an error, or "skip" it and count it
     progress: bool = True                      # tqdm bars on large files and the printed summary table
 
     def __post_init__(self) -> None:
-        for name in ("user_core", "item_core", "min_seq_len"):
+        for name in ("user_core", "item_core", "min_seq_len", "max_items", "max_text_chars"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 0:
                 raise ValueError(f"PrepareConfig.{name} must be an integer >= 0, got {value!r}")
         if self.min_seq_len < 1:
             raise ValueError(f"PrepareConfig.min_seq_len must be >= 1 (leave-one-out needs "
                              f"{MIN_LEN_LEAVE_ONE_OUT}), got {self.min_seq_len}")
+        if self.max_items < 1:
+            raise ValueError(f"PrepareConfig.max_items must be >= 1 (history items per example), got {self.max_items}")
         if self.split not in SPLITS:
             raise ValueError(f"PrepareConfig.split must be one of {SPLITS}, got {self.split!r}")
         if not 0.0 < self.valid_from <= self.test_from < 1.0:
@@ -81,6 +91,12 @@ def prepare(source: str | Path, run: str | Path, config: PrepareConfig | None = 
     folder = Path(source)
     files = _locate(folder, fmt)
     raw = get_reader(files.format).read(files, ReadContext(on_error=config.on_error, progress=config.progress))
+    raw.notes.extend(files.notes)
+    if raw.interactions.height == 0:
+        skipped = f" ({sum(raw.skipped.values())} lines skipped: {', '.join(raw.skipped)})" if raw.skipped else ""
+        raise DataFormatError(f"{', '.join(raw.files_used)}: no interactions found{skipped}; expected "
+                              f"{get_reader(files.format).expects}. Check the file (is it empty?) and download it "
+                              "again if needed.")
     events, report = apply_filters(raw.interactions, dedup=config.dedup_consecutive, user_core=config.user_core,
                                    item_core=config.item_core, min_seq_len=config.min_seq_len)
     if events.height == 0:
@@ -89,14 +105,23 @@ def prepare(source: str | Path, run: str | Path, config: PrepareConfig | None = 
             f"item_core={config.item_core}, min_seq_len={config.min_seq_len}). Lower the thresholds."
         )
     sequences, items, missing = build_tables(events, raw.items)
+    items, truncated = cap_text(items, config.max_text_chars)
+    if truncated:
+        counts = ", ".join(f"{k}: {v:,}" for k, v in truncated.items())
+        raw.notes.append(f"text values longer than max_text_chars={config.max_text_chars:,} were cut to it ({counts}).")
+        print(f"genrec prepare: warning: {sum(truncated.values()):,} text values were longer than "
+              f"max_text_chars={config.max_text_chars:,} characters and were cut ({counts}); raise --max-text-chars "
+              "to keep more", file=sys.stderr, flush=True)
     fields = _manifest_fields(folder, files, raw, config, report, sequences, items, missing, name)
+    fields["truncated_texts"] = truncated
     fields["split"] = split_spec(folder, sequences, config, fields["format"])
     target = dataset_dir(run)
 
     def write(tmp: Path) -> dict:
         items.write_parquet(tmp / ITEMS_FILE, **PARQUET_OPTIONS)
         sequences.write_parquet(tmp / SEQUENCES_FILE, **PARQUET_OPTIONS)
-        return write_manifest(tmp, "prepare", files=[ITEMS_FILE, SEQUENCES_FILE], **fields)
+        return write_manifest(tmp, "prepare", files=[ITEMS_FILE, SEQUENCES_FILE],
+                              inputs=input_checksums(run, raw.files_used), config=asdict(config), **fields)
 
     manifest = write_folder_atomic(target, write)
     if config.progress:
@@ -135,8 +160,9 @@ def _locate(folder: Path, fmt: str | None) -> SourceFiles:
         raise DataFormatError(f"{folder}: not a folder. Pass the folder that holds the source files.")
     files = reader.locate(folder)
     if files is None:
-        raise DataFormatError(f"{folder}: no '{fmt}' files found; expected {reader.expects}. Check the folder "
-                              f"or drop --format to detect the format (found: {_detect_or_none(folder)}).")
+        raise DataFormatError(reader.explain(folder) or (
+            f"{folder}: no '{fmt}' files found; expected {reader.expects}. Check the folder "
+            f"or drop --format to detect the format (found: {_detect_or_none(folder)})."))
     return files
 
 
@@ -177,6 +203,18 @@ def build_tables(events: pl.DataFrame, raw_items: pl.DataFrame) -> tuple[pl.Data
     return sequences, items, missing
 
 
+def cap_text(items: pl.DataFrame, max_chars: int) -> tuple[pl.DataFrame, dict[str, int]]:
+    """``items`` with TEXT_FIELDS values cut to ``max_chars`` characters (0 = no cap), and how many were
+    cut per column (only columns with cuts)."""
+    if not max_chars:
+        return items, {}
+    counts = items.select((pl.col(c).str.len_chars() > max_chars).sum().alias(c) for c in TEXT_FIELDS).row(0, named=True)
+    truncated = {c: int(n) for c, n in counts.items() if n}
+    if truncated:
+        items = items.with_columns(pl.col(c).str.slice(0, max_chars) for c in truncated)
+    return items, truncated
+
+
 def _manifest_fields(folder: Path, files: SourceFiles, raw: RawData, config: PrepareConfig, report: FilterReport,
                      sequences: pl.DataFrame, items: pl.DataFrame, missing: int, name: str | None) -> dict:
     lengths = sequences["item_ids"].list.len()
@@ -194,8 +232,7 @@ def _manifest_fields(folder: Path, files: SourceFiles, raw: RawData, config: Pre
         format=raw.format,
         category=files.category,
         source=str(folder.resolve()),
-        source_files=[{"path": p, "bytes": Path(p).stat().st_size, "sha256": sha256_file(p)} for p in raw.files_used],
-        config=asdict(config),
+        max_items=config.max_items,
         filters=report.to_dict(),
         n_users=sequences.height,
         n_items=items.height,

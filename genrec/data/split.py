@@ -19,6 +19,7 @@ from dataclasses import dataclass
 import numpy as np
 
 MIN_LEN_LEAVE_ONE_OUT = 3
+DEFAULT_MAX_ITEMS = 20   # the protocol's history length (PrepareConfig.max_items, recorded in the dataset manifest)
 SPLITS = ("leave_one_out", "temporal")
 PAD_ITEM = -1   # left padding of fixed-length histories (item ids are >= 0)
 

@@ -29,7 +29,7 @@ from genrec.features.fuse import FuseConfig, fuse, impute_missing
 from genrec.features.image import ImageConfig, ImageEncoder, resolve_image_sources
 from genrec.features.precomputed import PrecomputedConfig, load_precomputed
 from genrec.features.text import TextConfig, TextEncoder, item_texts
-from genrec.io import MANIFEST, save_npy_atomic, sha256_file, write_manifest
+from genrec.io import MANIFEST, input_checksums, save_npy_atomic, sha256_file, write_manifest
 from genrec.lit.sasrec import SASRecTrainConfig  # a real import: the CLI resolves the config's type hints
 
 FEATURES_DIR = "features"
@@ -243,8 +243,13 @@ def _write(tmp: Path, dataset: Dataset, config: EmbedConfig, modalities: dict[st
         files.append(str(sasrec_ckpt))
 
     ds_manifest = dataset.folder / MANIFEST
+    # Inputs: the dataset folder (its manifest holds the split) and every imported matrix / row map.
+    imported = [f for p in config.precomputed for f in (p.path, p.row_map) if f != "item_id"]
     return write_manifest(
         tmp, "embed", files=files,
+        inputs=input_checksums(dataset.folder.parent, [ds_manifest, *(dataset.folder / f for f in
+                                                                      dataset.manifest.get("files", {})), *imported]),
+        config=asdict(config),  # nested configs (SASRec's included) become plain dicts
         dataset={"folder": str(dataset.folder.resolve()), "name": dataset.name,
                  "manifest_sha256": sha256_file(ds_manifest), "files": dataset.manifest.get("files", {})},
         n_items=dataset.n_items,
@@ -252,7 +257,6 @@ def _write(tmp: Path, dataset: Dataset, config: EmbedConfig, modalities: dict[st
         fused={"file": f"{FUSED}.npy", "dim": int(fused.fused.shape[1]),
                "blocks": {k: list(v) for k, v in fused.blocks.items()},
                "seconds": round(time.perf_counter() - t0, 3), **fused.info},
-        config=asdict(config),  # nested configs (SASRec's included) become plain dicts
         notes=notes,
     )
 

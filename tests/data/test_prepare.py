@@ -71,12 +71,13 @@ def test_prepare_end_to_end(source: Path, tmp_path: Path) -> None:
     assert manifest["filters"] == {"n_input": 12, "dedup_removed": 0, "core_removed": 2, "removed_users": 1,
                                    "removed_items": 1, "rounds": 2}
     assert manifest["config"] == {"user_core": 0, "item_core": 0, "min_seq_len": 3, "dedup_consecutive": False,
-                                  "split": "leave_one_out", "valid_from": 0.8, "test_from": 0.9,
-                                  "on_error": "raise", "progress": False}
-    assert manifest["split"] == {"kind": "leave_one_out"}
+                                  "split": "leave_one_out", "valid_from": 0.8, "test_from": 0.9, "max_items": 20,
+                                  "max_text_chars": 50_000, "on_error": "raise", "progress": False}
+    assert manifest["split"] == {"kind": "leave_one_out"} and manifest["max_items"] == 20
     assert manifest["has_timestamps"] and manifest["timestamp_unit"] == "unix seconds"
-    used = {Path(f["path"]).name: f["sha256"] for f in manifest["source_files"]}
-    assert used == {n: sha256_file(source / n) for n in ("Shop_5.json.gz", "meta_Shop.json.gz")}
+    # The source files are the inputs (outside the run folder, so keyed by absolute path).
+    assert manifest["inputs"] == {str((source / n).resolve()): sha256_file(source / n)
+                                  for n in ("Shop_5.json.gz", "meta_Shop.json.gz")}
     assert any("1 of 6 items" in n and "no metadata" in n for n in manifest["notes"])
     assert any("1 metadata rows describe items not in the final dataset" in n for n in manifest["notes"])  # B8
     assert any("without reviews" in n for n in manifest["notes"])  # B7
@@ -197,9 +198,9 @@ def test_forced_format_and_files_listed(tmp_path: Path) -> None:
     (src / "Toys.inter.json").write_text(json.dumps({"0": [0, 1, 2], "1": [1, 2, 0]}))
     auto = prepare(src, tmp_path / "auto", NO_CORE)
     forced = prepare(src, tmp_path / "forced", NO_CORE, fmt="lcrec", name="toys")
-    assert auto["format"] == "s3rec" and [Path(f["path"]).name for f in auto["source_files"]] == ["Toys.txt"]
+    assert auto["format"] == "s3rec" and [Path(f).name for f in auto["inputs"]] == ["Toys.txt"]
     assert forced["format"] == "lcrec" and forced["name"] == "toys"
-    assert [Path(f["path"]).name for f in forced["source_files"]] == ["Toys.inter.json"]
+    assert [Path(f).name for f in forced["inputs"]] == ["Toys.inter.json"]
     assert load_dataset(tmp_path / "forced").sequences[1].tolist() == [1, 2, 0]
     with pytest.raises(DataFormatError, match=r"no 'rechorus' files found.*\(found: s3rec\)"):
         prepare(src, tmp_path / "x", NO_CORE, fmt="rechorus")
@@ -243,3 +244,22 @@ def test_temporal_split_needs_timestamps(tmp_path: Path) -> None:
 def test_config_validation(kwargs: dict, message: str) -> None:
     with pytest.raises(ValueError, match=message):
         PrepareConfig(**kwargs)
+
+
+def test_max_items_is_recorded_for_the_models(source: Path, tmp_path: Path) -> None:
+    manifest = prepare(source, tmp_path / "run", replace(NO_CORE, max_items=9))
+    assert manifest["max_items"] == 9 and manifest["config"]["max_items"] == 9
+    assert load_dataset(tmp_path / "run").max_items == 9
+    with pytest.raises(ValueError, match="max_items must be >= 1"):
+        PrepareConfig(max_items=0)
+
+
+def test_long_texts_are_cut_and_counted(tmp_path: Path, capsys) -> None:
+    items = pl.DataFrame({"title": ["a" * 12, "short", None], "description": ["b" * 11, "c" * 10, "d"],
+                          "brand": ["e", None, "f"]})
+    cut, counts = prep.cap_text(items, 10)
+    assert counts == {"title": 1, "description": 1}
+    assert cut["title"].to_list() == ["a" * 10, "short", None] and cut["description"].to_list() == ["b" * 10, "c" * 10, "d"]
+    assert prep.cap_text(items, 0) == (items, {})   # 0 = no cap
+    with pytest.raises(ValueError, match="max_text_chars must be an integer >= 0"):
+        PrepareConfig(max_text_chars=-1)

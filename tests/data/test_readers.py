@@ -403,3 +403,90 @@ def test_blank_lines_and_invalid_utf8(tmp_path: Path) -> None:
     _, raw = read_source(tmp_path, "s3rec", on_error="skip", progress=False)
     assert raw.skipped == {"Toys.txt: blank line": 1, "Toys.txt: not UTF-8": 1}
     assert raw.interactions.height == 5
+
+
+# --------------------------------------------------------------------------------------------- robustness
+
+
+def test_detection_survives_a_bad_first_line(tmp_path: Path) -> None:
+    good = [json.dumps({"user_id": "U1", "parent_asin": f"C{i}", "timestamp": 1000 * i}) for i in range(3)]
+    write(tmp_path / "All_Beauty.jsonl", ["{not json"] + good)
+    assert detect_format(tmp_path) == "raw2023"
+    with pytest.raises(DataFormatError, match=r"All_Beauty\.jsonl, line 1: expected a JSON object.*--skip-bad-lines"):
+        read_source(tmp_path, "raw2023", progress=False)
+    _, raw = read_source(tmp_path, "raw2023", on_error="skip", progress=False)
+    assert raw.skipped == {"All_Beauty.jsonl: not a JSON object": 1} and raw.interactions.height == 3
+    # S3-Rec likewise
+    write(tmp_path / "Toys.txt", ["1 x 2", "2 1 2 3"])
+    assert locate(tmp_path).format == "raw2023"   # still the richer source ...
+    (tmp_path / "All_Beauty.jsonl").unlink()
+    assert detect_format(tmp_path) == "s3rec"     # ... and S3-Rec is found past its bad first line
+
+
+@pytest.mark.parametrize("content, problem", [
+    (b"", "the file is empty"),
+    (b"\n\n", "the file is empty"),
+    (b'{"rating": 5, "asin": "A"}\n', "line 1: a JSON object without 'user_id' (it has rating, asin)"),
+    (b"[1, 2]\n", "line 1: not a JSON object"),
+])
+def test_a_broken_jsonl_is_named_instead_of_no_known_format(tmp_path: Path, content: bytes, problem: str) -> None:
+    (tmp_path / "Cat.jsonl").write_bytes(content)
+    with pytest.raises(DataFormatError) as err:
+        detect_format(tmp_path)
+    msg = str(err.value)
+    assert msg.startswith(f"{tmp_path / 'Cat.jsonl'} is named like raw2023 reviews") and problem in msg
+    assert "\n" not in msg and "--format" in msg
+    with pytest.raises(DataFormatError, match="is named like raw2023 reviews"):
+        read_source(tmp_path, "raw2023", progress=False)
+
+
+def test_a_broken_file_beside_a_readable_format_is_noted(s3rec_dir: Path) -> None:
+    write(s3rec_dir / "Toys.jsonl", ["oops"])
+    files = locate(s3rec_dir)
+    assert files.format == "s3rec"
+    assert files.notes == (f"not read: {s3rec_dir / 'Toys.jsonl'} is named like raw2023 reviews (<Cat>.jsonl[.gz]) "
+                           "but line 1: not a JSON object ('oops'); fix the file, or remove it if it holds other data",)
+
+
+def test_only_the_first_lines_are_sniffed(tmp_path: Path) -> None:
+    from genrec.data.readers.common import SNIFF_LINES
+
+    good = json.dumps({"user_id": "U1", "parent_asin": "C1", "timestamp": 1})
+    write(tmp_path / "Cat.jsonl", ["junk"] * SNIFF_LINES + [good])
+    with pytest.raises(DataFormatError, match=rf"line 1: not a JSON object \('junk'\) \(nor do the next "
+                                              rf"{SNIFF_LINES - 1} lines fit\)"):
+        detect_format(tmp_path)
+
+
+def test_out_of_range_timestamps_are_bad_lines_in_every_timed_format(tmp_path: Path, rechorus_dir: Path) -> None:
+    write(rechorus_dir / "dev.csv", ["user_id\titem_id\ttime", f"1\t4\t{10 ** 30}", "2\t1\t95"])
+    with pytest.raises(DataFormatError, match=r"dev\.csv, line 2: field 'time' .*int64 range"):
+        read_source(rechorus_dir, "rechorus", progress=False)
+    _, raw = read_source(rechorus_dir, "rechorus", on_error="skip", progress=False)
+    assert raw.skipped == {"dev.csv: bad time": 1}
+
+    folder = tmp_path / "recbole"
+    folder.mkdir()
+    write(folder / "ml.inter", ["user_id:token\titem_id:token\ttimestamp:float", "u1\ti1\t1e30", "u1\ti2\t5.9"])
+    with pytest.raises(DataFormatError, match=r"ml\.inter, line 2: field 'timestamp'.*int64 range"):
+        read_source(folder, "recbole", progress=False)
+    _, raw = read_source(folder, "recbole", on_error="skip", progress=False)
+    assert events(raw) == [("u1", "i2", 5)]
+
+    folder = tmp_path / "raw2018"
+    folder.mkdir()
+    write(folder / "Toys_5.json", [json.dumps({"reviewerID": "U", "asin": "A", "unixReviewTime": -(2 ** 64)})])
+    with pytest.raises(DataFormatError, match=r"Toys_5\.json, line 1: field 'unixReviewTime'.*int64 range"):
+        read_source(folder, "raw2018", progress=False)
+
+
+def test_deep_nesting_is_a_bad_line_or_a_named_file_error(tmp_path: Path, lcrec_dir: Path) -> None:
+    deep = "[" * 100_000 + "]" * 100_000
+    write(tmp_path / "Toys_5.json", [review_2014("U1", "A1", 1), deep, review_2014("U1", "A2", 2)])
+    with pytest.raises(DataFormatError, match=r"Toys_5\.json, line 2: expected a JSON object"):
+        read_source(tmp_path, "raw2018", progress=False)
+    _, raw = read_source(tmp_path, "raw2018", on_error="skip", progress=False)
+    assert raw.skipped == {"Toys_5.json: not a JSON object": 1} and raw.interactions.height == 2
+    (lcrec_dir / "Office.item.json").write_text('{"0": ' + deep + "}")
+    with pytest.raises(DataFormatError, match=r"Office\.item\.json: JSON nested deeper"):
+        read_source(lcrec_dir, "lcrec", progress=False)

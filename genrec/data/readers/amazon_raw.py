@@ -19,7 +19,7 @@ from typing import Any, Callable
 from genrec.data.readers.common import (
     ImageResolver, InteractionBuffer, excerpt, ItemBuffer, PriceParser, ReadContext, SourceFiles,
     find_file, iter_lines, match_files, one_category, parse_json_line, parse_literal_line,
-    peek_first_line, require_int, require_str, str_list, text_value,
+    require_str, require_timestamp, sniff, str_list, text_value,
 )
 from genrec.data.schema import RawData
 
@@ -76,19 +76,41 @@ def locate_raw2018(folder: Path) -> SourceFiles | None:
     return _with_meta("raw2018", folder, reviews, category, f"meta_{category}.json")
 
 
-def _looks_like_2023_review(path: Path) -> bool:
-    obj = parse_json_line(peek_first_line(path) or "")
-    return obj is not None and "user_id" in obj and ("parent_asin" in obj or "asin" in obj)
+def _not_a_2023_review(line: str) -> str | None:
+    """What keeps a line from being a 2023 review (None: it is one)."""
+    obj = parse_json_line(line)
+    if obj is None:
+        return f"not a JSON object ({excerpt(line)})"
+    missing = [k for k in ("user_id", "parent_asin") if k not in obj and not (k == "parent_asin" and "asin" in obj)]
+    if missing:
+        keys = ", ".join(map(str, list(obj)[:8])) + (", ..." if len(obj) > 8 else "")
+        return (f"a JSON object without {' and '.join(repr(k) for k in missing)} (it has {keys or 'no keys'}); "
+                "a 2023 review has user_id, parent_asin (or asin) and timestamp")
+    return None
+
+
+def _review_candidates_2023(folder: Path) -> list[tuple[Path, re.Match]]:
+    # <Cat>.jsonl minus the names other formats use for .jsonl companions (metadata, S3-Rec keyword text).
+    return [(p, m) for p, m in match_files(folder, r"(?!meta_)(.+)\.jsonl") if not m.group(1).endswith(".idgen_text")]
 
 
 def locate_raw2023(folder: Path) -> SourceFiles | None:
-    # <Cat>.jsonl is a generic name, so the first line must look like a 2023 review.
-    hits = [(p, m) for p, m in match_files(folder, r"(?!meta_)(.+)\.jsonl") if _looks_like_2023_review(p)]
+    # <Cat>.jsonl is a generic name, so its first lines must look like 2023 reviews (see sniff).
+    hits = [(p, m) for p, m in _review_candidates_2023(folder) if sniff(p, _not_a_2023_review) is None]
     found = one_category("raw2023", folder, hits, "<Cat>.jsonl review")
     if found is None:
         return None
     reviews, category = found
     return _with_meta("raw2023", folder, reviews, category, f"meta_{category}.jsonl")
+
+
+def explain_raw2023(folder: Path) -> str | None:
+    """Why a ``<Cat>.jsonl`` in ``folder`` is not read as 2023 reviews (None when there is no such file)."""
+    for path, _ in _review_candidates_2023(folder):
+        why = sniff(path, _not_a_2023_review)
+        if why is not None:
+            return f"{path} is named like raw2023 reviews (<Cat>.jsonl[.gz]) but {why}"
+    return None
 
 
 # ---------------------------------------------------------------------------------------------
@@ -114,12 +136,12 @@ def _read_reviews(release: _Release, path: Path, ctx: ReadContext) -> Interactio
             ctx.bad(path, where, f"field '{release.item_key}' (the item id) is missing or empty; expected a "
                     "non-empty string", f"missing {release.item_key}")
             continue
-        ts = require_int(obj.get(release.time_key))
+        ts = require_timestamp(obj.get(release.time_key), release.time_divisor)
         if ts is None:
-            ctx.bad(path, where, f"field '{release.time_key}' is {obj.get(release.time_key)!r}; expected an integer "
-                    "unix time", f"bad {release.time_key}")
+            ctx.bad(path, where, f"field '{release.time_key}' is {excerpt(obj.get(release.time_key))}; expected an "
+                    "integer unix time (within the int64 range)", f"bad {release.time_key}")
             continue
-        buf.add(user, item, ts // release.time_divisor)
+        buf.add(user, item, ts)
     return buf
 
 

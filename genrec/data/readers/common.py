@@ -12,6 +12,7 @@ import gzip
 import json
 import math
 import re
+import sys
 import zlib
 from collections import Counter
 from dataclasses import dataclass, field
@@ -31,6 +32,12 @@ PROGRESS_MIN_BYTES = 16 << 20
 PROGRESS_EVERY_LINES = 8192
 # Longest excerpt of an offending value quoted in an error message.
 EXCERPT_CHARS = 80
+# Format detection reads up to this many non-blank lines of a file whose name alone is ambiguous and
+# accepts the file when any of them fits, so one malformed first line neither hides the format nor
+# stops --skip-bad-lines from skipping (and counting) it.
+SNIFF_LINES = 20
+# Timestamps must fit the int64 column they are stored in.
+INT64_MIN, INT64_MAX = -(1 << 63), (1 << 63) - 1
 
 
 class DataFormatError(ValueError):
@@ -105,6 +112,7 @@ class SourceFiles:
     category: str                 # dataset name found in the file names (folder name if none)
     files: dict[str, Path]        # role -> path; optional roles are simply absent
     metadata_roles: tuple[str, ...] = ()  # roles that carry item metadata
+    notes: tuple[str, ...] = ()           # detection remarks, e.g. a file of another format that was not read
 
     @property
     def has_metadata(self) -> bool:
@@ -220,6 +228,42 @@ def peek_first_line(path: Path) -> str | None:
     return None
 
 
+def sniff(path: Path, problem: Callable[[str], str | None], *, lines: int = SNIFF_LINES,
+          fix: str = "fix the file, or remove it if it holds other data") -> str | None:
+    """Why ``path`` does not hold the lines its name promises, or None when it does.
+
+    ``problem(line)`` says what is wrong with one line (None: it fits). The file fits when any of its
+    first ``lines`` non-blank lines does; otherwise the answer names the first line's problem and
+    ``fix``, or says the file is empty or not gzip.
+    """
+    first, checked = None, 0
+    try:
+        raw, stream = _open_binary(path)
+        try:
+            for lineno, bline in enumerate(stream, 1):
+                if not bline.strip():
+                    continue
+                why = problem(bline.decode("utf-8", errors="replace").strip())
+                if why is None:
+                    return None
+                first = first or f"line {lineno}: {why}"
+                checked += 1
+                if checked == lines:
+                    break
+        finally:
+            stream.close()
+            raw.close()
+    except (OSError, EOFError, zlib.error) as e:
+        if path.name.endswith(".gz") and first is None:
+            return (f"it is not gzip-compressed despite its .gz name ({e}); remove the .gz suffix if it is plain "
+                    "text, or download it again")
+        return f"it cannot be read past {first or 'its start'} ({e}); download it again"
+    if first is None:
+        return "the file is empty; download it again or remove it"
+    more = f" (nor do the next {checked - 1} lines fit)" if checked > 1 else ""
+    return f"{first}{more}; {fix}"
+
+
 def load_json_file(path: Path, ctx: ReadContext) -> Any:
     """A whole-file JSON document (LC-Rec ``.inter.json``/``.item.json``, S3-Rec attributes)."""
     path = ctx.use(path)
@@ -233,10 +277,15 @@ def load_json_file(path: Path, ctx: ReadContext) -> Any:
     finally:
         stream.close()
         raw.close()
+    if not data.strip():
+        raise DataFormatError(f"{path}: the file is empty; expected one JSON document. Download it again.")
     try:
         return json.loads(data.decode("utf-8"))
     except UnicodeDecodeError as e:
         raise DataFormatError(f"{path}: not valid UTF-8 at byte {e.start}. Re-export the file as UTF-8.") from e
+    except RecursionError:
+        raise DataFormatError(f"{path}: JSON nested deeper than Python's parser allows (about "
+                              f"{sys.getrecursionlimit()} levels); the file is corrupt, download it again.") from None
     except json.JSONDecodeError as e:
         raise DataFormatError(
             f"{path}, line {e.lineno} column {e.colno}: not valid JSON ({e.msg}). The whole file is one JSON "
@@ -245,10 +294,10 @@ def load_json_file(path: Path, ctx: ReadContext) -> Any:
 
 
 def parse_json_line(line: str) -> dict | None:
-    """A JSON object, or None when the line is not one."""
+    """A JSON object, or None when the line is not one (also when it nests too deep to parse)."""
     try:
         obj = json.loads(line)
-    except json.JSONDecodeError:
+    except (json.JSONDecodeError, RecursionError):
         return None
     return obj if isinstance(obj, dict) else None
 
@@ -301,6 +350,16 @@ def require_int(value: Any) -> int | None:
             return None
         return int(number) if math.isfinite(number) and number == int(number) else None
     return None
+
+
+def require_timestamp(value: Any, divisor: int = 1) -> int | None:
+    """An integer time divided (floored) by ``divisor`` (source units per second), else None; values
+    outside the int64 range the dataset stores are None too (a stray 1e30 must be a bad line, not a crash)."""
+    number = require_int(value)
+    if number is None:
+        return None
+    number //= divisor
+    return number if INT64_MIN <= number <= INT64_MAX else None
 
 
 def text_value(value: Any) -> str | None:

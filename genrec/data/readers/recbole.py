@@ -14,12 +14,13 @@ A single ``<Cat>.inter`` wins over pre-split files of the same category (it is t
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from typing import Iterator
 
 from genrec.data.readers.common import (
     DataFormatError, InteractionBuffer, ItemBuffer, PriceParser, ReadContext, SourceFiles, excerpt, find_file,
-    iter_lines, match_files, one_category, read_tsv_map, split_categories, text_value,
+    iter_lines, match_files, one_category, read_tsv_map, require_timestamp, split_categories, text_value,
 )
 from genrec.data.schema import RawData
 
@@ -90,18 +91,20 @@ def _read_single(path: Path, ctx: ReadContext, user_key, item_key) -> Interactio
             ts = _parse_time(row["timestamp"])
             if ts is None:
                 ctx.bad(path, f"line {lineno}", f"field 'timestamp' is {excerpt(row['timestamp'])}; expected a "
-                        "number (unix time)", "bad timestamp")
+                        "number (unix time, within the int64 range)", "bad timestamp")
                 continue
         events.add(user, item, ts)
     return events
 
 
 def _parse_time(text: str) -> int | None:
+    """Unix time from a ``timestamp:float`` field (fractions are floored); None when not a number in the
+    int64 range."""
     try:
         value = float(text)
     except ValueError:
         return None
-    return int(value) if value == value and abs(value) != float("inf") else None
+    return require_timestamp(math.floor(value)) if math.isfinite(value) else None
 
 
 def _read_splits(src: SourceFiles, ctx: ReadContext, user_key, item_key) -> InteractionBuffer:

@@ -15,7 +15,7 @@ from pathlib import Path
 
 from genrec.data.readers.common import (
     DataFormatError, InteractionBuffer, ItemBuffer, ReadContext, SourceFiles, excerpt, find_companion, find_file,
-    iter_lines, match_files, peek_first_line, read_tsv_map, require_int, text_value,
+    iter_lines, match_files, read_tsv_map, require_int, require_timestamp, sniff, text_value,
 )
 from genrec.data.schema import RawData
 
@@ -24,14 +24,21 @@ SPLIT_FILES = ("train", "dev", "test")
 UNKNOWN_FEATURE = 0  # ReChorus encodes a missing categorical feature as 0
 
 
-def _has_rechorus_header(path: Path) -> bool:
-    header = (peek_first_line(path) or "").split("\t")
-    return "user_id" in header and "item_id" in header
+def _not_a_header(line: str) -> str | None:
+    header = [h.strip() for h in line.split("\t")]
+    if "user_id" in header and "item_id" in header:
+        return None
+    return f"the header has no user_id and item_id columns (got {excerpt(line)}; tab-separated)"
+
+
+def _header_problem(path: Path) -> str | None:
+    # The header is line 1; unlike a data line it cannot be skipped, so only that line is looked at.
+    return sniff(path, _not_a_header, lines=1, fix="fix the header, or remove the file")
 
 
 def locate_rechorus(folder: Path) -> SourceFiles | None:
     train = find_file(folder, "train.csv")
-    if train is None or not _has_rechorus_header(train):
+    if train is None or _header_problem(train) is not None:
         return None
     files = {"train": train}
     for split in SPLIT_FILES[1:]:
@@ -49,6 +56,13 @@ def locate_rechorus(folder: Path) -> SourceFiles | None:
     if text is not None:
         files["text"] = text
     return SourceFiles(FORMAT, folder, category, files, metadata_roles=("item_meta", "text"))
+
+
+def explain_rechorus(folder: Path) -> str | None:
+    """Why a ``train.csv`` in ``folder`` is not read as ReChorus (None when there is none, or it is fine)."""
+    train = find_file(folder, "train.csv")
+    why = None if train is None else _header_problem(train)
+    return None if why is None else f"{train} is named like ReChorus (train.csv, dev.csv, test.csv) but {why}"
 
 
 def _header(path: Path, line: str, required: tuple[str, ...]) -> list[str]:
@@ -76,9 +90,10 @@ def _read_events(path: Path, ctx: ReadContext, events: InteractionBuffer, item_k
         if not parts[u_col] or not parts[i_col]:
             ctx.bad(path, where, "field 'user_id' or 'item_id' is empty; expected ids", "empty id")
             continue
-        ts = require_int(parts[t_col])
+        ts = require_timestamp(parts[t_col])
         if ts is None:
-            ctx.bad(path, where, f"field 'time' is {excerpt(parts[t_col])}; expected an integer unix time", "bad time")
+            ctx.bad(path, where, f"field 'time' is {excerpt(parts[t_col])}; expected an integer unix time (within the "
+                    "int64 range)", "bad time")
             continue
         events.add(parts[u_col], item_key(parts[i_col], path, lineno), ts)
 

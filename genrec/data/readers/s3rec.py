@@ -17,7 +17,7 @@ from pathlib import Path
 
 from genrec.data.readers.common import (
     DataFormatError, InteractionBuffer, ItemBuffer, ReadContext, SourceFiles, excerpt, find_companion,
-    iter_lines, list_files, base_name, load_json_file, one_category, parse_json_line, peek_first_line,
+    iter_lines, list_files, base_name, load_json_file, one_category, parse_json_line, sniff,
 )
 from genrec.data.schema import RawData
 
@@ -26,12 +26,16 @@ _INT_LINE = re.compile(r"\d+(?:\s+\d+)+")
 ATTR_PREFIX = "attr_"
 
 
+def _not_integers(line: str) -> str | None:
+    return None if _INT_LINE.fullmatch(line) else "not 'user item item ...' integers"
+
+
 def locate_s3rec(folder: Path) -> SourceFiles | None:
-    # Any <Cat>.txt whose first line is integers (user item item ...); GRAM's user_sequence.txt is not.
+    # Any <Cat>.txt whose first lines are integers (user item item ...); GRAM's user_sequence.txt is not.
     hits = []
     for path in list_files(folder):
         m = re.fullmatch(r"(.+)\.txt", base_name(path))
-        if m and _INT_LINE.fullmatch(peek_first_line(path) or ""):
+        if m and sniff(path, _not_integers) is None:
             hits.append((path, m))
     found = one_category(FORMAT, folder, hits, "<Cat>.txt sequence")
     if found is None:
