@@ -50,11 +50,12 @@ class _Parser(argparse.ArgumentParser):
         self.exit(EXIT_USER_ERROR, f"{self.prog}: error: {message} (see `{self.prog} --help`)\n")
 
 
-def _locked(a: argparse.Namespace, run: Path | None = None):
-    """The run folder's lock for this command (see genrec.io.run_lock)."""
+def _locked(a: argparse.Namespace, run: Path | None = None, create: bool = False):
+    """The run folder's lock for this command (see genrec.io.run_lock); only the stages that start a run
+    (prepare, pipeline) create its folder."""
     from genrec.io import run_lock
 
-    return run_lock(run if run is not None else a.run, a.command)
+    return run_lock(run if run is not None else a.run, a.command, create=create)
 
 
 def _run_arg(p: argparse.ArgumentParser, required: bool = True) -> None:
@@ -100,7 +101,7 @@ def _run_prepare(a: argparse.Namespace) -> int:
     config = config_from_args(PrepareConfig, a, a.config)
     if a.skip_bad_lines:
         config.on_error = "skip"
-    with _locked(a):
+    with _locked(a, create=True):
         source, name = a.source, a.name
         if a.demo:
             from genrec.data.demo import demo_source_dir
@@ -226,7 +227,7 @@ def _run_pipeline(a: argparse.Namespace) -> int:
 
     _source_or_demo(a, "pipeline")
     config = config_from_args(PipelineConfig, a, a.config, base=DEMO_OVERRIDES if a.demo else None)
-    with _locked(a):
+    with _locked(a, create=True):
         run_pipeline(a.source, a.run, config, fmt=a.fmt, demo=a.demo)
     return 0
 

@@ -369,19 +369,23 @@ def _default_command() -> str:
 
 
 @contextlib.contextmanager
-def run_lock(run: str | os.PathLike, command: str | None = None) -> Iterator[Path]:
+def run_lock(run: str | os.PathLike, command: str | None = None, *, create: bool = True) -> Iterator[Path]:
     """Hold ``RUN/.lock`` while a stage writes into ``run``, so a second command on it is refused.
 
     The lock is ``fcntl.flock`` on the file (the kernel releases it when the holder exits, however it
     exits, so a lock left by a killed process is simply taken over); the file records the holder's pid,
     command and start time for the refusal message. Re-entrant within a process (``genrec pipeline``
-    holds it while ``ensure_stages`` takes it again). Creates ``run`` if needed; raises
-    :class:`RunLockedError` when another live process holds it.
+    holds it while ``ensure_stages`` takes it again). Creates ``run`` if needed (with ``create``; a
+    stage that only adds to a run wants it to exist); raises :class:`RunLockedError` when another live
+    process holds it.
     """
     run = Path(run)
     if run.exists() and not run.is_dir():
         raise ArtifactError(f"{run} is a file, not a run folder: pass a folder path as --run "
                             "(it is created if it does not exist)")
+    if not create and not run.is_dir():
+        raise ArtifactError(f"run folder {run} does not exist: check the path, or start the run with "
+                            f"`genrec prepare SOURCE --run {run}`")
     run.mkdir(parents=True, exist_ok=True)
     key = run.resolve()
     if key in _HELD:

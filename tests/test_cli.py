@@ -221,6 +221,13 @@ def test_missing_stage_output_names_the_stage_folder(tmp_path, capsys, stage, mi
     one_error_line(capsys, f"{run}/{missing}/manifest.json not found", f"--run {run}` first")
 
 
+def test_a_stage_on_a_run_that_does_not_exist_creates_nothing(tmp_path, capsys):
+    run = tmp_path / "typo"
+    assert main(["embed", "--run", str(run)]) == 2
+    one_error_line(capsys, f"run folder {run} does not exist", "check the path")
+    assert not run.exists()
+
+
 def test_genuine_bugs_keep_their_traceback_and_debug_shows_every_one(tmp_path, monkeypatch, capsys):
     import genrec.data.prepare as prepare_module
 
