@@ -1,8 +1,8 @@
 """Train the generative recommender with Lightning's CLI.
 
     python train.py                                     # demo: build the demo run, train, evaluate
-    python train.py fit --config configs/office.yaml    # a real dataset
-    python train.py fit --config configs/office.yaml --ckpt_path last   # resume after a kill
+    python train.py fit --config configs/text_rich.yaml --source ../shared/data/Office --data.run runs/office
+    python train.py fit --config configs/text_rich.yaml --data.run runs/office --ckpt_path last   # resume
     python train.py --help
 """
 

@@ -3,7 +3,7 @@
     python bench/ablation.py --dataset Scientific_DeCoRec_mm     # text / +image / +collab / all / separate / constrained
     python bench/ablation.py --dataset Office                   # no images there: text / +collab / separate / constrained
 
-Every variant is the checked-in bench config (configs/bench/NAME.yaml + its training YAML) with one
+Every variant is the checked-in config family of the dataset (bench/run.py CONFIGS) with one
 change, run end to end (prepare -> embed -> tokenize -> train -> evaluate) into its own run folder,
 same seeds, same training budget (the YAML's max_epochs with early stopping on validation NDCG@10).
 Writes bench/results/ablation_NAME.json, .md and a bar chart .png. Extra flags go to the Lightning CLI
@@ -183,7 +183,7 @@ def run_ablation(dataset: str, run_root: Path, train_args: list[str], only: list
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python bench/ablation.py", description=__doc__.strip().splitlines()[0],
                                 epilog="Any other flags go to every variant's Lightning CLI.")
-    p.add_argument("--dataset", required=True, help="Scientific_DeCoRec_mm or Office (any configs/bench/NAME.yaml)")
+    p.add_argument("--dataset", required=True, help="Scientific_DeCoRec_mm or Office (any dataset in bench/run.py CONFIGS)")
     p.add_argument("--variants", nargs="*", default=None, help="run only these variants (names as in the table)")
     p.add_argument("--run-root", type=Path, default=None, help="where variant runs go (default bench/runs/ablation)")
     p.add_argument("--results-dir", type=Path, default=RESULTS)

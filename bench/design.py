@@ -263,7 +263,7 @@ def run_designs(dataset: str, smoke: bool, budget: float, run_root: Path, result
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python bench/design.py", description=__doc__.strip().splitlines()[0])
-    p.add_argument("--dataset", default=None, help="a folder of ../shared/data with a configs/bench/NAME.yaml, e.g. Office")
+    p.add_argument("--dataset", default=None, help="a folder of ../shared/data listed in bench/run.py CONFIGS, e.g. Office")
     p.add_argument("--smoke", action="store_true", help="the small built-in demo, a few seconds per design (CI)")
     p.add_argument("--budget-seconds", type=float, default=None,
                    help="training wall time per design (default 240; --smoke 3)")

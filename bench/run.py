@@ -3,7 +3,7 @@
     python bench/run.py --dataset Office          # writes bench/results/Office.json and Office.md
     python bench/run.py --smoke                   # the built-in demo, small and fast (CI runs it)
 
-Stages: prepare -> embed -> tokenize -> train (Lightning CLI, configs/bench/NAME.yaml) ->
+Stages: prepare -> embed -> tokenize -> train (Lightning CLI, the dataset's config family in configs/) ->
 evaluate (genrec, SASRec and popularity on the same split with the same metric functions).
 Each stage's wall time and the process's peak memory are recorded with machine info and the
 git commit. Not run by pytest (except --smoke through tests/test_bench.py).
@@ -129,14 +129,21 @@ def copy_plots(run_dir: Path, results: Path, name: str) -> list[Path]:
     return copied
 
 
+# Which config family each dataset of ../shared/data belongs to (one YAML per kind of data).
+CONFIGS = {"Office": "configs/text_rich.yaml", "Scientific": "configs/text_rich.yaml",
+           "Scientific_DeCoRec_mm": "configs/multimodal.yaml",
+           "Beauty": "configs/sparse.yaml", "Sports_and_Outdoors": "configs/sparse.yaml", "smoke": "configs/smoke.yaml"}
+
+
 def bench_config(dataset: str, smoke: bool = False) -> tuple[Path, dict]:
-    """The checked-in stage config for a dataset: configs/bench/NAME.yaml (or smoke.yaml)."""
+    """A dataset's config family: its YAML path and its ``stages:`` section plus ``train_config``."""
     from genrec.config import load_yaml
 
-    cfg_path = REPO / "configs" / "bench" / f"{'smoke' if smoke else dataset}.yaml"
-    if not cfg_path.exists():
-        raise SystemExit(f"no bench config {cfg_path}; add one (see configs/bench/Office.yaml)")
-    return cfg_path, load_yaml(cfg_path)
+    name = "smoke" if smoke else dataset
+    if name not in CONFIGS:
+        raise SystemExit(f"no config family for {name!r}; add it to CONFIGS in bench/run.py (known: {sorted(CONFIGS)})")
+    cfg_path = REPO / CONFIGS[name]
+    return cfg_path, {**(load_yaml(cfg_path).get("stages") or {}), "train_config": CONFIGS[name]}
 
 
 def write_outputs(results: Path, stem: str, out: dict, table: str, draw) -> None:
@@ -219,7 +226,7 @@ def run_bench(dataset: str, *, smoke: bool, run_dir: Path, train_args: list[str]
         "versions": package_versions(),
         "stages": seconds,
         "peak_rss_mb": peak_rss_mb(),
-        "metrics": {s: metrics[s] for s in systems},
+        "metrics": {s: metrics["systems"][s] for s in systems},
         "config": {"bench": str(cfg_path.relative_to(REPO)), "train": train_yaml, "train_args": train_args,
                    "stages": raw},
         "dataset_stats": {k: manifest.get(k) for k in ("n_users", "n_items", "n_interactions", "format")},

@@ -5,7 +5,7 @@
     python bench/serve.py --n-load 2000       # a shorter load test
 
 Setting: a Beauty-size catalogue (12,101 items, semantic IDs 256/256/256 + a dedup level),
-the configs/beauty.yaml model (CausalSID d128, 2 layers, item-id embedding), 20-item histories,
+the configs/sparse.yaml model (CausalSID d128, 2 layers, item-id embedding), 20-item histories,
 beam 20, k = 10, exclude_history on (the server's default). Latency does not depend on the
 weights, so random weights are used unless --run is given (results say which).
 
@@ -94,7 +94,7 @@ def synthetic_codes(n_items: int, seed: int) -> tuple[np.ndarray, tuple[int, ...
 
 
 def build_model(cfg: BenchConfig):
-    """The causal model of configs/beauty.yaml (random weights) or the run's trained checkpoint."""
+    """The causal model of configs/sparse.yaml (random weights) or the run's trained checkpoint."""
     import torch
 
     from genrec.lit.data import ModelDims

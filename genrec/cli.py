@@ -149,7 +149,7 @@ def _run_tokenize(a: argparse.Namespace) -> int:
 # ---------------------------------------------------------------- train / evaluate
 def _build_train(p: argparse.ArgumentParser) -> None:
     p.add_argument("lightning_args", nargs=argparse.REMAINDER,
-                   help="arguments for the Lightning CLI, e.g. `fit --config configs/beauty.yaml --data.run runs/beauty`; "
+                   help="arguments for the Lightning CLI, e.g. `fit --config configs/sparse.yaml --data.run runs/beauty`; "
                         "see `python train.py --help`")
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
+from datetime import datetime, timezone
 from pathlib import Path
 
 import numpy as np
@@ -18,7 +19,8 @@ from tqdm.auto import tqdm
 from genrec.config import to_dict
 from genrec.data.dataset import load_dataset
 from genrec.data.split import EvalExamples
-from genrec.io import ArtifactError, write_json_atomic
+from genrec.io import MANIFEST, ArtifactError, input_checksums, package_versions, write_json_atomic
+from genrec.lit.batching import user_subset
 from genrec.metrics import DEFAULT_KS, invalid_rate, ranking_metrics
 
 SYSTEMS = ("genrec", "sasrec", "popularity")
@@ -80,9 +82,11 @@ def load_genrec(run: Path, which: str = "best"):
 
 
 def subset(examples: EvalExamples, max_users: int | None, seed: int) -> EvalExamples:
-    if max_users is None or max_users >= len(examples):
+    """A fixed random subset of ``max_users`` examples (all when None): the users training validates on
+    with the same seed (genrec.lit.batching.user_subset)."""
+    idx = user_subset(len(examples), max_users, seed)
+    if len(idx) == len(examples):
         return examples
-    idx = np.sort(np.random.default_rng(seed).choice(len(examples), size=max_users, replace=False))
     return EvalExamples(examples.user_ids[idx], [examples.histories[i] for i in idx], examples.targets[idx])
 
 
@@ -159,8 +163,13 @@ def evaluate(run: str | Path, config: EvaluateConfig = EvaluateConfig()) -> dict
             "n_users": len(examples), "seconds": round(seconds, 3), **extra,
         }
     protocol = dataset.manifest.get("split") or {"kind": "leave_one_out"}   # how prepare split the data
-    out = {"split": config.split, "protocol": protocol, "dataset": dataset.name, "n_items": dataset.n_items,
-           "config": to_dict(config), "systems": results} | {s: results[s] for s in results}
+    # The shape every stage's manifest has (stage, inputs, config, versions, created), then the results.
+    read = [run / "dataset" / MANIFEST, run / "sid" / MANIFEST] + ([Path(ckpt)] if "genrec" in results else [])
+    out = {"stage": "evaluate", "inputs": input_checksums(run, [p for p in read if p.exists()]),
+           "config": to_dict(config), "versions": package_versions(),
+           "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+           "split": config.split, "protocol": protocol, "dataset": dataset.name, "n_items": dataset.n_items,
+           "max_items": dataset.max_items, "systems": results}
     write_json_atomic(run / config.output, out)
     print(markdown_table(results, title=f"{dataset.name} — {config.split} split ({protocol['kind']}), "
                                         f"{len(examples)} users, full ranking over {dataset.n_items} items"))

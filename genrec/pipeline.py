@@ -110,14 +110,15 @@ def stale_stages(run: Path, config: PipelineConfig | None = None) -> dict[str, s
 
 def ensure_stages(run: Path, *, source: Path | None = None, demo: bool = False, fmt: str | None = None,
                   config: PipelineConfig | None = None, force: bool = False,
-                  missing_config: PipelineConfig | str | Path | None = None) -> None:
+                  missing_config: PipelineConfig | dict | str | Path | None = None) -> None:
     """Run prepare / embed / tokenize for ``run`` where their output is missing or stale (or all, with force).
 
     With an explicit ``config`` (``genrec pipeline``), a stage built with other settings is rebuilt,
     and so is everything after it. Without one (``python train.py``), existing stages are kept as
     they are, but one whose input changed is an error, because training on semantic IDs of other
     features would be silently wrong; missing stages are then built with ``missing_config``
-    (``--stages``: a stage-config YAML, read only when a stage is missing), else with the
+    (``--stages``: a training YAML's ``stages:`` mapping, or a YAML path read only when a stage is
+    missing), else with the
     package (or demo) defaults.
     """
     from genrec.io import run_lock
@@ -149,6 +150,8 @@ def _ensure_stages(run: Path, source: Path | None, demo: bool, fmt: str | None, 
             print(f"genrec: rebuilding {run}/{STAGE_FOLDERS[stage]} ({reason})", flush=True)
     if isinstance(missing_config, (str, Path)) and stale:
         missing_config = load_stage_config(missing_config)
+    elif isinstance(missing_config, dict):      # a training YAML's inline `stages:` section
+        missing_config = stage_config_from_dict(missing_config)
     cfg = config or missing_config or (demo_pipeline_config() if demo else PipelineConfig())
     if "prepare" in stale:
         if demo:
@@ -204,10 +207,12 @@ def stage_config_from_dict(raw: dict) -> PipelineConfig:
 
 
 def load_stage_config(path: str | Path) -> PipelineConfig:
-    """A stage-config YAML such as ``configs/bench/Office.yaml`` (see :func:`stage_config_from_dict`)."""
+    """The ``stages:`` section of a training YAML such as ``configs/sparse.yaml`` (or a YAML that holds
+    only the prepare / embed / tokenize sections), see :func:`stage_config_from_dict`."""
     from genrec.config import load_yaml
 
-    return stage_config_from_dict(load_yaml(repo_path(path, "stage config")))
+    raw = load_yaml(repo_path(path, "stage config"))
+    return stage_config_from_dict(raw.get("stages", raw) or {})
 
 
 def train_main(args: list[str] | None = None, prog: str = "python train.py"):

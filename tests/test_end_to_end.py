@@ -57,13 +57,18 @@ def test_pipeline_beats_popularity_by_a_clear_margin(small_run):
     _train(small_run, "--trainer.max_epochs=25")
     assert (small_run / "checkpoints" / "best.ckpt").exists()
     assert (small_run / "plots" / "training_curve.png").exists()
+    trained = json.loads((small_run / "checkpoints" / "manifest.json").read_text())
+    assert trained["stage"] == "train" and set(trained["files"]) >= {"best.ckpt", "last.ckpt"}
+    assert set(trained["inputs"]) >= {"dataset/manifest.json", "sid/manifest.json"}
     out = evaluate(small_run, EvaluateConfig(split="test"))
     saved = json.loads((small_run / "metrics.json").read_text())
+    assert saved["stage"] == "evaluate" and "checkpoints/best.ckpt" in saved["inputs"]
+    assert "genrec" not in saved and set(saved["systems"]) == {"genrec", "sasrec", "popularity"}   # each once
     for system in ("genrec", "sasrec", "popularity"):
         for key in ("recall@5", "recall@10", "recall@20", "ndcg@5", "ndcg@10", "ndcg@20", "invalid_rate",
                     "n_users", "seconds"):
-            assert key in saved[system], (system, key)
-    g, pop = out["genrec"], out["popularity"]
+            assert key in saved["systems"][system], (system, key)
+    g, pop = out["systems"]["genrec"], out["systems"]["popularity"]
     print(f"\nsmall demo test NDCG@10: genrec {g['ndcg@10']:.4f}  sasrec {out['sasrec']['ndcg@10']:.4f}  "
           f"popularity {pop['ndcg@10']:.4f}")
     assert g["invalid_rate"] == 0.0
@@ -109,7 +114,7 @@ def test_pq_codes_with_parallel_head_score_every_item_exactly(small_run, tmp_pat
     assert len(report["level_sizes"]) == 9 and report["level_sizes"][:8] == [16] * 8   # 8 digits + dedup level
     _train(run, "--trainer.max_epochs=25", "--model.head=parallel")
     out = evaluate(run, EvaluateConfig(split="test"))
-    g, pop = out["genrec"], out["popularity"]
+    g, pop = out["systems"]["genrec"], out["systems"]["popularity"]
     print(f"\nsmall demo, pq + parallel head, test NDCG@10: genrec {g['ndcg@10']:.4f}  popularity {pop['ndcg@10']:.4f}")
     assert g["decoding"] == "exact" and g["invalid_rate"] == 0.0
     assert g["ndcg@10"] > 2 * pop["ndcg@10"] and g["ndcg@10"] - pop["ndcg@10"] > 0.05
@@ -139,5 +144,6 @@ def test_temporal_split_end_to_end(small_run, tmp_path):
     _train(run, "--trainer.max_epochs=3")
     out = evaluate(run, EvaluateConfig(split="test"))
     assert out["protocol"]["kind"] == "temporal"
-    assert {s: out[s]["n_users"] for s in out["systems"]} == {s: len(split.test) for s in out["systems"]}
-    assert out["genrec"]["invalid_rate"] == 0.0
+    systems = out["systems"]
+    assert {s: systems[s]["n_users"] for s in systems} == {s: len(split.test) for s in systems}
+    assert systems["genrec"]["invalid_rate"] == 0.0

@@ -8,6 +8,7 @@ dependency runs pipeline -> lit and never back.
 
 from __future__ import annotations
 
+import json
 import sys
 import warnings
 from pathlib import Path
@@ -35,9 +36,10 @@ class GenRecCLI(LightningCLI):
                             help="build the run's missing stages from the built-in demo dataset first")
         parser.add_argument("--source", type=Optional[str], default=None,
                             help="build the run's missing stages from this source folder first")
-        parser.add_argument("--stages", type=Optional[str], default=None,
-                            help="stage-config YAML (prepare / embed / tokenize sections) that missing stages are "
-                                 "built with; stages that exist are kept. None: the package defaults")
+        parser.add_argument("--stages", type=Optional[dict], default=None,
+                            help="prepare / embed / tokenize settings that missing stages are built with (the "
+                                 "`stages:` section of configs/*.yaml); stages that exist are kept. None: the "
+                                 "package defaults")
         parser.add_argument("--evaluate", type=bool, default=False,
                             help="after fit, run `genrec evaluate` on the test split (genrec vs SASRec vs popularity)")
         parser.add_argument("--patience", type=int, default=3, help="early-stopping patience in validation rounds")
@@ -86,10 +88,29 @@ class GenRecCLI(LightningCLI):
 
     def after_fit(self):
         cfg = self.config.get(self.subcommand, self.config)
+        if self.trainer.global_rank == 0:
+            self.write_manifest(cfg)
         if cfg.get("evaluate") and self.trainer.global_rank == 0:
             from genrec.evaluate import EvaluateConfig, evaluate
 
             evaluate(self.datamodule.run, EvaluateConfig(beam_width=self.model.hparams.beam_width))
+
+
+    def write_manifest(self, cfg) -> None:
+        """RUN/checkpoints/manifest.json in the shape every stage writes: what training read, its config,
+        the checkpoints' checksums and how the fit ended."""
+        from genrec.io import MANIFEST, input_checksums, write_manifest
+
+        run = Path(self.datamodule.run)
+        folder = run / "checkpoints"
+        read = [run / stage / MANIFEST for stage in ("dataset", "sid", "features")]
+        files = [p.name for p in sorted(folder.glob("*.ckpt"))]
+        score = self.trainer.checkpoint_callback.best_model_score if self.trainer.checkpoint_callback else None
+        write_manifest(folder, "train", files=files, inputs=input_checksums(run, [p for p in read if p.exists()]),
+                       # the parsed CLI config; config-file paths and other objects as their strings
+                       config=json.loads(json.dumps(cfg.as_dict(), default=str)),
+                       epochs=int(self.trainer.current_epoch), global_step=int(self.trainer.global_step),
+                       best_val_ndcg10=None if score is None else float(score))
 
 
 def main(args: list[str] | None = None, prog: str = "python train.py",
