@@ -74,12 +74,17 @@ def test_a_hostile_checkpoint_is_refused_and_its_code_never_runs(tmp_path):
     with pytest.raises(CheckpointError, match=r"refusing to load .*evil\.ckpt.*could run code"):
         GenRec.from_checkpoint(path)
     assert not marker.exists()
-    # the same through the CLI entry points that take a checkpoint path: one line, non-zero exit, no code run
-    for argv in (["evaluate", "--run", str(tmp_path), "--checkpoint", str(path)],
-                 ["export", "--run", str(tmp_path), "--checkpoint", str(path), "--out", str(tmp_path / "exp")]):
+    # the same through the CLI entry points that take a checkpoint path, on a real run folder: one line,
+    # non-zero exit, no code run
+    from tests.serving.test_export import _fake_run
+    from tests.serving.tiny import tiny_module
+
+    run = _fake_run(tmp_path, tiny_module())
+    for argv in (["evaluate", "--run", str(run), "--checkpoint", str(path), "--systems", "genrec"],
+                 ["export", "--run", str(run), "--checkpoint", str(path), "--out", str(tmp_path / "exp")]):
         proc = subprocess.run([sys.executable, "-m", "genrec.cli", *argv], capture_output=True, text=True)
-        assert proc.returncode != 0, proc.stdout
-        assert "Traceback" not in proc.stderr, proc.stderr
+        assert proc.returncode == 2, proc.stdout + proc.stderr
+        assert proc.stderr.strip().count("\n") == 0 and "refusing to load" in proc.stderr, proc.stderr
         assert not marker.exists()
 
 
