@@ -23,19 +23,39 @@ def hit_ranks(ranked: np.ndarray, targets: np.ndarray) -> np.ndarray:
     return np.where(hits.any(axis=1), first, 0)
 
 
-def recall_at_k(ranked: np.ndarray, targets: np.ndarray, k: int) -> float:
-    ranks = hit_ranks(ranked, targets)
-    return float(np.mean((ranks > 0) & (ranks <= k))) if len(ranks) else 0.0
+def recall_gains(ranks: np.ndarray, k: int) -> np.ndarray:
+    """Per-example Recall@k (n,) float64 from :func:`hit_ranks`: 1.0 for a hit in the top k, else 0.0."""
+    ranks = np.asarray(ranks)
+    return ((ranks > 0) & (ranks <= k)).astype(np.float64)
 
 
-def ndcg_at_k(ranked: np.ndarray, targets: np.ndarray, k: int) -> float:
-    ranks = hit_ranks(ranked, targets)
-    if not len(ranks):
-        return 0.0
+def ndcg_gains(ranks: np.ndarray, k: int) -> np.ndarray:
+    """Per-example NDCG@k (n,) float64 from :func:`hit_ranks`: 1 / log2(rank + 1) for a hit in the top k, else 0."""
+    ranks = np.asarray(ranks)
     hit = (ranks > 0) & (ranks <= k)
     gain = np.zeros(len(ranks))
     gain[hit] = 1.0 / np.log2(ranks[hit] + 1.0)
-    return float(gain.mean())
+    return gain
+
+
+def recall_at_k(ranked: np.ndarray, targets: np.ndarray, k: int) -> float:
+    gains = recall_gains(hit_ranks(ranked, targets), k)
+    return float(gains.mean()) if len(gains) else 0.0
+
+
+def ndcg_at_k(ranked: np.ndarray, targets: np.ndarray, k: int) -> float:
+    gains = ndcg_gains(hit_ranks(ranked, targets), k)
+    return float(gains.mean()) if len(gains) else 0.0
+
+
+def per_example_metrics(ranked: np.ndarray, targets: np.ndarray, ks=DEFAULT_KS) -> dict[str, np.ndarray]:
+    """``{"recall@5": (n,), ..., "ndcg@20": (n,)}``: each example's gains, whose means are :func:`ranking_metrics`.
+
+    For evaluation that arrives in batches (Lightning validation): average every batch's gains.
+    """
+    ranks = hit_ranks(ranked, targets)
+    out = {f"recall@{k}": recall_gains(ranks, k) for k in ks}
+    return out | {f"ndcg@{k}": ndcg_gains(ranks, k) for k in ks}
 
 
 def ranking_metrics(ranked: np.ndarray, targets: np.ndarray, ks=DEFAULT_KS) -> dict[str, float]:
@@ -43,12 +63,8 @@ def ranking_metrics(ranked: np.ndarray, targets: np.ndarray, ks=DEFAULT_KS) -> d
     ranked = np.asarray(ranked)
     if ranked.shape[1] < max(ks):
         raise ValueError(f"ranked lists have {ranked.shape[1]} items; metrics @{max(ks)} need at least that many")
-    out: dict[str, float] = {}
-    for k in ks:
-        out[f"recall@{k}"] = recall_at_k(ranked, targets, k)
-    for k in ks:
-        out[f"ndcg@{k}"] = ndcg_at_k(ranked, targets, k)
-    return out
+    return {name: float(gains.mean()) if len(gains) else 0.0
+            for name, gains in per_example_metrics(ranked, targets, ks).items()}
 
 
 def invalid_rate(ranked: np.ndarray, n_items: int) -> float:

@@ -23,7 +23,8 @@ from genrec.config import from_dict
 from genrec.data.dataset import Dataset
 from genrec.data.split import training_items
 from genrec.io import ArtifactError, atomic_path
-from genrec.lit.sasrec import MONITOR, KeepBest, LitSASRec, SASRecDataModule, SASRecTrainConfig, TrainThroughput
+from genrec.lit.callbacks import Throughput, batch_rows
+from genrec.lit.sasrec import MONITOR, KeepBest, LitSASRec, SASRecDataModule, SASRecTrainConfig
 from genrec.model.sasrec import SASRec, SASRecConfig
 
 CHECKPOINT = "sasrec.pt"     # file name of the best weights inside ``out_dir``
@@ -71,7 +72,8 @@ def _fit(dataset: Dataset, config: SASRecTrainConfig, out_dir: Path | None) -> S
     split = dataset.split
     data = SASRecDataModule(split, dataset.n_items, config)
     module = LitSASRec(config, dataset.n_items)
-    keep, throughput = KeepBest(), TrainThroughput()
+    # Windows per second over each epoch's training (loading included, validation not); nothing logged.
+    keep, throughput = KeepBest(), Throughput(count=batch_rows, span="epoch", log_key=None)
     callbacks: list[L.Callback] = [keep, throughput]
     if config.early_stopping:
         callbacks.append(EarlyStopping(monitor=MONITOR, mode="max", patience=config.patience))
@@ -109,7 +111,7 @@ def _fit(dataset: Dataset, config: SASRecTrainConfig, out_dir: Path | None) -> S
         best_epoch=best_epoch,
         epochs=trainer.current_epoch,
         seconds=seconds,
-        train_samples_per_second=throughput.samples_per_second,
+        train_samples_per_second=throughput.per_second,
         n_train_windows=len(data.train_windows),
         n_skipped_users=data.train_windows.n_skipped_users,
     )

@@ -1,4 +1,4 @@
-"""Callbacks the training CLI adds: checkpoints in RUN/checkpoints, throughput, a training-curve PNG."""
+"""Training callbacks: throughput (genrec's training CLI and SASRec's trainer), a training-curve PNG, a time budget."""
 
 from __future__ import annotations
 
@@ -9,29 +9,76 @@ from pathlib import Path
 import lightning as L
 
 
-class Throughput(L.Callback):
-    """Logs next-item targets per second of training (excluding validation time)."""
+def next_item_targets(batch, pl_module) -> int:
+    """Next-item targets in a genrec training batch (genrec.lit.module.batch_targets)."""
+    from genrec.lit.module import batch_targets
 
-    def __init__(self):
-        self.targets = 0
+    return batch_targets(batch, pl_module.arch)
+
+
+def batch_rows(batch, pl_module) -> int:
+    """Examples (rows) in a training batch: SASRec's windows."""
+    return len(batch[0])
+
+
+SPANS = ("batch", "epoch")
+
+
+class Throughput(L.Callback):
+    """Training examples per second, excluding validation time; one class for genrec and SASRec.
+
+    Args:
+        count: ``count(batch, pl_module)``: what one batch adds (genrec: next-item targets; SASRec: windows).
+        span: "batch" (genrec) times each training step from batch start to batch end, so loading
+            between batches is not counted; "epoch" (SASRec) times each epoch's training from its start
+            until validation or the epoch's end, loading included.
+        log_key: logged after every batch with the running rate; None logs nothing (SASRec).
+    """
+
+    def __init__(self, count=next_item_targets, span: str = "batch", log_key: str | None = "train/targets_per_s"):
+        if span not in SPANS:
+            raise ValueError(f"Throughput span must be one of {SPANS}, got {span!r}")
+        self.count, self.span, self.log_key = count, span, log_key
+        self.total = 0          # examples counted (targets or windows, per ``count``)
         self.seconds = 0.0
         self._t0 = None
 
+    def _stop(self) -> None:
+        if self._t0 is not None:
+            self.seconds += time.perf_counter() - self._t0
+            self._t0 = None
+
+    def on_train_epoch_start(self, trainer, pl_module):
+        if self.span == "epoch":
+            self._t0 = time.perf_counter()
+
     def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
-        self._t0 = time.perf_counter()
+        if self.span == "batch":
+            self._t0 = time.perf_counter()
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
-        if self._t0 is None:
-            return
-        self.seconds += time.perf_counter() - self._t0
-        from genrec.lit.module import batch_targets
+        if self.span == "batch":
+            if self._t0 is None:
+                return
+            self.seconds += time.perf_counter() - self._t0
+        self.total += self.count(batch, pl_module)
+        if self.log_key is not None:
+            pl_module.log(self.log_key, self.per_second, batch_size=1)
 
-        self.targets += batch_targets(batch, pl_module.arch)
-        pl_module.log("train/targets_per_s", self.targets / max(self.seconds, 1e-9), batch_size=1)
+    # Lightning runs the epoch-end validation before on_train_epoch_end, so stop at whichever comes first.
+    def on_validation_start(self, trainer, pl_module):
+        if self.span == "epoch":
+            self._stop()
+
+    def on_train_epoch_end(self, trainer, pl_module):
+        if self.span == "epoch":
+            self._stop()
 
     @property
-    def targets_per_second(self) -> float:
-        return self.targets / max(self.seconds, 1e-9)
+    def per_second(self) -> float:
+        return self.total / self.seconds if self.seconds > 0 else 0.0
+
+    targets_per_second = per_second     # the name bench/run.py finds genrec's rate by
 
 
 class TrainingCurvePlot(L.Callback):

@@ -18,80 +18,11 @@ import torch
 from torch.utils.data import DataLoader, Dataset as TorchDataset
 
 from genrec.data.split import EvalExamples, left_pad
-
-
-def causal_windows(train: list[np.ndarray], max_items: int) -> np.ndarray:
-    """Cut each training sequence into windows of max_items+1 items, so every transition is a target once.
-
-    Windows end at n, n-max_items, ... ; each is left-padded: (n_windows, max_items + 1).
-    """
-    rows = []
-    for seq in train:
-        end = len(seq)
-        while end >= 2:
-            rows.append(seq[max(0, end - max_items - 1): end])
-            end -= max_items
-    return left_pad(rows, max_items + 1)
-
-
-def prefix_examples(train: list[np.ndarray], max_items: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """All (history, next item, user) triples of every training sequence, TIGER-style sliding window.
-
-    ``train[u]`` is user u's sequence; the user id goes along so TIGER's hashed user token is trained
-    on the same users it is given at evaluation.
-    """
-    hist, tgt, users = [], [], []
-    for user, seq in enumerate(train):
-        for t in range(1, len(seq)):
-            hist.append(seq[max(0, t - max_items): t])
-            tgt.append(seq[t])
-            users.append(user)
-    return left_pad(hist, max_items), np.asarray(tgt, dtype=np.int64), np.asarray(users, dtype=np.int64)
+# The toolkit shared with SASRec; imported here too, where callers have always found them.
+from genrec.lit.batching import LengthBucketBatchSampler, causal_windows, prefix_examples, user_subset
 
 
 BATCHING = ("bucket", "random")
-
-
-class LengthBucketBatchSampler(torch.utils.data.Sampler):
-    """Random batches of similar-length windows, so little compute goes to padding.
-
-    Each epoch: shuffle, cut into pools of ``pool_batches`` batches, sort each pool by length,
-    cut it into batches, shuffle the batch order. Deterministic given ``seed`` and the epoch.
-    ``bucket=False`` skips the sort: plain random batches (every batch mixes history lengths,
-    which costs padding compute but measured better on Beauty, see SIDDataModule ``batching``).
-    """
-
-    def __init__(self, lengths: np.ndarray, batch_size: int, seed: int = 0, pool_batches: int = 50,
-                 rank: int = 0, world_size: int = 1, bucket: bool = True):
-        self.lengths = np.asarray(lengths)
-        self.batch_size = batch_size
-        self.seed = seed
-        self.bucket = bucket
-        self.pool = batch_size * pool_batches
-        self.epoch = 0
-        # Under DDP every process draws the same batch list and takes every world_size-th batch,
-        # truncated to an equal count so all processes step together.
-        self.rank, self.world_size = rank, world_size
-
-    def _n_batches(self) -> int:
-        return -(-len(self.lengths) // self.batch_size) if len(self.lengths) else 0
-
-    def __len__(self) -> int:
-        return self._n_batches() // self.world_size
-
-    def __iter__(self):
-        rng = np.random.default_rng([self.seed, self.epoch])
-        self.epoch += 1
-        perm = rng.permutation(len(self.lengths))
-        batches = []
-        for s in range(0, len(perm), self.pool):
-            pool = perm[s: s + self.pool]
-            if self.bucket:
-                pool = pool[np.argsort(self.lengths[pool], kind="stable")]
-            batches += [pool[i: i + self.batch_size] for i in range(0, len(pool), self.batch_size)]
-        order = rng.permutation(len(batches))
-        for i in order[self.rank::self.world_size][: len(self)]:
-            yield batches[i].tolist()
 
 
 class ArrayDataset(TorchDataset):
@@ -230,9 +161,7 @@ class SIDDataModule(L.LightningDataModule):
         return DataLoader(ArrayDataset(*arrays), batch_sampler=sampler)
 
     def eval_arrays(self, examples: EvalExamples, max_users: int | None = None):
-        idx = np.arange(len(examples))
-        if max_users is not None and max_users < len(idx):
-            idx = np.sort(np.random.default_rng(self.seed).choice(idx, size=max_users, replace=False))
+        idx = user_subset(len(examples), max_users, self.seed)
         hist = left_pad([examples.histories[i] for i in idx], self.max_items)
         return hist, examples.targets[idx], examples.user_ids[idx]
 

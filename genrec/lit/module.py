@@ -18,7 +18,7 @@ import torch.nn.functional as F
 from torchmetrics import MeanMetric
 
 from genrec.lit.data import ModelDims
-from genrec.metrics import DEFAULT_KS, hit_ranks
+from genrec.metrics import DEFAULT_KS, per_example_metrics
 from genrec.model.genrec import CHECKPOINT_KEY, GenRec, GenRecConfig
 from genrec.model.registry import ARCHS
 
@@ -303,13 +303,11 @@ class GenRecModule(L.LightningModule):
     def _eval_step(self, batch, prefix: str):
         hist, target, users = batch
         result = self.recommend(hist, k=max(DEFAULT_KS), users=users)
-        ranks = torch.as_tensor(hit_ranks(result.items, target.cpu().numpy()), dtype=torch.float32)
+        # Each user's gains from genrec.metrics (what `genrec evaluate` and SASRec's validation average);
+        # MeanMetric averages them over all batches (and DDP processes).
+        gains = per_example_metrics(result.items, target.cpu().numpy(), DEFAULT_KS)
         for name, metric in self._val.items():
-            kind, k = name.split("@")
-            k = int(k)
-            hit = (ranks > 0) & (ranks <= k)
-            value = hit.float() if kind == "recall" else torch.where(hit, 1.0 / torch.log2(ranks + 1.0), 0.0)
-            metric.update(value)
+            metric.update(torch.as_tensor(gains[name], dtype=torch.float32))
 
     def _eval_epoch_end(self, prefix: str):
         for name, metric in self._val.items():

@@ -8,7 +8,6 @@ used for scoring, never as inputs to a gradient step.
 from __future__ import annotations
 
 import copy
-import time
 from dataclasses import asdict, dataclass
 from functools import partial
 from typing import Literal
@@ -22,6 +21,7 @@ from torch.utils.data import Dataset as TorchDataset
 from tqdm.auto import tqdm
 
 from genrec.data.split import EvalExamples, Split
+from genrec.lit.batching import LengthBucketBatchSampler, next_item_windows
 from genrec.metrics import DEFAULT_KS, ranking_metrics, topk_from_scores
 from genrec.model.sasrec import SASRec, SASRecConfig
 
@@ -89,24 +89,14 @@ class SASRecTrainConfig:
 class TrainWindows(TorchDataset):
     """Next-item windows over the training prefixes: inputs ``s[a:b]``, targets ``s[a+1:b+1]``.
 
-    A prefix with n items has n-1 transitions; prefixes longer than ``max_len + 1`` are cut
-    into consecutive windows (from the end backwards) so every transition is trained exactly once.
-    Prefixes with fewer than 2 items have no transition and are counted in ``n_skipped_users``.
+    The cut is genrec's (genrec.lit.batching.next_item_windows): prefixes longer than ``max_len + 1``
+    are cut into consecutive windows from the end backwards, so every transition is trained exactly
+    once. Prefixes with fewer than 2 items have no transition and are counted in ``n_skipped_users``.
     """
 
     def __init__(self, train: list[np.ndarray], max_len: int):
-        self.windows: list[np.ndarray] = []  # each of length <= max_len + 1
-        self.n_skipped_users = 0
-        for seq in train:
-            seq = np.asarray(seq, dtype=np.int64)
-            if len(seq) < 2:
-                self.n_skipped_users += 1
-                continue
-            end = len(seq)  # exclusive end of the current window (its last target)
-            while end >= 2:
-                start = max(0, end - max_len - 1)
-                self.windows.append(seq[start:end])
-                end = start + 1  # the next window's last target is this window's first input
+        self.windows = next_item_windows(train, max_len)  # each of length <= max_len + 1
+        self.n_skipped_users = sum(len(seq) < 2 for seq in train)
         self.n_transitions = int(sum(len(w) - 1 for w in self.windows))
 
     def __len__(self) -> int:
@@ -114,30 +104,6 @@ class TrainWindows(TorchDataset):
 
     def __getitem__(self, i: int) -> np.ndarray:
         return self.windows[i]
-
-
-class LengthBucketBatches(torch.utils.data.Sampler):
-    """Shuffled batches of similar-length windows, so a batch is padded to little more than its own length.
-
-    Each epoch: a random permutation, stably sorted by length (random order within a length), cut
-    into batches, then the batch order is shuffled. Short windows dominate recommendation data,
-    so this removes most of the padding a uniformly shuffled batch would carry.
-    """
-
-    def __init__(self, lengths: list[int], batch_size: int, seed: int):
-        self.lengths = np.asarray(lengths)
-        self.batch_size = batch_size
-        self.rng = np.random.default_rng(seed)
-
-    def __len__(self) -> int:
-        return -(-len(self.lengths) // self.batch_size)
-
-    def __iter__(self):
-        order = self.rng.permutation(len(self.lengths))
-        order = order[np.argsort(self.lengths[order], kind="stable")]
-        batches = [order[i : i + self.batch_size] for i in range(0, len(order), self.batch_size)]
-        for b in self.rng.permutation(len(batches)):
-            yield batches[b].tolist()
 
 
 def collate_train(windows: list[np.ndarray], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -200,7 +166,10 @@ class SASRecDataModule(L.LightningDataModule):
 
     def train_dataloader(self) -> DataLoader:
         lengths = [len(w) for w in self.train_windows.windows]
-        sampler = LengthBucketBatches(lengths, self.config.batch_size, self.config.seed)
+        # SASRec's batches as it has always drawn them: the whole epoch sorted as one pool, and one
+        # generator drawn from epoch after epoch (genrec reseeds per epoch and sorts pools of 50 batches).
+        sampler = LengthBucketBatchSampler(lengths, self.config.batch_size, seed=self.config.seed,
+                                           pool_batches=None, reseed_each_epoch=False)
         collate = partial(collate_train, pad_id=self.pad_id)
         return DataLoader(self.train_windows, batch_sampler=sampler, collate_fn=collate)
 
@@ -344,34 +313,3 @@ class KeepBest(L.Callback):
             self.best_score, self.best_epoch = score, trainer.current_epoch
             self.best_metrics = dict(self.last_metrics)
             self.best_state = copy.deepcopy(pl_module.model.state_dict())
-
-
-class TrainThroughput(L.Callback):
-    """Wall time and window count of the training batches only (the end-of-epoch validation is excluded)."""
-
-    def __init__(self) -> None:
-        self.seconds = 0.0
-        self.samples = 0
-        self._start: float | None = None
-
-    def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        self._start = time.perf_counter()
-
-    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
-        self.samples += len(batch[0])
-
-    def _stop(self) -> None:
-        # Lightning runs the epoch-end validation before on_train_epoch_end, so stop at whichever comes first.
-        if self._start is not None:
-            self.seconds += time.perf_counter() - self._start
-            self._start = None
-
-    def on_validation_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        self._stop()
-
-    def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        self._stop()
-
-    @property
-    def samples_per_second(self) -> float:
-        return self.samples / self.seconds if self.seconds > 0 else 0.0

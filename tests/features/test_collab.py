@@ -22,9 +22,9 @@ from genrec.baselines import evaluate_popularity, popularity_counts, popularity_
 from genrec.data.dataset import Dataset
 from genrec.data.split import EvalExamples
 from genrec.features.collab import CHECKPOINT, collab_features, load_sasrec, train_sasrec
+from genrec.lit.batching import LengthBucketBatchSampler
 from genrec.lit.sasrec import (
     IGNORE_INDEX,
-    LengthBucketBatches,
     LitSASRec,
     SASRecDataModule,
     SASRecTrainConfig,
@@ -94,7 +94,8 @@ def test_collate_and_pad_histories_by_hand():
 
 def test_length_buckets_cover_every_window_once_and_group_lengths():
     lengths = [2, 9, 3, 9, 2, 5, 5, 3, 9, 2, 7]
-    sampler = LengthBucketBatches(lengths, batch_size=3, seed=1)
+    sasrec = dict(pool_batches=None, reseed_each_epoch=False)     # SASRecDataModule's parameters
+    sampler = LengthBucketBatchSampler(lengths, batch_size=3, seed=1, **sasrec)
     for _ in range(2):  # two epochs, different orders, same coverage
         batches = list(sampler)
         assert len(batches) == len(sampler) == 4
@@ -102,8 +103,8 @@ def test_length_buckets_cover_every_window_once_and_group_lengths():
         # after sorting by length, each batch spans consecutive lengths: [2,2,2] [3,3,5] [5,7,9] [9,9]
         spans = sorted((min(lengths[i] for i in b), max(lengths[i] for i in b)) for b in batches)
         assert spans == [(2, 2), (3, 5), (5, 9), (9, 9)]
-    first, again = list(LengthBucketBatches(lengths, 3, seed=1)), list(LengthBucketBatches(lengths, 3, seed=1))
-    assert first == again
+    first = list(LengthBucketBatchSampler(lengths, 3, seed=1, **sasrec))
+    assert first == list(LengthBucketBatchSampler(lengths, 3, seed=1, **sasrec))
 
 
 # --------------------------------------------------------------------------- leakage
