@@ -19,3 +19,33 @@ def require_shared(name: str) -> Path:
     if not path.exists():
         pytest.skip(f"real data not available: {path} is absent (CI provides ../shared/data beside the repo)")
     return path
+
+
+def write_fake_run(tmp_path: Path, model, source_ids=None, titles=None) -> Path:
+    """A run folder with dataset/, sid/ and checkpoints/best.ckpt for a GenRec (or GenRecModule) whose
+    item codes are set, as the earlier stages write them (one user, items 0..N-1)."""
+    import polars as pl
+
+    from genrec.data.schema import ITEM_SCHEMA, SEQUENCE_SCHEMA
+    from genrec.io import write_manifest
+    from genrec.tokenizer.semantic_ids import write_semantic_ids
+
+    model = getattr(model, "genrec", model)
+    n = model.n_items
+    run = tmp_path / "run"
+    (run / "dataset").mkdir(parents=True)
+    items = pl.DataFrame({"item_id": list(range(n)),
+                          "source_id": source_ids or [f"B{i:06d}" for i in range(n)],
+                          "title": titles or [f"Item {i}" for i in range(n)]})
+    items = items.with_columns([pl.lit(None).cast(t).alias(c) for c, t in ITEM_SCHEMA.items() if c not in items.columns])
+    items.select([pl.col(c).cast(t) for c, t in ITEM_SCHEMA.items()]).write_parquet(run / "dataset" / "items.parquet")
+    seqs = pl.DataFrame({"user_id": [0], "source_user_id": ["u0"], "item_ids": [[0, 1, 2]], "timestamps": [None]},
+                        schema=SEQUENCE_SCHEMA)
+    seqs.write_parquet(run / "dataset" / "sequences.parquet")
+    write_manifest(run / "dataset", "prepare", files=["items.parquet", "sequences.parquet"], name="fake",
+                   n_users=1, n_items=n, n_interactions=3)
+    sid = write_semantic_ids(run / "sid", model.item_codes.numpy(), model.level_sizes, extra_files=[])
+    (run / "checkpoints").mkdir()
+    model.config.sid_checksum = sid["files"]["codes.npy"]
+    model.save(run / "checkpoints" / "best.ckpt")
+    return run

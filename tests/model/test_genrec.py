@@ -76,10 +76,9 @@ def test_a_hostile_checkpoint_is_refused_and_its_code_never_runs(tmp_path):
     assert not marker.exists()
     # the same through the CLI entry points that take a checkpoint path, on a real run folder: one line,
     # non-zero exit, no code run
-    from tests.serving.test_export import _fake_run
-    from tests.serving.tiny import tiny_module
+    from conftest import write_fake_run
 
-    run = _fake_run(tmp_path, tiny_module())
+    run = write_fake_run(tmp_path, _model())
     for argv in (["evaluate", "--run", str(run), "--checkpoint", str(path), "--systems", "genrec"],
                  ["export", "--run", str(run), "--checkpoint", str(path), "--out", str(tmp_path / "exp")]):
         proc = subprocess.run([sys.executable, "-m", "genrec.cli", *argv], capture_output=True, text=True)

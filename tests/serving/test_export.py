@@ -203,26 +203,9 @@ def test_tables_from_another_export_are_rejected(tiny_export, tmp_path):
 # ---------------------------------------------------------------------- export stage behaviour
 def _fake_run(tmp_path, module):
     """A run folder with dataset/, sid/ and checkpoints/best.ckpt, as the earlier stages write them."""
-    import polars as pl
+    from conftest import write_fake_run
 
-    from genrec.data.schema import ITEM_SCHEMA, SEQUENCE_SCHEMA
-    from genrec.tokenizer.semantic_ids import write_semantic_ids
-
-    run = tmp_path / "run"
-    (run / "dataset").mkdir(parents=True)
-    items = pl.DataFrame({"item_id": list(range(N_ITEMS)), "source_id": source_ids(), "title": titles()})
-    items = items.with_columns([pl.lit(None).cast(t).alias(c) for c, t in ITEM_SCHEMA.items() if c not in items.columns])
-    items.select([pl.col(c).cast(t) for c, t in ITEM_SCHEMA.items()]).write_parquet(run / "dataset" / "items.parquet")
-    seqs = pl.DataFrame({"user_id": [0], "source_user_id": ["u0"], "item_ids": [[0, 1, 2]], "timestamps": [None]},
-                        schema=SEQUENCE_SCHEMA)
-    seqs.write_parquet(run / "dataset" / "sequences.parquet")
-    write_manifest(run / "dataset", "prepare", files=["items.parquet", "sequences.parquet"], name="fake",
-                   n_users=1, n_items=N_ITEMS, n_interactions=3)
-    sid = write_semantic_ids(run / "sid", module.item_codes.numpy(), LEVELS, extra_files=[])
-    (run / "checkpoints").mkdir()
-    module.genrec.config.sid_checksum = sid["files"]["codes.npy"]
-    module.genrec.save(run / "checkpoints" / "best.ckpt")
-    return run
+    return write_fake_run(tmp_path, module, source_ids=source_ids(), titles=titles())
 
 
 def test_cli_export_from_run_with_content_id_embedding_legacy_and_int8(tmp_path):
