@@ -67,7 +67,7 @@ class LengthBucketBatchSampler(torch.utils.data.Sampler):
         rank, world_size: under DDP every process draws the same batch list and takes every
             world_size-th batch, truncated to an equal count so all processes step together.
         bucket: False skips the sort: plain random batches (every batch mixes history lengths,
-            which costs padding compute but measured better on Beauty, see SIDDataModule ``batching``).
+            which costs padding compute but avoids length-biased batches, see SIDDataModule ``batching``).
         reseed_each_epoch: True (genrec): epoch e draws from ``default_rng([seed, e])``, so an epoch's
             batches depend only on the seed and its number. False (SASRec): one ``default_rng(seed)``
             drawn from epoch after epoch, as the SASRec trainer always has.

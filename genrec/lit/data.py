@@ -74,8 +74,8 @@ class SIDDataModule(L.LightningDataModule):
                 (causal for CausalSID, prefix for TIGER).
             batching: "bucket": batches of similar-length windows (least padding, fastest epochs);
                 "random": plain shuffled batches. A bucketed batch holds only short or only long
-                histories, so its gradient is biased toward one regime; on Beauty random batches
-                gave test NDCG@10 .0336 against .0320 for at least 19% more training time.
+                histories, so its gradient is biased toward one regime; random batches cost more padding
+                compute (docs/design.md has the measured trade-off).
             use_content: also feed each item's fused content vector (RUN/features/fused.npy).
             val_max_users: evaluate validation on a fixed random subset of this many users (None = all).
             seed: seed for the validation subset.

@@ -43,7 +43,7 @@ class SASRecTrainConfig:
                                         # dataset's max_items (its manifest), the protocol length genrec reads too
     loss: Literal["ce", "bce"] = "ce"   # ce: full softmax over the catalogue; bce: one positive vs sampled negatives
     n_negatives: int = 1                # bce only: uniform negatives per position
-    batch_size: int = 128               # training windows per step (64 and 128 tie on Office validation)
+    batch_size: int = 128               # training windows per step
     eval_batch_size: int = 1024         # histories scored at once during validation and testing
     lr: float = 1e-3                    # AdamW peak learning rate
     weight_decay: float = 0.0           # AdamW decoupled weight decay on matrices (not biases or LayerNorm)
