@@ -4,10 +4,10 @@
     python bench/summary.py --check    # exit 1 if either differs from what the JSON gives
     python bench/summary.py --plot     # also redraw bench/results/summary.png (needs matplotlib)
 
-It runs nothing and reads only JSON (plus the seed_everything of the training YAML a result names),
-so it is fast and deterministic, and no figure in RESULTS.md can drift from the JSON it comes from:
-tests/test_bench.py fails when the committed file and this script's output differ. Each section
-states the command that writes its JSON, the seeds, and the wall time where the JSON records it.
+It runs nothing and reads only the JSON files, so it is fast and deterministic, and no figure in
+RESULTS.md or the README's table can drift from its JSON: tests/test_bench.py fails when the committed
+files and this script's output differ. Each section states the command that writes its JSON, the
+seeds, and the wall time where the JSON records it.
 """
 
 from __future__ import annotations
@@ -68,16 +68,17 @@ def systems_of(result: dict) -> dict[str, dict]:
                                         else len(SYSTEM_LABELS))}
 
 
-def yaml_seed(train_yaml: str | None, train_args: list[str]) -> str:
-    """The genrec training seed of a run: --seed_everything in its extra flags, else its YAML's seed_everything."""
+def genrec_seed(result: dict, train_args: list[str], seeds: dict | None = None) -> str:
+    """The genrec training seed a JSON records: its own field, --seed_everything in the command's extra flags,
+    or the bench-run seed bench/seeds.py found for the dataset; "—" when none of them says."""
+    for where in (result, result.get("train", {})):
+        if "seed" in where:
+            return str(where["seed"])
     for i, arg in enumerate(train_args):
         if arg.startswith("--seed_everything"):
             return arg.split("=", 1)[1] if "=" in arg else train_args[i + 1]
-    if not train_yaml or not (REPO / train_yaml).exists():
-        return "?"
-    import yaml
-
-    return str(yaml.safe_load((REPO / train_yaml).read_text()).get("seed_everything", "?"))
+    found = (seeds or {}).get("bench_run_seed", {}).get("genrec")
+    return "—" if found is None else str(found)
 
 
 # ---------------------------------------------------------------- formatting
@@ -141,7 +142,7 @@ def text_vectors(result: dict) -> str:
     return f"{text['n_encoded']:,} encoded, {text['n_cached']:,} from cache"
 
 
-def runs_section(results: dict[str, dict]) -> str:
+def runs_section(results: dict[str, dict], seeds: dict[str, dict]) -> str:
     lines = ["## Results table", "",
              "Command: `python bench/run.py --dataset NAME` (genrec, SASRec and popularity in one run; writes "
              "`results/NAME.json`); the cornac rows are added by `python bench/cornac_tiger.py --dataset NAME` "
@@ -149,8 +150,11 @@ def runs_section(results: dict[str, dict]) -> str:
              "histories cut to the last 20 items, one seed per dataset (below). \"pipeline min\" is genrec's "
              "prepare → embed (incl. SASRec) → tokenize → train → evaluate, and a peer's fit plus evaluation.", "",
              table(results).rstrip(), "", "![NDCG@10 per system and dataset](results/summary.png)", "",
-             "**Runs.** Seeds: genrec's `seed_everything` (its training YAML, or `--seed_everything` in the "
-             "command) and SASRec's `seed` (`embed.modalities.collab.config.seed` in the JSON). Wall time in "
+             "**Runs.** Seeds: genrec's as its JSON records it (a `seed` field, `--seed_everything` in the "
+             "command, or the bench-run seed `bench/seeds.py` found; \"—\" where none does: those runs used "
+             "their training YAML's `seed_everything`, 0 in every checked-in config), and SASRec's `seed` "
+             "(`embed.modalities.collab.config.seed`). The training config is the one named in the JSON, as it "
+             "was at the run's commit. Wall time in "
              "seconds per stage on 2 CPU cores. \"text vectors\" says how many item texts were encoded and how "
              "many came from the embedding cache (a cached text costs no encoder time, so the embed time "
              "depends on it).", ""]
@@ -161,14 +165,15 @@ def runs_section(results: dict[str, dict]) -> str:
         extra = cfg.get("train_args", [])
         collab = r.get("embed", {}).get("modalities", {}).get("collab", {})
         lines.append(row([dataset, command_with(f"python bench/run.py --dataset {dataset}", extra),
-                          f"{yaml_seed(cfg.get('train'), extra)} / {collab.get('config', {}).get('seed', '—')}",
+                          f"{genrec_seed(r, extra, seeds.get(dataset))} / "
+                          f"{collab.get('config', {}).get('seed', '—')}",
                           num(stats["n_users"]), num(stats["n_items"]), num(stats["n_interactions"]),
                           num(st["prepare"], 1), num(st["embed"]), num(st["tokenize"], 1), num(st["train"]),
                           num(st["evaluate"], 1), num(r["peak_rss_mb"]), text_vectors(r), commit(r["git_commit"])]))
     lines += ["", "**Training.** genrec: epochs run (early stopping on validation NDCG@10), best validation "
               "NDCG@10 and training throughput in next-item targets per second. SASRec: the baseline and the "
               "collaborative features, trained on the training split only.", ""]
-    lines += header(["dataset", "genrec config", "epochs", "best valid NDCG@10", "targets/s", "SASRec epochs run",
+    lines += header(["dataset", "training config", "epochs", "best valid NDCG@10", "targets/s", "SASRec epochs run",
                      "SASRec best epoch", "SASRec valid NDCG@10", "SASRec s"])
     for dataset, r in results.items():
         t = r["train"]
@@ -275,9 +280,10 @@ def ablation_section(ablations: dict[str, dict], results: dict[str, dict]) -> st
     for name, a in ablations.items():
         rows = a["variants"]
         config_row = "all" if "all" in rows else "text+collab"
-        train_yaml = results.get(name, {}).get("config", {}).get("train")
+        seed = genrec_seed(a, a.get("train_args", []))
+        seed = "the config's `seed_everything`" if seed == "—" else seed
         lines += [f"**{name}**: {command_with(f'python bench/ablation.py --dataset {name}', a.get('train_args', []))}; "
-                  f"seed {yaml_seed(train_yaml, a.get('train_args', []))}; {a['seconds'] / 60:.1f} min of stage "
+                  f"every variant with seed {seed}; {a['seconds'] / 60:.1f} min of stage "
                   f"time in all rows; commit {commit(a['git_commit'])}", ""]
         lines += header(["variant", "modalities", "codes", "head", "Recall@10", "NDCG@10", "NDCG@20",
                          "best valid NDCG@10", "train s", "epochs", "targets/s"])
@@ -479,9 +485,10 @@ def render(folder: Path = RESULTS) -> str:
              "benchmark). Each JSON also records the git commit, machine and package versions. Every figure "
              "is one run on a 2-core x86_64 CPU machine; absolute times vary with load, so compare times "
              "measured in one run.", ""]
+    seeds = load_kind(folder, "seeds")
     if results:
-        parts.append(runs_section(results))
-    if seeds := load_kind(folder, "seeds"):
+        parts.append(runs_section(results, seeds))
+    if seeds:
         parts.append(seeds_section(seeds))
     if segments := load_kind(folder, "segments"):
         parts.append(segments_section(segments))
