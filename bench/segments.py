@@ -3,7 +3,9 @@
     python bench/segments.py --dataset Beauty      # reads bench/runs/Beauty (run bench/run.py first); ~2 min
 
 Each user's target is bucketed by how often that item occurs in the training split (as input or
-target: every item of split.train): never, 1-4, 5-19 or 20+ times. For every bucket and split the
+target: every item of split.train): never, 1-4, 5-19 or 20+ times; the buckets and their metrics are
+`genrec evaluate`'s own (genrec.metrics.popularity_bucket / slice_metrics, stored in metrics.json
+as systems.NAME.beyond.by_target_popularity for the evaluated split). For every bucket and split the
 script ranks the full catalogue with the run's genrec checkpoint and its SASRec (the same models
 and settings as `genrec evaluate`), and reports the bucket's share of users and each system's
 NDCG@10 and Recall@20 there. A model that is strong on popular targets and weak on rare ones
@@ -24,34 +26,21 @@ sys.path.insert(0, str(REPO / "bench"))
 
 from run import RESULTS, add_existing_run_args, default_run_dir, git_commit  # noqa: E402
 
-from genrec.metrics import ranking_metrics  # noqa: E402
+from genrec.metrics import POPULARITY_EDGES as EDGES  # noqa: E402
+from genrec.metrics import bucket_labels, popularity_bucket, ranking_metrics, slice_metrics  # noqa: E402
 
-EDGES = (1, 5, 20)            # bucket lower bounds after "never": 0 | 1-4 | 5-19 | 20+
 SHOWN = ("ndcg@10", "recall@20")
-
-
-def bucket_labels(edges: tuple[int, ...] = EDGES) -> list[str]:
-    bounds = [0, *edges]
-    labels = [f"{lo}-{hi - 1}" if hi - 1 > lo else f"{lo}" for lo, hi in zip(bounds, bounds[1:])]
-    return [label if label != "0" else "never" for label in labels] + [f"{bounds[-1]}+"]
-
-
-def popularity_bucket(counts: np.ndarray, edges: tuple[int, ...] = EDGES) -> np.ndarray:
-    """Training-split occurrence count of each target -> bucket index (0 = never seen in training)."""
-    return np.searchsorted(np.asarray(edges), np.asarray(counts), side="right")
 
 
 def segment_metrics(ranked: np.ndarray, targets: np.ndarray, buckets: np.ndarray,
                     labels: list[str]) -> dict[str, dict]:
-    """label -> {n_users, share, metrics of SHOWN} over the users whose target falls in that bucket."""
+    """label -> {n_users, share, metrics of SHOWN} over the users whose target falls in that bucket
+    (genrec.metrics.slice_metrics, as `genrec evaluate` computes it; an empty bucket has no metric)."""
+    ks = sorted({int(name.split("@")[1]) for name in SHOWN})
     out = {}
     for index, label in enumerate(labels):
-        rows = buckets == index
-        entry = {"n_users": int(rows.sum()), "share": float(rows.mean()) if len(rows) else 0.0}
-        if rows.any():
-            metrics = ranking_metrics(ranked[rows], targets[rows])
-            entry |= {name: metrics[name] for name in SHOWN}
-        out[label] = entry
+        entry = slice_metrics(ranked, targets, buckets == index, ks)
+        out[label] = {key: value for key, value in entry.items() if key in ("n_users", "share", *SHOWN)}
     return out
 
 
@@ -72,6 +61,7 @@ def markdown(dataset: str, result: dict) -> str:
 def run_segments(dataset: str, run_dir: Path, results: Path = RESULTS) -> dict:
     import torch
 
+    from genrec.baselines import popularity_counts
     from genrec.data.dataset import load_dataset
     from genrec.evaluate import SASREC_EVAL_BATCH, EvaluateConfig, evaluate_genrec, load_genrec, sasrec_baseline
     from genrec.io import write_json_atomic, write_text_atomic
@@ -79,7 +69,7 @@ def run_segments(dataset: str, run_dir: Path, results: Path = RESULTS) -> dict:
 
     torch.manual_seed(0)
     ds = load_dataset(run_dir)
-    counts = np.bincount(np.concatenate(ds.split.train), minlength=ds.n_items)
+    counts = popularity_counts(ds.split.train, ds.n_items)     # what `genrec evaluate` buckets targets by
     config = EvaluateConfig()
     module, ckpt = load_genrec(run_dir, config.checkpoint)
     sasrec, sasrec_max_items = sasrec_baseline(run_dir, ds)

@@ -2,11 +2,19 @@
 
 Protocol (DESIGN.md): leave-one-out, histories truncated to max_items, ranking over the
 full catalogue, Recall/NDCG@5/10/20, constrained beam width >= 20. Writes RUN/metrics.json
-(one object per system) and prints a markdown table.
+(one object per system) and prints markdown tables.
+
+Each system also gets beyond-accuracy figures at k = 10 and 20 (``systems.NAME.beyond``, from
+genrec.metrics.beyond_accuracy): catalogue coverage, novelty, intra-list diversity, average
+recommendation popularity, and Recall/NDCG per target-popularity bucket and on cold targets.
+Popularity is each item's interaction count in the training split. Diversity is by category when
+the items have categories (RUN/dataset/items.parquet), else by cosine distance of the run's text
+features (RUN/features/text.npy); ``beyond_protocol.diversity`` records which.
 """
 
 from __future__ import annotations
 
+import json
 import time
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -21,11 +29,24 @@ from genrec.data.dataset import load_dataset
 from genrec.data.split import EvalExamples
 from genrec.io import MANIFEST, ArtifactError, input_checksums, package_versions, write_json_atomic
 from genrec.lit.batching import user_subset
-from genrec.metrics import DEFAULT_KS, invalid_rate, ranking_metrics
+from genrec.metrics import (
+    BEYOND_KS,
+    COLD_BELOW,
+    DEFAULT_KS,
+    POPULARITY_EDGES,
+    beyond_accuracy,
+    bucket_labels,
+    category_multi_hot,
+    invalid_rate,
+    ranking_metrics,
+)
 
 SYSTEMS = ("genrec", "sasrec", "popularity")
 SASREC_DIR = "baselines/sasrec"
 SASREC_EVAL_BATCH = 1024   # users per SASRec scoring batch: (batch, n_items) float scores stay well under 1 GB
+# Diversity is by category only when at least this share of items carries an informative category
+# (below it too many pairs would be skipped for the figure to speak for the lists); else by text.
+CATEGORY_MIN_COVERAGE = 0.9
 
 
 @dataclass
@@ -127,18 +148,53 @@ def sasrec_baseline(run: Path, dataset) -> tuple:
     return train_sasrec(dataset, SASRecTrainConfig(), out_dir=Path(run) / SASREC_DIR).model, dataset.max_items
 
 
+def diversity_features(run: Path, dataset) -> tuple[np.ndarray | None, str | None, dict]:
+    """What intra-list diversity compares items by: ``(item_features, measure, record)``.
+
+    Categories (genrec.metrics.category_multi_hot) when at least CATEGORY_MIN_COVERAGE of the items
+    carry one, else the cosine distance of RUN/features/text.npy (rows the features mask marks as
+    missing are left out), else nothing. ``record`` is what metrics.json stores about the choice.
+    """
+    hot, dropped = category_multi_hot(dataset.items["categories"].to_list())
+    with_category = float(hot.any(axis=1).mean()) if dataset.n_items else 0.0
+    record = {"items_with_category": round(with_category, 4)}
+    if with_category >= CATEGORY_MIN_COVERAGE:
+        return hot, "category", record | {
+            "measure": "category", "source": "dataset/items.parquet categories",
+            "rule": "1 if two items share no category, else 0", "categories_dropped_as_universal": dropped}
+    features = run / "features"
+    text = (json.loads((features / MANIFEST).read_text()).get("modalities", {}).get("text")
+            if (features / MANIFEST).exists() else None)
+    if not text or not (features / text.get("file", "text.npy")).exists():
+        return None, None, record | {"measure": None, "why": "items have too few categories and the run has "
+                                                               "no features/text.npy"}
+    vectors = np.load(features / text.get("file", "text.npy"))
+    if vectors.shape[0] != dataset.n_items:
+        raise ArtifactError(f"{features / text.get('file', 'text.npy')} has {vectors.shape[0]} rows but the dataset "
+                            f"has {dataset.n_items} items; re-run `genrec embed --run {run}`")
+    if text.get("mask_file") and (features / text["mask_file"]).exists():
+        vectors = np.where(np.load(features / text["mask_file"])[:, None], vectors, 0.0)   # zero rows are skipped
+    return vectors, "cosine", record | {"measure": "cosine", "source": f"features/{text.get('file', 'text.npy')}",
+                                        "rule": "1 - cosine similarity of the items' text embeddings"}
+
+
 def evaluate(run: str | Path, config: EvaluateConfig = EvaluateConfig()) -> dict:
+    from genrec.baselines import popularity_counts
+
     run = Path(run)
     dataset = load_dataset(run)
     split = dataset.split
     examples = subset(split.test if config.split == "test" else split.valid, config.max_users, config.seed)
+    train_counts = popularity_counts(split.train, dataset.n_items)
+    item_features, measure, diversity_record = diversity_features(run, dataset)
     results: dict[str, dict] = {}
     for system in config.systems:
+        print(f"evaluate: {system} on {len(examples)} users ({config.split} split)", flush=True)
         t0 = time.perf_counter()
         if system == "popularity":
-            from genrec.baselines import popularity_counts, popularity_ranked
+            from genrec.baselines import popularity_ranked
 
-            ranked = popularity_ranked(popularity_counts(split.train, dataset.n_items), examples.histories,
+            ranked = popularity_ranked(train_counts, examples.histories,
                                        max(DEFAULT_KS), exclude_history=config.exclude_history)
             extra = {}
         elif system == "sasrec":
@@ -161,7 +217,10 @@ def evaluate(run: str | Path, config: EvaluateConfig = EvaluateConfig()) -> dict
             # the constrained beam search and for the score-based baselines.
             "invalid_rate": invalid_rate(ranked, dataset.n_items),
             "n_users": len(examples), "seconds": round(seconds, 3), **extra,
+            "beyond": beyond_accuracy(ranked, examples.targets, train_counts, item_features=item_features,
+                                      measure=measure, ks=BEYOND_KS),
         }
+        print(f"evaluate: {system} done in {seconds:.1f} s", flush=True)
     protocol = dataset.manifest.get("split") or {"kind": "leave_one_out"}   # how prepare split the data
     # The shape every stage's manifest has (stage, inputs, config, versions, created), then the results.
     read = [run / "dataset" / MANIFEST, run / "sid" / MANIFEST] + ([Path(ckpt)] if "genrec" in results else [])
@@ -169,10 +228,21 @@ def evaluate(run: str | Path, config: EvaluateConfig = EvaluateConfig()) -> dict
            "config": to_dict(config), "versions": package_versions(),
            "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
            "split": config.split, "protocol": protocol, "dataset": dataset.name, "n_items": dataset.n_items,
-           "max_items": dataset.max_items, "systems": results}
+           "max_items": dataset.max_items, "systems": results,
+           "beyond_protocol": {
+               "ks": list(BEYOND_KS), "popularity": "interactions per item in the training split",
+               "novelty": "mean -log2(share of training interactions) of the listed items; an item never seen in "
+                          "training counts as seen once",
+               "popularity_edges": list(POPULARITY_EDGES), "buckets": bucket_labels(POPULARITY_EDGES),
+               "cold_targets": f"targets with fewer than {COLD_BELOW} training interactions",
+               "diversity": diversity_record}}
     write_json_atomic(run / config.output, out)
     print(markdown_table(results, title=f"{dataset.name} — {config.split} split ({protocol['kind']}), "
                                         f"{len(examples)} users, full ranking over {dataset.n_items} items"))
+    print()
+    print(beyond_table(results, title=f"beyond accuracy (diversity by {measure or 'nothing: no categories or text'})"))
+    print()
+    print(slices_table(results, title="by how often the target occurs in the training split"))
     print(f"wrote {run / config.output}")
     return out
 
@@ -185,4 +255,49 @@ def markdown_table(results: dict[str, dict], title: str = "") -> str:
     for name, m in results.items():
         cells = [f"{m[c]:.4f}" if c != "seconds" else f"{m[c]:.1f}" for c in cols]
         lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+BEYOND_COLUMNS = ("coverage", "novelty", "diversity", "avg_popularity")
+
+
+def _cell(value, digits: int = 4) -> str:
+    return "—" if value is None else f"{value:.{digits}f}"
+
+
+def beyond_table(results: dict[str, dict], title: str = "") -> str:
+    """Coverage, novelty (bits), intra-list diversity and average recommendation popularity per system at each k."""
+    cols = [f"{name}@{k}" for name in BEYOND_COLUMNS for k in BEYOND_KS]
+    lines = [f"**{title}**", ""] if title else []
+    lines += ["| system | " + " | ".join(cols) + " |", "|---|" + "---|" * len(cols)]
+    for name, m in results.items():
+        beyond = m.get("beyond")
+        if beyond:
+            cells = [_cell(beyond.get(c), 1 if c.startswith("avg_popularity") else 4) for c in cols]
+            lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def slices_table(results: dict[str, dict], title: str = "") -> str:
+    """Recall/NDCG per target-popularity bucket and on cold targets, one row per (slice, system)."""
+    cols = [f"{m}@{k}" for m in ("recall", "ndcg") for k in BEYOND_KS]
+    lines = [f"**{title}**", ""] if title else []
+    lines += ["| target seen in training | users | system | " + " | ".join(cols) + " |", "|---|---|---|" + "---|" * len(cols)]
+    first = next((m["beyond"] for m in results.values() if m.get("beyond")), None)
+    if first is None:
+        return "\n".join(lines)
+    slices = [(label, ("by_target_popularity", label)) for label in first["by_target_popularity"]]
+    slices.append((f"cold (< {COLD_BELOW})", ("cold_targets",)))
+    for label, path in slices:
+        for name, m in results.items():
+            row = m.get("beyond") or {}
+            for key in path:
+                row = row.get(key, {})
+            if not row:
+                continue
+            users = f"{row['n_users']} ({row['share']:.0%})"
+            if not row["n_users"]:      # the same targets for every system: one row says the slice is empty
+                lines.append(f"| {label} | {users} | all | " + " | ".join("—" for _ in cols) + " |")
+                break
+            lines.append(f"| {label} | {users} | {name} | " + " | ".join(_cell(row.get(c)) for c in cols) + " |")
     return "\n".join(lines)
