@@ -282,7 +282,8 @@ def slices_table(results: dict[str, dict], title: str = "") -> str:
     """Recall/NDCG per target-popularity bucket and on cold targets, one row per (slice, system)."""
     cols = [f"{m}@{k}" for m in ("recall", "ndcg") for k in BEYOND_KS]
     lines = [f"**{title}**", ""] if title else []
-    lines += ["| target seen in training | users | system | " + " | ".join(cols) + " |", "|---|---|---|" + "---|" * len(cols)]
+    lines += ["| target seen in training | users | system | " + " | ".join(cols) + " |",
+              "|---|---|---|" + "---|" * len(cols)]
     first = next((m["beyond"] for m in results.values() if m.get("beyond")), None)
     if first is None:
         return "\n".join(lines)

@@ -199,3 +199,36 @@ def test_beyond_accuracy_collects_each_function_at_each_k():
     assert out["cold_targets"]["n_users"] == 2 and out["cold_targets"]["recall@20"] == 0.5
     plain = beyond_accuracy(ranked, TARGETS_3, COUNTS)                         # no item features: no diversity
     assert plain["diversity_measure"] is None and "diversity@10" not in plain
+
+
+def test_evaluate_compares_items_by_category_else_by_text_else_not_at_all(tmp_path):
+    """genrec.evaluate.diversity_features: which item features intra-list diversity reads, and the record of it."""
+    import json
+    from types import SimpleNamespace
+
+    import polars as pl
+
+    from genrec.evaluate import diversity_features
+    from genrec.io import ArtifactError
+
+    def dataset(categories):
+        return SimpleNamespace(items=pl.DataFrame({"categories": categories}, schema={"categories": pl.List(pl.Utf8)}),
+                               n_items=len(categories))
+
+    hot, measure, record = diversity_features(tmp_path, dataset(CATEGORIES[:4] + [["Root", "C"]] * 3))
+    assert measure == "category" and record["categories_dropped_as_universal"] == ["Root"] and hot.shape == (7, 4)
+    sparse = dataset([["A"], ["B"]] + [None] * 5)                     # 2 of 7 items: too few for categories
+    vectors, measure, record = diversity_features(tmp_path, sparse)
+    assert (vectors, measure, record["measure"], record["items_with_category"]) == (None, None, None, round(2 / 7, 4))
+    features = tmp_path / "features"
+    features.mkdir()
+    text = np.arange(14, dtype=np.float32).reshape(7, 2) + 1
+    np.save(features / "text.npy", text)
+    np.save(features / "text_mask.npy", np.array([1, 1, 1, 0, 1, 1, 1], dtype=bool))
+    (features / "manifest.json").write_text(json.dumps({"modalities": {"text": {"file": "text.npy",
+                                                                               "mask_file": "text_mask.npy"}}}))
+    vectors, measure, record = diversity_features(tmp_path, sparse)
+    assert measure == "cosine" and record["source"] == "features/text.npy"
+    assert vectors[3].tolist() == [0, 0] and np.array_equal(np.delete(vectors, 3, 0), np.delete(text, 3, 0))
+    with pytest.raises(ArtifactError, match="has 7 rows but the dataset has 8 items"):
+        diversity_features(tmp_path, dataset([None] * 8))
