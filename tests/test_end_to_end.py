@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -54,7 +55,11 @@ def small_run(tmp_path_factory) -> Path:
 
 
 def test_pipeline_beats_popularity_by_a_clear_margin(small_run):
-    _train(small_run, "--trainer.max_epochs=25")
+    log = _train(small_run, "--trainer.max_epochs=25")
+    # a plain line per epoch reaches a captured (non-TTY) stdout; Lightning's tips and no-device banners do not
+    assert re.search(r"^epoch 1/25  step \d+  train/loss_per_target \d+\.\d{4}  val/ndcg@10 0\.\d{4}  elapsed ",
+                     log.stdout, re.M), log.stdout[-2000:]
+    assert "Tip:" not in log.stdout + log.stderr and "available: False" not in log.stdout + log.stderr
     assert (small_run / "checkpoints" / "best.ckpt").exists()
     assert (small_run / "plots" / "training_curve.png").exists()
     trained = json.loads((small_run / "checkpoints" / "manifest.json").read_text())
@@ -68,6 +73,17 @@ def test_pipeline_beats_popularity_by_a_clear_margin(small_run):
         for key in ("recall@5", "recall@10", "recall@20", "ndcg@5", "ndcg@10", "ndcg@20", "invalid_rate",
                     "n_users", "seconds"):
             assert key in saved["systems"][system], (system, key)
+    for system in ("genrec", "sasrec", "popularity"):
+        beyond = saved["systems"][system]["beyond"]
+        for k in (10, 20):
+            assert 0 < beyond[f"coverage@{k}"] <= 1 and beyond[f"novelty@{k}"] > 0 and beyond[f"avg_popularity@{k}"] > 0
+            assert 0 <= beyond[f"diversity@{k}"] <= 1                  # the demo's items have categories
+        assert beyond["diversity_measure"] == "category"
+        buckets = beyond["by_target_popularity"]
+        assert list(buckets) == ["never", "1-4", "5-19", "20+"]
+        assert sum(b["n_users"] for b in buckets.values()) == saved["systems"][system]["n_users"]
+        assert beyond["cold_targets"]["n_users"] == buckets["never"]["n_users"] + buckets["1-4"]["n_users"]
+    assert saved["beyond_protocol"]["diversity"]["categories_dropped_as_universal"] == ["Demo"]
     g, pop = out["systems"]["genrec"], out["systems"]["popularity"]
     print(f"\nsmall demo test NDCG@10: genrec {g['ndcg@10']:.4f}  sasrec {out['sasrec']['ndcg@10']:.4f}  "
           f"popularity {pop['ndcg@10']:.4f}")

@@ -18,13 +18,15 @@ from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint
 from lightning.pytorch.cli import LightningCLI
 from lightning.pytorch.loggers import CSVLogger
 
-from genrec.lit.callbacks import Throughput, TrainingCurvePlot
+from genrec.lit.callbacks import EpochLog, Throughput, TrainingCurvePlot, quiet_lightning
 from genrec.lit.data import SIDDataModule
 from genrec.lit.module import GenRecModule
 
 CONFIG_DIR = Path(__file__).resolve().parents[2] / "configs"
 DEMO_ARGS = ["fit", "--config", str(CONFIG_DIR / "demo.yaml")]
 MONITOR = "val/ndcg@10"
+DESCRIPTION = ("genrec's training command: Lightning's CLI over GenRecModule + SIDDataModule. No arguments trains "
+               "the demo; `python train.py --help` shows the configs and genrec's flags.")
 
 
 class GenRecCLI(LightningCLI):
@@ -81,6 +83,7 @@ class GenRecCLI(LightningCLI):
                             enable_version_counter=False),
             EarlyStopping(monitor=MONITOR, mode="max", patience=int(cfg.get("patience", 3))),
             Throughput(),
+            EpochLog(),
             TrainingCurvePlot(),
         ]
         kwargs["callbacks"] = callbacks
@@ -116,8 +119,10 @@ class GenRecCLI(LightningCLI):
 def main(args: list[str] | None = None, prog: str = "python train.py",
          build_stages: Callable | None = None) -> GenRecCLI:
     args = list(sys.argv[1:] if args is None else args)
+    quiet_lightning()
     if not args:
         print(f"genrec: no arguments: training on the built-in demo dataset ({' '.join(DEMO_ARGS)})")
         args = DEMO_ARGS
     return GenRecCLI(GenRecModule, SIDDataModule, args=args, save_config_kwargs={"overwrite": True},
-                     seed_everything_default=0, parser_kwargs={"prog": prog}, build_stages=build_stages)
+                     seed_everything_default=0, parser_kwargs={"prog": prog, "description": DESCRIPTION},
+                     build_stages=build_stages)

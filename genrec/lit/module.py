@@ -24,6 +24,9 @@ from genrec.model.registry import ARCHS
 
 ITEM_ID_INITS = ("normal", "collab")
 INIT_STD = 0.02      # CausalSID's initialisation std; a warm-started table is rescaled to it
+# train/loss_per_target is smoothed over steps with this EMA decay (about the last 20 steps), so the
+# logged curve reads as a trend while batches of few and of many targets alternate.
+LOSS_EMA_DECAY = 0.95
 
 # The training CLI's flat model arguments -> each architecture's backbone config (one entry per arch).
 BACKBONE_ARGS = {
@@ -148,6 +151,7 @@ class GenRecModule(L.LightningModule):
                                           sid_checksum=dims.sid_checksum))
         self._allowed = None
         self.targets_per_batch = None    # from the DataModule at setup (target_weighting "equal")
+        self.loss_per_target_ema = None  # what train/loss_per_target logs (see log_training_loss)
         self._val = {f"{m}@{k}": MeanMetric() for m in ("recall", "ndcg") for k in DEFAULT_KS}
         for name, metric in self._val.items():
             self.add_module(f"metric_{name.replace('@', '_')}", metric)
@@ -283,6 +287,7 @@ class GenRecModule(L.LightningModule):
                 loss = loss + self.hparams.item_loss_weight * item_loss
                 if self._trainer is not None:
                     self.log("train/item_loss", item_loss, batch_size=len(h))
+            per_target = loss.detach() * divisor / max(n, 1) if equal else loss.detach()   # "batch": already the mean
         else:
             hist, target, users = batch
             hist = hist[:, int((hist >= 0).any(0).to(torch.int8).argmax()):]  # drop all-padding columns
@@ -291,9 +296,23 @@ class GenRecModule(L.LightningModule):
             logits = self.model(tokens, attn, target_tokens)  # (b, D, V)
             loss = self.level_losses([self.model.level_logits(logits[:, d], d) for d in range(logits.shape[1])], target)
             n = len(target)
-        if self._trainer is not None:
-            self.log("train/loss", loss, prog_bar=True, batch_size=n)
+            per_target = loss.detach()       # a mean over the batch's targets
+        self.log_training_loss(loss, per_target, n)
         return loss
+
+    def log_training_loss(self, loss: torch.Tensor, per_target: torch.Tensor, n: int) -> None:
+        """Logs the optimised loss as train/loss, and as train/loss_per_target the loss per next-item target
+        (the batch's summed loss / its targets) smoothed by an EMA (LOSS_EMA_DECAY) over steps.
+
+        With target_weighting "equal" the optimised loss is a sum over targets divided by the *expected*
+        count, so it swings with how many targets a batch holds (on Office from 17 to 174 in one run);
+        per target and smoothed it reads as a trend, and it is what the training-curve plot draws.
+        """
+        ema = self.loss_per_target_ema
+        self.loss_per_target_ema = per_target if ema is None else LOSS_EMA_DECAY * ema + (1 - LOSS_EMA_DECAY) * per_target
+        if self._trainer is not None:
+            self.log("train/loss", loss, batch_size=n)
+            self.log("train/loss_per_target", self.loss_per_target_ema, prog_bar=True, batch_size=n)
 
     # ------------------------------------------------------------------ evaluation
     def recommend(self, hist: torch.Tensor, k: int, exclude: list[np.ndarray] | None = None,
