@@ -240,7 +240,9 @@ def evaluate(run: str | Path, config: EvaluateConfig = EvaluateConfig()) -> dict
     print(markdown_table(results, title=f"{dataset.name} — {config.split} split ({protocol['kind']}), "
                                         f"{len(examples)} users, full ranking over {dataset.n_items} items"))
     print()
-    print(beyond_table(results, title=f"beyond accuracy (diversity by {measure or 'nothing: no categories or text'})"))
+    print(beyond_table(results, title="beyond accuracy (diversity by " + (
+        {"category": "category", "cosine": "cosine distance of features/text.npy"}.get(measure)
+        or "nothing: too few categories and no text features") + ")"))
     print()
     print(slices_table(results, title="by how often the target occurs in the training split"))
     print(f"wrote {run / config.output}")
@@ -278,6 +280,12 @@ def beyond_table(results: dict[str, dict], title: str = "") -> str:
     return "\n".join(lines)
 
 
+def bucket_order(labels) -> list[str]:
+    """Bucket labels from low to high popularity ("never", "1-4", "5-19", "20+"): metrics.json keeps keys
+    sorted as strings, which puts "20+" before "5-19"."""
+    return sorted(labels, key=lambda label: 0 if label == "never" else int(label.split("-")[0].rstrip("+")))
+
+
 def slices_table(results: dict[str, dict], title: str = "") -> str:
     """Recall/NDCG per target-popularity bucket and on cold targets, one row per (slice, system)."""
     cols = [f"{m}@{k}" for m in ("recall", "ndcg") for k in BEYOND_KS]
@@ -287,7 +295,7 @@ def slices_table(results: dict[str, dict], title: str = "") -> str:
     first = next((m["beyond"] for m in results.values() if m.get("beyond")), None)
     if first is None:
         return "\n".join(lines)
-    slices = [(label, ("by_target_popularity", label)) for label in first["by_target_popularity"]]
+    slices = [(label, ("by_target_popularity", label)) for label in bucket_order(first["by_target_popularity"])]
     slices.append((f"cold (< {COLD_BELOW})", ("cold_targets",)))
     for label, path in slices:
         for name, m in results.items():

@@ -43,19 +43,20 @@ def plot_metrics(systems: dict[str, dict], out: Path) -> Path:
 
 def plot_buckets(systems: dict[str, dict], out: Path, metric: str = "ndcg@10") -> Path:
     """Grouped bars: ``metric`` per target-popularity bucket (and on cold targets) for every system."""
+    from genrec.evaluate import bucket_order
     from genrec.plots import plt, save_png
     import numpy as np
 
     first = next(m["beyond"] for m in systems.values() if m.get("beyond"))
-    labels = [*first["by_target_popularity"], "cold"]
-    x = np.arange(len(labels))
+    buckets = bucket_order(first["by_target_popularity"])
+    x = np.arange(len(buckets) + 1)
     width = 0.8 / max(1, len(systems))
     fig, ax = plt.subplots(figsize=(7, 3.5))
     for i, (name, m) in enumerate(systems.items()):
         beyond = m.get("beyond") or {}
-        rows = [*(beyond.get("by_target_popularity") or {}).values(), beyond.get("cold_targets") or {}]
+        rows = [(beyond.get("by_target_popularity") or {}).get(b, {}) for b in buckets] + [beyond.get("cold_targets") or {}]
         ax.bar(x + i * width, [row.get(metric, 0.0) for row in rows], width, label=name)
-    ax.set_xticks(x + width * (len(systems) - 1) / 2, labels)
+    ax.set_xticks(x + width * (len(systems) - 1) / 2, [*buckets, "cold"])
     ax.set(ylabel=metric, xlabel="target's interactions in the training split",
            title=f"{metric} by target popularity (empty bucket: no bar)")
     ax.legend()

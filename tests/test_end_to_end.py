@@ -80,12 +80,12 @@ def test_pipeline_beats_popularity_by_a_clear_margin(small_run):
             assert 0 <= beyond[f"diversity@{k}"] <= 1                  # the demo's items have categories
         assert beyond["diversity_measure"] == "category"
         buckets = beyond["by_target_popularity"]
-        assert list(buckets) == ["never", "1-4", "5-19", "20+"]
+        assert set(buckets) == {"never", "1-4", "5-19", "20+"}
         assert sum(b["n_users"] for b in buckets.values()) == saved["systems"][system]["n_users"]
         assert beyond["cold_targets"]["n_users"] == buckets["never"]["n_users"] + buckets["1-4"]["n_users"]
     assert saved["beyond_protocol"]["diversity"]["categories_dropped_as_universal"] == ["Demo"]
     g, pop = out["systems"]["genrec"], out["systems"]["popularity"]
-    print(f"\nsmall demo test NDCG@10: genrec {g['ndcg@10']:.4f}  sasrec {out['sasrec']['ndcg@10']:.4f}  "
+    print(f"\nsmall demo test NDCG@10: genrec {g['ndcg@10']:.4f}  sasrec {out['systems']['sasrec']['ndcg@10']:.4f}  "
           f"popularity {pop['ndcg@10']:.4f}")
     assert g["invalid_rate"] == 0.0
     assert g["ndcg@10"] > 2 * pop["ndcg@10"] and g["ndcg@10"] - pop["ndcg@10"] > 0.05

@@ -11,7 +11,9 @@ from genrec.report import markdown_to_html, write_report
 SLICE = {"n_users": 7, "share": 7 / 37, "recall@10": 0.25, "recall@20": 0.5, "ndcg@10": 0.125, "ndcg@20": 0.2}
 BEYOND = {"coverage@10": 0.11, "coverage@20": 0.19, "novelty@10": 9.5, "novelty@20": 9.75, "avg_popularity@10": 41.0,
           "avg_popularity@20": 33.5, "diversity@10": 0.61, "diversity@20": 0.67, "diversity_measure": "category",
-          "by_target_popularity": {"never": {"n_users": 0, "share": 0.0}, "1-4": SLICE, "5-19": SLICE, "20+": SLICE},
+          # in the order metrics.json stores keys (sorted as strings); the report orders them by popularity
+          "by_target_popularity": {"1-4": SLICE, "20+": SLICE | {"n_users": 11}, "5-19": SLICE,
+                                   "never": {"n_users": 0, "share": 0.0}},
           "cold_targets": SLICE}
 SYSTEM = {"recall@5": 0.1, "recall@10": 0.2, "recall@20": 0.3, "ndcg@5": 0.05, "ndcg@10": 0.07, "ndcg@20": 0.09,
           "invalid_rate": 0.0, "n_users": 37, "seconds": 1.5}
@@ -49,6 +51,8 @@ def test_report_shows_beyond_accuracy_and_writes_one_self_contained_html(tmp_pat
     assert "## Beyond accuracy" in text and "diversity by category" in text
     assert "| genrec | 0.1100 | 0.1900 | 9.5000 | 9.7500 | 0.6100 | 0.6700 | 41.0 | 33.5 |" in text
     assert "| never | 0 (0%) | all | — | — | — | — |" in text                       # an empty bucket, once
+    rows = [line.split(" | ")[0] for line in text.splitlines() if line.startswith("| ") and " | sasrec | " in line]
+    assert rows == ["| 1-4", "| 5-19", "| 20+", "| cold (< 5)"]
     assert "| cold (< 5) | 7 (19%) | sasrec | 0.2500 | 0.5000 | 0.1250 | 0.2000 |" in text
     assert (run / "plots" / "by_target_popularity.png").read_bytes()[:4] == b"\x89PNG"
     page = (run / "report.html").read_text()
