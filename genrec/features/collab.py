@@ -23,7 +23,7 @@ from genrec.config import from_dict
 from genrec.data.dataset import Dataset
 from genrec.data.split import training_items
 from genrec.io import ArtifactError, atomic_path
-from genrec.lit.callbacks import Throughput, batch_rows
+from genrec.lit.callbacks import EpochLog, Throughput, batch_rows, quiet_lightning
 from genrec.lit.sasrec import MONITOR, KeepBest, LitSASRec, SASRecDataModule, SASRecTrainConfig
 from genrec.model.sasrec import SASRec, SASRecConfig
 
@@ -74,7 +74,8 @@ def _fit(dataset: Dataset, config: SASRecTrainConfig, out_dir: Path | None) -> S
     module = LitSASRec(config, dataset.n_items)
     # Windows per second over each epoch's training (loading included, validation not); nothing logged.
     keep, throughput = KeepBest(), Throughput(count=batch_rows, span="epoch", log_key=None)
-    callbacks: list[L.Callback] = [keep, throughput]
+    quiet_lightning()                        # no litlogger tips or absent-device banners in the embed log
+    callbacks: list[L.Callback] = [keep, throughput, EpochLog()]   # a plain line per epoch, also in logs
     if config.early_stopping:
         callbacks.append(EarlyStopping(monitor=MONITOR, mode="max", patience=config.patience))
     n_batches = -(-len(data.train_windows) // config.batch_size)
