@@ -2,8 +2,9 @@
 
 Each HTTP request submits a :class:`Job` (its queries, one per history). One worker thread
 decodes passes of up to ``max_batch`` queries, taken **round-robin, one query per request per
-turn**: a 256-query batch request is decoded in chunks, and a one-query request that arrives
-meanwhile rides in the very next pass instead of waiting behind the whole batch.
+turn, each request at most an equal share of the pass**: a 256-query batch request is decoded in
+chunks, and a one-query request that arrives meanwhile rides in the very next (short) pass
+instead of waiting behind the whole batch.
 
 Bounded and abandonable:
 - at most ``max_queued`` queries wait; a request that would exceed it is refused at once with
@@ -23,6 +24,7 @@ import time
 from collections import deque
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
 from genrec.serving.metrics import ServerMetrics
 from genrec.serving.runtime import ExportRuntime, Query, recommend_queries
@@ -30,7 +32,15 @@ from genrec.serving.schemas import ApiError
 
 log = logging.getLogger("genrec.serving")
 
-Result = tuple[int, list[int], list[float]]   # (size of the pass the query ran in, item ids, scores)
+
+
+class Result(NamedTuple):
+    """One decoded query."""
+
+    batch: int            # queries in the pass it ran in
+    passes: int           # passes finished between queueing its request and decoding it (its own included)
+    items: list[int]      # internal item ids, best first
+    scores: list[float]
 
 
 @dataclass(eq=False)
@@ -44,6 +54,7 @@ class Job:
     next: int = 0                      # first query not yet taken into a pass
     pending: int = field(init=False)   # queries not yet decoded
     closed: bool = False               # dropped (deadline, client gone, error): nothing more is decoded
+    first_pass: int = 0                # batcher.batches when it was queued
 
     def __post_init__(self):
         self.results = [None] * len(self.queries)
@@ -122,7 +133,7 @@ class FairBatcher:
 
     # ------------------------------------------------------------------ requests
     async def submit(self, queries: list[Query], deadline: float) -> list[Result]:
-        """Queue ``queries`` and wait for them; per query (pass size, item ids, scores).
+        """Queue ``queries`` and wait for them; one Result per query.
 
         Raises ApiError 503 when the queue cannot take them and 504 when ``deadline`` (event-loop
         time) passes first. Cancelling the caller (client gone) drops the waiting queries.
@@ -130,7 +141,7 @@ class FairBatcher:
         if self.queued + len(queries) > self.max_queued:
             raise self.overloaded(len(queries))
         loop = asyncio.get_running_loop()
-        job = Job(queries, deadline, loop.create_future())
+        job = Job(queries, deadline, loop.create_future(), first_pass=self.batches)
         self._jobs.append(job)
         self.queued += len(queries)
         self._gauges()
@@ -177,14 +188,28 @@ class FairBatcher:
 
     # ------------------------------------------------------------------ worker
     def _take(self, now: float) -> list[tuple[Job, int]]:
-        """The next pass: up to max_batch (job, query index) pairs, one per job per turn."""
+        """The next pass: (job, query index) pairs, one per job per turn, each job at most an equal share.
+
+        The share is max_batch / (jobs waiting): alone, a batch request fills whole passes; beside
+        light requests it gets its share and the pass stays short, because a light request waits
+        for the pass already running and then its own. Unused shares are not handed to the heavy
+        job for the same reason.
+        """
         for job in [j for j in self._jobs if j.deadline <= now]:
             self._fail(job, self._deadline_error(job), "deadline")
+        if not self._jobs:
+            return []
+        share = math.ceil(self.max_batch / len(self._jobs))
+        taken: dict[Job, int] = {}
         picked: list[tuple[Job, int]] = []
         while self._jobs and len(picked) < self.max_batch:
-            job = self._jobs.popleft()
+            job = self._jobs[0]
+            if taken.get(job, 0) >= share:
+                break                        # every job still waiting has had its share of this pass
+            self._jobs.popleft()
             picked.append((job, job.next))
             job.next += 1
+            taken[job] = taken.get(job, 0) + 1
             if job.waiting:
                 self._jobs.append(job)      # back of the line: everyone else gets a query in first
         self.queued -= len(picked)
@@ -217,7 +242,7 @@ class FairBatcher:
             for (job, i), (items, scores) in zip(picked, results):
                 if job.future.done():        # timed out or client gone while this pass ran
                     continue
-                job.results[i] = (len(picked), items, scores)
+                job.results[i] = Result(len(picked), self.batches - job.first_pass, items, scores)
                 job.pending -= 1
                 if job.pending == 0:
                     job.future.set_result(job.results)

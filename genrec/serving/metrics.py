@@ -34,13 +34,22 @@ class ServerMetrics:
         self.shed = Counter("genrec_shed_requests", "requests refused with 503 to protect latency, by reason "
                             "(queue_full, connection_limit)", ["reason"], registry=r)
         self.dropped = Counter("genrec_dropped_queries", "queued queries dropped before decoding, by reason "
-                               "(client_gone, deadline)", ["reason"], registry=r)
+                               "(client_gone, deadline, error, shutdown)", ["reason"], registry=r)
         self.client_gone = Counter("genrec_client_disconnects", "requests whose client left before the response",
                                    registry=r)
         self.connections = Gauge("genrec_connections_open", "open client connections", registry=r)
         self.closed = Counter("genrec_connections_closed", "connections the server closed, by reason (header_timeout, "
                               "body_timeout, connection_limit, url_too_long, headers_too_large, bad_request)",
                               ["reason"], registry=r)
+
+        # Known label values start at 0, so a scrape shows every series before its first event.
+        for reason in ("queue_full", "connection_limit"):
+            self.shed.labels(reason)
+        for reason in ("client_gone", "deadline", "error", "shutdown"):
+            self.dropped.labels(reason)
+        for reason in ("header_timeout", "body_timeout", "connection_limit", "url_too_long", "headers_too_large",
+                       "bad_request"):
+            self.closed.labels(reason)
 
     def exposition(self) -> tuple[bytes, str]:
         """(body, content type) of the Prometheus text format."""

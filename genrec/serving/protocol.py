@@ -84,6 +84,13 @@ class GuardedH11Protocol(H11Protocol):
             if self._discarded > self.LINGER_BYTES:
                 self.transport.close()
             return
+        if self.guard is not None and self.conn.their_state is h11.IDLE:
+            # h11 limits only a head that is still incomplete; one that arrives whole is checked here
+            pending = self.conn.trailing_data[0] + data
+            limit = self.guard.max_header_bytes
+            if len(pending) > limit and pending.find(b"\r\n\r\n", 0, limit + 4) == -1:
+                self._head_too_long(pending)
+                return
         super().data_received(data)
         if self.guard is not None and not self._lingering:
             self._follow_request()
@@ -150,15 +157,19 @@ class GuardedH11Protocol(H11Protocol):
         if self.guard is None:
             return super().send_400_response(msg)
         buffered = self.conn.trailing_data[0]
-        limit = self.guard.max_header_bytes
-        if len(buffered) > limit and b"\r\n" not in buffered[:limit]:
-            self._reject(414, "url_too_long", f"the request line is longer than {limit} bytes (--max-header-bytes); "
-                         "send long inputs in a POST body", "url_too_long")
-        elif len(buffered) > limit:
-            self._reject(431, "headers_too_large", f"the request head is larger than {limit} bytes "
-                         "(--max-header-bytes); send fewer or shorter headers", "headers_too_large")
+        if len(buffered) > self.guard.max_header_bytes:
+            self._head_too_long(buffered)
         else:
             self._reject(400, "bad_request", f"the request is not valid HTTP/1.1 ({msg})", "bad_request")
+
+    def _head_too_long(self, buffered: bytes) -> None:
+        limit = self.guard.max_header_bytes
+        if b"\r\n" not in buffered[:limit]:
+            self._reject(414, "url_too_long", f"the request line is longer than {limit} bytes (--max-header-bytes); "
+                         "send long inputs in a POST body", "url_too_long")
+        else:
+            self._reject(431, "headers_too_large", f"the request head is larger than {limit} bytes "
+                         "(--max-header-bytes); send fewer or shorter headers", "headers_too_large")
 
     def _reject(self, status: int, code: str, message: str, reason: str | None, retry_after: int | None = None) -> None:
         """Write a JSON error with Connection: close, then linger-close (see the module docstring)."""

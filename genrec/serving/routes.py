@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import copy
 import math
+import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -136,10 +137,10 @@ async def recommend(req: RecommendRequest, request: Request) -> Response:
         prepared = prepare(req, s.runtime, s.config)
     finally:
         _close_arrival(request, s.batcher)
-    ((batch, items, scores),) = await s.batcher.submit([prepared.query], _deadline(request))
+    (result,) = await s.batcher.submit([prepared.query], _deadline(request))
     request.state.log = {"k": req.k, "n_history": len(req.history), "n_unknown": len(prepared.unknown_history),
-                         "truncated": prepared.truncated, "batch": batch}
-    return _json(respond(prepared, items, scores, s.runtime))
+                         "truncated": prepared.truncated, "batch": result.batch, "passes": result.passes}
+    return _json(respond(prepared, result.items, result.scores, s.runtime))
 
 
 @router.post("/recommend/batch", response_model=BatchResponse, responses=RECOMMEND_ERRORS)
@@ -162,10 +163,11 @@ async def recommend_batch(req: BatchRequest, request: Request) -> Response:
     finally:
         _close_arrival(request, s.batcher)
     results = await s.batcher.submit([p.query for p in prepared], _deadline(request))
-    request.state.log = {"n_requests": len(prepared), "batch": max(b for b, _, _ in results)}
+    request.state.log = {"n_requests": len(prepared), "batch": max(r.batch for r in results),
+                         "passes": max(r.passes for r in results)}
     out = []
-    for i, (p, (_, items, scores)) in enumerate(zip(prepared, results)):
-        out.append(respond(p, items, scores, s.runtime))
+    for i, (p, r) in enumerate(zip(prepared, results)):
+        out.append(respond(p, r.items, r.scores, s.runtime))
         if i % YIELD_EVERY == YIELD_EVERY - 1:
             await asyncio.sleep(0)
     return _json(BatchResponse(results=out))
@@ -180,7 +182,7 @@ async def health(request: Request) -> JSONResponse:
     ok = s.batcher.alive
     return JSONResponse(status_code=200 if ok else 503, content={
         "status": "ok" if ok else "worker stopped", "model": s.name, "n_items": s.runtime.n_items,
-        "ready": s.ready, "uptime_s": round(time.time() - s.started, 3), "queries_served": s.batcher.queries,
+        "ready": s.ready, "pid": os.getpid(), "uptime_s": round(time.time() - s.started, 3), "queries_served": s.batcher.queries,
         "batches": s.batcher.batches, "queued_queries": s.batcher.queued})
 
 
