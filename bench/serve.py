@@ -3,6 +3,7 @@
     python bench/serve.py                     # random weights, synthetic Beauty-size catalogue
     python bench/serve.py --run runs/beauty   # a trained run's checkpoint and catalogue
     python bench/serve.py --n-load 2000       # a shorter load test
+    python bench/serve.py --quick true --out /tmp/serve-bench   # a smoke run (small samples everywhere)
 
 Setting: a Beauty-size catalogue (12,101 items, semantic IDs 256/256/256 + a dedup level),
 the configs/sparse.yaml model (CausalSID d128, 2 layers, item-id embedding), 20-item histories,
@@ -14,6 +15,9 @@ Measured in one run, on the same histories:
 - HTTP: `python serve.py` on 127.0.0.1, one client, keep-alive (p50, p99);
 - throughput: --n-load requests (default 20,000, the issue's reliability run) from 32 concurrent
   clients: req/s, errors, 5xx; then the server's RSS (current and peak);
+- fairness under a flood: --flood-clients light clients (one --history-item request each, back to
+  back) alone, then while one more client loops /recommend/batch with 256 requests of
+  --flood-history ids (~870 KB, the issue's heavy client): light p50/p99 in both phases;
 - torch eager, ours: GenRecModule.recommend (the evaluation path) at batch 1;
 - the peer path, TIGER: transformers `generate()` with `prefix_allowed_tokens_fn` (a dict trie)
   on a T5 of TIGER's size (4+4 layers, d_model 128, 6 heads, d_kv 64, d_ff 1024, 80 history tokens),
@@ -43,6 +47,9 @@ from genrec.config import add_config_args, config_from_args
 from genrec.io import machine_info, package_versions, write_json_atomic
 
 REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO / "bench"))
+from loadgen import flood_figure, run_load  # noqa: E402
+
 BEAUTY_ITEMS = 12_101          # Amazon Beauty (2014, 5-core) catalogue size
 SEMANTIC_LEVELS = (256, 256, 256)
 WARMUP = 30                    # untimed requests before each timed path
@@ -50,7 +57,9 @@ SERVER_START_TIMEOUT_S = 120
 TARGETS = {                    # issue 6 performance targets
     "onnx_p50_ms": 5.0, "onnx_p99_ms": 15.0, "http_p50_ms": 10.0, "throughput_rps": 300.0,
     "server_rss_mb": 300.0, "speedup_vs_peer": 3.0,
+    "flood_light_p99_ms": 50.0,   # light clients' p99 while one client floods 870 KB batches (serving issue)
 }
+FLOOD_BATCH = 256              # requests per flooding batch (the server's --max-batch-requests)
 
 
 @dataclass
@@ -65,6 +74,10 @@ class BenchConfig:
     n_peer: int = 30                # timed peer generate() requests
     n_http: int = 1000              # timed sequential HTTP requests
     n_load: int = 20_000            # requests of the concurrent load test
+    n_flood: int = 2000             # light requests per phase of the flood figure (alone, then beside the flood)
+    flood_clients: int = 8          # light clients of the flood figure
+    flood_history: int = 280        # ids per history in the flooding batch (256 of them: ~870 KB)
+    quick: bool = False             # smoke run: caps every sample size (about a minute; do not publish its figures)
     clients: int = 32               # concurrent clients of the load test
     intra_op_threads: int = 1       # onnxruntime intra-op threads (in process and server)
     torch_threads: int = 1          # torch threads for both eager paths
@@ -72,8 +85,11 @@ class BenchConfig:
     out: str = "bench/results"      # where serve.json and serve_latency.png go
 
     def __post_init__(self):
+        if self.quick:
+            self.n_latency, self.n_eager, self.n_peer = min(self.n_latency, 100), min(self.n_eager, 20), min(self.n_peer, 3)
+            self.n_http, self.n_load, self.n_flood = min(self.n_http, 100), min(self.n_load, 500), min(self.n_flood, 200)
         for name in ("n_items", "history", "beam_width", "k", "n_latency", "n_eager", "n_peer", "n_http", "n_load",
-                     "clients", "intra_op_threads", "torch_threads"):
+                     "n_flood", "flood_clients", "flood_history", "clients", "intra_op_threads", "torch_threads"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
         if self.k > self.beam_width:
@@ -240,8 +256,6 @@ def rss_mb(pid: int) -> dict[str, float]:
 
 
 def bench_http(cfg: BenchConfig, folder: Path, work: Path, histories: list[np.ndarray], ids: list[str]) -> dict:
-    from genrec.serving.loadgen import run_load
-
     proc, url = start_server(cfg, folder, work / "server.log")
     try:
         def body(h):
@@ -252,6 +266,10 @@ def bench_http(cfg: BenchConfig, folder: Path, work: Path, histories: list[np.nd
         rng = np.random.default_rng(cfg.seed + 1)
         load_bodies = [body(histories[i]) for i in rng.integers(0, len(histories), cfg.n_load)]
         load = run_load(url, load_bodies, clients=cfg.clients)
+        light = [body(histories[i]) for i in rng.integers(0, len(histories), cfg.n_flood)]
+        flood_body = {"requests": [{"history": [ids[i] for i in rng.integers(0, len(ids), cfg.flood_history)],
+                                    "k": cfg.k} for _ in range(FLOOD_BATCH)]}
+        flood = flood_figure(url, light, flood_body, clients=cfg.flood_clients)
         memory = rss_mb(proc.pid)
         alive = proc.poll() is None
     finally:
@@ -261,7 +279,7 @@ def bench_http(cfg: BenchConfig, folder: Path, work: Path, histories: list[np.nd
         except subprocess.TimeoutExpired:
             proc.kill()
     return {
-        "single": single, "load": load, "memory": memory, "alive_after_load": alive,
+        "single": single, "load": load, "flood": flood, "memory": memory, "alive_after_load": alive,
         "n_5xx": sum(n for s, n in load.statuses.items() if s >= 500),
     }
 
@@ -338,6 +356,7 @@ def main(argv: list[str] | None = None) -> dict:
         "http_load": {"requests": load.n_requests, "clients": cfg.clients, "requests_per_s": round(load.requests_per_s, 1),
                       "errors": load.n_errors, "n_5xx": http["n_5xx"], "statuses": {str(k): v for k, v in load.statuses.items()},
                       "server_alive_after": http["alive_after_load"], **summary(load.latencies)},
+        "http_flood": http["flood"],
         "server_memory": http["memory"],
         "torch_eager_ours": summary(eager),
         "onnx_tiger_in_process": summary(onnx_tiger) | {"note": "the peer's T5 and weights, exported by genrec"},
@@ -355,6 +374,7 @@ def main(argv: list[str] | None = None) -> dict:
                 "http_p50_ms": results["http_single_client"]["p50_ms"],
                 "throughput_rps": results["http_load"]["requests_per_s"],
                 "server_rss_mb": results["server_memory"]["peak_rss_mb"],
+                "flood_light_p99_ms": results["http_flood"]["beside_flood"]["p99_ms"],
                 "speedup_vs_peer": results["speedup"]["onnx_vs_peer_p50"]}
     higher_is_better = {"throughput_rps", "speedup_vs_peer"}
     results["targets"] = {name: {"target": target, "measured": measured[name],
@@ -376,6 +396,11 @@ def table(r: dict) -> str:
         (f"HTTP loopback, {r['http_load']['clients']} clients", f"{r['http_load']['p50_ms']:.2f}",
          f"{r['http_load']['p99_ms']:.2f}", f"{r['http_load']['requests_per_s']:.0f} req/s, "
          f"{r['http_load']['errors']} errors / {r['http_load']['requests']}"),
+        (f"HTTP, {r['http_flood']['light_clients']} light clients alone", f"{r['http_flood']['alone']['p50_ms']:.2f}",
+         f"{r['http_flood']['alone']['p99_ms']:.2f}", ""),
+        (f"HTTP, the same beside a {r['http_flood']['flood']['body_kb']:.0f} kB batch flood",
+         f"{r['http_flood']['beside_flood']['p50_ms']:.2f}", f"{r['http_flood']['beside_flood']['p99_ms']:.2f}",
+         f"{r['http_flood']['flood']['requests']} flood batches, statuses {r['http_flood']['flood']['statuses']}"),
         ("torch eager, ours (GenRecModule.recommend)", f"{r['torch_eager_ours']['p50_ms']:.2f}",
          f"{r['torch_eager_ours']['p99_ms']:.2f}", ""),
         ("TIGER T5 exported, ONNX in process", f"{r['onnx_tiger_in_process']['p50_ms']:.2f}",
