@@ -1,5 +1,6 @@
 """Constrained decoding over semantic IDs: a prefix trie of the catalogue and batched beam search,
-plus exact catalogue scoring for prefix-independent (parallel) code heads.
+plus exact top-k for prefix-independent (parallel) code heads: every item scored, or pruned over
+per-digit posting lists with the same result.
 
 numpy only (no torch), so the ONNX server imports it too. See beam.py for the step protocol.
 """
@@ -14,10 +15,15 @@ from genrec.decode.beam import (
     greedy_decode,
 )
 from genrec.decode.exhaustive import score_catalogue, top_items
+from genrec.decode.postings import POSTING_FILES, PostingIndex
+from genrec.decode.pruned import PrunedResult, pruned_search
 from genrec.decode.trie import TRIE_FILES, Trie
 
 __all__ = [
     "BeamResult",
+    "POSTING_FILES",
+    "PostingIndex",
+    "PrunedResult",
     "RecomputeStep",
     "StepFn",
     "TRIE_FILES",
@@ -26,6 +32,7 @@ __all__ = [
     "candidate_mask",
     "exclude_mask",
     "greedy_decode",
+    "pruned_search",
     "score_catalogue",
     "top_items",
 ]

@@ -15,6 +15,7 @@ from __future__ import annotations
 import numpy as np
 
 from genrec.decode.beam import BeamResult, StepFn, _top_sorted, beam_search
+from genrec.decode.pruned import pruned_search
 from genrec.decode.trie import Trie
 
 SCORE_BLOCK = 1 << 22   # max requests x items scored at once (float64 sums and their copies: ~150 MB peak)
@@ -71,7 +72,10 @@ def score_catalogue(step: StepFn, trie: Trie, batch_size: int, k: int, *,
 def top_items(step: StepFn, trie: Trie, batch_size: int, k: int, *, exact: bool, beam_width: int,
               item_mask: np.ndarray | None = None) -> BeamResult:
     """The one entry point evaluation, export parity and the server share: exact catalogue scoring
-    when ``exact`` (prefix-independent heads; ``beam_width`` unused), else trie-constrained beam search."""
+    when ``exact`` (prefix-independent heads; ``beam_width`` unused), else trie-constrained beam search.
+
+    Exact top-k goes through :func:`genrec.decode.pruned.pruned_search`: the same result as
+    :func:`score_catalogue` (tests/decode/test_pruned.py proves it), without scoring every item."""
     if exact:
-        return score_catalogue(step, trie, batch_size, k, item_mask=item_mask)
+        return pruned_search(step, trie, batch_size, k, item_mask=item_mask).result
     return beam_search(step, trie, batch_size=batch_size, beam_width=beam_width, k=k, item_mask=item_mask)
