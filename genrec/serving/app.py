@@ -21,7 +21,9 @@ import argparse
 import json
 import logging
 import os
+import shutil
 import sys
+import tempfile
 from contextlib import asynccontextmanager
 from dataclasses import asdict
 from datetime import datetime, timezone
@@ -35,7 +37,7 @@ from genrec.config import add_config_args, config_from_args
 from genrec.io import ArtifactError
 from genrec.serving.batching import FairBatcher
 from genrec.serving.config import ServeConfig
-from genrec.serving.metrics import ServerMetrics
+from genrec.serving.metrics import MULTIPROC_ENV, ServerMetrics
 from genrec.serving.middleware import RequestMiddleware
 from genrec.serving.protocol import GUARD_KEY, ConnectionGuard, GuardedH11Protocol
 from genrec.serving.routes import Serving, add_docs, router
@@ -186,5 +188,12 @@ def serve(config: ServeConfig, runtime: ExportRuntime | None = None) -> None:
         uvicorn.Server(uvicorn.Config(app, **options)).run()
         return
     os.environ[CONFIG_ENV] = json.dumps(asdict(config), default=str)
-    uv_config = uvicorn.Config("genrec.serving.app:app_from_env", factory=True, workers=config.workers, **options)
-    Multiprocess(uv_config, sockets=[uv_config.bind_socket()]).run()
+    own_dir = not os.environ.get(MULTIPROC_ENV)
+    if own_dir:      # the workers' metrics files, summed by every /metrics scrape
+        os.environ[MULTIPROC_ENV] = tempfile.mkdtemp(prefix="genrec-metrics-")
+    try:
+        uv_config = uvicorn.Config("genrec.serving.app:app_from_env", factory=True, workers=config.workers, **options)
+        Multiprocess(uv_config, sockets=[uv_config.bind_socket()]).run()
+    finally:
+        if own_dir:
+            shutil.rmtree(os.environ.pop(MULTIPROC_ENV), ignore_errors=True)

@@ -125,11 +125,13 @@ class FairBatcher:
         estimate = math.ceil(self.queued * self.seconds_per_query) if self.seconds_per_query else 1
         return min(max(1, estimate), self.MAX_RETRY_AFTER_S)
 
-    def overloaded(self, n: int) -> ApiError:
+    def overloaded(self, n: int | None = None) -> ApiError:
+        """The 503 for a request of ``n`` queries (None: not parsed yet) that the queue cannot take."""
         self.metrics.shed.labels("queue_full").inc()
         wait = self.retry_after_s()
+        adds = f", this request adds {n}" if n is not None else ""
         return ApiError(503, "overloaded", f"the server is at capacity ({self.queued} queries queued, limit "
-                        f"{self.max_queued}, this request adds {n}); retry in {wait} s", headers={"Retry-After": str(wait)})
+                        f"{self.max_queued}{adds}); retry in {wait} s", headers={"Retry-After": str(wait)})
 
     # ------------------------------------------------------------------ requests
     async def submit(self, queries: list[Query], deadline: float) -> list[Result]:

@@ -73,6 +73,9 @@ class RequestMiddleware:
                 await self._with_body(scope, receive, send_wrapper, compute, response)
             else:
                 await self.app(scope, receive, send_wrapper)
+        except Exception:
+            response["status"] = response["status"] or 500   # the outer error handler sends the 500
+            raise
         finally:
             if state.pop("arrival_open", False):
                 self.batcher.arriving -= 1
@@ -120,7 +123,7 @@ class RequestMiddleware:
             # Expect: 100-continue means the body is not on its way: close rather than wait for it.
             raise _Stop(self._too_large(), close=headers.get(b"expect", b"").lower() == b"100-continue")
         if compute and self.batcher.full:
-            raise _Stop(self.batcher.overloaded(1))
+            raise _Stop(self.batcher.overloaded())
 
     def _too_large(self) -> ApiError:
         return ApiError(413, "body_too_large", f"request body is larger than {self.config.max_body_bytes} bytes "
@@ -155,7 +158,7 @@ class RequestMiddleware:
 
     # ------------------------------------------------------------------ accounting
     def _finish(self, scope, state: dict, response: dict, seconds: float) -> None:
-        status = response["status"] or (CLIENT_GONE if scope["method"] in _BODY_METHODS else 500)
+        status = response["status"] or CLIENT_GONE
         route = scope.get("route")
         label = getattr(route, "path", None) or "unmatched"   # route templates only: bounded label values
         self.metrics.requests.labels(label, scope["method"], str(status)).inc()
