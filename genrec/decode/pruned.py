@@ -11,9 +11,11 @@ Method "postings" (the default), per request, over per-digit posting lists (:cla
    is a lower bound of the true k-th score;
 2. bound: write ``gap_d(i) = max_d - logp_d[codes[i, d]] >= 0`` (max_d over codes some item uses) and
    ``delta = sum_d max_d - kth``: an item reaches ``kth`` only if its gaps sum to at most ``delta``.
-   Pick ``x = slack * delta / S`` (S selective digits) and read the lists of every code with gap <= x,
+   Pick ``x = delta / (S - m + 1)`` (S digits, leaving out those whose every code is within delta / S, as
+   their lists hold every item; m as large as keeps the reads within ``read_growth`` of m = 1's, so an
+   item must be near its best in about m digits) and read the lists of every code with gap <= x,
    adding ``x - gap`` to each listed item (one weighted bincount). An item absent from a digit's lists has
-   a gap > x there, so ``x * S - (its sum)`` bounds its gap total from below: items whose sum is below
+   a gap > x there, so ``x * S - (its sum)`` bounds its gap total from below: items whose sum is at most
    ``x * S - delta`` cannot reach ``kth`` (the threshold algorithm's bound, sharpened with what the lists
    say about the digits where the item was seen);
 3. score the remaining candidates exactly and keep the top k.
@@ -42,10 +44,11 @@ from genrec.decode.postings import PostingIndex
 from genrec.decode.trie import Trie
 
 METHODS = ("postings", "trie")
-SLACK = 1.25              # x = SLACK * delta / S: reads grow and candidates shrink with it; 1.25 read the
-                          # fewest entries per candidate scored on bench/scale.py's catalogues
-MAX_READS = 3.0           # fall back to the dense pass when the lists to read hold more than this many
-                          # entries per catalogue item (a read + add costs ~1/2 of a dense item, measured)
+READ_GROWTH = 1.5         # x = delta / (S - m + 1), m as large as keeps the lists to read within this factor
+                          # of m = 1's: more reads buy fewer candidates, and a scored candidate costs ~15 reads
+MAX_READS = 1.5           # fall back to the dense pass when the lists to read hold more than this many
+                          # entries per catalogue item: reading 1.5 N entries (and scoring the candidates)
+                          # took about as long as the dense pass at 1M items (bench/scale.py)
 MAX_CANDIDATES = 0.15     # ... or when more than this share of the items are left to score at random
 DIRECT_FRACTION = 1 / 64  # a mask allowing at most this share of items: score exactly those (candidate lists)
 MIN_ITEMS = 4096          # below this catalogue size the dense pass takes microseconds: no index, no search
@@ -67,7 +70,7 @@ class PrunedResult:
 
 
 def pruned_search(step: StepFn, trie: Trie, batch_size: int, k: int, *, item_mask: np.ndarray | None = None,
-                  method: str = "postings", slack: float = SLACK, max_reads: float = MAX_READS,
+                  method: str = "postings", read_growth: float = READ_GROWTH, max_reads: float = MAX_READS,
                   max_candidates: float = MAX_CANDIDATES, direct_fraction: float = DIRECT_FRACTION,
                   min_items: int = MIN_ITEMS) -> PrunedResult:
     """Top-``k`` items per request, equal to ``score_catalogue(step, trie, batch_size, k, item_mask=...)``.
@@ -80,8 +83,8 @@ def pruned_search(step: StepFn, trie: Trie, batch_size: int, k: int, *, item_mas
         raise ValueError(f"batch_size and k must be >= 1, got {batch_size} and {k}")
     if method not in METHODS:
         raise ValueError(f"method must be one of {METHODS}, got {method!r}")
-    if slack <= 1:
-        raise ValueError(f"slack must be > 1 (1 would read nothing but the best codes' lists), got {slack}")
+    if read_growth < 1:
+        raise ValueError(f"read_growth must be >= 1, got {read_growth}")
     n_items = trie.n_items
     if item_mask is not None and (item_mask.shape != (batch_size, n_items) or item_mask.dtype != bool):
         raise ValueError(f"item_mask must be a bool array of shape ({batch_size}, {n_items}), "
@@ -100,7 +103,7 @@ def pruned_search(step: StepFn, trie: Trie, batch_size: int, k: int, *, item_mas
     pruned = np.flatnonzero(path == "pruned")
     if len(pruned):
         if method == "postings":
-            gave_up = search.postings(pruned, slack, max_reads * n_items, max_candidates * n_items)
+            gave_up = search.postings(pruned, read_growth, max_reads * n_items, max_candidates * n_items)
         else:
             gave_up = search.trie_walk(pruned, max_reads * n_items)
         path[gave_up] = "full"
@@ -191,7 +194,7 @@ class _Search:
             self.scored[sl] = self.n
 
     # ------------------------------------------------------------------ posting lists
-    def postings(self, rows: np.ndarray, slack: float, max_reads: float, max_candidates: float) -> np.ndarray:
+    def postings(self, rows: np.ndarray, read_growth: float, max_reads: float, max_candidates: float) -> np.ndarray:
         """The seed + bound + score search for ``rows``; returns the rows that need the dense pass instead."""
         index: PostingIndex = self.trie.postings
         flat_items = index.items.reshape(-1)
@@ -215,15 +218,27 @@ class _Search:
             if kth is None:
                 gave_up.append(row)         # fewer than k allowed finite items among the seeds
                 continue
-            # 2. bound: read the lists of codes within x of their digit's best
+            # 2. bound: read the lists of codes within x of their digit's best. A digit whose codes all lie
+            # within delta / S (e.g. a uniform dedup digit) would list every item: leave it out of the bound
+            # (its gaps are >= 0) and spread delta over the other digits.
             margin = MARGIN * (1.0 + abs(kth) + scale[row])
             delta = float(best[row].sum()) - kth + margin
-            x = slack * delta / n_sel
+            gaps = {d: best[row, d] - used[d][row] for d in selective}
+            digits = list(selective)
+            while digits:
+                widest = {d: np.max(gaps[d], where=np.isfinite(gaps[d]), initial=0.0) for d in digits}
+                informative = [d for d in digits if widest[d] > delta / len(digits)]
+                if len(informative) == len(digits):
+                    break
+                digits = informative
+            if not digits:
+                gave_up.append(row)         # every code of every digit is near its best: no item can be ruled out
+                continue
+            x = self._spread(delta, digits, gaps, index, read_growth)
             picked = []
-            for d in selective:
-                gap = best[row, d] - used[d][row]
-                codes = np.flatnonzero(gap <= x)
-                picked.append((d, codes, x - gap[codes]))
+            for d in digits:
+                codes = np.flatnonzero(gaps[d] <= x)
+                picked.append((d, codes, x - gaps[d][codes]))
             n_read = sum(int(index.sizes[d][codes].sum()) for d, codes, _ in picked)
             if n_read > max_reads:
                 gave_up.append(row)
@@ -232,8 +247,9 @@ class _Search:
             weights = np.concatenate([np.repeat(w, index.sizes[d][codes]) for d, codes, w in picked])
             self.read[row] += len(items)
             credit = np.bincount(items, weights=weights, minlength=self.n)
-            # x * S - credit bounds the item's gap sum from below; candidates may still reach kth
-            candidates = np.flatnonzero(credit >= n_sel * x - delta)
+            # len(digits) * x - credit < (the item's gap sum): unless it exceeds delta the item may reach kth
+            # (strict: delta carries the margin, so an item on the boundary still scores below kth)
+            candidates = np.flatnonzero(credit > len(digits) * x - delta)
             if mask_row is not None:
                 candidates = candidates[mask_row[candidates]]
             if len(candidates) > max_candidates:
@@ -242,6 +258,22 @@ class _Search:
             # 3. exact scores of the candidates (they include the seed's top k)
             self.keep(row, candidates, self.item_scores(row, candidates), kth)
         return np.asarray(gave_up, dtype=np.int64)
+
+    @staticmethod
+    def _spread(delta: float, digits: list[int], gaps: dict, index: PostingIndex, read_growth: float) -> float:
+        """The per-digit gap x: ``delta / (S - m + 1)`` for the largest m (hits an item needs) whose lists hold
+        at most ``read_growth`` times the entries of m = 1. Missing m digits then costs more than delta; a
+        larger m leaves fewer candidates to score but reads more lists (counted here, before reading)."""
+        n_dig = len(digits)
+        xs = delta / (n_dig - np.arange(n_dig))                                    # m = 1 .. S
+        reads = np.zeros(n_dig)
+        for d in digits:
+            order = np.argsort(gaps[d], kind="stable")
+            listed = np.cumsum(index.sizes[d][order])
+            at = np.searchsorted(gaps[d][order], xs, side="right")                 # codes with gap <= x
+            reads += np.where(at > 0, listed[np.maximum(at - 1, 0)], 0)
+        m = int(np.flatnonzero(reads <= read_growth * reads[0])[-1])
+        return float(xs[m])
 
     def _seed(self, row: int, index: PostingIndex, flat_items: np.ndarray, selective: np.ndarray,
               used: list[np.ndarray], n_seeds: int) -> float | None:
@@ -293,7 +325,10 @@ class _Search:
             bound = prefix.copy()
             for d in range(level + 1, trie.depth):
                 bound += top[node_rows, d]
-            self.read[rows] += np.bincount(node_rows, minlength=n_rows)
+            expanded = np.bincount(node_rows, minlength=n_rows)
+            self.read[rows] += expanded
+            if level == trie.depth - 1:
+                self.scored[rows] += expanded          # a leaf's prefix score is the item's full score
             gave_up |= self.read[rows] > max_nodes
             ok = (bound >= kth[node_rows]) & (bound > -np.inf) & ~gave_up[node_rows]
             node_rows, nodes, prefix = node_rows[ok], child[ok], prefix[ok]

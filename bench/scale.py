@@ -1,0 +1,641 @@
+"""Decode-layer scaling from 10k to 1M items: trie + index build, and top-k latency per decoding path.
+
+    python bench/scale.py --smoke                           # seconds; tests/test_bench_scale.py runs it
+    python bench/scale.py --sizes 10000 100000 1000000      # the issue's sizes (minutes)
+
+Setting, per catalogue size N (all seeded): clustered item vectors (super-clusters -> clusters -> items),
+~10 interactions per item from users who mostly stay in one cluster; two tokenizations of the vectors,
+fitted on a sample and applied to every item:
+- PQ codes (16 subspaces x 256 + a dedup digit): what the parallel head decodes, exactly, by
+  ``score_catalogue`` (every item) or ``pruned_search`` (posting lists, same top-k);
+- RQ codes (3 residual levels x 256 + a dedup digit): what trie beam search (beam 20) decodes.
+Per-digit log-probs come from a fixed linear head over a user state (the mean of the user's last
+history items plus noise): the digit's codebook, as ParallelHead's ``query @ code_emb.T``, plus a fixed
+random matrix; its temperature sets how peaked they are (reported as the mean top-1 probability).
+Requests exclude their history (the server's default), k = 10.
+
+Measured: wall time and peak RSS of building the trie + posting lists; in-process p50/p99 of
+``score_catalogue``, ``pruned_search`` and ``beam_search`` at batch 1 and 32 (the head's step calls
+included); items scored per request; and that pruned == full on every timed request. A second table
+compares the two exact pruned methods (posting lists vs trie walk) on PQ and RQ codes, peaked and flat.
+Writes bench/results/scale.json, scale.md and scale.png.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO / "bench"))
+
+from run import git_commit, write_outputs  # noqa: E402  (bench/run.py: the shared bench conventions)
+
+from genrec.decode import Trie, beam_search, exclude_mask, score_catalogue  # noqa: E402
+from genrec.decode.pruned import PrunedResult, pruned_search  # noqa: E402
+from genrec.io import machine_info, package_versions  # noqa: E402
+
+RESULTS = REPO / "bench" / "results"
+PATHS = ("full", "pruned", "beam")     # decoding paths timed per size
+PATH_LABELS = {"full": "exact, every item (score_catalogue)", "pruned": "exact, pruned (posting lists)",
+               "beam": "beam search, width 20 (RQ codes)"}
+
+
+@dataclass
+class ScaleConfig:
+    sizes: list[int] = field(default_factory=lambda: [10_000, 100_000, 1_000_000])   # catalogue sizes
+    dim: int = 64                   # item vector dimension
+    items_per_cluster: int = 200    # mean cluster size (clusters = N / this)
+    interactions_per_item: int = 10  # synthetic interactions per item
+    history: int = 20               # items per user history (and per request)
+    pq_digits: int = 16             # PQ subspaces (configs' pq tokenizer: 2 modalities x 8 levels)
+    rq_levels: int = 3              # residual levels of the beam path's codes (TIGER's 3 x 256)
+    codebook_size: int = 256        # codes per PQ subspace / RQ level
+    fit_sample: int = 32_768        # items the codebooks are fitted on (k-means), then applied to all
+    kmeans_iters: int = 8           # Lloyd iterations per codebook
+    temperature: float = 0.15       # head temperature ("peaked": a few codes per digit carry the mass)
+    flat_temperature: float = 2.0   # the "flat" head of the method comparison
+    smoothing: float = 0.01         # probability floor mixed into every digit (label smoothing's residue)
+    random_head: float = 0.3        # weight of the fixed random matrix in the head (what a model has not fit)
+    k: int = 10                     # items returned per request
+    beam_width: int = 20            # beam search width
+    batch: int = 32                 # the batched setting (batch 1 is always timed)
+    n_requests: int = 200           # timed batch-1 requests per path (fewer if the time budget runs out)
+    n_batches: int = 12             # timed batches per path
+    budget_s: float = 20.0          # time budget per path and batch size (at least 5 timed calls)
+    compare_size: int = 100_000     # catalogue size of the pruned-methods comparison (0: skip it)
+    seed: int = 0
+    out: str = "bench/results"      # where scale.json / .md / .png go
+
+    def __post_init__(self):
+        for name in ("dim", "items_per_cluster", "interactions_per_item", "history", "pq_digits", "rq_levels",
+                     "codebook_size", "fit_sample", "kmeans_iters", "k", "beam_width", "batch", "n_requests",
+                     "n_batches"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if self.dim % self.pq_digits:
+            raise ValueError(f"dim ({self.dim}) must be a multiple of pq_digits ({self.pq_digits})")
+        if any(n < 2 * self.history for n in self.sizes):
+            raise ValueError(f"every size must be >= 2 * history ({2 * self.history}), got {self.sizes}")
+        if self.k > self.beam_width:
+            raise ValueError(f"k ({self.k}) must be <= beam_width ({self.beam_width})")
+
+
+# --smoke: one catalogue just above genrec.decode.pruned.MIN_ITEMS, so the pruned search really runs
+SMOKE = dict(sizes=[6000], dim=16, pq_digits=4, rq_levels=2, codebook_size=16, fit_sample=2000, kmeans_iters=4,
+             n_requests=20, n_batches=2, batch=8, budget_s=2.0, compare_size=6000, items_per_cluster=50)
+
+
+# ---------------------------------------------------------------------- catalogue
+@dataclass
+class Catalogue:
+    vectors: np.ndarray        # (N, dim) float32
+    users: np.ndarray          # (U,) int64 user of each interaction
+    items: np.ndarray          # (U,) int64 item of each interaction (users' rows contiguous, oldest first)
+    n_users: int
+
+
+def synthetic_catalogue(n_items: int, cfg: ScaleConfig, rng: np.random.Generator) -> Catalogue:
+    """Clustered item vectors and ~interactions_per_item interactions per item, vectorised."""
+    n_clusters = max(4, n_items // cfg.items_per_cluster)
+    n_super = max(2, int(np.sqrt(n_clusters)))
+    super_centres = rng.normal(size=(n_super, cfg.dim)).astype(np.float32)
+    centres = super_centres[rng.integers(0, n_super, n_clusters)] + 0.5 * rng.normal(size=(n_clusters, cfg.dim))
+    # uneven cluster sizes (a Dirichlet draw), every cluster non-empty
+    share = rng.dirichlet(np.ones(n_clusters))
+    sizes = 1 + rng.multinomial(n_items - n_clusters, share)
+    cluster = np.repeat(np.arange(n_clusters), sizes)
+    rng.shuffle(cluster)
+    vectors = (centres[cluster] + 0.35 * rng.normal(size=(n_items, cfg.dim))).astype(np.float32)
+    # users: a favourite cluster (by size), 80% of interactions inside it, the rest anywhere
+    n_users = max(1, n_items * cfg.interactions_per_item // cfg.history)
+    members = np.argsort(cluster, kind="stable")
+    starts = np.concatenate([[0], np.cumsum(sizes)])
+    fav = rng.choice(n_clusters, n_users, p=sizes / n_items)
+    users = np.repeat(np.arange(n_users), cfg.history)
+    inside = rng.random(len(users)) < 0.8
+    c = fav[users]
+    in_cluster = members[starts[c] + (rng.random(len(users)) * sizes[c]).astype(np.int64)]
+    items = np.where(inside, in_cluster, rng.integers(0, n_items, len(users)))
+    return Catalogue(vectors=vectors, users=users, items=items, n_users=n_users)
+
+
+def kmeans(x: np.ndarray, k: int, iters: int, rng: np.random.Generator) -> np.ndarray:
+    """(k, d) centroids of x (n, d) by Lloyd's algorithm from k random points (empty clusters keep theirs)."""
+    centroids = x[rng.choice(len(x), k, replace=len(x) < k)].copy()
+    for _ in range(iters):
+        assign = nearest(x, centroids)
+        counts = np.bincount(assign, minlength=k)
+        sums = np.zeros_like(centroids)
+        np.add.at(sums, assign, x)
+        full = counts > 0
+        centroids[full] = sums[full] / counts[full, None]
+    return centroids
+
+
+def nearest(x: np.ndarray, centroids: np.ndarray, chunk: int = 1 << 16) -> np.ndarray:
+    """(n,) index of the nearest centroid of each row of x, in chunks of rows."""
+    half_norm = 0.5 * (centroids ** 2).sum(axis=1)
+    out = np.empty(len(x), dtype=np.int64)
+    for start in range(0, len(x), chunk):
+        out[start:start + chunk] = np.argmax(x[start:start + chunk] @ centroids.T - half_norm, axis=1)
+    return out
+
+
+def with_dedup(codes: np.ndarray) -> tuple[np.ndarray, int]:
+    """Append the dedup digit (rank among items sharing the tuple, in item order) and return its size."""
+    order = np.lexsort(codes.T[::-1])
+    sorted_codes = codes[order]
+    new_group = np.concatenate([[True], (sorted_codes[1:] != sorted_codes[:-1]).any(axis=1)])
+    group_start = np.maximum.accumulate(np.where(new_group, np.arange(len(codes)), 0))
+    dedup = np.empty(len(codes), dtype=np.int64)
+    dedup[order] = np.arange(len(codes)) - group_start    # lexsort is stable: item order within a group
+    return np.concatenate([codes, dedup[:, None]], axis=1), int(dedup.max()) + 1
+
+
+@dataclass
+class Codes:
+    codes: np.ndarray                 # (N, D) including the dedup digit
+    level_sizes: tuple[int, ...]
+    codebooks: list[np.ndarray]       # PQ: per subspace (K, dim / S); RQ: per level (K, dim)
+
+
+def pq_codes(vectors: np.ndarray, cfg: ScaleConfig, rng: np.random.Generator) -> Codes:
+    sub = cfg.dim // cfg.pq_digits
+    sample = vectors[rng.choice(len(vectors), min(cfg.fit_sample, len(vectors)), replace=False)]
+    books, digits = [], []
+    for s in range(cfg.pq_digits):
+        cols = slice(s * sub, (s + 1) * sub)
+        books.append(kmeans(sample[:, cols], cfg.codebook_size, cfg.kmeans_iters, rng))
+        digits.append(nearest(vectors[:, cols], books[-1]))
+    codes, dedup = with_dedup(np.stack(digits, axis=1))
+    return Codes(codes, (cfg.codebook_size,) * cfg.pq_digits + (dedup,), books)
+
+
+def rq_codes(vectors: np.ndarray, cfg: ScaleConfig, rng: np.random.Generator) -> Codes:
+    pick = rng.choice(len(vectors), min(cfg.fit_sample, len(vectors)), replace=False)
+    residual_fit = vectors[pick].copy()
+    residual = vectors.copy()
+    books, digits = [], []
+    for _ in range(cfg.rq_levels):
+        books.append(kmeans(residual_fit, cfg.codebook_size, cfg.kmeans_iters, rng))
+        residual_fit -= books[-1][nearest(residual_fit, books[-1])]
+        digits.append(nearest(residual, books[-1]))
+        residual -= books[-1][digits[-1]]
+    codes, dedup = with_dedup(np.stack(digits, axis=1))
+    return Codes(codes, (cfg.codebook_size,) * cfg.rq_levels + (dedup,), books)
+
+
+def request_states(cat: Catalogue, n: int, cfg: ScaleConfig, rng: np.random.Generator
+                   ) -> tuple[np.ndarray, list[np.ndarray]]:
+    """n user states (n, dim) and histories: a random user's history; state = mean of its last 5 items + noise."""
+    users = rng.integers(0, cat.n_users, n)
+    histories = [cat.items[u * cfg.history:(u + 1) * cfg.history] for u in users]
+    states = np.stack([cat.vectors[h[-5:]].mean(axis=0) for h in histories])
+    states += 0.25 * rng.normal(size=states.shape).astype(np.float32)
+    return states.astype(np.float32), histories
+
+
+# ---------------------------------------------------------------------- heads (StepFns)
+def log_probs(logits: np.ndarray, temperature: float, smoothing: float) -> np.ndarray:
+    """log((1 - smoothing) * softmax(logits / temperature) + smoothing / K): a softmax head with a floor, as
+    label smoothing leaves one. Without the floor the temperature would only scale every gap between codes
+    and cost no pruning work; with it, a flat head keeps most codes near the floor."""
+    z = logits / temperature
+    z = z - z.max(axis=-1, keepdims=True)
+    p = np.exp(z)
+    p /= p.sum(axis=-1, keepdims=True)
+    return np.log((1 - smoothing) * p + smoothing / logits.shape[-1])
+
+
+class ParallelHead:
+    """Per-digit log-probs from one user state (prefix-independent, as ParallelHead's ``query @ code_emb.T``):
+    digit d reads its view of the state (its PQ subspace, or the whole state for RQ codes) through the
+    digit's codebook (``u . c - |c|^2 / 2``: minus half the squared distance) plus a fixed random linear
+    map of the whole state (what a model has not fit). The dedup digit is uniform."""
+
+    def __init__(self, codes: Codes, cfg: ScaleConfig, temperature: float, rng: np.random.Generator):
+        self.books, self.sizes, self.t, self.smoothing = codes.codebooks, codes.level_sizes, temperature, cfg.smoothing
+        width = self.books[0].shape[1]
+        self.views = [slice(d * width, (d + 1) * width) if width < cfg.dim else slice(None) for d in range(len(self.books))]
+        self.noise = [cfg.random_head * rng.normal(size=(cfg.dim, len(b))).astype(np.float32) / np.sqrt(cfg.dim)
+                      for b in self.books]
+        self.states = np.zeros((0, cfg.dim), dtype=np.float32)
+
+    def bind(self, states: np.ndarray) -> "ParallelHead":
+        self.states = states
+        return self
+
+    def __call__(self, level, parent_rows, last_codes):
+        self._requests = np.asarray(parent_rows) if level == 0 else self._requests[parent_rows]
+        rows = self.states[self._requests]
+        if level == len(self.books):    # the dedup digit
+            return np.full((len(rows), self.sizes[level]), -np.log(self.sizes[level]))
+        book = self.books[level]
+        logits = rows[:, self.views[level]] @ book.T - 0.5 * (book ** 2).sum(axis=1) + rows @ self.noise[level]
+        return log_probs(logits, self.t, self.smoothing)
+
+
+class ResidualHead:
+    """Prefix-dependent log-probs for RQ codes: level l scores codes against the state's residual after the
+    beam's chosen codes (what an autoregressive code head learns), plus the same kind of random map."""
+
+    def __init__(self, codes: Codes, cfg: ScaleConfig, temperature: float, rng: np.random.Generator):
+        self.books, self.sizes, self.t, self.smoothing = codes.codebooks, codes.level_sizes, temperature, cfg.smoothing
+        self.noise = [cfg.random_head * rng.normal(size=(cfg.dim, len(b))).astype(np.float32) / np.sqrt(cfg.dim)
+                      for b in self.books]
+        self.states = np.zeros((0, cfg.dim), dtype=np.float32)
+
+    def bind(self, states: np.ndarray) -> "ResidualHead":
+        self.states = states
+        return self
+
+    def __call__(self, level, parent_rows, last_codes):
+        if level == 0:
+            self._residual = self.states[parent_rows]
+        else:
+            self._residual = self._residual[parent_rows] - self.books[level - 1][last_codes]
+        if level == len(self.books):
+            return np.full((len(self._residual), self.sizes[level]), -np.log(self.sizes[level]))
+        book = self.books[level]
+        logits = self._residual @ book.T - 0.5 * (book ** 2).sum(axis=1) + self._residual @ self.noise[level]
+        return log_probs(logits, self.t, self.smoothing)
+
+
+class CountingStep:
+    """Wraps a StepFn to count the work of a beam search (untimed replay): log-probs computed, and the
+    leaf candidates (beam x allowed last code) whose full path score it compared."""
+
+    def __init__(self, step, trie: Trie):
+        self.step, self.trie = step, trie
+        self.codes_scored = 0
+        self.leaf_candidates = 0
+
+    def __call__(self, level, parent_rows, last_codes):
+        self.nodes = (np.zeros(len(parent_rows), dtype=np.int64) if level == 0
+                      else self.trie.child(level - 1, self.nodes[parent_rows], last_codes))
+        out = self.step(level, parent_rows, last_codes)
+        self.codes_scored += out.size
+        if level == self.trie.depth - 1:
+            first = self.trie.child_start[level]
+            self.leaf_candidates += int((first[self.nodes + 1] - first[self.nodes]).sum())
+        return out
+
+
+def head_stats(step, trie: Trie, states: np.ndarray) -> dict:
+    """How peaked the head is: mean top-1 probability and perplexity per digit (dedup digit excluded)."""
+    rows = np.arange(len(states))
+    tables = [step.bind(states)(d, rows, None if d == 0 else np.zeros(len(rows), dtype=np.int64))
+              for d in range(trie.depth - 1)]
+    top1 = np.mean([np.exp(t.max(axis=1)).mean() for t in tables])
+    perplexity = np.mean([np.exp(-(np.exp(t) * t).sum(axis=1)).mean() for t in tables])
+    return {"top1_prob": round(float(top1), 3), "perplexity": round(float(perplexity), 1)}
+
+
+# ---------------------------------------------------------------------- measurement helpers
+def _status(key: str) -> float:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith(key + ":"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def reset_peak_rss() -> None:
+    """Reset VmHWM to the current RSS (Linux clear_refs), so the next peak belongs to what follows."""
+    try:
+        Path("/proc/self/clear_refs").write_text("5")
+    except OSError:
+        pass
+
+
+def rss_mb() -> float:
+    return round(_status("VmRSS"), 1)
+
+
+def peak_rss_mb() -> float:
+    return round(_status("VmHWM"), 1)
+
+
+def latency(ms: list[float]) -> dict:
+    a = np.asarray(ms)
+    return {"n": len(a), "p50_ms": round(float(np.percentile(a, 50)), 3), "p99_ms": round(float(np.percentile(a, 99)), 3),
+            "mean_ms": round(float(a.mean()), 3)}
+
+
+def timed_calls(fn, inputs: list, budget_s: float, min_calls: int = 5) -> tuple[list[float], list]:
+    """Milliseconds and outputs of fn(x) over inputs, after one untimed call; stops when the budget runs out."""
+    fn(inputs[0])
+    out_ms, outputs = [], []
+    start_all = time.perf_counter()
+    for x in inputs:
+        start = time.perf_counter()
+        outputs.append(fn(x))
+        out_ms.append((time.perf_counter() - start) * 1000)
+        if len(out_ms) >= min_calls and time.perf_counter() - start_all > budget_s:
+            break
+    return out_ms, outputs
+
+
+# ---------------------------------------------------------------------- one catalogue size
+@dataclass
+class Prepared:
+    n_items: int
+    pq: Codes
+    rq: Codes
+    states: np.ndarray                 # (R, dim) request user states
+    histories: list[np.ndarray]        # R histories (excluded from the results)
+    n_interactions: int
+    seconds: dict
+
+
+def prepare(n_items: int, cfg: ScaleConfig, n_states: int) -> Prepared:
+    rng = np.random.default_rng(cfg.seed + n_items)
+    seconds = {}
+    start = time.perf_counter()
+    cat = synthetic_catalogue(n_items, cfg, rng)
+    seconds["catalogue"] = time.perf_counter() - start
+    start = time.perf_counter()
+    pq = pq_codes(cat.vectors, cfg, rng)
+    rq = rq_codes(cat.vectors, cfg, rng)
+    seconds["codes"] = time.perf_counter() - start
+    states, histories = request_states(cat, n_states, cfg, rng)
+    out = Prepared(n_items, pq, rq, states, histories, len(cat.items), {k: round(v, 2) for k, v in seconds.items()})
+    del cat                            # the item vectors are not part of decoding: free them before measuring
+    return out
+
+
+def build_rows(data: Prepared) -> tuple[list[dict], Trie, Trie]:
+    """Time and peak RSS of the decode-side structures each path needs, built from the codes."""
+    rows = []
+    built = {}
+    for name, codes, with_postings in (("pq", data.pq, True), ("rq", data.rq, False)):
+        reset_peak_rss()
+        before = rss_mb()
+        start = time.perf_counter()
+        trie = Trie(codes.codes, codes.level_sizes)
+        trie_s = time.perf_counter() - start
+        index_bytes = trie.nbytes
+        if with_postings:
+            index_bytes += trie.postings.nbytes
+        seconds = time.perf_counter() - start
+        rows.append({"stage": "decode_index", "n_items": data.n_items, "codes": name,
+                     "what": "trie + posting lists" if with_postings else "trie",
+                     "level_sizes": list(codes.level_sizes), "seconds": round(seconds, 3), "trie_seconds": round(trie_s, 3),
+                     "postings_seconds": round(seconds - trie_s, 3), "index_mb": round(index_bytes / 2**20, 1),
+                     "rss_before_mb": before, "peak_rss_mb": peak_rss_mb()})
+        built[name] = trie
+    return rows, built["pq"], built["rq"]
+
+
+def run_path(path: str, batch: int, data: Prepared, tries: dict, heads: dict, cfg: ScaleConfig,
+             n_calls: int) -> tuple[dict, list]:
+    """Time one decoding path at one batch size; returns its serving row and its results (for the equality check)."""
+    n = data.n_items
+    starts = [(i * batch) % (len(data.states) - batch + 1) for i in range(n_calls)]
+    inputs = [(data.states[s:s + batch], exclude_mask(data.histories[s:s + batch], n)) for s in starts]
+    if path == "full":
+        def call(x):
+            return score_catalogue(heads["pq"].bind(x[0]), tries["pq"], batch, cfg.k, item_mask=x[1])
+    elif path == "pruned":
+        def call(x):
+            return pruned_search(heads["pq"].bind(x[0]), tries["pq"], batch, cfg.k, item_mask=x[1])
+    else:
+        def call(x):
+            return beam_search(heads["rq"].bind(x[0]), tries["rq"], batch, cfg.beam_width, cfg.k, item_mask=x[1])
+    reset_peak_rss()
+    ms, outputs = timed_calls(call, inputs, cfg.budget_s)
+    row = {"n_items": n, "decoding": path, "batch": batch, **latency(ms), "rss_mb": peak_rss_mb()}
+    if path == "full":
+        row["items_scored"] = n
+        row["index_mb"] = round(tries["pq"].nbytes / 2**20, 1)
+    elif path == "pruned":
+        res: list[PrunedResult] = outputs
+        paths = np.concatenate([r.path for r in res])
+        row["items_scored"] = round(float(np.mean(np.concatenate([r.items_scored for r in res]))), 1)
+        row["entries_read"] = round(float(np.mean(np.concatenate([r.entries_read for r in res]))), 1)
+        row["fallback_full_share"] = round(float(np.mean(paths == "full")), 3)
+        row["index_mb"] = round((tries["pq"].nbytes + tries["pq"].postings.nbytes) / 2**20, 1)
+        outputs = [r.result for r in res]
+    else:
+        counter = CountingStep(heads["rq"].bind(inputs[0][0]), tries["rq"])
+        beam_search(counter, tries["rq"], batch, cfg.beam_width, cfg.k, item_mask=inputs[0][1])
+        row["items_scored"] = round(counter.leaf_candidates / batch, 1)
+        row["codes_scored"] = round(counter.codes_scored / batch, 1)
+        row["index_mb"] = round(tries["rq"].nbytes / 2**20, 1)
+    return row, outputs
+
+
+def same_topk(a, b) -> bool:
+    return (np.array_equal(a.items, b.items) and np.array_equal(a.scores, b.scores)
+            and np.array_equal(a.codes, b.codes))
+
+
+def measure_size(n_items: int, cfg: ScaleConfig) -> dict:
+    print(f"--- {n_items:,} items: catalogue and codes ...", flush=True)
+    n_states = max(cfg.n_requests, cfg.batch * cfg.n_batches) + cfg.batch
+    data = prepare(n_items, cfg, n_states)
+    build, trie_pq, trie_rq = build_rows(data)
+    for r in build:
+        print(f"  build {r['what']} ({r['codes']}): {r['seconds']:.2f} s, peak RSS {r['peak_rss_mb']:.0f} MB, "
+              f"{r['index_mb']} MB", flush=True)
+    rng = np.random.default_rng(cfg.seed)
+    heads = {"pq": ParallelHead(data.pq, cfg, cfg.temperature, rng), "rq": ResidualHead(data.rq, cfg, cfg.temperature, rng)}
+    tries = {"pq": trie_pq, "rq": trie_rq}
+    serving, equal = [], {}
+    for batch, n_calls in ((1, cfg.n_requests), (cfg.batch, cfg.n_batches)):
+        outputs = {}
+        for path in PATHS:
+            row, outputs[path] = run_path(path, batch, data, tries, heads, cfg, n_calls)
+            serving.append(row)
+            print(f"  batch {batch:>2} {path:>6}: p50 {row['p50_ms']:9.2f} ms  p99 {row['p99_ms']:9.2f} ms  "
+                  f"items scored/request {row['items_scored']:>10}  (n={row['n']})", flush=True)
+        common = min(len(outputs["full"]), len(outputs["pruned"]))
+        equal[f"batch_{batch}"] = {"compared_calls": common,
+                                   "equal": all(same_topk(a, b) for a, b in zip(outputs["full"][:common],
+                                                                                outputs["pruned"][:common]))}
+    return {"build": build, "serving": serving, "pruned_equals_full": equal,
+            "setting": {"n_items": n_items, "n_interactions": data.n_interactions, "pq_level_sizes": list(data.pq.level_sizes),
+                        "rq_level_sizes": list(data.rq.level_sizes), "synthesis_seconds": data.seconds,
+                        "pq_head": head_stats(heads["pq"], trie_pq, data.states[:64]),
+                        "rq_head_level0": head_stats(ParallelHead(data.rq, cfg, cfg.temperature, rng), trie_rq, data.states[:64])}}
+
+
+# ---------------------------------------------------------------------- pruned methods compared
+def compare_methods(n_items: int, cfg: ScaleConfig) -> list[dict]:
+    """Posting lists vs trie walk on PQ and RQ codes, peaked and flat parallel heads: batch-1 p50 and work."""
+    print(f"--- method comparison at {n_items:,} items ...", flush=True)
+    n_req = max(10, cfg.n_requests // 4)
+    data = prepare(n_items, cfg, n_req)
+    rows = []
+    rng = np.random.default_rng(cfg.seed + 1)
+    for code_name, codes in (("pq", data.pq), ("rq", data.rq)):
+        trie = Trie(codes.codes, codes.level_sizes)
+        trie.postings
+        for regime, temperature in (("peaked", cfg.temperature), ("flat", cfg.flat_temperature)):
+            head = ParallelHead(codes, cfg, temperature, rng)
+            inputs = [(data.states[i:i + 1], exclude_mask(data.histories[i:i + 1], n_items)) for i in range(n_req)]
+            full_ms, full = timed_calls(lambda x: score_catalogue(head.bind(x[0]), trie, 1, cfg.k, item_mask=x[1]),
+                                        inputs, cfg.budget_s / 4)
+            for method in ("postings", "trie"):
+                ms, res = timed_calls(lambda x: pruned_search(head.bind(x[0]), trie, 1, cfg.k, item_mask=x[1],
+                                                              method=method), inputs, cfg.budget_s / 4)
+                paths = np.concatenate([r.path for r in res])
+                row = {"n_items": n_items, "codes": code_name, "head": regime, **head_stats(head, trie, data.states[:32]),
+                       "method": method, "p50_ms": latency(ms)["p50_ms"], "p99_ms": latency(ms)["p99_ms"],
+                       "full_p50_ms": latency(full_ms)["p50_ms"],
+                       "items_scored": round(float(np.mean([r.items_scored[0] for r in res])), 1),
+                       "entries_read": round(float(np.mean([r.entries_read[0] for r in res])), 1),
+                       "fallback_full_share": round(float(np.mean(paths == "full")), 3), "n": len(ms),
+                       "equals_full": all(same_topk(r.result, f) for r, f in zip(res, full))}
+                rows.append(row)
+                print(f"  {code_name} {regime:>6} {method:>8}: p50 {row['p50_ms']:8.2f} ms (full {row['full_p50_ms']:.2f}), "
+                      f"scored {row['items_scored']:>9}, read {row['entries_read']:>10}, "
+                      f"fell back {row['fallback_full_share']:.0%}", flush=True)
+    return rows
+
+
+# ---------------------------------------------------------------------- report
+SERVING_KEYS = ("n_items", "decoding", "batch", "p50_ms", "p99_ms", "rss_mb", "items_scored")
+
+
+def validate(out: dict) -> None:
+    """The scale.json schema: raises ValueError naming the first missing or malformed field. ``rows`` are
+    per-stage measurements (``stage`` + ``n_items``; this script writes "decode_index", later ones may add
+    prepare/tokenize/train/export), ``serving`` one row per size, decoding path and batch size."""
+    for key in ("git_commit", "rows", "serving", "pruned_equals_full", "config", "wall_time_s"):
+        if key not in out:
+            raise ValueError(f"scale.json is missing '{key}'")
+    for i, row in enumerate(out["rows"]):
+        for key in ("stage", "n_items"):
+            if key not in row:
+                raise ValueError(f"rows[{i}] is missing '{key}'")
+    for i, row in enumerate(out["serving"]):
+        for key in SERVING_KEYS:
+            if key not in row:
+                raise ValueError(f"serving[{i}] is missing '{key}'")
+        if row["decoding"] not in PATHS:
+            raise ValueError(f"serving[{i}].decoding must be one of {PATHS}, got {row['decoding']!r}")
+        for key in ("p50_ms", "p99_ms", "rss_mb", "items_scored"):
+            if not isinstance(row[key], (int, float)) or row[key] < 0:
+                raise ValueError(f"serving[{i}].{key} must be a non-negative number, got {row[key]!r}")
+
+
+def markdown(out: dict) -> str:
+    lines = ["# Decode scaling (bench/scale.py)", "",
+             f"commit {str(out['git_commit'])[:10]}; {out['machine'].get('cpu_count', '?')} cores shared; bench wall time "
+             f"{out['wall_time_s']:.0f} s; load average before/after {out['load_avg_before']} / {out['load_avg_after']}.",
+             "Synthetic clustered catalogues; PQ codes (parallel head, exact) and RQ codes (beam 20); k = 10; history excluded.",
+             "", "## Serving: in-process decode latency", "",
+             "| items | decoding | batch | p50 ms | p99 ms | items scored / request | peak RSS MB | index MB |",
+             "|---:|---|---:|---:|---:|---:|---:|---:|"]
+    for r in out["serving"]:
+        scored = f"{r['items_scored']:,.0f}"
+        if r["decoding"] == "pruned":
+            scored += f" ({r['fallback_full_share']:.0%} fell back)"
+        lines.append(f"| {r['n_items']:,} | {PATH_LABELS[r['decoding']]} | {r['batch']} | {r['p50_ms']:.2f} | "
+                     f"{r['p99_ms']:.2f} | {scored} | {r['rss_mb']:.0f} | {r['index_mb']} |")
+    sizes = sorted({r["n_items"] for r in out["serving"]})
+    if len(sizes) > 1:
+        lo, hi = sizes[0], sizes[-1]
+        lines += ["", f"p50 growth from {lo:,} to {hi:,} items ({hi // lo}x the catalogue):", ""]
+        for batch in sorted({r["batch"] for r in out["serving"]}):
+            for path in PATHS:
+                a = [r for r in out["serving"] if r["n_items"] == lo and r["decoding"] == path and r["batch"] == batch]
+                b = [r for r in out["serving"] if r["n_items"] == hi and r["decoding"] == path and r["batch"] == batch]
+                if a and b:
+                    lines.append(f"- batch {batch}, {PATH_LABELS[path]}: {a[0]['p50_ms']:.2f} -> {b[0]['p50_ms']:.2f} ms "
+                                 f"({b[0]['p50_ms'] / a[0]['p50_ms']:.1f}x)")
+    lines += ["", "## Building the decode index", "",
+              "| items | codes | structure | seconds | peak RSS MB | index MB |", "|---:|---|---|---:|---:|---:|"]
+    for r in out["rows"]:
+        if r["stage"] == "decode_index":
+            lines.append(f"| {r['n_items']:,} | {r['codes']} {r['level_sizes'][0]}x{len(r['level_sizes']) - 1}+dedup | "
+                         f"{r['what']} | {r['seconds']:.2f} | {r['peak_rss_mb']:.0f} | {r['index_mb']} |")
+    eq = out["pruned_equals_full"]
+    lines += ["", "pruned == full on every compared request: "
+              + ", ".join(f"{int(n):,} items {'yes' if all(v['equal'] for v in e.values()) else 'NO'} "
+                          f"({sum(v['compared_calls'] for v in e.values())} calls)" for n, e in eq.items())]
+    if out.get("methods"):
+        lines += ["", "## Exact pruned methods compared (batch 1)", "",
+                  "| items | codes | head (top-1 p, perplexity) | method | p50 ms | p99 ms | full p50 ms | items scored "
+                  "| entries read | fell back | = full |",
+                  "|---:|---|---|---|---:|---:|---:|---:|---:|---:|---|"]
+        for r in out["methods"]:
+            lines.append(f"| {r['n_items']:,} | {r['codes']} | {r['head']} ({r['top1_prob']}, {r['perplexity']}) | "
+                         f"{r['method']} | {r['p50_ms']:.2f} | {r['p99_ms']:.2f} | {r['full_p50_ms']:.2f} | "
+                         f"{r['items_scored']:,.0f} | {r['entries_read']:,.0f} | {r['fallback_full_share']:.0%} | "
+                         f"{'yes' if r['equals_full'] else 'NO'} |")
+        lines += ["", "entries read: posting-list entries (postings) or trie nodes (trie); items scored include "
+                  "the seed's; a request that falls back scores every item."]
+    return "\n".join(lines) + "\n"
+
+
+def plot(out: dict, path: Path) -> None:
+    from genrec.plots import plt, save_png   # headless (Agg) pyplot
+
+    fig, ax = plt.subplots(figsize=(7.5, 4.8))
+    colours = {"full": "tab:red", "pruned": "tab:green", "beam": "tab:blue"}
+    for batch, style in ((1, "-"), (out["config"]["batch"], "--")):
+        for p in PATHS:
+            rows = sorted((r for r in out["serving"] if r["decoding"] == p and r["batch"] == batch),
+                          key=lambda r: r["n_items"])
+            if rows:
+                x = [r["n_items"] for r in rows]
+                ax.plot(x, [r["p50_ms"] for r in rows], style, marker="o", color=colours[p],
+                        label=f"{PATH_LABELS[p]}, batch {batch}")
+                ax.scatter(x, [r["p99_ms"] for r in rows], marker="_", s=80, color=colours[p])
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    ax.set_xlabel("catalogue size (items)")
+    ax.set_ylabel("decode latency per call, p50 (ms); ticks: p99")
+    ax.set_title("top-10 decode latency vs catalogue size (in process)")
+    ax.grid(alpha=0.3, which="both")
+    ax.legend(fontsize=7)
+    save_png(fig, path)
+
+
+def main(argv: list[str] | None = None) -> dict:
+    parser = argparse.ArgumentParser(description=__doc__.strip().splitlines()[0],
+                                     formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__)
+    parser.add_argument("--sizes", type=int, nargs="+", default=None, help="catalogue sizes (default 10000 100000 1000000)")
+    parser.add_argument("--smoke", action="store_true", help="one tiny catalogue, short budgets (seconds)")
+    parser.add_argument("--out", default=None, help="results folder (default bench/results)")
+    parser.add_argument("--compare-size", type=int, default=None,
+                        help="catalogue size of the pruned-methods comparison (0 skips it; default 100000)")
+    parser.add_argument("--budget-s", type=float, default=None, help="time budget per path and batch size (s)")
+    parser.add_argument("--seed", type=int, default=None)
+    args = parser.parse_args(argv)
+    values = dict(SMOKE) if args.smoke else {}
+    for key in ("sizes", "out", "compare_size", "budget_s", "seed"):
+        if getattr(args, key) is not None:
+            values[key] = getattr(args, key)
+    cfg = ScaleConfig(**values)
+
+    load_before = [round(x, 2) for x in os.getloadavg()]
+    start = time.perf_counter()
+    out: dict = {"git_commit": git_commit(), "rows": [], "serving": [], "pruned_equals_full": {}, "settings": []}
+    for n_items in cfg.sizes:
+        measured = measure_size(n_items, cfg)
+        out["rows"] += measured["build"]
+        out["serving"] += measured["serving"]
+        out["pruned_equals_full"][str(n_items)] = measured["pruned_equals_full"]
+        out["settings"].append(measured["setting"])
+    out["methods"] = compare_methods(cfg.compare_size, cfg) if cfg.compare_size else []
+    out.update({"wall_time_s": round(time.perf_counter() - start, 1), "load_avg_before": load_before,
+                "load_avg_after": [round(x, 2) for x in os.getloadavg()], "config": asdict(cfg),
+                "machine": machine_info(), "versions": package_versions()})
+    validate(out)
+    results = Path(cfg.out) if Path(cfg.out).is_absolute() else REPO / cfg.out
+    write_outputs(results, "scale", out, markdown(out), lambda p: plot(out, p))
+    print(f"wrote {results / 'scale.json'}, scale.md and scale.png in {out['wall_time_s']:.0f} s")
+    return out
+
+
+if __name__ == "__main__":
+    main()

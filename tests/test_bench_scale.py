@@ -1,0 +1,68 @@
+"""bench/scale.py --smoke: the decode scaling bench runs end to end, writes the issue's JSON shape, and its
+pruned exact search returns score_catalogue's top-k on the smoke catalogue."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO / "bench"))
+import scale  # noqa: E402
+
+from genrec.decode import Trie, exclude_mask, pruned_search, score_catalogue  # noqa: E402
+
+
+def test_help_names_the_sizes_flag():
+    out = subprocess.run([sys.executable, "bench/scale.py", "--help"], cwd=REPO, capture_output=True, text=True,
+                         timeout=120)
+    assert out.returncode == 0 and "--sizes" in out.stdout and "--smoke" in out.stdout
+
+
+def test_smoke_writes_the_schema_with_pruned_equal_to_full(tmp_path):
+    out = subprocess.run([sys.executable, "bench/scale.py", "--smoke", "--out", str(tmp_path)], cwd=REPO,
+                         capture_output=True, text=True, timeout=600)
+    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
+    result = json.loads((tmp_path / "scale.json").read_text())
+    scale.validate(result)
+    n = scale.SMOKE["sizes"][0]
+    got = {(r["decoding"], r["batch"]) for r in result["serving"] if r["n_items"] == n}
+    assert got == {(p, b) for p in scale.PATHS for b in (1, scale.SMOKE["batch"])}
+    assert [r["stage"] for r in result["rows"]] == ["decode_index", "decode_index"]
+    # the bench compared pruned and full on every timed call, and each pruned method in the comparison
+    assert all(v["equal"] and v["compared_calls"] > 0 for v in result["pruned_equals_full"][str(n)].values())
+    assert result["methods"] and all(r["equals_full"] for r in result["methods"])
+    full = [r for r in result["serving"] if r["decoding"] == "full"]
+    assert all(r["items_scored"] == n for r in full)
+    assert (tmp_path / "scale.md").read_text().startswith("# Decode scaling")
+    assert (tmp_path / "scale.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_pruned_equals_full_on_the_smoke_catalogue():
+    cfg = scale.ScaleConfig(**scale.SMOKE)
+    n = cfg.sizes[0]
+    data = scale.prepare(n, cfg, 40)
+    trie = Trie(data.pq.codes, data.pq.level_sizes)
+    head = scale.ParallelHead(data.pq, cfg, cfg.temperature, np.random.default_rng(0))
+    paths = []
+    for start in range(0, 40, 8):
+        states, mask = data.states[start:start + 8], exclude_mask(data.histories[start:start + 8], n)
+        got = pruned_search(head.bind(states), trie, 8, cfg.k, item_mask=mask)
+        want = score_catalogue(head.bind(states), trie, 8, cfg.k, item_mask=mask)
+        assert scale.same_topk(got.result, want)
+        paths += got.path.tolist()
+    assert paths.count("pruned") > len(paths) // 2        # the smoke catalogue exercises the search itself
+
+
+def test_schema_names_the_missing_field():
+    with pytest.raises(ValueError, match="missing 'serving'"):
+        scale.validate({"git_commit": None, "rows": [], "pruned_equals_full": {}, "config": {}, "wall_time_s": 1})
+    row = {"n_items": 10, "decoding": "greedy", "batch": 1, "p50_ms": 1, "p99_ms": 1, "rss_mb": 1, "items_scored": 1}
+    with pytest.raises(ValueError, match="decoding must be one of"):
+        scale.validate({"git_commit": None, "rows": [], "serving": [row], "pruned_equals_full": {}, "config": {},
+                        "wall_time_s": 1})
