@@ -199,6 +199,22 @@ def test_full_queue_sheds_with_retry_after(strict):
     assert all(value is not None and int(value) >= 1 for value in retry_after)
 
 
+def test_compute_deadline_gives_504(tiny_export):
+    """A request still not decoded when --request-timeout-s has passed gets 504 with what to do."""
+    from fastapi.testclient import TestClient
+
+    from genrec.serving.app import create_app
+    from genrec.serving.config import ServeConfig
+    from genrec.serving.runtime import ExportRuntime
+
+    config = ServeConfig(export=tiny_export[0], request_timeout_s=0.001)
+    with TestClient(create_app(ExportRuntime(tiny_export[0]), config)) as client:   # the warm-up has its own deadline
+        r = client.post("/recommend/batch", json=batch_body())
+        assert r.status_code == 504 and r.json()["code"] == "deadline_exceeded", r.text
+        assert "--request-timeout-s" in r.json()["error"] and int(r.headers["retry-after"]) >= 1
+        assert client.get("/livez").status_code == 200                 # the server itself is fine
+
+
 # ---------------------------------------------------------------------- connections (issue item 4)
 def test_idle_connection_is_closed(strict):
     sock = connect(strict[0])
