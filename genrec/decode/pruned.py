@@ -24,9 +24,9 @@ drop an item; the returned scores are summed in score_catalogue's order, so they
 
 A request falls back to a dense pass over every item (on transposed uint8 codes: several times faster
 than score_catalogue's strided gathers, same sums) when reading the lists would cost more than that pass
-(flat per-digit distributions) or there are fewer than k allowed finite items to seed with, and scores just its allowed items
-when its mask allows at most ``direct_fraction`` of them (candidate lists). Catalogues below
-``min_items`` are scored densely.
+(flat per-digit distributions), when too many candidates are left, or when fewer than k allowed finite
+items turn up to seed with. A request whose mask allows at most ``direct_fraction`` of the items
+(candidate lists) scores just those. Catalogues below ``min_items`` are scored densely.
 
 Method "trie" is the alternative measured in bench/scale.py: a beam search seeds ``kth``, then a
 level-by-level walk of the prefix trie keeps nodes whose bound (exact prefix score + the best code of
@@ -51,9 +51,11 @@ MAX_READS = 1.5           # fall back to the dense pass when the lists to read h
                           # took about as long as the dense pass at 1M items (bench/scale.py)
 MAX_CANDIDATES = 0.15     # ... or when more than this share of the items are left to score at random
 DIRECT_FRACTION = 1 / 64  # a mask allowing at most this share of items: score exactly those (candidate lists)
-MIN_ITEMS = 4096          # below this catalogue size the dense pass takes microseconds: no index, no search
-SEED_ITEMS = 1024         # items scored to seed kth (those listed under the most best codes): a closer kth
-SEED_SHARE = 0.01         # reads fewer lists; at most this share of the catalogue, and at least 4 k
+MIN_ITEMS = 65_536        # below this catalogue size the dense pass was as fast as pruning (bench/scale.py:
+                          # crossover between 60k and 100k items for 16-digit PQ codes, batch 1 and 32)
+SEED_ITEMS = 1024         # items scored to seed kth (those listed under the most best codes): the closer
+                          # kth is to the true k-th score, the fewer lists step 2 reads
+SEED_SHARE = 0.01         # ... but at most this share of the catalogue (and at least 4 k)
 SEED_BEAM = 16            # beam width of the trie method's seed search (at least k)
 SCORE_BLOCK = 1 << 22     # max requests x items scored densely at once (as genrec.decode.exhaustive)
 MARGIN = 1e-9             # relative slack on every bound: float sums in another order differ by ~1e-15
@@ -77,7 +79,8 @@ def pruned_search(step: StepFn, trie: Trie, batch_size: int, k: int, *, item_mas
 
     Calls ``step`` as score_catalogue does (once per level, every request). The posting lists come from
     ``trie.postings`` (built on first use, or loaded with the trie). Pass ``max_reads=inf``,
-    ``max_candidates=1``, ``direct_fraction=0`` and ``min_items=0`` to force the pruned path (tests do).
+    ``max_candidates=inf``, ``direct_fraction=0`` and ``min_items=0`` to keep requests off the dense pass
+    (tests do).
     """
     if batch_size < 1 or k < 1:
         raise ValueError(f"batch_size and k must be >= 1, got {batch_size} and {k}")

@@ -22,6 +22,7 @@ N_ITEMS = 37
 # every request through the search itself: no dense fallback, no "few allowed items" shortcut
 FORCE = dict(min_items=0, direct_fraction=0.0, max_reads=math.inf, max_candidates=math.inf)
 METHODS = ("postings", "trie")
+SEARCHED = 1_000      # min_items for the 20k-item catalogue below: searched, not scored densely (MIN_ITEMS is 64k)
 
 
 class TableStep:
@@ -161,7 +162,7 @@ def test_large_clustered_catalogue_equals_score_catalogue_and_scores_few_items(l
     mask = exclude_mask([rng.choice(n, 20, replace=False) for _ in range(batch)], n)
     mask[4] &= np.isin(np.arange(n), rng.choice(n, 250, replace=False))   # a candidate list: scored directly
     mask[5, : n - 2_000] = False                                            # most items excluded
-    got = pruned_search(TableStep(tables), trie, batch, k, item_mask=mask)
+    got = pruned_search(TableStep(tables), trie, batch, k, item_mask=mask, min_items=SEARCHED)
     assert_same(got.result, reference(tables, trie, k, mask))
     assert got.path[4] == "allowed" and got.items_scored[4] == mask[4].sum()
     if k == 10:
@@ -188,7 +189,7 @@ def test_top_items_routes_exact_decoding_through_the_pruned_search(large, monkey
 def test_step_is_called_as_score_catalogue_calls_it(large):
     trie, base = large
     mine, theirs = TableStep(cluster_head(base, trie.level_sizes, 3, 2)), TableStep(cluster_head(base, trie.level_sizes, 3, 2))
-    pruned_search(mine, trie, 3, 10)
+    pruned_search(mine, trie, 3, 10, min_items=SEARCHED)
     score_catalogue(theirs, trie, 3, 10)
     assert mine.calls == theirs.calls == [(level, [0, 1, 2]) for level in range(trie.depth)]
 
@@ -203,7 +204,7 @@ def test_fallbacks_are_reported_with_their_work(large):
     mask[1, [7, 70, 700]] = True                  # three allowed items: scored directly, no search
     mask[2] = False
     mask[2, ::2] = True                           # half the items: the search runs
-    got = pruned_search(TableStep(tables), trie, 3, 10, item_mask=mask)
+    got = pruned_search(TableStep(tables), trie, 3, 10, item_mask=mask, min_items=SEARCHED)
     assert got.path.tolist() == ["pruned", "allowed", "pruned"]
     assert got.items_scored[1] == 3 and got.result.items[1, 3:].tolist() == [-1] * 7
     assert_same(got.result, reference(tables, trie, 10, mask))
@@ -216,7 +217,7 @@ def test_fallbacks_are_reported_with_their_work(large):
     # flat tables: reading the lists would cost more than a dense pass, so the row falls back to it
     flat = [np.zeros((1, k)) for k in trie.level_sizes]
     flat[0][0, 0] = -1e-3
-    fell_back = pruned_search(TableStep(flat), trie, 1, 10)
+    fell_back = pruned_search(TableStep(flat), trie, 1, 10, min_items=SEARCHED)
     assert fell_back.path.tolist() == ["full"] and fell_back.items_scored.tolist() == [n]
     assert_same(fell_back.result, reference(flat, trie, 10, None))
 
@@ -283,12 +284,14 @@ def test_postings_are_saved_beside_the_trie_and_memory_mapped_back(tmp_path, lar
     assert isinstance(loaded._postings.items, np.memmap)      # loaded with the trie, not rebuilt
     np.testing.assert_array_equal(loaded.postings.items, trie.postings.items)
     tables = cluster_head(base, trie.level_sizes, 2, seed=5)
-    assert_same(pruned_search(TableStep(tables), loaded, 2, 10).result, reference(tables, trie, 10, None))
+    assert_same(pruned_search(TableStep(tables), loaded, 2, 10, min_items=SEARCHED).result,
+                reference(tables, trie, 10, None))
     # an export written before the index (trie files only) still loads; the index is built on first use
     trie.save(tmp_path / "old")
     old = Trie.load(tmp_path / "old")
     assert old._postings is None
-    assert_same(pruned_search(TableStep(tables), old, 2, 10).result, reference(tables, trie, 10, None))
+    assert_same(pruned_search(TableStep(tables), old, 2, 10, min_items=SEARCHED).result,
+                reference(tables, trie, 10, None))
 
 
 def test_load_rejects_posting_lists_of_another_catalogue(tmp_path):
