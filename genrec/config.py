@@ -109,7 +109,7 @@ def add_config_args(parser: argparse.ArgumentParser, cls: type, prefix: str = ""
         parser.add_argument(
             f"--{name.replace('_', '-')}", dest=f"cfg:{name}", type=_parser_for(tp), default=argparse.SUPPRESS,
             metavar=type(default).__name__.upper() if default is not None else "VALUE",
-            help=f"{_field_help(cls, f.name)} (default: {default!r})",
+            help=f"{_field_help(cls, f.name)} (default: {default!r})".replace("%", "%%"),   # argparse formats %
         )
 
 

@@ -4,7 +4,7 @@ genrec.decode is numpy-only and model-agnostic: it calls ``step(level, parent_ro
 last_codes)`` and gets per-level log-probs back. This module implements that protocol for
 CausalSID (state = the code head's running vector) and TIGER's T5 (state = the encoder
 output plus the decoded prefix), so evaluation and the ONNX server share one search. The
-registry (genrec.model.registry) names which step each architecture uses.
+registry (genrec.registry) names which step each architecture uses.
 """
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
-"""One registry of architectures: a new backbone is one entry here plus its model file.
+"""One registry of architectures: a new backbone is this entry, its model file, its export graphs and its server step.
 
 Each entry names, as ``"module:attribute"`` strings resolved on first use (so importing the
-registry imports neither transformers nor onnxruntime):
+registry imports neither torch, transformers nor onnxruntime: the torch-free server reads it too):
 - ``config`` / ``model``: the backbone's config dataclass and its ``nn.Module``;
 - ``step``: the torch decoding step (genrec.generate) that beam search and exact scoring call;
 - ``export``: the function that writes the backbone's ONNX graphs (genrec.export.onnx);

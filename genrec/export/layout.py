@@ -10,10 +10,7 @@ from __future__ import annotations
 from genrec.decode.trie import TRIE_FILES
 
 STAGE = "export"                 # manifest "stage" of an export folder
-FORMAT_VERSION = 2               # bump when the folder layout or a graph signature changes
-# 2 added the manifest's "decoding" field ("exact" for the parallel head): a version-1 reader would
-# beam-search such an export, so it must refuse it. Version 1 folders are beam search and still load.
-READABLE_FORMAT_VERSIONS = (1, 2)
+FORMAT_VERSION = 3               # bump when the folder layout, a graph signature or a manifest field changes
 ENCODER_FILE = "encoder.onnx"
 DECODER_STEP_FILE = "decoder_step.onnx"
 CODES_FILE = "codes.npy"         # (n_items, D) int64: item id -> semantic ID (row i is item i)

@@ -27,7 +27,7 @@ from genrec.io import write_folder_atomic
 from genrec.decode import Trie
 from genrec.export import layout
 from genrec.export.graphs import CausalDecoderStep, CausalEncoder, ParallelDecoderStep, TigerDecoderStep, TigerEncoder
-from genrec.model.registry import get_arch, resolve
+from genrec.registry import get_arch, resolve
 from genrec.io import MANIFEST, ArtifactError, save_npy_atomic, sha256_file, write_json_atomic, write_manifest
 
 EXPORTERS = ("dynamo", "legacy")

@@ -20,7 +20,7 @@ from torchmetrics import MeanMetric
 from genrec.lit.data import ModelDims
 from genrec.metrics import DEFAULT_KS, per_example_metrics
 from genrec.model.genrec import CHECKPOINT_KEY, GenRec, GenRecConfig
-from genrec.model.registry import ARCHS
+from genrec.registry import ARCHS
 
 ITEM_ID_INITS = ("normal", "collab")
 INIT_STD = 0.02      # CausalSID's initialisation std; a warm-started table is rescaled to it

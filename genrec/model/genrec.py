@@ -2,7 +2,7 @@
 
 It holds what inference needs and nothing of training:
 - the config (architecture name, backbone config, catalogue size, content width, codes checksum);
-- the backbone (CausalSID or TIGER's T5, chosen through genrec.model.registry);
+- the backbone (CausalSID or TIGER's T5, chosen through genrec.registry);
 - the item -> semantic-ID table and the optional content vectors, as buffers;
 - input building (history ids -> the backbone's inputs) and the decoding step.
 
@@ -23,7 +23,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from genrec.model.registry import get_arch, resolve
+from genrec.registry import get_arch, resolve
 
 CHECKPOINT_KEY = "genrec"      # where a checkpoint keeps the model's config (next to "state_dict")
 STATE_PREFIX = "genrec."       # GenRecModule holds the model as ``self.genrec``
@@ -35,7 +35,7 @@ class CheckpointError(ValueError):
 
 @dataclass
 class GenRecConfig:
-    arch: str = "causal"          # key of genrec.model.registry.ARCHS
+    arch: str = "causal"          # key of genrec.registry.ARCHS
     backbone: dict = field(default_factory=dict)  # the arch's config fields (CausalSIDConfig / TigerConfig)
     n_items: int = 0              # catalogue size (rows of the item -> code table)
     content_dim: int = 0          # width of each item's content vector (0 = no content input)

@@ -20,6 +20,7 @@ import onnxruntime as ort
 from genrec.data.split import left_pad
 from genrec.decode import BeamResult, Trie, candidate_mask, exclude_mask, top_items
 from genrec.export import layout
+from genrec.registry import get_arch, resolve
 from genrec.io import MANIFEST, ArtifactError, read_manifest, verify_files
 
 
@@ -60,6 +61,11 @@ class OnnxCausalStep:
         self.state = state                      # (B, d) float32, then (R, d) per level
         self.level_sizes = tuple(level_sizes)
 
+    @classmethod
+    def from_export(cls, session, encoded: dict[str, np.ndarray], level_sizes: Sequence[int], model: dict):
+        """The step for one batch of encoder outputs (the registry's ``onnx_step`` entry point)."""
+        return cls(session, encoded["state"], level_sizes)
+
     def __call__(self, level: int, parent_rows: np.ndarray, last_codes: np.ndarray | None) -> np.ndarray:
         state = self.state if level == 0 else self.state[parent_rows]
         codes = np.zeros(len(state), dtype=np.int64) if last_codes is None else np.asarray(last_codes, dtype=np.int64)
@@ -89,6 +95,12 @@ class OnnxTigerStep:
         self.keys = self.values = np.zeros((n_layers, self.batch, 1, *self.cache_tail), dtype=np.float32)
         self.slots = np.arange(self.batch)                       # flat (batch * width) slot of each returned row
         self.width = 1
+
+    @classmethod
+    def from_export(cls, session, encoded: dict[str, np.ndarray], level_sizes: Sequence[int], model: dict):
+        """The step for one batch of encoder outputs (the registry's ``onnx_step`` entry point)."""
+        return cls(session, encoded, level_sizes, int(model["n_decoder_layers"]), int(model["n_heads"]),
+                   int(model["d_kv"]))
 
     def __call__(self, level: int, parent_rows: np.ndarray, last_codes: np.ndarray | None) -> np.ndarray:
         if level == 0:
@@ -135,8 +147,7 @@ class ExportRuntime:
         self.level_sizes: tuple[int, ...] = tuple(int(k) for k in self.manifest["level_sizes"])
         self.max_items: int = int(self.manifest["max_items"])
         self.beam_width: int = int(self.manifest["beam_width"])
-        # exports written before the parallel head carry no "decoding" field: they are beam search
-        self.exact: bool = self.manifest.get("decoding", "beam") == "exact"
+        self.exact: bool = self.manifest["decoding"] == "exact"   # score every item, else trie beam search
         self.trie = Trie.load(self.folder)
         self.item_codes = self.trie.item_codes                                    # (N, D) int64
         codes = np.load(self.folder / layout.CODES_FILE, allow_pickle=False)
@@ -158,11 +169,11 @@ class ExportRuntime:
         path = self.folder / MANIFEST
         m = self.manifest
         version = m.get("format_version")
-        if version not in layout.READABLE_FORMAT_VERSIONS:
-            raise ArtifactError(f"{path}: format_version {version!r}, this server reads {layout.READABLE_FORMAT_VERSIONS}; "
+        if version != layout.FORMAT_VERSION:
+            raise ArtifactError(f"{path}: format_version {version!r}, this server reads {layout.FORMAT_VERSION}; "
                                 "re-export with this genrec version (`genrec export`).")
         missing = [key for key in ("arch", "level_sizes", "max_items", "beam_width", "n_items", "files", "graphs",
-                                   "model") if key not in m]
+                                   "model", "decoding") if key not in m]
         if missing:
             raise ArtifactError(f"{path}: missing fields {missing}; the manifest is incomplete, re-run `genrec export`.")
         if m["arch"] not in layout.SUPPORTED_ARCHS:
@@ -231,12 +242,8 @@ class ExportRuntime:
 
     def step_fn(self, histories: Sequence[Sequence[int]]):
         """A genrec.decode StepFn that decodes ``histories`` with decoder_step.onnx."""
-        encoded = self.encode(histories)
-        if self.arch == "causal":
-            return OnnxCausalStep(self.decoder_step, encoded["state"], self.level_sizes)
-        model = self.manifest["model"]
-        return OnnxTigerStep(self.decoder_step, encoded, self.level_sizes, int(model["n_decoder_layers"]),
-                             int(model["n_heads"]), int(model["d_kv"]))
+        step = resolve(get_arch(self.arch).onnx_step)       # genrec.registry: no torch imported
+        return step.from_export(self.decoder_step, self.encode(histories), self.level_sizes, self.manifest["model"])
 
     def recommend(self, histories: Sequence[Sequence[int]], k: int, *,
                   exclude_history: bool | Sequence[bool] = True,
@@ -301,7 +308,7 @@ class ExportRuntime:
             "semantic_id": {"n_levels": len(self.level_sizes), "level_sizes": list(self.level_sizes)},
             "max_items": self.max_items, "beam_width": self.beam_width,
             "decoding": "exact" if self.exact else "beam", "opset": m.get("opset"),
-            "exporter": m.get("exporter"), "created_utc": m.get("created_utc"), "versions": m.get("versions", {}),
+            "exporter": m.get("exporter"), "created": m.get("created"), "versions": m.get("versions", {}),
             "model": m.get("model", {}), "format_version": m.get("format_version"),
         }
 

@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from genrec.model.genrec import CheckpointError, GenRec, GenRecConfig, load_checkpoint
-from genrec.model.registry import ARCHS, get_arch, resolve
+from genrec.registry import ARCHS, get_arch, resolve
 
 LEVELS = (5, 7, 11)
 N_ITEMS = 37

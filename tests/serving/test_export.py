@@ -194,7 +194,7 @@ def test_tables_from_another_export_are_rejected(tiny_export, tmp_path):
     codes = np.load(folder / layout.CODES_FILE)
     np.save(folder / layout.CODES_FILE, codes[::-1].copy())
     manifest = json.loads((folder / "manifest.json").read_text())
-    fields = {k: v for k, v in manifest.items() if k not in ("stage", "created_utc", "versions", "files")}
+    fields = {k: v for k, v in manifest.items() if k not in ("stage", "created", "versions", "files")}
     write_manifest(folder, "export", files=list(manifest["files"]), **fields)
     with pytest.raises(ArtifactError, match="codes.npy disagrees with the trie"):
         ExportRuntime(folder)
@@ -288,19 +288,17 @@ def test_cli_export_help(capsys):
     assert "--out" in text and "--exporter" in text and "--int8" in text
 
 
-def test_format_versions_the_server_reads(tiny_export, tmp_path):
-    """Version 1 (before the "decoding" field) still loads as beam search; an unknown version is refused."""
+def test_the_server_reads_only_its_own_format_version(tiny_export, tmp_path):
+    """An export of another format version, or one missing the "decoding" field, is refused with the fix."""
     folder, _ = tiny_export
-    for version, ok in ((1, True), (2, True), (99, False)):
-        copy = tmp_path / f"v{version}"
+    assert ExportRuntime(folder).exact is False
+    for version, drop in ((layout.FORMAT_VERSION - 1, None), (99, None), (layout.FORMAT_VERSION, "decoding")):
+        copy = tmp_path / f"v{version}-{drop}"
         shutil.copytree(folder, copy)
         manifest = json.loads((copy / "manifest.json").read_text())
         manifest["format_version"] = version
-        if version == 1:
-            manifest.pop("decoding")
+        if drop:
+            manifest.pop(drop)
         (copy / "manifest.json").write_text(json.dumps(manifest))
-        if ok:
-            assert ExportRuntime(copy).exact is False
-        else:
-            with pytest.raises(ArtifactError, match="format_version 99"):
-                ExportRuntime(copy)
+        with pytest.raises(ArtifactError, match="re-export|re-run `genrec export`"):
+            ExportRuntime(copy)
