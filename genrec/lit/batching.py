@@ -2,7 +2,7 @@
 into windows, how windows are batched, and which users a capped evaluation scores.
 
 Each caller keeps its own batches: where genrec and SASRec used to differ (pool size, how the batch
-order is seeded), the difference is a parameter, and tests/model/test_batching.py proves that each
+order is seeded), the difference is a parameter, and tests/lit/test_batching.py proves that each
 caller's parameters give exactly the batch lists of its former implementation.
 
 No Lightning here: the evaluation side (genrec.evaluate) imports ``user_subset`` from this module.
