@@ -11,14 +11,17 @@ fitted on a sample and applied to every item:
 - RQ codes (3 residual levels x 256 + a dedup digit): what trie beam search (beam 20) decodes.
 Per-digit log-probs come from a fixed linear head over a user state (the mean of the user's last
 history items plus noise): the digit's codebook, as ParallelHead's ``query @ code_emb.T``, plus a fixed
-random matrix; its temperature sets how peaked they are (reported as the mean top-1 probability).
-Requests exclude their history (the server's default), k = 10.
+random matrix, softmaxed at a temperature with a 1% floor (label smoothing's residue: without a floor a
+temperature only rescales every gap and changes no pruning work). How peaked that is: the mean top-1
+probability and perplexity per digit, in the JSON. Requests exclude their history (the server's
+default), k = 10.
 
 Measured: wall time and peak RSS of building the trie + posting lists; in-process p50/p99 of
 ``score_catalogue``, ``pruned_search`` and ``beam_search`` at batch 1 and 32 (the head's step calls
-included); items scored per request; and that pruned == full on every timed request. A second table
-compares the two exact pruned methods (posting lists vs trie walk) on PQ and RQ codes, peaked and flat.
-Writes bench/results/scale.json, scale.md and scale.png.
+included); items scored per request; and that pruned == full on every timed request. Below
+genrec.decode.pruned.MIN_ITEMS (64k) the pruned path is a dense pass by design. A second table compares
+the two exact pruned methods (posting lists vs trie walk) on PQ and RQ codes, peaked and flat heads.
+Writes bench/results/scale.json, scale.md and scale.png; the machine's load average is recorded with them.
 """
 
 from __future__ import annotations
