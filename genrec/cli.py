@@ -245,6 +245,25 @@ def _run_report(a: argparse.Namespace) -> int:
     return 0
 
 
+def _build_explain(p: argparse.ArgumentParser) -> None:
+    from genrec.explain import ExplainConfig
+
+    _run_arg(p)
+    p.add_argument("--out", type=Path, default=None, help="HTML file to write (default RUN/explain.html); "
+                                                          "the per-code data goes beside it as .json")
+    _yaml_arg(p)
+    add_config_args(p, ExplainConfig)
+
+
+def _run_explain(a: argparse.Namespace) -> int:
+    from genrec.explain import ExplainConfig, explain
+
+    config = config_from_args(ExplainConfig, a, a.config)
+    with _locked(a):
+        explain(a.run, config, a.out)
+    return 0
+
+
 STAGES = [
     Stage("prepare", "raw Amazon/benchmark files -> RUN/dataset (items, sequences, manifest)", _build_prepare, _run_prepare),
     Stage("embed", "RUN/dataset -> RUN/features: text, image, collaborative (SASRec) and fused vectors", _build_embed, _run_embed),
@@ -255,6 +274,8 @@ STAGES = [
     Stage("serve", "serve an export folder over HTTP with onnxruntime (same as python serve.py)", _build_serve, _run_serve),
     Stage("pipeline", "prepare -> embed -> tokenize -> train -> evaluate in one command", _build_pipeline, _run_pipeline),
     Stage("report", "turn a run folder into a markdown report with plots", _build_report, _run_report),
+    Stage("explain", "RUN/sid + RUN/dataset -> RUN/explain.html: what each code holds, purity, item map", _build_explain,
+          _run_explain),
 ]
 
 

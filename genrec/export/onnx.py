@@ -7,6 +7,10 @@ The folder (see export/README.md and genrec/export/layout.py) is written into a 
 sibling folder and renamed into place only when complete, so a stopped export leaves nothing
 half-written under ``out``. Before the rename the exported graphs are loaded with the serving
 runtime and checked against torch eager (parity); a failed check stops the export.
+
+Optional item metadata for the server's page (/ui, /items, /codes) goes into ``items_meta.json``,
+listed in the manifest (``files`` and ``items_meta``): per item its category, training-split
+popularity and a small thumbnail (a data: URI). The runtime serves recommendations without it.
 """
 
 from __future__ import annotations
@@ -18,6 +22,7 @@ import tempfile
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Sequence
 
 import numpy as np
 import torch
@@ -35,6 +40,9 @@ EXPORTERS = ("dynamo", "legacy")
 _TRACE_BATCH, _TRACE_ROWS = 3, 7
 # Batch sizes and history lengths the export-time parity check decodes (lengths past max_items test truncation).
 _PARITY_BATCHES = (1, 4, 9)
+# Optional item metadata (category, popularity, thumbnail per item) for the server's page; listed in the manifest.
+ITEMS_META_FILE = "items_meta.json"
+_THUMBNAIL_JPEG_QUALITY = 85     # a thumbnail is stored as PNG or JPEG at this quality, whichever is smaller
 
 
 @dataclass
@@ -50,6 +58,8 @@ class ExportConfig:
     parity_k: int = 10               # top-k compared by the parity check
     seed: int = 0                    # seed of the parity histories
     overwrite: bool = True           # replace an existing export folder at `out` (other folders are never replaced)
+    thumbnail_size: int = 64         # longest side in pixels of the item thumbnails the server's /ui shows (0 = none)
+    category_depth: int = -1         # entry of an item's category path stored as its category (-1 = the leaf)
 
     def __post_init__(self):
         if self.exporter not in EXPORTERS:
@@ -60,6 +70,8 @@ class ExportConfig:
             raise ValueError(f"beam_width and parity_k must be >= 1, got {self.beam_width} and {self.parity_k}")
         if self.parity_tolerance <= 0:
             raise ValueError(f"parity_tolerance must be > 0, got {self.parity_tolerance}")
+        if not 0 <= self.thumbnail_size <= 512:
+            raise ValueError(f"thumbnail_size must be in [0, 512] pixels (0 = no thumbnails), got {self.thumbnail_size}")
 
 
 # ---------------------------------------------------------------------- entry points
@@ -81,17 +93,44 @@ def export(run: str | Path, out: str | Path, config: ExportConfig | None = None)
                             "source_id; the server needs one per item. Re-run `genrec prepare`.")
     source = {"run": str(run), "checkpoint": str(ckpt_path), "checkpoint_sha256": sha256_file(ckpt_path),
               "dataset": dataset.name, "sid_checksum": model.config.sid_checksum}
+    categories, popularity, images = _run_item_meta(run, dataset, items, config)
     return export_module(model, out, config, source_ids=items["source_id"].to_list(),
-                        titles=items["title"].to_list(), source=source)
+                        titles=items["title"].to_list(), source=source, categories=categories,
+                        popularity=popularity, images=images)
+
+
+def _run_item_meta(run: Path, dataset, items, config: ExportConfig):
+    """Per item: category label, training-split interactions, and a local image file (or None)."""
+    from genrec.explain import category_label
+    from genrec.features.image import ImageConfig, resolve_image_sources
+
+    paths = items["categories"].to_list() if "categories" in items.columns else [None] * items.height
+    categories = [category_label(p, config.category_depth) for p in paths]
+    train = [np.asarray(s, np.int64) for s in dataset.split.train if len(s)]
+    popularity = np.bincount(np.concatenate(train), minlength=items.height) if train else np.zeros(items.height, np.int64)
+    images = None
+    if config.thumbnail_size:
+        # The files the embed stage read: its image_dir if it had one, else the `image` column.
+        feats = run / "features" / MANIFEST
+        image_info = (json.loads(feats.read_text(encoding="utf-8")).get("modalities", {}).get("image", {})
+                      if feats.exists() else {})
+        base_dirs = [dataset.folder, dataset.folder.parent]
+        if dataset.manifest.get("source"):
+            base_dirs.append(Path(dataset.manifest["source"]))
+        images, _ = resolve_image_sources(items, ImageConfig(image_dir=image_info.get("image_dir")), base_dirs)
+    return categories, popularity.tolist(), images
 
 
 def export_module(model, out: str | Path, config: ExportConfig | None = None, *,
                  source_ids: list[str] | None = None, titles: list[str | None] | None = None,
-                 source: dict | None = None) -> dict:
+                 source: dict | None = None, categories: Sequence[str | None] | None = None,
+                 popularity: Sequence[int] | None = None, images: Sequence[str | Path | None] | None = None) -> dict:
     """Export an in-memory GenRec (``item_codes`` filled) to ``out``; returns the manifest.
 
     source_ids/titles: item metadata in item-id order (default: ids "0".."N-1", no titles).
     source: provenance recorded in the manifest (run, checkpoint and its checksum).
+    categories/popularity/images: optional, one entry per item (a category label, training interactions,
+    a local image file); any of them given -> items_meta.json (thumbnails of config.thumbnail_size).
     """
     config = config or ExportConfig()
     module = getattr(model, "genrec", model)   # a GenRecModule holds its GenRec as .genrec
@@ -106,6 +145,8 @@ def export_module(model, out: str | Path, config: ExportConfig | None = None, *,
                          f"got {len(source_ids)} and {len(titles)}")
     if len(set(source_ids)) != n_items:
         raise ValueError("source_ids must be unique: the server maps request ids to items by them")
+    meta, meta_info = _items_meta(n_items, config, categories, popularity, images)
+    files = list(layout.EXPORT_FILES) + ([ITEMS_META_FILE] if meta else [])
     _check_destination(out, config)
 
     module = module.cpu().eval()
@@ -116,19 +157,73 @@ def export_module(model, out: str | Path, config: ExportConfig | None = None, *,
         trie.save(tmp)
         save_npy_atomic(tmp / layout.CODES_FILE, trie.item_codes)
         write_json_atomic(tmp / layout.ITEMS_FILE, {"source_id": source_ids, "title": titles})
-        fields = _manifest_fields(module, out, config, graphs, source)
-        manifest = write_manifest(tmp, layout.STAGE, files=list(layout.EXPORT_FILES), **fields)
+        if meta:
+            write_json_atomic(tmp / ITEMS_META_FILE, meta)
+        fields = _manifest_fields(module, out, config, graphs, source) | ({"items_meta": meta_info} if meta else {})
+        manifest = write_manifest(tmp, layout.STAGE, files=files, **fields)
         if config.parity_check or config.int8:
             # The runtime reads the manifest, so the checks run on a first one; the final one adds their
             # results (and new checksums when int8 weights were kept).
             checks = _verify(module, tmp, config)
-            manifest = write_manifest(tmp, layout.STAGE, files=list(layout.EXPORT_FILES), **fields, **checks)
+            manifest = write_manifest(tmp, layout.STAGE, files=files, **fields, **checks)
         _make_readable(tmp)
         return manifest
 
     manifest = write_folder_atomic(out, write)
-    print(f"wrote {out} ({len(layout.EXPORT_FILES) + 1} files, {n_items} items, arch {module.arch})")
+    print(f"wrote {out} ({len(files) + 1} files, {n_items} items, arch {module.arch})")
+    if meta:
+        print(f"item metadata: {meta_info['n_categorised']} items with a category, {meta_info['n_images']} thumbnails"
+              + (f" ({meta_info['n_unreadable_images']} image files could not be read)"
+                 if meta_info["n_unreadable_images"] else ""))
     return manifest
+
+
+def _items_meta(n_items: int, config: ExportConfig, categories, popularity, images) -> tuple[dict, dict]:
+    """items_meta.json's content ({} when nothing was given) and its manifest entry."""
+    given = {"category": categories, "popularity": popularity, "image": images if config.thumbnail_size else None}
+    for name, values in given.items():
+        if values is not None and len(values) != n_items:
+            raise ValueError(f"{name}: expected one entry per item ({n_items}), got {len(values)}")
+    meta: dict = {}
+    if categories is not None:
+        meta["category"] = [None if c is None else str(c) for c in categories]
+    if popularity is not None:
+        meta["popularity"] = [int(p) for p in popularity]
+    unreadable = 0
+    if given["image"] is not None:
+        meta["image"] = []
+        for path in images:
+            uri = None if path is None else _thumbnail(Path(path), config.thumbnail_size)
+            unreadable += path is not None and uri is None
+            meta["image"].append(uri)
+    info = {"file": ITEMS_META_FILE, "fields": sorted(meta), "thumbnail_size": config.thumbnail_size,
+            "n_categorised": sum(c is not None for c in meta.get("category", [])),
+            "n_images": sum(u is not None for u in meta.get("image", [])), "n_unreadable_images": unreadable}
+    return meta, info
+
+
+def _thumbnail(path: Path, size: int) -> str | None:
+    """A data: URI of the image shrunk to at most ``size`` pixels a side (None if it cannot be read)."""
+    import base64
+    import io
+
+    from PIL import Image
+
+    try:
+        with Image.open(path) as img:
+            img.thumbnail((size, size))
+            img = img.convert("RGBA")
+    except (OSError, ValueError, Image.DecompressionBombError):
+        return None
+    flat = Image.new("RGB", img.size, (255, 255, 255))
+    flat.paste(img, mask=img.getchannel("A"))       # transparent pixels on white, as the embed stage sees them
+    encoded = []
+    for fmt, options in (("PNG", {"optimize": True}), ("JPEG", {"quality": _THUMBNAIL_JPEG_QUALITY})):
+        buf = io.BytesIO()
+        flat.save(buf, format=fmt, **options)
+        encoded.append((len(buf.getvalue()), fmt.lower(), buf.getvalue()))
+    _, fmt, data = min(encoded)
+    return f"data:image/{fmt};base64,{base64.b64encode(data).decode('ascii')}"
 
 
 # ---------------------------------------------------------------------- graphs

@@ -1,4 +1,5 @@
-"""The HTTP endpoints: request -> prepare -> fair micro-batcher -> respond, plus health, metrics and docs.
+"""The HTTP endpoints: request -> prepare -> fair micro-batcher -> respond, plus health, metrics and docs,
+and the item browser (GET /ui, a static page calling /recommend; /items*, /codes).
 
 Endpoints read the server's parts from ``request.app.state.serving`` (:class:`Serving`), so this
 module holds plain functions instead of one closure per app.
@@ -7,15 +8,21 @@ module holds plain functions instead of one closure per app.
 from __future__ import annotations
 
 import asyncio
+import base64
+import binascii
 import copy
+import functools
+import json
 import math
 import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
+from urllib.parse import quote
 
-from fastapi import APIRouter, FastAPI, Request
+import numpy as np
+from fastapi import APIRouter, FastAPI, Query as Param, Request
 from fastapi.responses import HTMLResponse, JSONResponse, Response
 from starlette.staticfiles import StaticFiles
 
@@ -23,7 +30,9 @@ from genrec.serving.batching import FairBatcher
 from genrec.serving.config import ServeConfig
 from genrec.serving.metrics import ServerMetrics
 from genrec.serving.runtime import ExportRuntime, Query
+from genrec.io import MANIFEST, ArtifactError
 from genrec.serving.schemas import (COMMON_ERRORS, RECOMMEND_ERRORS, ApiError, BatchRequest, BatchResponse,
+                                    CategoriesResponse, CodesResponse, ItemCard, ItemSearchResponse, ItemsResponse,
                                     RecommendedItem, RecommendRequest, RecommendResponse)
 
 RECOMMEND_PATHS = ("/recommend", "/recommend/batch")
@@ -41,6 +50,72 @@ class Serving:
     name: str                                        # model name reported by /health
     started: float = field(default_factory=time.time)
     ready: bool = False                              # the model answered its warm-up query
+    catalogue: Catalogue = field(init=False)         # item metadata for /items*, /codes and /ui
+    codes_body: bytes | None = field(default=None, init=False)   # GET /codes, computed on first use
+
+    def __post_init__(self):
+        self.catalogue = Catalogue.load(self.runtime)
+
+
+@dataclass
+class Catalogue:
+    """The export's optional items_meta.json (category, popularity, thumbnail per item), ready to search.
+
+    An export without it still serves /items* and /codes: categories and images are then null and items
+    are listed in item order.
+    """
+
+    categories: list[str | None]
+    popularity: np.ndarray | None                    # (n_items,) training interactions, or None
+    images: list[str | None]                         # data: URIs of the thumbnails
+    order: np.ndarray                                # item ids, most popular first (item order without popularity)
+    lowered: list[str]                               # titles in lower case, for search
+    by_category: dict[str, np.ndarray]               # category -> its item ids in ``order``
+
+    @classmethod
+    def load(cls, runtime: ExportRuntime) -> "Catalogue":
+        n = runtime.n_items
+        meta: dict[str, Any] = {}
+        entry = runtime.manifest.get("items_meta")
+        if entry:
+            path = runtime.folder / entry["file"]
+            try:
+                meta = json.loads(path.read_text(encoding="utf-8"))
+            except (OSError, json.JSONDecodeError) as e:
+                raise ArtifactError(f"{path}: cannot read it ({e}); it is listed in {runtime.folder / MANIFEST}. "
+                                    "Re-run `genrec export`.") from e
+            bad = [k for k in ("category", "popularity", "image") if k in meta
+                   and (not isinstance(meta[k], list) or len(meta[k]) != n)]
+            if bad:
+                raise ArtifactError(f"{path}: fields {bad} must be lists with one entry per item ({n}); "
+                                    "re-run `genrec export`.")
+        popularity = np.asarray(meta["popularity"], np.int64) if "popularity" in meta else None
+        order = np.arange(n) if popularity is None else np.lexsort((np.arange(n), -popularity))
+        categories = meta.get("category") or [None] * n
+        members: dict[str, list[int]] = {}
+        for i in order.tolist():
+            if categories[i] is not None:
+                members.setdefault(categories[i], []).append(i)
+        return cls(categories=categories, popularity=popularity, images=meta.get("image") or [None] * n,
+                   order=order, lowered=[(t or "").lower() for t in runtime.titles],
+                   by_category={c: np.array(ids, np.int64) for c, ids in members.items()})
+
+    def search(self, q: str, category: str | None, runtime: ExportRuntime) -> list[int]:
+        """Items whose title holds every word of ``q`` (and an exact source id match first), in ``order``."""
+        pool = self.order if category is None else self.by_category.get(category, np.zeros(0, np.int64))
+        words = q.lower().split()
+        hits = [i for i in pool.tolist() if all(w in self.lowered[i] for w in words)]
+        exact, _ = runtime.to_internal([q.strip()])
+        if exact and (category is None or self.categories[exact[0]] == category):
+            hits = exact + [i for i in hits if i != exact[0]]
+        return hits
+
+    def card(self, i: int, runtime: ExportRuntime) -> ItemCard:
+        sid = runtime.source_ids[i]
+        return ItemCard(item_id=sid, title=runtime.titles[i], category=self.categories[i],
+                        semantic_id=runtime.item_codes[i].tolist(),
+                        image=f"/items/{quote(sid, safe='')}/image" if self.images[i] else None,
+                        popularity=None if self.popularity is None else int(self.popularity[i]))
 
 
 def serving(request: Request) -> Serving:
@@ -228,6 +303,133 @@ async def metrics(request: Request) -> Response:
     depth, shed requests, dropped queries, open connections."""
     body, content_type = serving(request).metrics.exposition()
     return Response(content=body, media_type=content_type)
+
+
+# ---------------------------------------------------------------------- item browser (GET /ui) and what it reads
+UI_DIR = Path(__file__).resolve().parent / "ui"
+UI_STATIC = {"app.js": "text/javascript; charset=utf-8", "style.css": "text/css; charset=utf-8"}
+# The page loads nothing from elsewhere; the browser enforces it.
+UI_HEADERS = {"Content-Security-Policy": "default-src 'none'; script-src 'self'; style-src 'self'; "
+                                         "img-src 'self' data:; connect-src 'self'; base-uri 'none'; form-action 'none'",
+              "Cache-Control": "no-cache"}
+SEARCH_LIMIT = 20      # matches returned by /items/search unless `limit` says otherwise
+MAX_QUERY_CHARS = 200  # longest search text
+
+
+@functools.lru_cache(maxsize=None)
+def _ui_file(name: str) -> bytes:
+    return (UI_DIR / name).read_bytes()
+
+
+def _int_param(name: str, text: str | None, default: int, low: int, high: int) -> int:
+    """A query parameter as an int in [low, high]; a 422 naming it otherwise.
+
+    Query parameters are read as text here: FastAPI's own validation error would be answered as a
+    body problem by the app's handler.
+    """
+    if text is None or text == "":
+        return default
+    try:
+        value = int(text)
+    except ValueError:
+        value = None
+    if value is None or not low <= value <= high:
+        raise ApiError(422, "invalid_request", f"{name}={text!r}: send an integer in [{low}, {high}]")
+    return value
+
+
+@router.get("/ui", include_in_schema=False)
+async def ui() -> Response:
+    """The item browser: search, build a history, see /recommend's answer (genrec/serving/ui)."""
+    return Response(_ui_file("index.html"), media_type="text/html; charset=utf-8", headers=UI_HEADERS)
+
+
+@router.get("/ui/static/{name}", include_in_schema=False)
+async def ui_static(name: str) -> Response:
+    if name not in UI_STATIC:
+        raise ApiError(404, "not_found", f"no file {name!r} under /ui/static (files: {', '.join(UI_STATIC)})")
+    return Response(_ui_file(name), media_type=UI_STATIC[name], headers=UI_HEADERS)
+
+
+@router.get("/items/search", response_model=ItemSearchResponse, responses=COMMON_ERRORS)
+async def items_search(request: Request, q: str = Param("", description="words that must all occur in the title "
+                                                                        "(case-insensitive), or an exact item id"),
+                       category: str | None = Param(None, description="only items of this category"),
+                       limit: str | None = Param(None, description=f"most matches returned (default {SEARCH_LIMIT}, "
+                                                                   "at most the server's max_history)")) -> Response:
+    """Search the catalogue by title; most popular first."""
+    s = serving(request)
+    if len(q) > MAX_QUERY_CHARS:
+        raise ApiError(422, "invalid_request", f"q has {len(q)} characters; send at most {MAX_QUERY_CHARS}")
+    if category is not None and category not in s.catalogue.by_category:
+        raise ApiError(422, "invalid_request", f"category {category!r} is not in this export; GET /items/categories "
+                       "lists them")
+    n = _int_param("limit", limit, SEARCH_LIMIT, 1, s.config.max_history)
+    hits = s.catalogue.search(q, category, s.runtime)
+    return _json(ItemSearchResponse(items=[s.catalogue.card(i, s.runtime) for i in hits[:n]], total=len(hits)))
+
+
+@router.get("/items/categories", response_model=CategoriesResponse, responses=COMMON_ERRORS)
+async def items_categories(request: Request) -> Response:
+    """Every category of the export with its number of items (empty when the export has none)."""
+    c = serving(request).catalogue
+    counts = sorted(((name, len(ids)) for name, ids in c.by_category.items()), key=lambda t: (-t[1], t[0]))
+    return _json(CategoriesResponse(categories=[{"category": name, "n_items": k} for name, k in counts],
+                                    n_items_without_category=sum(cat is None for cat in c.categories)))
+
+
+@router.get("/items", response_model=ItemsResponse, responses=COMMON_ERRORS)
+async def items(request: Request, ids: list[str] = Param([], alias="id",
+                                                        description="item ids (repeat the parameter: ?id=A&id=B)")
+                ) -> Response:
+    """Title, category, semantic ID and thumbnail path of the given items."""
+    s = serving(request)
+    if len(ids) > s.config.max_history:
+        raise ApiError(422, "invalid_request", f"{len(ids)} ids; send at most {s.config.max_history} (--max-history)")
+    known, unknown = s.runtime.to_internal(ids)
+    return _json(ItemsResponse(items=[s.catalogue.card(i, s.runtime) for i in known], unknown_items=unknown))
+
+
+@router.get("/items/{item_id}/image", responses=COMMON_ERRORS | {
+    200: {"content": {"image/png": {}, "image/jpeg": {}}, "description": "the item's thumbnail"},
+    404: {"description": "unknown item, or no image for it in this export"}})
+async def item_image(item_id: str, request: Request) -> Response:
+    """The item's thumbnail, as stored by `genrec export` (ExportConfig.thumbnail_size)."""
+    s = serving(request)
+    known, _ = s.runtime.to_internal([item_id])
+    if not known:
+        raise ApiError(404, "not_found", f"item {item_id!r} is not in this model's catalogue")
+    uri = s.catalogue.images[known[0]]
+    if not uri:
+        raise ApiError(404, "not_found", f"item {item_id!r} has no image in this export")
+    head, _, data = uri.partition(",")
+    try:
+        content = base64.b64decode(data, validate=True)
+    except (binascii.Error, ValueError):
+        raise ApiError(404, "not_found", f"the stored image of item {item_id!r} is not valid base64; "
+                       "re-run `genrec export`") from None
+    media = head.removeprefix("data:").split(";")[0] or "application/octet-stream"
+    return Response(content, media_type=media, headers={"Cache-Control": "public, max-age=3600"})
+
+
+@router.get("/codes", response_model=CodesResponse, responses=COMMON_ERRORS)
+async def codes(request: Request) -> Response:
+    """Per digit of the semantic IDs: each used code's size, most popular items and most frequent categories,
+    and category purity against random codes of the same sizes (what `genrec explain` shows for a run)."""
+    s = serving(request)
+    if s.codes_body is None:
+        s.codes_body = await asyncio.to_thread(_codes_body, s)   # once; the event loop keeps serving meanwhile
+    return Response(content=s.codes_body, media_type="application/json")
+
+
+def _codes_body(s: Serving) -> bytes:
+    from genrec.explain import ExplainConfig, code_table, codes_json
+
+    c, defaults = s.catalogue, ExplainConfig()
+    table = code_table(s.runtime.item_codes, s.runtime.level_sizes, categories=c.categories, popularity=c.popularity,
+                       top_items=defaults.top_items, top_categories=defaults.top_categories,
+                       n_random=defaults.n_random, seed=defaults.seed)
+    return CodesResponse(**codes_json(table, s.runtime.source_ids, s.runtime.titles)).model_dump_json().encode()
 
 
 # ---------------------------------------------------------------------- docs (offline)

@@ -57,6 +57,78 @@ class BatchResponse(BaseModel):
     results: list[RecommendResponse]
 
 
+# ---------------------------------------------------------------------- items and codes (GET /items*, /codes; read by /ui)
+class ItemCard(BaseModel):
+    item_id: str = Field(description="the item's source id")
+    title: str | None = Field(description="item title from the catalogue (null when unknown)")
+    category: str | None = Field(description="the item's category (null when unknown or the export has none)")
+    semantic_id: list[int] = Field(description="the item's code per digit, first digit first; the last is the dedup digit")
+    image: str | None = Field(description="path of its thumbnail (GET /items/{item_id}/image); null when there is none")
+    popularity: int | None = Field(description="training-split interactions (null when the export does not say)")
+
+
+class ItemSearchResponse(BaseModel):
+    items: list[ItemCard] = Field(description="matches, most popular first (item order when popularity is unknown)")
+    total: int = Field(description="number of matches (items holds at most `limit` of them)")
+
+
+class ItemsResponse(BaseModel):
+    items: list[ItemCard] = Field(description="the known requested items, in request order")
+    unknown_items: list[str] = Field(description="requested ids not in the catalogue (skipped)")
+
+
+class CategoryCount(BaseModel):
+    category: str
+    n_items: int
+
+
+class CategoriesResponse(BaseModel):
+    categories: list[CategoryCount] = Field(description="every category with its item count, largest first")
+    n_items_without_category: int
+
+
+class CodeItem(BaseModel):
+    item_id: str
+    title: str | None
+
+
+class CodeCategory(BaseModel):
+    category: str
+    n_items: int
+
+
+class CodeInfo(BaseModel):
+    code: int
+    n_items: int = Field(description="items whose digit has this code")
+    purity: float | None = Field(description="share of its items (with a category) in its most frequent category")
+    top_items: list[CodeItem] = Field(description="its most popular items (training interactions), or first items")
+    top_categories: list[CodeCategory] = Field(description="its most frequent categories")
+
+
+class DigitCodes(BaseModel):
+    digit: int = Field(description="column of the semantic ID, 0 = first")
+    size: int = Field(description="codebook size of this digit")
+    used: int = Field(description="codes used by at least one item")
+    dedup: bool = Field(description="the dedup digit (separates items whose other digits are equal)")
+    purity: float | None = Field(description="share of items in the most frequent category of their code")
+    random_purity: float | None = Field(description="the same for random codes of the same sizes (mean of n_random)")
+    random_purity_std: float | None
+    prefix_purity: float | None = Field(description="purity of the groups of items sharing digits 0..digit")
+    random_prefix_purity: float | None
+    codes: list[CodeInfo] = Field(description="the used codes, by code value")
+
+
+class CodesResponse(BaseModel):
+    n_items: int
+    level_sizes: list[int]
+    n_categories: int
+    n_items_with_category: int
+    has_popularity: bool = Field(description="top_items are ranked by popularity (else item order)")
+    n_random: int = Field(description="random code assignments behind each random_purity")
+    seed: int
+    digits: list[DigitCodes]
+
+
 # ---------------------------------------------------------------------- errors
 class ErrorDetail(BaseModel):
     field: str = Field(description="the invalid field, e.g. requests[1].k")
