@@ -154,7 +154,10 @@ def export_module(model, out: str | Path, config: ExportConfig | None = None, *,
     def write(tmp: Path) -> dict:
         graphs = resolve(get_arch(module.arch).export)(module, tmp, config)
         trie = Trie(module.item_codes.cpu().numpy(), module.level_sizes, source="model.item_codes")
-        trie.save(tmp)
+        # Exact decoding reads per-digit posting lists; shipped in the export, the server memory-maps
+        # them instead of building them on its first request.
+        written = trie.save(tmp, postings=module.parallel)
+        files.extend(sorted(set(written) - set(files)))
         save_npy_atomic(tmp / layout.CODES_FILE, trie.item_codes)
         write_json_atomic(tmp / layout.ITEMS_FILE, {"source_id": source_ids, "title": titles})
         if meta:

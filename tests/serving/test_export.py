@@ -302,3 +302,16 @@ def test_the_server_reads_only_its_own_format_version(tiny_export, tmp_path):
         (copy / "manifest.json").write_text(json.dumps(manifest))
         with pytest.raises(ArtifactError, match="re-export|re-run `genrec export`"):
             ExportRuntime(copy)
+
+
+def test_an_exact_decoding_export_ships_its_posting_lists(parallel_export, tiny_export):
+    """The parallel head's export carries the per-digit posting lists (checksummed, memory-mapped on load);
+    a beam-search export does not need them."""
+    from genrec.decode.postings import POSTING_FILES
+
+    folder, _ = parallel_export
+    manifest = json.loads((folder / "manifest.json").read_text())
+    assert set(POSTING_FILES.values()) <= set(manifest["files"])
+    assert all((folder / name).exists() for name in POSTING_FILES.values())
+    beam_folder, _ = tiny_export
+    assert not set(POSTING_FILES.values()) & set(json.loads((beam_folder / "manifest.json").read_text())["files"])
