@@ -202,7 +202,7 @@ def plot_map(xy: np.ndarray, first_code: np.ndarray, labels: np.ndarray, names: 
     from genrec.plots import plt
 
     n_panels = 2 if names else 1
-    fig, axes = plt.subplots(1, n_panels, figsize=(6.2 * n_panels, 5.6), squeeze=False)
+    fig, axes = plt.subplots(1, n_panels, figsize=(6.2 * n_panels + 1.6 * (n_panels - 1), 5.6), squeeze=False)
     ax = axes[0, 0]
     codes, sizes = np.unique(first_code, return_counts=True)
     # Hues by golden-ratio steps: neighbouring code values get distant colours, however many codes there are.
@@ -226,7 +226,7 @@ def plot_map(xy: np.ndarray, first_code: np.ndarray, labels: np.ndarray, names: 
             member = labels == lab
             ax.scatter(xy[member, 0], xy[member, 1], color=palette[(2 * i) % 20 + (i // 10) % 2], s=6,
                        linewidths=0, label=names[lab][:28])
-        ax.legend(fontsize=7, markerscale=2.5, loc="best", framealpha=0.8)
+        ax.legend(fontsize=7, markerscale=2.5, loc="upper left", bbox_to_anchor=(1.0, 1.0), frameon=False)
         ax.set(title=f"coloured by category ({len(shown)} largest)", xlabel="PC 1", ylabel="PC 2")
     fig.suptitle(title, fontsize=10)
     return _png(fig)
@@ -239,7 +239,7 @@ def plot_purity(table: dict) -> bytes:
     digits = table["digits"]
     x = np.arange(len(digits))
     value = lambda key: [np.nan if d[key] is None else d[key] for d in digits]  # noqa: E731
-    fig, ax = plt.subplots(figsize=(max(5.0, 0.55 * len(digits) + 2.5), 3.4))
+    fig, ax = plt.subplots(figsize=(max(7.0, 0.55 * len(digits) + 4.5), 3.6))
     ax.bar(x - 0.2, value("purity"), 0.4, label="code purity")
     ax.bar(x + 0.2, value("random_purity"), 0.4, yerr=value("random_purity_std"), color="#bbbbbb",
            label=f"random codes, same sizes ({table['n_random']} draws)")
@@ -247,7 +247,7 @@ def plot_purity(table: dict) -> bytes:
     ax.plot(x, value("random_prefix_purity"), "o--", color="#888888", label="random prefixes")
     ax.set_xticks(x, [f"{d['digit']}" + (" (dedup)" if d["dedup"] else "") for d in digits], fontsize=8)
     ax.set(xlabel="digit", ylabel="purity", ylim=(0, 1.05), title="category purity of the codes")
-    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.0, 1.0))
+    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.0, 1.0), frameon=False)
     return _png(fig)
 
 

@@ -332,5 +332,6 @@ def test_ui_in_chromium_shows_what_recommend_returns(browser_page, catalogue, ui
     shot = os.environ.get("GENREC_UI_SCREENSHOT")
     if shot:
         page.fill("#search", "")                                # the most popular items under the search box
-        page.wait_for_function("n => document.getElementById('results').children.length === n", arg=N_ITEMS)
+        page.wait_for_function("n => document.getElementById('search-status').textContent.startsWith(n + ' matches')",
+                               arg=N_ITEMS)
         page.screenshot(path=shot, full_page=False)
