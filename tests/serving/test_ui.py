@@ -242,7 +242,8 @@ def test_ui_files_are_served_and_load_nothing_from_elsewhere(client):
 # ---------------------------------------------------------------------- the page in Chromium
 @pytest.fixture(scope="module")
 def browser_page(ui_export, tmp_path_factory):
-    """(page, base url, requests the page made): a real server and Debian's Chromium driven by Playwright."""
+    """(page, base url, requests the page made, its console errors): a real server and Debian's Chromium
+    driven by Playwright."""
     if not CHROMIUM.exists():
         pytest.skip(f"{CHROMIUM} not found: install Debian's chromium (apt-get install -y chromium; .ci/run does)")
     sync_api = pytest.importorskip("playwright.sync_api", reason="playwright is not installed (pip install -e '.[dev]')")
@@ -255,11 +256,14 @@ def browser_page(ui_export, tmp_path_factory):
             context.set_default_timeout(BROWSER_TIMEOUT_MS)
             page = context.new_page()
             requested: list[str] = []
+            errors: list[str] = []        # script errors and Content-Security-Policy violations
             page.on("request", lambda req: requested.append(req.url))
+            page.on("console", lambda msg: errors.append(msg.text) if msg.type == "error" else None)
+            page.on("pageerror", lambda exc: errors.append(str(exc)))
             page.goto(url + "/ui")
             page.wait_for_selector("body[data-ready=true]")
             try:
-                yield page, url, requested
+                yield page, url, requested, errors
             finally:
                 context.close()
 
@@ -286,7 +290,7 @@ def _add_by_search(page, query: str, item_id: str) -> None:
 
 
 def test_ui_in_chromium_shows_what_recommend_returns(browser_page, catalogue, ui_export):
-    page, url, requested = browser_page
+    page, url, requested, errors = browser_page
     ids, titles = catalogue["source_ids"], catalogue["titles"]
     picks = [4, 30, 11]
     for n, i in enumerate(picks, 1):
@@ -329,6 +333,7 @@ def test_ui_in_chromium_shows_what_recommend_returns(browser_page, catalogue, ui
 
     assert page.locator("#recs img.thumb").count() == 10      # the demo pictures, from /items/{id}/image
     assert all(u.startswith(url + "/") for u in requested), [u for u in requested if not u.startswith(url)]
+    assert errors == []
     shot = os.environ.get("GENREC_UI_SCREENSHOT")
     if shot:
         page.fill("#search", "")                                # the most popular items under the search box
