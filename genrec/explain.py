@@ -20,7 +20,6 @@ from __future__ import annotations
 import base64
 import html
 import io
-import json
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Sequence
