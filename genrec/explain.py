@@ -27,7 +27,6 @@ from typing import Sequence
 import numpy as np
 
 EXPLAIN_HTML = "explain.html"
-EXPLAIN_JSON = "explain.json"
 AUTO_FEATURES = ("fused", "text")     # features="auto" maps the first of these the run has
 MAP_LABELLED_CODES = 12               # first codes whose label is written at their centroid on the map
 MAP_CATEGORIES = 12                   # categories with their own colour on the map (the rest are grey)
