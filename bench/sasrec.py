@@ -35,10 +35,11 @@ VARIANT_DIR = "sasrec_variants"   # per-variant checkpoints and logs inside the 
 
 # name -> SASRecTrainConfig fields changed from the bench setting. Leads for sparse data: more dropout
 # (the original SASRec uses 0.5 on Beauty), decoupled weight decay, wider/more heads, training windows
-# as long as the protocol's history (20) or longer, a warmed-up higher lr, more early-stopping patience.
+# as long as the protocol's history (20: trained as scored) or longer, a warmed-up higher lr, more patience.
 VARIANTS: dict[str, dict] = {
     "default": {},
     "dropout0.5": {"dropout": 0.5},
+    "len20": {"train_max_len": 20},
     "dropout0.5_wd0.1": {"dropout": 0.5, "weight_decay": 0.1},
     "dropout0.5_len20": {"dropout": 0.5, "train_max_len": 20},
     "dropout0.5_len200": {"dropout": 0.5, "train_max_len": 200},
