@@ -189,10 +189,13 @@ def _defaults(cls) -> dict:
 
 def matches_config(design: Design, train_yaml: dict) -> bool:
     """Whether the design is what the dataset's checked-in training YAML trains (apart from the schedule)."""
-    from genrec.lit.data import SIDDataModule
+    from genrec.lit.data import CODE_HEADS, SIDDataModule
     from genrec.lit.module import GenRecModule
 
     model = _defaults(GenRecModule) | train_yaml.get("model", {})
+    if model.get("head") is None:      # the head follows the tokenizer the config's stages build
+        method = ((train_yaml.get("stages") or {}).get("tokenize") or {}).get("method", "rqvae")
+        model["head"] = CODE_HEADS.get(method, "autoregressive")
     data = _defaults(SIDDataModule) | train_yaml.get("data", {})
     return (all(model.get(k) == v for k, v in design.model.items())
             and all(data.get(k) == v for k, v in design.data.items()))

@@ -142,8 +142,9 @@ def reusable_systems(base: Path, table_path: Path) -> set[str]:
     run_metrics, table = json.loads(metrics_path.read_text()), json.loads(table_path.read_text())
     if run_metrics.get("split") != "test":
         return set()
-    return {system for system in SYSTEMS if system in run_metrics and
-            run_metrics[system]["ndcg@10"] == table.get("metrics", {}).get(system, {}).get("ndcg@10")}
+    systems = run_metrics.get("systems", {})
+    return {system for system in SYSTEMS if system in systems and
+            systems[system]["ndcg@10"] == table.get("metrics", {}).get(system, {}).get("ndcg@10")}
 
 
 def run_seed(seed: int, base: Path, out_root: Path, train_yaml: str, genrec_seed: int, dataset,
