@@ -49,3 +49,46 @@ def write_fake_run(tmp_path: Path, model, source_ids=None, titles=None) -> Path:
     model.config.sid_checksum = sid["files"]["codes.npy"]
     model.save(run / "checkpoints" / "best.ckpt")
     return run
+
+
+# ---------------------------------------------------------------------- tiny exports (export and serving tests)
+# The tiny model of tests/tiny.py exported once per session.
+@pytest.fixture(scope="session")
+def tiny_export(tmp_path_factory):
+    """(export folder, module): the default exporter (dynamo) with the export-time parity check on."""
+    from genrec.export import ExportConfig, export_module
+    from tiny import source_ids, tiny_module, titles
+
+    module = tiny_module()
+    out = tmp_path_factory.mktemp("export") / "tiny"
+    export_module(module, out, ExportConfig(name="tiny"), source_ids=source_ids(), titles=titles())
+    return out, module
+
+
+@pytest.fixture(scope="session")
+def tiger_export(tmp_path_factory):
+    """(export folder, module) for a tiny TIGER T5, parity check on.
+
+    The legacy exporter keeps the suite fast (the dynamo export of T5 takes ~15 s more here); the
+    dynamo path of TIGER is exercised by bench/serve.py and guarded by its export-time parity check.
+    """
+    from genrec.export import ExportConfig, export_module
+    from tiny import source_ids, tiny_module, titles
+
+    module = tiny_module(arch="tiger")
+    out = tmp_path_factory.mktemp("export") / "tiny-tiger"
+    export_module(module, out, ExportConfig(name="tiny-tiger", exporter="legacy"), source_ids=source_ids(),
+                  titles=titles())
+    return out, module
+
+
+@pytest.fixture(scope="session")
+def parallel_export(tmp_path_factory):
+    """(export folder, module) for the parallel (RPG-style) head: exact catalogue scoring, parity check on."""
+    from genrec.export import ExportConfig, export_module
+    from tiny import source_ids, tiny_module, titles
+
+    module = tiny_module(head="parallel")
+    out = tmp_path_factory.mktemp("export") / "tiny-parallel"
+    export_module(module, out, ExportConfig(name="tiny-parallel"), source_ids=source_ids(), titles=titles())
+    return out, module

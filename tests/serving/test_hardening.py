@@ -20,7 +20,7 @@ import httpx
 import pytest
 
 from .live import REPO, running_server
-from .tiny import N_ITEMS, source_ids
+from tiny import N_ITEMS, source_ids
 
 sys.path.insert(0, str(REPO / "bench"))
 from loadgen import flood_figure  # noqa: E402

@@ -19,7 +19,7 @@ from hypothesis import strategies as st
 from genrec.serving.runtime import ExportRuntime
 
 from .live import REPO, running_server
-from .tiny import MAX_ITEMS, N_ITEMS, source_ids
+from tiny import MAX_ITEMS, N_ITEMS, source_ids
 
 sys.path.insert(0, str(REPO / "bench"))
 from loadgen import run_load  # noqa: E402

@@ -31,7 +31,7 @@ from genrec.serving.app import create_app
 from genrec.serving.runtime import ExportRuntime
 
 from .live import running_server
-from .tiny import LEVELS, N_ITEMS, source_ids, tiny_module
+from tiny import LEVELS, N_ITEMS, source_ids, tiny_module
 
 CHROMIUM = Path("/usr/bin/chromium")
 # As the machine notes say: no background connections (the network is closed), a fresh profile per run.

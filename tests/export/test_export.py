@@ -16,7 +16,7 @@ from genrec.export.parity import compare, random_histories
 from genrec.io import ArtifactError, sha256_file, write_manifest
 from genrec.serving.runtime import ExportRuntime, left_pad
 
-from .tiny import LEVELS, MAX_ITEMS, N_ITEMS, item_codes, source_ids, tiny_module, titles
+from tiny import LEVELS, MAX_ITEMS, N_ITEMS, item_codes, source_ids, tiny_module, titles
 
 TOL = 1e-4   # the parity bound for scores and logits
 
