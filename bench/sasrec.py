@@ -77,7 +77,7 @@ def run_variant(name: str, fields: dict, dataset, run_dir: Path) -> dict:
     config = SASRecTrainConfig(**fields)
     if config.eval_max_items is None:    # the protocol length, as train_sasrec and genrec evaluate resolve it
         config = replace(config, eval_max_items=dataset.max_items)
-    load_before = os.getloadavg()
+    load_before, commit = os.getloadavg(), git_commit()   # the commit the variant was launched at
     result = train_sasrec(dataset, config, out_dir=run_dir / VARIANT_DIR / name)
     split = dataset.split
     scores = {s: evaluate_sasrec(result.model, getattr(split, s), dataset.n_items, config.eval_max_items,
@@ -88,7 +88,7 @@ def run_variant(name: str, fields: dict, dataset, run_dir: Path) -> dict:
         "train_samples_per_second": round(result.train_samples_per_second, 1),
         "n_train_windows": result.n_train_windows, "load_average_before_after": [list(load_before),
                                                                                   list(os.getloadavg())],
-        "git_commit": git_commit(),
+        "git_commit": commit,
     }
     print(f"{name}: valid NDCG@10 {row['valid']['ndcg@10']:.4f}, test NDCG@10 {row['test']['ndcg@10']:.4f}, "
           f"best epoch {row['best_epoch']} of {row['epochs']}, {row['train_seconds']:.0f} s", flush=True)
