@@ -92,3 +92,15 @@ def parallel_export(tmp_path_factory):
     out = tmp_path_factory.mktemp("export") / "tiny-parallel"
     export_module(module, out, ExportConfig(name="tiny-parallel"), source_ids=source_ids(), titles=titles())
     return out, module
+
+
+def one_torch_thread():
+    """Tiny models: one torch thread. On a shared 2-core machine a 2-thread pool makes every small op
+    wait for a busy core (~12 ms each), which is most of the export and serving tests' time otherwise.
+    Those packages' conftests turn this into a package-scoped autouse fixture."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

@@ -146,13 +146,13 @@ def test_seeds_reuse_a_bench_model_only_while_the_run_folder_holds_the_table_run
     run = tmp_path / "run"
     run.mkdir()
     assert reusable_systems(run, tmp_path / "Beauty.json") == set()      # never evaluated
-    (run / "metrics.json").write_text(json.dumps({"split": "test", **table["metrics"]}))
+    (run / "metrics.json").write_text(json.dumps({"split": "test", "systems": table["metrics"]}))
     assert reusable_systems(run, tmp_path / "Beauty.json") == {"genrec", "sasrec"}
     # a later experiment retrained genrec in the same folder: only SASRec is still the table's
-    (run / "metrics.json").write_text(json.dumps({"split": "test", "genrec": {"ndcg@10": 0.0351},
-                                                  "sasrec": {"ndcg@10": 0.0367}}))
+    (run / "metrics.json").write_text(json.dumps({"split": "test", "systems": {"genrec": {"ndcg@10": 0.0351},
+                                                                          "sasrec": {"ndcg@10": 0.0367}}}))
     assert reusable_systems(run, tmp_path / "Beauty.json") == {"sasrec"}
-    (run / "metrics.json").write_text(json.dumps({"split": "valid", **table["metrics"]}))
+    (run / "metrics.json").write_text(json.dumps({"split": "valid", "systems": table["metrics"]}))
     assert reusable_systems(run, tmp_path / "Beauty.json") == set()
 
 
