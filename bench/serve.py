@@ -346,7 +346,10 @@ def main(argv: list[str] | None = None) -> dict:
         export_bytes = sum(p.stat().st_size for p in folder.iterdir())
 
     load = http["load"]
+    from run import git_commit
+
     results = {
+        "git_commit": git_commit(),
         "setting": {"n_items": int(module.n_items), "level_sizes": list(module.level_sizes),
                     "history_items": cfg.history, "beam_width": cfg.beam_width, "k": cfg.k, "exclude_history": True,
                     "weights": weights, "model": "CausalSID d128, 2 layers, 4 heads, d_ff 512, item-id embedding",
