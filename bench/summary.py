@@ -435,6 +435,14 @@ def serve_section(r: dict) -> str:
                       f"{load['requests_per_s']:g} req/s, {load['errors']} errors, {load['n_5xx']} 5xx "
                       f"(p50 {load['p50_ms']:.1f} ms, p99 {load['p99_ms']:.1f} ms)",
                       target("throughput_rps", "≥ {} req/s")]))
+    flood = r.get("http_flood")
+    if flood:
+        alone, beside = flood["alone"], flood["beside_flood"]
+        lines.append(row([f"{flood['light_clients']} light clients beside one client looping "
+                          f"{flood['flood']['body_kb']:g} kB batches",
+                          f"p50 {beside['p50_ms']:.1f} ms, p99 {beside['p99_ms']:.1f} ms (alone: p50 "
+                          f"{alone['p50_ms']:.1f} ms, p99 {alone['p99_ms']:.1f} ms)",
+                          target("flood_light_p99_ms", "p99 ≤ {} ms")]))
     lines.append(row(["server RSS", f"{r['server_memory']['peak_rss_mb']:g} MB peak",
                       target("server_rss_mb", "< {} MB")]))
     lines.append(row(["torch eager, same model (`GenRecModule.recommend`)",
