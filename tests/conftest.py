@@ -104,3 +104,17 @@ def one_torch_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(before)
+
+
+def start_lock_holder(run: Path):
+    """A separate process that holds ``run``'s lock as `genrec embed --run R` (for up to 120 s); returns
+    once it holds it. The caller ends it (kill) when done."""
+    import subprocess
+    import sys
+
+    code = ("import sys, time; from genrec.io import run_lock\n"
+            "with run_lock(sys.argv[1], 'genrec embed --run R'):\n"
+            "    print('held', flush=True); time.sleep(120)")
+    holder = subprocess.Popen([sys.executable, "-c", code, str(run)], stdout=subprocess.PIPE, text=True)
+    assert holder.stdout.readline().strip() == "held"
+    return holder

@@ -312,14 +312,12 @@ def test_a_folder_swap_interrupted_between_its_renames_is_put_back(tmp_path):
 
 
 def test_a_second_command_on_a_locked_run_is_refused(tmp_path, capsys):
+    from conftest import start_lock_holder
+
     src = raw2023(tmp_path, GOOD)
     run = tmp_path / "run"
-    code = ("import sys, time; from genrec.io import run_lock\n"
-            "with run_lock(sys.argv[1], 'genrec embed --run R'):\n"
-            "    print('held', flush=True); time.sleep(120)")
-    holder = subprocess.Popen([sys.executable, "-c", code, str(run)], stdout=subprocess.PIPE, text=True)
+    holder = start_lock_holder(run)
     try:
-        assert holder.stdout.readline().strip() == "held"
         assert prepare_cli(src, run) == 2
         one_error_line(capsys, f"{run} is in use by pid {holder.pid}", "`genrec embed --run R`", "Wait for it")
         assert not (run / "dataset").exists()

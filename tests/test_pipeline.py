@@ -183,18 +183,13 @@ def test_a_setting_added_after_a_stage_was_built_counts_at_its_default(tmp_path)
 
 
 def test_ensure_stages_locks_the_run_only_to_build(tmp_path):
-    import subprocess
-    import sys
+    from conftest import start_lock_holder
 
     from genrec.io import RunLockedError
 
     run = _fake_run(tmp_path, PipelineConfig())
-    code = ("import sys, time; from genrec.io import run_lock\n"
-            "with run_lock(sys.argv[1], 'genrec embed --run R'):\n"
-            "    print('held', flush=True); time.sleep(120)")
-    holder = subprocess.Popen([sys.executable, "-c", code, str(run)], stdout=subprocess.PIPE, text=True)
+    holder = start_lock_holder(run)
     try:
-        assert holder.stdout.readline().strip() == "held"
         ensure_stages(run)     # a finished run is only read: fine while another command holds the lock
         (run / "sid" / "manifest.json").unlink()
         with pytest.raises(RunLockedError, match=f"in use by pid {holder.pid} \\(`genrec embed --run R`"):

@@ -163,6 +163,7 @@ class ExportRuntime:
         self.encoder = self._session(layout.ENCODER_FILE, opts, "encoder")
         self.decoder_step = self._session(layout.DECODER_STEP_FILE, opts, "decoder_step")
         self._encoder_outputs = [o.name for o in self.encoder.get_outputs()]
+        self._step = resolve(get_arch(self.arch).onnx_step)   # genrec.registry: no torch imported
 
     # ------------------------------------------------------------------ loading
     def _check_manifest(self) -> None:
@@ -242,8 +243,7 @@ class ExportRuntime:
 
     def step_fn(self, histories: Sequence[Sequence[int]]):
         """A genrec.decode StepFn that decodes ``histories`` with decoder_step.onnx."""
-        step = resolve(get_arch(self.arch).onnx_step)       # genrec.registry: no torch imported
-        return step.from_export(self.decoder_step, self.encode(histories), self.level_sizes, self.manifest["model"])
+        return self._step.from_export(self.decoder_step, self.encode(histories), self.level_sizes, self.manifest["model"])
 
     def recommend(self, histories: Sequence[Sequence[int]], k: int, *,
                   exclude_history: bool | Sequence[bool] = True,
