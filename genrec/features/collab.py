@@ -71,7 +71,7 @@ def _fit(dataset: Dataset, config: SASRecTrainConfig, out_dir: Path | None) -> S
     L.seed_everything(config.seed, workers=True, verbose=False)
     split = dataset.split
     data = SASRecDataModule(split, dataset.n_items, config)
-    module = LitSASRec(config, dataset.n_items)
+    module = LitSASRec(config, dataset.n_items, item_counts=data.item_counts)
     # Windows per second over each epoch's training (loading included, validation not); nothing logged.
     keep, throughput = KeepBest(), Throughput(count=batch_rows, span="epoch", log_key=None)
     quiet_lightning()                        # no litlogger tips or absent-device banners in the embed log

@@ -10,7 +10,7 @@ from __future__ import annotations
 import copy
 from dataclasses import asdict, dataclass
 from functools import partial
-from typing import Literal
+from typing import Callable, Literal
 
 import lightning as L
 import numpy as np
@@ -20,6 +20,7 @@ from torch.utils.data import DataLoader
 from torch.utils.data import Dataset as TorchDataset
 from tqdm.auto import tqdm
 
+from genrec.baselines import popularity_counts
 from genrec.data.split import EvalExamples, Split
 from genrec.lit.batching import LengthBucketBatchSampler, next_item_windows
 from genrec.metrics import DEFAULT_KS, ranking_metrics, topk_from_scores
@@ -29,6 +30,7 @@ IGNORE_INDEX = -100          # target value for padded positions (torch cross_en
 MONITOR = "val/ndcg@10"      # the only metric used for early stopping and model selection
 TOP_K = max(DEFAULT_KS)      # length of the ranked lists scored by the metrics
 ADAM_BETAS = (0.9, 0.98)     # the betas of the original SASRec
+DEFAULT_SAMPLED_NEGATIVES = 2048   # loss="sampled": shared negatives per batch when n_negatives is None (cornac)
 
 
 @dataclass
@@ -41,8 +43,14 @@ class SASRecTrainConfig:
     train_max_len: int = 50             # training window; longer training prefixes are cut into several windows
     eval_max_items: int | None = None   # histories are truncated to their last eval_max_items; None: the
                                         # dataset's max_items (its manifest), the protocol length genrec reads too
-    loss: Literal["ce", "bce"] = "ce"   # ce: full softmax over the catalogue; bce: one positive vs sampled negatives
-    n_negatives: int = 1                # bce only: uniform negatives per position
+    loss: Literal["ce", "bce", "sampled"] = "ce"  # ce: full softmax over the catalogue; bce: one positive vs
+                                        # uniform negatives; sampled: softmax over the batch's targets plus
+                                        # n_negatives popularity-drawn negatives (cost does not grow with n_items)
+    n_negatives: int | None = None      # bce: uniform negatives per position (None: 1); sampled: negatives shared
+                                        # by the batch (None: 2048, cornac's n_sample)
+    sample_alpha: float = 0.5           # sampled: negatives drawn with probability ~ training count ** sample_alpha
+    logq_correction: bool = False       # sampled: subtract log(expected occurrences among the candidates) from
+                                        # each candidate's logit (sampling-bias correction); cornac's 'ce' has none
     batch_size: int = 128               # training windows per step
     eval_batch_size: int = 1024         # histories scored at once during validation and testing
     lr: float = 1e-3                    # AdamW peak learning rate
@@ -63,8 +71,13 @@ class SASRecTrainConfig:
         for name in positive:
             if getattr(self, name) is not None and getattr(self, name) < 1:
                 raise ValueError(f"SASRecTrainConfig.{name} must be >= 1, got {getattr(self, name)}")
-        if self.loss not in ("ce", "bce"):
-            raise ValueError(f"SASRecTrainConfig.loss must be 'ce' or 'bce', got {self.loss!r}")
+        if self.loss not in ("ce", "bce", "sampled"):
+            raise ValueError(f"SASRecTrainConfig.loss must be 'ce', 'bce' or 'sampled', got {self.loss!r}")
+        if self.n_negatives is None:   # resolved here, so the stored config says what was trained
+            self.n_negatives = DEFAULT_SAMPLED_NEGATIVES if self.loss == "sampled" else 1
+        if not self.sample_alpha >= 0:
+            raise ValueError(f"SASRecTrainConfig.sample_alpha must be >= 0 (0: uniform over training items), "
+                             f"got {self.sample_alpha}")
         if self.num_threads < 0:
             raise ValueError(f"SASRecTrainConfig.num_threads must be >= 0 (0 = torch default), got {self.num_threads}")
         if self.lr <= 0 or self.weight_decay < 0 or self.warmup_steps < 0:
@@ -157,6 +170,7 @@ class SASRecDataModule(L.LightningDataModule):
         self.config = config
         self.pad_id = n_items
         self.train_windows = TrainWindows(split.train, config.train_max_len)
+        self.item_counts = popularity_counts(split.train, n_items)   # (n_items,) the sampled loss's popularity
         self.valid = split.valid
         if len(self.train_windows) == 0:
             raise ValueError(
@@ -231,16 +245,87 @@ def evaluate_sasrec(
 
 
 # ---------------------------------------------------------------------------------------------
+# Sampled softmax
+# ---------------------------------------------------------------------------------------------
+
+
+class PopularitySampler:
+    """Negatives drawn with replacement, with probability proportional to ``count ** alpha``.
+
+    ``counts`` are the items' occurrences in the training split; an item that never occurs there
+    is never drawn (as in cornac's sampler). A draw is a binary search of uniforms in the cumulative
+    distribution, O(k log n_items): no per-step pass over the catalogue.
+    """
+
+    def __init__(self, counts: np.ndarray, alpha: float):
+        counts = np.asarray(counts, dtype=np.float64)
+        if counts.ndim != 1 or (counts < 0).any() or counts.sum() <= 0:
+            raise ValueError("PopularitySampler needs non-negative per-item training counts (n_items,) with a "
+                             "positive total; build them with genrec.baselines.popularity_counts(split.train, n)")
+        weights = np.where(counts > 0, counts ** alpha, 0.0)
+        self.p_negative = torch.from_numpy(weights / weights.sum())   # (n_items,) float64: one draw's distribution
+        self.p_target = torch.from_numpy(counts / counts.sum())       # (n_items,) how often a batch target is the item
+        self._cdf = torch.cumsum(self.p_negative, 0)                  # (n_items,)
+
+    def sample(self, k: int, generator: torch.Generator | None = None) -> torch.Tensor:
+        """``k`` item ids (k,), independent draws."""
+        # Uniforms scaled by the last cdf value: rounding can never select past the last drawable item.
+        u = torch.rand(k, dtype=torch.float64, generator=generator) * self._cdf[-1]
+        return torch.searchsorted(self._cdf, u, right=True)
+
+    def log_expected_count(self, ids: torch.Tensor, n_targets: int, n_negatives: int) -> torch.Tensor:
+        """log E[occurrences of each id among a batch's candidates]: ``n_targets`` targets and ``n_negatives`` draws."""
+        ids = ids.cpu()
+        expected = n_targets * self.p_target[ids] + n_negatives * self.p_negative[ids]
+        return torch.log(expected.clamp_min(1e-30)).float()   # (len(ids),)
+
+
+def sampled_softmax_loss(
+    hidden: torch.Tensor,
+    targets: torch.Tensor,
+    table: torch.Tensor,
+    negatives: torch.Tensor,
+    log_q: Callable[[torch.Tensor], torch.Tensor] | None = None,
+) -> torch.Tensor:
+    """Mean cross-entropy of each target against the batch's distinct targets plus shared negatives.
+
+    hidden (n, d) and targets (n,) are the scored positions; table (n_items, d) the output item table;
+    negatives (k,) item ids shared by every row (repeats allowed). A negative equal to any target of the
+    batch is masked out, so a row's own target never counts as its negative and every item enters each
+    softmax at most once: passing every item as ``negatives`` gives the full softmax. ``log_q`` maps
+    candidate ids to the log of their expected occurrences among the candidates; it is subtracted from
+    every candidate's logit (the logQ sampling-bias correction). Cost: O(n (u + k) d), u <= n distinct targets.
+    """
+    distinct, column = torch.unique(targets, return_inverse=True)        # (u,), (n,): each row's positive column
+    candidates = torch.cat([distinct, negatives])                        # (u + k,)
+    logits = hidden @ table[candidates].T                                # (n, u + k)
+    if log_q is not None:
+        logits = logits - log_q(candidates).to(logits.device, logits.dtype)
+    collides = torch.cat([torch.zeros_like(distinct, dtype=torch.bool), torch.isin(negatives, distinct)])
+    return F.cross_entropy(logits.masked_fill(collides, float("-inf")), column)
+
+
+# ---------------------------------------------------------------------------------------------
 # Lightning module and callbacks
 # ---------------------------------------------------------------------------------------------
 
 
 class LitSASRec(L.LightningModule):
-    def __init__(self, config: SASRecTrainConfig, n_items: int):
+    """``item_counts`` (n_items,): training-split occurrences, needed by ``loss="sampled"`` only
+    (``SASRecDataModule.item_counts``)."""
+
+    def __init__(self, config: SASRecTrainConfig, n_items: int, item_counts: np.ndarray | None = None):
         super().__init__()
-        self.save_hyperparameters({"config": asdict(config), "n_items": n_items})
+        # the counts are data, not a hyperparameter (and an array breaks Lightning's argument lookup)
+        self.save_hyperparameters({"config": asdict(config), "n_items": n_items}, ignore=["item_counts"])
         self.config = config
         self.model = SASRec(config.model_config(n_items))
+        self.sampler: PopularitySampler | None = None
+        if config.loss == "sampled":
+            if item_counts is None or len(item_counts) != n_items:
+                raise ValueError("LitSASRec(loss='sampled') needs item_counts of length n_items from the training "
+                                 "split: pass item_counts=SASRecDataModule(...).item_counts")
+            self.sampler = PopularitySampler(item_counts, config.sample_alpha)
         self._val_ranked: list[np.ndarray] = []
         self._val_targets: list[np.ndarray] = []
 
@@ -249,7 +334,7 @@ class LitSASRec(L.LightningModule):
         hidden = self.model(inputs)                       # (b, t, d)
         real = targets != IGNORE_INDEX                    # (b, t)
         h, y = hidden[real], targets[real]                # (n, d), (n,): only real positions are scored
-        loss = self._ce(h, y) if self.config.loss == "ce" else self._bce(h, y)
+        loss = {"ce": self._ce, "bce": self._bce, "sampled": self._sampled}[self.config.loss](h, y)
         self.log("train/loss", loss, prog_bar=True, on_step=False, on_epoch=True, batch_size=int(real.sum()))
         return loss
 
@@ -264,6 +349,13 @@ class LitSASRec(L.LightningModule):
         pos = (h * table[y]).sum(-1)                                          # (n,)
         neg = torch.einsum("nd,nkd->nk", h, table[negatives])                 # (n, n_neg)
         return (F.softplus(-pos) + F.softplus(neg).sum(-1)).mean()
+
+    def _sampled(self, h: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        negatives = self.sampler.sample(self.config.n_negatives).to(y.device)   # (k,) shared by the batch
+        log_q = None
+        if self.config.logq_correction:
+            log_q = partial(self.sampler.log_expected_count, n_targets=len(y), n_negatives=len(negatives))
+        return sampled_softmax_loss(h, y, self.model.item_embeddings(), negatives, log_q)
 
     def validation_step(self, batch: tuple[list[np.ndarray], np.ndarray], batch_idx: int) -> None:
         histories, targets = batch

@@ -127,7 +127,7 @@ def test_training_batches_never_contain_validation_or_test_targets(tmp_path):
         np.testing.assert_array_equal(np.sort(targets_), expected)
 
 
-@pytest.mark.parametrize("loss", ["ce", "bce"])
+@pytest.mark.parametrize("loss", ["ce", "bce", "sampled"])
 def test_weights_do_not_depend_on_validation_or_test_targets(tmp_path, loss):
     prefixes = walks(seed=0)
     a = make_dataset(with_heldout_targets(prefixes, seed=1), tmp_path / "a")
@@ -208,6 +208,15 @@ def test_sasrec_learns_the_pattern_and_beats_popularity(tmp_path):
     torch.testing.assert_close(reloaded.score_last(history), result.model.score_last(history))
     log = next((out / "logs").rglob("metrics.csv"))
     assert "val/ndcg@10" in log.read_text().splitlines()[0]
+
+
+def test_sampled_softmax_sasrec_learns_the_pattern(tmp_path):
+    """loss="sampled" with a few popularity-drawn negatives (fewer than the catalogue) still learns the walks."""
+    dataset = pattern_dataset(tmp_path / "run")
+    config = SASRecTrainConfig(**(TINY | {"d_model": 16, "max_epochs": 40, "batch_size": 32}), lr=5e-3, patience=5,
+                               loss="sampled", n_negatives=9, logq_correction=True)
+    result = train_sasrec(dataset, config)
+    assert result.best_val["ndcg@10"] > 0.8
 
 
 def test_exclude_history_removes_history_items(tmp_path):
