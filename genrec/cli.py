@@ -209,6 +209,34 @@ def _run_serve(a: argparse.Namespace) -> int:
     return 0
 
 
+def _build_add_items(p: argparse.ArgumentParser) -> None:
+    p.add_argument("source", type=Path, help="the new items: a .jsonl file, one item per line (an Amazon 2023 meta "
+                                             "line works as is), or an LC-Rec <Cat>.item.json; see docs/data.md")
+    p.add_argument("--export", type=Path, required=True, help="export folder written by `genrec export`")
+    where = p.add_mutually_exclusive_group(required=True)
+    where.add_argument("--out", type=Path, default=None, help="write the new export to this folder")
+    where.add_argument("--in-place", action="store_true",
+                       help="replace --export atomically (a server started with --watch, or sent SIGHUP, picks it up)")
+    p.add_argument("--skip-existing", action="store_true",
+                   help="skip items already in the export (they are counted) instead of stopping")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing --out folder")
+    p.add_argument("--no-parity-check", action="store_true", help="skip the ONNX-vs-torch check of the new export")
+
+
+def _run_add_items(a: argparse.Namespace) -> int:
+    from genrec.catalog.add import AddItemsConfig, add_items
+    from genrec.io import run_lock
+
+    config = AddItemsConfig(skip_existing=a.skip_existing, overwrite=a.overwrite,
+                            parity_check=False if a.no_parity_check else None)
+    export = Path(a.export)
+    # A lock folder beside the export (not inside it: an in-place add replaces the folder), so two adds to
+    # one export cannot both start from the same items and lose one's additions.
+    with run_lock(export.parent / f".{export.name}.add-items", a.command):
+        add_items(export, a.source, None if a.in_place else a.out, config)
+    return 0
+
+
 # ---------------------------------------------------------------- pipeline / report
 def _build_pipeline(p: argparse.ArgumentParser) -> None:
     from genrec.data.prepare import FORMATS
@@ -272,6 +300,8 @@ STAGES = [
     Stage("evaluate", "checkpoint -> RUN/metrics.json: genrec vs SASRec vs popularity, full ranking", _build_evaluate, _run_evaluate),
     Stage("export", "checkpoint -> ONNX export folder (encoder, decoder step, trie tables, manifest)", _build_export, _run_export),
     Stage("serve", "serve an export folder over HTTP with onnxruntime (same as python serve.py)", _build_serve, _run_serve),
+    Stage("add-items", "new items -> an export folder, without retraining (codes from the frozen tokenizer)",
+          _build_add_items, _run_add_items),
     Stage("pipeline", "prepare -> embed -> tokenize -> train -> evaluate in one command", _build_pipeline, _run_pipeline),
     Stage("report", "turn a run folder into a markdown report with plots", _build_report, _run_report),
     Stage("explain", "RUN/sid + RUN/dataset -> RUN/explain.html: what each code holds, purity, item map", _build_explain,

@@ -60,6 +60,7 @@ class ExportConfig:
     overwrite: bool = True           # replace an existing export folder at `out` (other folders are never replaced)
     thumbnail_size: int = 64         # longest side in pixels of the item thumbnails the server's /ui shows (0 = none)
     category_depth: int = -1         # entry of an item's category path stored as its category (-1 = the leaf)
+    add_items: bool = True           # ship add_items/ (model weights, tokenizer, encoder settings) for `genrec add-items`
 
     def __post_init__(self):
         if self.exporter not in EXPORTERS:
@@ -94,9 +95,14 @@ def export(run: str | Path, out: str | Path, config: ExportConfig | None = None)
     source = {"run": str(run), "checkpoint": str(ckpt_path), "checkpoint_sha256": sha256_file(ckpt_path),
               "dataset": dataset.name, "sid_checksum": model.config.sid_checksum}
     categories, popularity, images = _run_item_meta(run, dataset, items, config)
+    assets = None
+    if config.add_items:
+        from genrec.catalog.featurizer import AddItemsAssets
+
+        assets = AddItemsAssets.from_run(run)
     return export_module(model, out, config, source_ids=items["source_id"].to_list(),
                         titles=items["title"].to_list(), source=source, categories=categories,
-                        popularity=popularity, images=images)
+                        popularity=popularity, images=images, add_items=assets)
 
 
 def _run_item_meta(run: Path, dataset, items, config: ExportConfig):
@@ -124,13 +130,17 @@ def _run_item_meta(run: Path, dataset, items, config: ExportConfig):
 def export_module(model, out: str | Path, config: ExportConfig | None = None, *,
                  source_ids: list[str] | None = None, titles: list[str | None] | None = None,
                  source: dict | None = None, categories: Sequence[str | None] | None = None,
-                 popularity: Sequence[int] | None = None, images: Sequence[str | Path | None] | None = None) -> dict:
+                 popularity: Sequence[int] | None = None, images: Sequence[str | Path | None] | None = None,
+                 add_items=None) -> dict:
     """Export an in-memory GenRec (``item_codes`` filled) to ``out``; returns the manifest.
 
     source_ids/titles: item metadata in item-id order (default: ids "0".."N-1", no titles).
     source: provenance recorded in the manifest (run, checkpoint and its checksum).
     categories/popularity/images: optional, one entry per item (a category label, training interactions,
-    a local image file); any of them given -> items_meta.json (thumbnails of config.thumbnail_size).
+    a local image file, or an already-made data: URI); any of them given -> items_meta.json (thumbnails of
+    config.thumbnail_size).
+    add_items: a genrec.catalog.featurizer.AddItemsAssets (the run's tokenizer and featurizer); with
+    config.add_items the model's weights go into add_items/ too, and the manifest says what is missing.
     """
     config = config or ExportConfig()
     module = getattr(model, "genrec", model)   # a GenRecModule holds its GenRec as .genrec
@@ -163,6 +173,11 @@ def export_module(model, out: str | Path, config: ExportConfig | None = None, *,
         if meta:
             write_json_atomic(tmp / ITEMS_META_FILE, meta)
         fields = _manifest_fields(module, out, config, graphs, source) | ({"items_meta": meta_info} if meta else {})
+        if config.add_items:
+            from genrec.catalog.featurizer import AddItemsAssets
+
+            shipped, fields["add_items"] = (add_items or AddItemsAssets()).write(tmp, module)
+            files.extend(shipped)
         manifest = write_manifest(tmp, layout.STAGE, files=files, **fields)
         if config.parity_check or config.int8:
             # The runtime reads the manifest, so the checks run on a first one; the final one adds their
@@ -196,6 +211,9 @@ def _items_meta(n_items: int, config: ExportConfig, categories, popularity, imag
     if given["image"] is not None:
         meta["image"] = []
         for path in images:
+            if isinstance(path, str) and path.startswith("data:"):   # a thumbnail made by an earlier export
+                meta["image"].append(path)
+                continue
             uri = None if path is None else _thumbnail(Path(path), config.thumbnail_size)
             unreadable += path is not None and uri is None
             meta["image"].append(uri)
@@ -487,4 +505,7 @@ def _make_readable(folder: Path) -> None:
     """Temporary files and folders are created private (0600/0700); an export is meant to be shared."""
     folder.chmod(0o755)
     for path in folder.iterdir():
-        path.chmod(0o644)
+        if path.is_dir():
+            _make_readable(path)
+        else:
+            path.chmod(0o644)

@@ -1,0 +1,169 @@
+"""`genrec add-items`: new items into an export folder without retraining.
+
+    add_items(export_dir, source, out=None, AddItemsConfig())     # -> the new export's manifest
+
+source file (featurizer.read_new_items) -> the run's encoders (text, image) and fusion -> frozen
+tokenizer -> codes (existing items' codes never change) -> the model with N + m items ->
+``export_module`` (graphs, trie, postings, items.json, items_meta.json, checksums, parity check) ->
+a new folder published atomically (temporary sibling + rename), at ``out`` or in place of ``export_dir``.
+
+A new item's learned item-id embedding row is the mean of the trained rows: the id term then adds the
+component every trained item shares, so a new item's input vector stays where the model has seen item
+vectors (a zero row would shift it by minus that mean). Its content row is its fused vector, its
+popularity 0.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import polars as pl
+
+from genrec.catalog.featurizer import FEATURIZER_FILE, PREDATES, TOKENIZER_FILE, AddItemsAssets, Featurizer, read_new_items
+from genrec.io import ArtifactError, read_manifest, sha256_file
+
+
+@dataclass
+class AddItemsConfig:
+    skip_existing: bool = False      # items already in the export: skip them (counted) instead of stopping
+    overwrite: bool = False          # replace an existing --out folder (an in-place add always replaces DIR)
+    parity_check: bool | None = None  # ONNX vs torch check of the new export (None = as the export was made)
+    progress: bool = False           # encoder progress bars
+
+
+
+def add_items(export_dir: str | Path, source: str | Path, out: str | Path | None = None,
+              config: AddItemsConfig | None = None) -> dict:
+    """Add the items of ``source`` to the export at ``export_dir``; write the result to ``out`` (default: in
+    place, replacing ``export_dir`` atomically). Returns the new manifest; its ``added_items`` entry has the counts."""
+    import torch
+
+    from genrec.export.onnx import ITEMS_META_FILE, ExportConfig, export_module
+    from genrec.model.genrec import GenRec
+    from genrec.tokenizer.semantic_ids import place_new_items
+    from genrec.tokenizer.tokenizer import load_tokenizer
+
+    config = config or AddItemsConfig()
+    start = time.perf_counter()
+    folder, source = Path(export_dir), Path(source)
+    out = folder if out is None else Path(out)
+    manifest = read_manifest(folder, "export", verify=True)
+    entry = manifest.get("add_items")
+    if not entry:
+        raise ArtifactError(f"{folder}: " + PREDATES.format(dir=folder))
+    if entry.get("missing"):
+        raise ArtifactError(f"{folder}: this export has no {' and no '.join(entry['missing'])} for add-items (it was "
+                            "exported from an in-memory model, not a run); re-export with "
+                            f"`genrec export --run RUN --out {folder}`")
+    if out != folder and out.exists() and not config.overwrite:
+        raise FileExistsError(f"{out} exists; pass --overwrite to replace it, or choose another --out")
+
+    items = json.loads((folder / "items.json").read_text(encoding="utf-8"))
+    known = set(items["source_id"])
+    new = read_new_items(source)
+    existing = [s for s in new["source_id"].to_list() if s in known]
+    if existing and not config.skip_existing:
+        shown = ", ".join(existing[:5]) + (", ..." if len(existing) > 5 else "")
+        raise ValueError(f"{source}: {len(existing)} of {new.height} items are already in {folder} ({shown}); "
+                         "remove them, or pass --skip-existing to skip them (they are counted)")
+    new = new.filter(~pl.col("source_id").is_in(list(known)))
+    if new.height == 0:
+        raise ValueError(f"{source}: every item is already in {folder}; nothing to add")
+
+    model = GenRec.from_checkpoint(folder / entry["model"])
+    featurizer = Featurizer.load(folder)
+    tokenizer = load_tokenizer(folder / entry["tokenizer"])
+    raw, masks, counts = featurizer.embed(new, [source.parent.resolve()], config.progress)
+    fused = featurizer.fuse(raw, masks)
+
+    level_sizes = tuple(manifest["level_sizes"])
+    if tuple(tokenizer.semantic_level_sizes) != level_sizes[:-1]:
+        raise ArtifactError(f"{folder / TOKENIZER_FILE}: digits {list(tokenizer.semantic_level_sizes)} do not match the "
+                            f"export's level_sizes {list(level_sizes)} (without the dedup digit); re-export the run")
+    matrices = tokenizer.check_inputs(featurizer.tokenizer_features(raw, fused), source=str(source))
+    raw_codes = tokenizer.raw_codes(matrices)
+    dists = tokenizer.last_level_distances(matrices, raw_codes) if tokenizer.last_level == "unique" else None
+    old_codes = np.load(folder / "codes.npy", allow_pickle=False)
+    codes = place_new_items(old_codes, raw_codes, dists, dedup_capacity=level_sizes[-1])
+
+    grown = grow_model(model, codes, fused)
+    meta = _items_meta(folder, manifest, new)
+    export_config = ExportConfig(**{**manifest["config"], "overwrite": True,
+                                    **({} if config.parity_check is None else {"parity_check": config.parity_check})})
+    export_config.name = manifest.get("name")
+    added = {"n_added": new.height, "n_skipped_existing": len(existing), "source": str(source.resolve()),
+             "source_sha256": sha256_file(source), "base": {"name": manifest.get("name"), "created": manifest.get("created"),
+                                                     "n_items": manifest["n_items"]},
+             "modalities": counts, "id_embedding_fill": "mean of the trained rows" if grown.item_id_embedding else None,
+             "first_new_item_id": int(manifest["n_items"])}
+    source_info = {**manifest.get("source", {}), "added_items": [*manifest.get("source", {}).get("added_items", []), added]}
+    with torch.no_grad():
+        new_manifest = export_module(grown, out, export_config,
+                                     source_ids=items["source_id"] + new["source_id"].to_list(),
+                                     titles=items["title"] + new["title"].to_list(), source=source_info,
+                                     add_items=AddItemsAssets(tokenizer=folder / entry["tokenizer"], featurizer=featurizer),
+                                     **meta)
+    added["seconds"] = round(time.perf_counter() - start, 2)
+    print(f"added {new.height} items to {folder.name} -> {out} ({new_manifest['n_items']} items"
+          + (f"; {len(existing)} already present, skipped" if existing else "") + f"; {added['seconds']} s)")
+    return new_manifest
+
+
+def grow_model(model, new_codes: np.ndarray, new_content: np.ndarray):
+    """A GenRec with the same weights and ``len(new_codes)`` more items (ids N, N+1, ...)."""
+    import copy
+
+    import torch
+
+    from genrec.model.genrec import GenRec, GenRecConfig
+
+    n, m = model.n_items, len(new_codes)
+    cfg = model.config.to_dict()
+    cfg["n_items"] = n + m
+    if cfg["backbone"].get("n_items"):          # a learned id embedding has one row per item
+        cfg["backbone"]["n_items"] = n + m
+    state = model.state_dict()
+    grown_state = copy.copy(state)
+    grown_state["item_codes"] = torch.cat([state["item_codes"], torch.as_tensor(new_codes, dtype=torch.long)])
+    if model.config.content_dim:
+        if new_content.shape[1] != model.config.content_dim:
+            raise ArtifactError(f"the model reads {model.config.content_dim}-d content vectors but the featurizer "
+                                f"gives {new_content.shape[1]}-d ones; re-export the run")
+        grown_state["content"] = torch.cat([state["content"], torch.as_tensor(new_content, dtype=torch.float32)])
+    key = "model.item_emb.weight"
+    if key in state:    # no learned signal for a new item: the mean row (see the module docstring)
+        emb = state[key]
+        grown_state[key] = torch.cat([emb, emb.mean(dim=0, keepdim=True).expand(m, -1)])
+    grown = GenRec(GenRecConfig(**cfg))
+    grown.load_state_dict(grown_state)   # strict: any other per-item tensor would fail here, loudly
+    return grown.eval()
+
+
+def _items_meta(folder: Path, manifest: dict, new: pl.DataFrame) -> dict:
+    """export_module's categories/popularity/images for old + new items (old thumbnails are kept as they are)."""
+    from genrec.explain import category_label
+    from genrec.features.image import ImageConfig, resolve_image_sources
+
+    info = manifest.get("items_meta")
+    if not info:
+        return {}
+    meta = json.loads((folder / info["file"]).read_text(encoding="utf-8"))
+    out: dict[str, Any] = {}
+    depth = int(manifest.get("config", {}).get("category_depth", -1))
+    if "category" in meta:
+        out["categories"] = meta["category"] + [category_label(c, depth) for c in new["categories"].to_list()]
+    if "popularity" in meta:
+        out["popularity"] = meta["popularity"] + [0] * new.height      # no training interactions
+    if "image" in meta:
+        paths, _ = resolve_image_sources(new, ImageConfig(enabled=True), [])
+        out["images"] = meta["image"] + paths
+    return out
+
+
+def predates_message(folder: str | Path) -> str:
+    return PREDATES.format(dir=folder)
