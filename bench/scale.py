@@ -1,9 +1,22 @@
-"""Decode-layer scaling from 10k to 1M items: trie + index build, and top-k latency per decoding path.
+"""Scaling from 10k to 1M items: every pipeline stage's time and memory, and top-k latency per decoding path.
 
     python bench/scale.py --smoke                           # seconds; tests/test_bench_scale.py runs it
-    python bench/scale.py --sizes 10000 100000 1000000      # the issue's sizes (minutes)
+    python bench/scale.py --sizes 10000 100000 1000000      # the issue's sizes (the 1M stages take about an hour)
+    python bench/scale.py --stages-only --sizes 1000000     # only the stage rows (keeps the decode rows and the
+                                                            # stage rows of other sizes already in scale.json)
 
-Setting, per catalogue size N (all seeded): clustered item vectors (super-clusters -> clusters -> items),
+Pipeline stages (``rows``), per catalogue size N: a seeded synthetic RecBole catalogue (``synth.inter``,
+users of 20 events, ~10 interactions per item) and its clustered item vectors, imported by the embed
+stage as precomputed "text" features (no encoder runs). Then prepare (5-core, leave-one-out), the
+collaborative SASRec table (one epoch, the sampled loss where genrec has it), embed (import + fuse),
+tokenize (configs/sparse.yaml's PQ, one tokenizer per modality), one epoch of genrec training
+(configs/sparse.yaml), export, and the server runtime loading the export and decoding a few requests.
+Each stage runs in a fresh child process: its row holds the wall time and the child's peak RSS
+(``ru_maxrss``, python and torch imports included). Training stages measure at most ``--train-steps``
+steps and extrapolate the epoch from their step time (``extrapolated_from_steps`` in the row);
+validation runs on a fixed subset of users (the epoch is what is timed).
+
+Decode layer (``serving``), per N (all seeded): clustered item vectors (super-clusters -> clusters -> items),
 ~10 interactions per item from users who mostly stay in one cluster; two tokenizations of the vectors,
 fitted on a sample and applied to every item:
 - PQ codes (16 subspaces x 256 + a dedup digit): what the parallel head decodes, exactly, by
@@ -27,7 +40,9 @@ Writes bench/results/scale.json, scale.md and scale.png; the machine's load aver
 from __future__ import annotations
 
 import argparse
+import json
 import os
+import subprocess
 import sys
 import time
 from dataclasses import asdict, dataclass, field
@@ -505,6 +520,311 @@ def compare_methods(n_items: int, cfg: ScaleConfig) -> list[dict]:
     return rows
 
 
+# ---------------------------------------------------------------------- pipeline stages (rows)
+# The stages timed per size, in order; each runs in a fresh child process (its own peak RSS).
+STAGES = ("prepare", "collab", "embed", "tokenize", "train", "export", "serve")
+STAGE_LABELS = {"prepare": "prepare (read RecBole .inter, 5-core, split, write)",
+                "collab": "collaborative table (SASRec, one epoch)", "embed": "embed (import + fuse, no encoder)",
+                "tokenize": "tokenize (PQ, one per modality, + dedup)", "train": "train genrec (one epoch)",
+                "export": "export (ONNX + decode tables)", "serve": "server load + 32 requests"}
+
+
+@dataclass
+class StageConfig:
+    """Settings of the pipeline-stage rows (the ``rows`` of scale.json besides decode_index)."""
+
+    sizes: list[int] = field(default_factory=lambda: [10_000, 100_000, 1_000_000])   # catalogue sizes
+    dim: int = 64                      # dimension of the clustered item vectors (imported as the "text" modality)
+    items_per_cluster: int = 200       # mean cluster size
+    interactions_per_item: int = 10    # interactions per item (users of `history` events each)
+    history: int = 20                  # events per synthetic user
+    n_levels: int = 8                  # PQ subspaces per modality (configs/sparse.yaml)
+    codebook_size: int = 256           # codes per subspace (configs/sparse.yaml)
+    kmeans_iters: int = 30             # TokenizeConfig's default
+    train_config: str = "configs/sparse.yaml"  # genrec's training YAML (model and data sections)
+    train_steps: int = 300             # measure at most this many training steps, then extrapolate to the epoch
+    collab_steps: int = 300            # the same for the collaborative SASRec
+    collab_negatives: int = 0          # negatives of the collaborative SASRec's sampled loss (0: the loss's default)
+    val_users: int = 512               # validation users of both trainings (a fixed subset: the epoch is timed)
+    serve_requests: int = 32           # batch-1 requests the "serve" stage decodes after loading
+    seed: int = 0
+    work: str = ""                     # scratch folder ("" = a temporary one, removed afterwards)
+
+    def __post_init__(self):
+        for name in ("dim", "items_per_cluster", "interactions_per_item", "history", "n_levels", "codebook_size",
+                     "train_steps", "collab_steps", "val_users", "serve_requests"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"StageConfig.{name} must be >= 1, got {getattr(self, name)}")
+        if self.dim % self.n_levels:
+            raise ValueError(f"StageConfig.dim ({self.dim}) must be a multiple of n_levels ({self.n_levels})")
+
+
+# --smoke --stages-only: a tiny catalogue through every stage (each child imports torch: ~5 s apiece)
+STAGE_SMOKE = dict(sizes=[600], dim=16, n_levels=2, codebook_size=16, kmeans_iters=5, train_steps=5,
+                   collab_steps=5, collab_negatives=8, val_users=32, serve_requests=4)
+
+
+def write_source(n_items: int, cfg: StageConfig, folder: Path) -> dict:
+    """A RecBole atomic catalogue (``synth.inter``) and its item vectors (``vectors.npy`` + a row map) in ``folder``."""
+    import polars as pl
+
+    rng = np.random.default_rng(cfg.seed)
+    cat = synthetic_catalogue(n_items, ScaleConfig(sizes=[n_items], dim=cfg.dim, items_per_cluster=cfg.items_per_cluster,
+                                                   interactions_per_item=cfg.interactions_per_item,
+                                                   history=cfg.history, pq_digits=1), rng)
+    src = folder / "source"
+    src.mkdir(parents=True, exist_ok=True)
+    # one event per row; each user's events one day apart, users interleaved in time
+    ts = 1_600_000_000 + 86_400 * (np.arange(len(cat.users)) % cfg.history) + cat.users
+    events = pl.DataFrame({"u": cat.users, "i": cat.items, "t": ts}).select(
+        pl.concat_str(pl.lit("u"), pl.col("u").cast(pl.Utf8)).alias("user_id:token"),
+        pl.concat_str(pl.lit("i"), pl.col("i").cast(pl.Utf8)).alias("item_id:token"),
+        pl.col("t").alias("timestamp:float"))
+    events.write_csv(src / "synth.inter", separator="\t")
+    np.save(folder / "vectors.npy", cat.vectors)
+    rows = pl.DataFrame({"row": np.arange(n_items)})
+    rows.select(pl.concat_str(pl.lit("i"), pl.col("row").cast(pl.Utf8)).alias("id"), "row").write_csv(
+        folder / "vectors.item2row", separator="\t", include_header=False)
+    return {"n_items": n_items, "n_interactions": int(len(cat.items)), "n_users": cat.n_users}
+
+
+def _sub_valid(dataset, n: int, seed: int):
+    """``dataset`` whose validation examples are a fixed random subset of ``n`` users (the epoch is what is timed)."""
+    from genrec.evaluate import subset
+
+    split = dataset.split
+    dataset.__dict__["split"] = type(split)(train=split.train, valid=subset(split.valid, n, seed), test=split.test)
+    return dataset
+
+
+def _steps_callback():
+    """A Lightning callback timing each training step (batch start to end) and counting them."""
+    import lightning as L
+
+    class StepTimer(L.Callback):
+        def __init__(self):
+            self.steps, self.seconds, self._t0 = 0, 0.0, 0.0
+
+        def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
+            self._t0 = time.perf_counter()
+
+        def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+            self.steps += 1
+            self.seconds += time.perf_counter() - self._t0
+
+    return StepTimer()
+
+
+def _epoch_fields(timer, batches_per_epoch: int, wall: float) -> dict:
+    """seconds of one epoch: the child's wall time, with the measured steps replaced by a whole epoch of them
+    when fewer were run (``extrapolated_from_steps``)."""
+    per_step = timer.seconds / max(timer.steps, 1)
+    out = {"steps_per_epoch": batches_per_epoch, "steps_measured": timer.steps,
+           "seconds_per_step": round(per_step, 5), "train_seconds_measured": round(timer.seconds, 2)}
+    if timer.steps < batches_per_epoch:
+        out["extrapolated_from_steps"] = timer.steps
+        out["seconds"] = round(wall - timer.seconds + batches_per_epoch * per_step, 2)
+    return out
+
+
+def stage_child(stage: str, work: Path) -> dict:
+    """Run one stage on ``work``'s run folder (in this process); returns extra fields for its row."""
+    spec = json.loads((work / "spec.json").read_text())
+    cfg = StageConfig(**spec["config"])
+    run, t0 = work / "run", time.perf_counter()
+    if stage == "prepare":
+        from genrec.data.prepare import PrepareConfig, prepare
+
+        m = prepare(work / "source", run, PrepareConfig(progress=False), fmt="recbole", name="synth")
+        return {"prepared_items": m["n_items"], "prepared_users": m["n_users"],
+                "prepared_interactions": m["n_interactions"]}
+    if stage == "collab":
+        return _collab_child(cfg, work, t0)
+    if stage == "embed":
+        from genrec.features.stage import EmbedConfig, embed
+
+        embed(run, EmbedConfig(text={"enabled": False}, image={"enabled": False}, collab=False, progress=False,
+                               use_cache=False, precomputed=(
+                                   {"name": "text", "path": str(work / "vectors.npy"),
+                                    "row_map": str(work / "vectors.item2row")},
+                                   {"name": "collab", "path": str(work / "collab.npy")})))
+        return {}
+    if stage == "tokenize":
+        from genrec.tokenizer.config import TokenizeConfig
+        from genrec.tokenizer.stage import tokenize
+
+        report = tokenize(run, TokenizeConfig(method="pq", modalities="separate", n_levels=cfg.n_levels,
+                                              codebook_size=cfg.codebook_size, kmeans_iters=cfg.kmeans_iters,
+                                              seed=cfg.seed))
+        return {"level_sizes": report.get("level_sizes") if isinstance(report, dict) else None}
+    if stage == "train":
+        return _train_child(cfg, work, t0)
+    if stage == "export":
+        from genrec.export.onnx import ExportConfig, export
+
+        export(run, work / "export", ExportConfig(checkpoint="last", thumbnail_size=0))
+        files = [p for p in (work / "export").rglob("*") if p.is_file()]
+        sizes = {p.name: p.stat().st_size for p in files}
+        return {"export_mb": round(sum(sizes.values()) / 2**20, 1),
+                "largest_files_mb": {k: round(v / 2**20, 1) for k, v in sorted(sizes.items(), key=lambda x: -x[1])[:6]}}
+    if stage == "serve":
+        return _serve_child(cfg, work)
+    raise ValueError(f"unknown stage {stage!r}; expected one of {STAGES}")
+
+
+def _collab_child(cfg: StageConfig, work: Path, t0: float) -> dict:
+    """The collaborative SASRec of the embed stage (genrec.features.collab's model, data and settings), one epoch
+    on a Trainer that can stop after collab_steps; its item table goes to collab.npy for the embed stage."""
+    import dataclasses
+    import warnings
+
+    import lightning as L
+    import torch
+
+    from genrec.data.dataset import load_dataset
+    from genrec.lit.callbacks import quiet_lightning
+    from genrec.lit.sasrec import LitSASRec, SASRecDataModule, SASRecTrainConfig
+
+    dataset = _sub_valid(load_dataset(work / "run"), cfg.val_users, cfg.seed)
+    common = dict(progress_bar=False, max_epochs=1, eval_max_items=dataset.max_items, eval_batch_size=32)
+    if cfg.collab_negatives:
+        common["n_negatives"] = cfg.collab_negatives
+    try:    # the sampled softmax (in-batch + shared negatives) where this genrec has it, else BCE
+        train_cfg = SASRecTrainConfig(loss="sampled", **common)
+    except (ValueError, TypeError):
+        train_cfg = SASRecTrainConfig(loss="bce", **common)
+    torch.set_num_threads(train_cfg.num_threads or torch.get_num_threads())
+    L.seed_everything(train_cfg.seed, workers=True, verbose=False)
+    data = SASRecDataModule(dataset.split, dataset.n_items, train_cfg)
+    counts = {"item_counts": data.item_counts} if hasattr(data, "item_counts") else {}   # the sampled loss's
+    module = LitSASRec(train_cfg, dataset.n_items, **counts)
+    n_batches = -(-len(data.train_windows) // train_cfg.batch_size)
+    timer = _steps_callback()
+    quiet_lightning()
+    trainer = L.Trainer(accelerator="cpu", devices=1, max_epochs=1, limit_train_batches=min(cfg.collab_steps, n_batches),
+                        callbacks=[timer], logger=False, enable_checkpointing=False, enable_model_summary=False,
+                        enable_progress_bar=False, num_sanity_val_steps=0, deterministic=True)
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*does not have many workers.*")
+        trainer.fit(module, datamodule=data)
+    np.save(work / "collab.npy", module.model.item_embeddings().detach().numpy().astype(np.float32))
+    return {"loss": train_cfg.loss, "n_negatives": train_cfg.n_negatives, "batch_size": train_cfg.batch_size,
+            **_epoch_fields(timer, n_batches, time.perf_counter() - t0)}
+
+
+def _train_child(cfg: StageConfig, work: Path, t0: float) -> dict:
+    """genrec's training (the YAML's model and data, Lightning CLI), one epoch or its first train_steps."""
+    from genrec.pipeline import train_run
+
+    probe = _steps_callback()
+    args = ["--trainer.max_epochs=1", f"--trainer.limit_train_batches={cfg.train_steps}",
+            "--trainer.limit_val_batches=1", f"--data.val_max_users={cfg.val_users}", "--trainer.enable_progress_bar=false",
+            "--trainer.logger=false"]
+    import genrec.lit.cli as lit_cli
+
+    # the step timer joins the CLI's callbacks (GenRecCLI.instantiate_trainer adds its own to these)
+    original = lit_cli.GenRecCLI.instantiate_trainer
+
+    def with_timer(self, **kwargs):
+        kwargs["callbacks"] = [*(kwargs.get("callbacks") or []), probe]
+        return original(self, **kwargs)
+
+    lit_cli.GenRecCLI.instantiate_trainer = with_timer
+    cli = train_run(work / "run", cfg.train_config, args)
+    n_batches = len(cli.datamodule.train_dataloader())
+    if cfg.train_steps >= n_batches:    # the limit did not cut the epoch
+        probe.steps = max(probe.steps, n_batches)
+    return {"batch_size": cli.datamodule.batch_size, **_epoch_fields(probe, n_batches, time.perf_counter() - t0)}
+
+
+def _serve_child(cfg: StageConfig, work: Path) -> dict:
+    """The server's runtime: load the export, decode serve_requests batch-1 requests; RSS after load and after."""
+    from genrec.serving.runtime import ExportRuntime
+
+    t0 = time.perf_counter()
+    runtime = ExportRuntime(work / "export")
+    load_s = time.perf_counter() - t0
+    rss_loaded = current_rss_mb()
+    rng = np.random.default_rng(cfg.seed)
+    ms = []
+    for _ in range(cfg.serve_requests):
+        hist = rng.integers(0, runtime.n_items, 20).tolist()
+        t = time.perf_counter()
+        runtime.recommend([hist], 10)
+        ms.append(1000 * (time.perf_counter() - t))
+    return {"load_seconds": round(load_s, 2), "rss_after_load_mb": rss_loaded, "rss_after_requests_mb": current_rss_mb(),
+            "p50_ms": round(float(np.median(ms)), 2), "decoding": "exact" if runtime.exact else "beam",
+            "memory_mapped": memmapped_arrays(runtime)}
+
+
+def current_rss_mb() -> float:
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return round(int(line.split()[1]) / 1024, 1)
+    return -1.0
+
+
+def memmapped_arrays(runtime) -> dict[str, bool]:
+    """Whether each large array of a loaded runtime is a memory map (shared by every worker on the export)."""
+    trie = runtime.trie
+    arrays = {"item_codes": runtime.item_codes, "trie_order": trie.order}
+    if trie._postings is not None:
+        arrays["postings"] = trie._postings.items
+    return {k: isinstance(v, np.memmap) or isinstance(getattr(v, "base", None), np.memmap) for k, v in arrays.items()}
+
+
+def run_stage(stage: str, work: Path) -> tuple[float, float, dict]:
+    """(wall seconds, peak RSS MB, extra fields) of ``stage`` in a fresh child process."""
+    cmd = [sys.executable, str(Path(__file__).resolve()), "--stage-child", stage, str(work)]
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    start = time.perf_counter()
+    with open(work / f"{stage}.log", "w") as log:
+        proc = subprocess.Popen(cmd, cwd=REPO, stdout=log, stderr=subprocess.STDOUT, env=env)
+        _, status, usage = os.wait4(proc.pid, 0)
+    seconds = time.perf_counter() - start
+    proc.returncode = os.waitstatus_to_exitcode(status)
+    if proc.returncode:
+        tail = (work / f"{stage}.log").read_text()[-4000:]
+        raise RuntimeError(f"stage {stage} failed (exit {proc.returncode}); its log ends:\n{tail}")
+    extra = json.loads((work / f"{stage}.json").read_text())
+    return seconds, usage.ru_maxrss / 1024, extra       # ru_maxrss is in KiB on Linux
+
+
+def measure_stages(n_items: int, cfg: StageConfig) -> list[dict]:
+    import shutil
+    import tempfile
+
+    work = Path(cfg.work) / str(n_items) if cfg.work else Path(tempfile.mkdtemp(prefix=f"scale{n_items}_"))
+    if work.exists() and cfg.work:
+        shutil.rmtree(work)
+    work.mkdir(parents=True, exist_ok=True)
+    try:
+        print(f"--- {n_items:,} items: pipeline stages in {work}", flush=True)
+        t0 = time.perf_counter()
+        info = write_source(n_items, cfg, work)
+        (work / "spec.json").write_text(json.dumps({"config": asdict(cfg)}))
+        rows = [{"n_items": n_items, "n_interactions": info["n_interactions"], "stage": "synthesize",
+                 "seconds": round(time.perf_counter() - t0, 2), "peak_rss_mb": round(peak_rss_mb(), 1)}]
+        for stage in STAGES:
+            seconds, rss, extra = run_stage(stage, work)
+            row = {"n_items": n_items, "n_interactions": info["n_interactions"], "stage": stage,
+                   "seconds": round(seconds, 2), "peak_rss_mb": round(rss, 1), **extra}
+            row["seconds"] = extra.get("seconds", row["seconds"])
+            rows.append(row)
+            note = f" (extrapolated from {row['extrapolated_from_steps']} steps)" if "extrapolated_from_steps" in row else ""
+            print(f"  {stage:>9}: {row['seconds']:9.1f} s{note}, peak RSS {row['peak_rss_mb']:7.0f} MB", flush=True)
+        return rows
+    finally:
+        if not cfg.work:
+            shutil.rmtree(work, ignore_errors=True)
+
+
+def stage_child_main(stage: str, work: Path) -> None:
+    out = stage_child(stage, work)
+    (work / f"{stage}.json").write_text(json.dumps(out, default=str))
+
+
 # ---------------------------------------------------------------------- report
 SERVING_KEYS = ("n_items", "decoding", "batch", "p50_ms", "p99_ms", "rss_mb", "items_scored")
 
@@ -520,6 +840,11 @@ def validate(out: dict) -> None:
         for key in ("stage", "n_items"):
             if key not in row:
                 raise ValueError(f"rows[{i}] is missing '{key}'")
+        if row["stage"] != "decode_index":
+            for key in ("n_interactions", "seconds", "peak_rss_mb"):
+                if not isinstance(row.get(key), (int, float)) or row[key] < 0:
+                    raise ValueError(f"rows[{i}] ({row['stage']}).{key} must be a non-negative number, "
+                                     f"got {row.get(key)!r}")
     for i, row in enumerate(out["serving"]):
         for key in SERVING_KEYS:
             if key not in row:
@@ -532,11 +857,14 @@ def validate(out: dict) -> None:
 
 
 def markdown(out: dict) -> str:
-    lines = ["# Decode scaling (bench/scale.py)", "",
+    lines = ["# Scaling (bench/scale.py)", "",
              f"commit {str(out['git_commit'])[:10]}; {out['machine'].get('cpu_count', '?')} cores shared; bench wall time "
              f"{out['wall_time_s']:.0f} s; load average before/after {out['load_avg_before']} / {out['load_avg_after']}.",
-             "Synthetic clustered catalogues; PQ codes (parallel head, exact) and RQ codes (beam 20); k = 10; history excluded.",
+             *stage_table(out),
              "", "## Serving: in-process decode latency", "",
+             f"(decode rows measured at commit {str(out.get('decode_git_commit') or out['git_commit'])[:10]}) "
+             "Synthetic clustered catalogues; PQ codes (parallel head, exact) and RQ codes (beam 20); k = 10; "
+             "history excluded.", "",
              "| items | decoding | batch | p50 ms | p99 ms | items scored / request | peak RSS MB | index MB |",
              "|---:|---|---:|---:|---:|---:|---:|---:|"]
     for r in out["serving"]:
@@ -581,12 +909,58 @@ def markdown(out: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
+def stage_table(out: dict) -> list[str]:
+    """The pipeline-stage rows as a markdown section (none when the results hold no stage rows)."""
+    rows = [r for r in out["rows"] if r["stage"] != "decode_index"]
+    if not rows:
+        return []
+    lines = ["", "## Pipeline stages", "",
+             f"(measured at commit {str(out.get('stages_git_commit') or out['git_commit'])[:10]}) A seeded synthetic "
+             "RecBole catalogue (~10 interactions per item, users of 20 events), clustered item vectors imported as "
+             "the text modality (no encoder runs), configs/sparse.yaml's layout (PQ separate + parallel head). Each "
+             "stage runs in a fresh process: peak RSS is its ru_maxrss (python + torch imports included).", "",
+             "| items | interactions | stage | seconds | peak RSS MB | notes |", "|---:|---:|---|---:|---:|---|"]
+    for r in rows:
+        notes = []
+        if "extrapolated_from_steps" in r:
+            notes.append(f"extrapolated from {r['extrapolated_from_steps']} of {r['steps_per_epoch']:,} steps "
+                         f"({1000 * r['seconds_per_step']:.0f} ms/step)")
+        elif "steps_per_epoch" in r:
+            notes.append(f"{r['steps_per_epoch']:,} steps ({1000 * r['seconds_per_step']:.0f} ms/step)")
+        if "loss" in r:
+            notes.append(f"loss {r['loss']}, {r['n_negatives']} negatives")
+        if "prepared_items" in r:
+            notes.append(f"{r['prepared_items']:,} items after 5-core")
+        if "export_mb" in r:
+            notes.append(f"export {r['export_mb']:,} MB on disk")
+        if "rss_after_load_mb" in r:
+            notes.append(f"RSS after load {r['rss_after_load_mb']:,.0f} MB, p50 {r['p50_ms']} ms ({r['decoding']})")
+        lines.append(f"| {r['n_items']:,} | {r['n_interactions']:,} | {STAGE_LABELS.get(r['stage'], r['stage'])} | "
+                     f"{r['seconds']:,.1f} | {r['peak_rss_mb']:,.0f} | {'; '.join(notes)} |")
+    return lines
+
+
 def plot(out: dict, path: Path) -> None:
     from genrec.plots import plt, save_png   # headless (Agg) pyplot
 
-    fig, ax = plt.subplots(figsize=(7.5, 4.8))
+    stage_rows = [r for r in out["rows"] if r["stage"] in STAGES]
+    if stage_rows:
+        fig, (ax, ax_stages) = plt.subplots(1, 2, figsize=(14, 4.8))
+        for stage in STAGES:
+            rows = sorted((r for r in stage_rows if r["stage"] == stage), key=lambda r: r["n_items"])
+            if rows:
+                ax_stages.plot([r["n_items"] for r in rows], [r["seconds"] for r in rows], marker="o", label=stage)
+        ax_stages.set_xscale("log")
+        ax_stages.set_yscale("log")
+        ax_stages.set_xlabel("catalogue size (items; ~10 interactions each)")
+        ax_stages.set_ylabel("wall time (s)")
+        ax_stages.set_title("pipeline stage time vs catalogue size")
+        ax_stages.grid(alpha=0.3, which="both")
+        ax_stages.legend(fontsize=7)
+    else:
+        fig, ax = plt.subplots(figsize=(7.5, 4.8))
     colours = {"full": "tab:red", "pruned": "tab:green", "beam": "tab:blue"}
-    for batch, style in ((1, "-"), (out["config"]["batch"], "--")):
+    for batch, style in ((1, "-"), (out["config"].get("batch", ScaleConfig.batch), "--")):
         for p in PATHS:
             rows = sorted((r for r in out["serving"] if r["decoding"] == p and r["batch"] == batch),
                           key=lambda r: r["n_items"])
@@ -615,28 +989,72 @@ def main(argv: list[str] | None = None) -> dict:
                         help="catalogue size of the pruned-methods comparison (0 skips it; default 100000)")
     parser.add_argument("--budget-s", type=float, default=None, help="time budget per path and batch size (s)")
     parser.add_argument("--seed", type=int, default=None)
+    only = parser.add_mutually_exclusive_group()
+    only.add_argument("--stages-only", action="store_true",
+                      help="only the pipeline-stage rows (keeps the decode rows already in scale.json)")
+    only.add_argument("--serving-only", action="store_true",
+                      help="only the decode rows (keeps the stage rows already in scale.json)")
+    parser.add_argument("--train-steps", type=int, default=None,
+                        help="training steps measured per training stage before extrapolating (default 300)")
+    parser.add_argument("--work", default=None, help="keep the stage runs in this folder (default: a removed temp folder)")
+    parser.add_argument("--stage-child", nargs=2, metavar=("STAGE", "WORK"), help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
+    if args.stage_child:
+        stage_child_main(args.stage_child[0], Path(args.stage_child[1]))
+        return {}
     values = dict(SMOKE) if args.smoke else {}
     for key in ("sizes", "out", "compare_size", "budget_s", "seed"):
         if getattr(args, key) is not None:
             values[key] = getattr(args, key)
     cfg = ScaleConfig(**values)
+    stage_values = dict(STAGE_SMOKE) if args.smoke else {}
+    if args.sizes is not None:
+        stage_values["sizes"] = args.sizes
+    for key, name in (("seed", "seed"), ("work", "work"), ("train_steps", "train_steps"), ("train_steps", "collab_steps")):
+        if getattr(args, key) is not None:
+            stage_values[name] = getattr(args, key)
+    stage_cfg = StageConfig(**stage_values)
+    results = Path(cfg.out) if Path(cfg.out).is_absolute() else REPO / cfg.out
+    # A partial run (--stages-only / --serving-only) keeps the other part of an existing scale.json.
+    previous = json.loads((results / "scale.json").read_text()) if (results / "scale.json").exists() else {}
 
     load_before = [round(x, 2) for x in os.getloadavg()]
     start = time.perf_counter()
     out: dict = {"git_commit": git_commit(), "rows": [], "serving": [], "pruned_equals_full": {}, "settings": []}
-    for n_items in cfg.sizes:
-        measured = measure_size(n_items, cfg)
-        out["rows"] += measured["build"]
-        out["serving"] += measured["serving"]
-        out["pruned_equals_full"][str(n_items)] = measured["pruned_equals_full"]
-        out["settings"].append(measured["setting"])
-    out["methods"] = compare_methods(cfg.compare_size, cfg) if cfg.compare_size else []
+    if args.stages_only:
+        for key in ("serving", "pruned_equals_full", "settings", "methods", "config"):
+            if key in previous:
+                out[key] = previous[key]
+        out["rows"] = [r for r in previous.get("rows", []) if r["stage"] == "decode_index"]
+        out["decode_git_commit"] = previous.get("decode_git_commit", previous.get("git_commit"))
+    else:
+        for n_items in cfg.sizes:
+            measured = measure_size(n_items, cfg)
+            out["rows"] += measured["build"]
+            out["serving"] += measured["serving"]
+            out["pruned_equals_full"][str(n_items)] = measured["pruned_equals_full"]
+            out["settings"].append(measured["setting"])
+        out["methods"] = compare_methods(cfg.compare_size, cfg) if cfg.compare_size else []
+        out["config"] = asdict(cfg)
+        out["decode_git_commit"] = out["git_commit"]
+    if args.serving_only:
+        out["rows"] += [r for r in previous.get("rows", []) if r["stage"] != "decode_index"]
+        if "stage_config" in previous:
+            out["stage_config"], out["stages_git_commit"] = previous["stage_config"], previous.get("stages_git_commit")
+    else:
+        stage_rows = []
+        for n_items in stage_cfg.sizes:
+            stage_rows += measure_stages(n_items, stage_cfg)
+        # rows of sizes not re-measured now stay (a 1M run added to the 10k / 100k rows)
+        measured = set(stage_cfg.sizes)
+        kept = [r for r in previous.get("rows", []) if r["stage"] != "decode_index" and r["n_items"] not in measured]
+        out["rows"] += sorted(kept + stage_rows, key=lambda r: r["n_items"])
+        out["stage_config"], out["stages_git_commit"] = asdict(stage_cfg), out["git_commit"]
     out.update({"wall_time_s": round(time.perf_counter() - start, 1), "load_avg_before": load_before,
-                "load_avg_after": [round(x, 2) for x in os.getloadavg()], "config": asdict(cfg),
-                "machine": machine_info(), "versions": package_versions()})
+                "load_avg_after": [round(x, 2) for x in os.getloadavg()], "machine": machine_info(),
+                "versions": package_versions()})
+    out.setdefault("config", asdict(cfg))
     validate(out)
-    results = Path(cfg.out) if Path(cfg.out).is_absolute() else REPO / cfg.out
     write_outputs(results, "scale", out, markdown(out), lambda p: plot(out, p))
     print(f"wrote {results / 'scale.json'}, scale.md and scale.png in {out['wall_time_s']:.0f} s")
     return out

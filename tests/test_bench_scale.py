@@ -39,7 +39,7 @@ def test_smoke_writes_the_schema_with_pruned_equal_to_full(tmp_path):
     assert result["methods"] and all(r["equals_full"] for r in result["methods"])
     full = [r for r in result["serving"] if r["decoding"] == "full"]
     assert all(r["items_scored"] == n for r in full)
-    assert (tmp_path / "scale.md").read_text().startswith("# Decode scaling")
+    assert (tmp_path / "scale.md").read_text().startswith("# Scaling")
     assert (tmp_path / "scale.png").read_bytes()[:4] == b"\x89PNG"
 
 
@@ -66,3 +66,45 @@ def test_schema_names_the_missing_field():
     with pytest.raises(ValueError, match="decoding must be one of"):
         scale.validate({"git_commit": None, "rows": [], "serving": [row], "pruned_equals_full": {}, "config": {},
                         "wall_time_s": 1})
+
+
+def test_smoke_stage_rows_time_every_stage_in_its_own_process(tmp_path):
+    """--smoke --stages-only: a tiny RecBole catalogue through prepare .. serve, one row per stage with the
+    child's wall time and peak RSS; the serving runtime holds its large arrays as memory maps."""
+    out = subprocess.run([sys.executable, "bench/scale.py", "--smoke", "--stages-only", "--out", str(tmp_path)],
+                         cwd=REPO, capture_output=True, text=True, timeout=600)
+    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
+    result = json.loads((tmp_path / "scale.json").read_text())
+    scale.validate(result)
+    n = scale.STAGE_SMOKE["sizes"][0]
+    rows = {r["stage"]: r for r in result["rows"] if r["n_items"] == n}
+    assert set(scale.STAGES) <= set(rows)
+    for stage in scale.STAGES:
+        assert rows[stage]["seconds"] > 0 and rows[stage]["peak_rss_mb"] > 0
+        assert rows[stage]["n_interactions"] == n * scale.StageConfig().interactions_per_item
+    assert rows["prepare"]["prepared_items"] <= n
+    assert rows["export"]["export_mb"] > 0
+    assert rows["collab"]["steps_measured"] >= 1 and rows["train"]["steps_measured"] >= 1
+    assert all(rows["serve"]["memory_mapped"].values()), rows["serve"]["memory_mapped"]
+    assert "## Pipeline stages" in (tmp_path / "scale.md").read_text()
+
+
+def test_partial_runs_keep_the_other_part(tmp_path):
+    """--stages-only keeps the decode rows of an existing scale.json, and rows of sizes it did not re-measure."""
+    decode_row = {"stage": "decode_index", "n_items": 5, "codes": "pq", "level_sizes": [4, 4, 2], "what": "trie",
+                  "seconds": 0.1, "peak_rss_mb": 1.0, "index_mb": 0.1}
+    previous = {"git_commit": "abc", "rows": [decode_row,
+                                              {"stage": "prepare", "n_items": 7, "n_interactions": 70, "seconds": 1.0,
+                                               "peak_rss_mb": 9.0}],
+                "serving": [], "pruned_equals_full": {}, "config": {}, "wall_time_s": 1.0}
+    (tmp_path / "scale.json").write_text(json.dumps(previous))
+    calls = []
+    original = scale.measure_stages
+    scale.measure_stages = lambda n, cfg: calls.append(n) or [
+        {"n_items": n, "n_interactions": 10 * n, "stage": "prepare", "seconds": 2.0, "peak_rss_mb": 3.0}]
+    try:
+        out = scale.main(["--smoke", "--stages-only", "--sizes", "600", "--out", str(tmp_path)])
+    finally:
+        scale.measure_stages = original
+    assert calls == [600]
+    assert [(r["stage"], r["n_items"]) for r in out["rows"]] == [("decode_index", 5), ("prepare", 7), ("prepare", 600)]

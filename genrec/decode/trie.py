@@ -16,6 +16,11 @@ integer arrays per level and never a dense (nodes x K) table:
 
 For a 100k-item, 4-level, K=256 catalogue this is a few MB. Only numpy is imported here
 because the torch-free server uses it.
+
+The node tables are built on first use. Exact decoding (``score_catalogue``, ``pruned_search``'s
+posting lists) reads only the codes, ``order`` and the posting lists, so a server of a parallel-head
+export never builds them: with 17-digit PQ codes at 1M items they are ~600 MB (every level past the
+third has ~N nodes, five int64 arrays each), against 136 MB of codes that :meth:`Trie.load` memory-maps.
 """
 
 from __future__ import annotations
@@ -48,41 +53,79 @@ class Trie:
         small = _compact(codes, sizes)
         # Lexicographic order: np.lexsort treats its last key as primary, so feed levels reversed.
         order = np.lexsort(small.T[::-1])
-        sorted_codes = small[order]                                               # (N, D)
-        _check_unique(sorted_codes, order, source)
-        self._init_tables(codes, sizes, order.astype(np.int64), sorted_codes, _node_starts(sorted_codes))
+        _check_unique(small[order], order, source)
+        self._init_tables(codes, sizes, order.astype(np.int64))
 
     # ------------------------------------------------------------------ construction helpers
-    def _init_tables(self, codes: np.ndarray, sizes: tuple[int, ...], order: np.ndarray,
-                     sorted_codes: np.ndarray, node_start: list[np.ndarray]) -> None:
-        depth = len(sizes)
+    def _init_tables(self, codes: np.ndarray, sizes: tuple[int, ...], order: np.ndarray) -> None:
         self.level_sizes: tuple[int, ...] = sizes
-        self.item_codes: np.ndarray = codes           # (N, D) int64, indexed by item id
-        self.order: np.ndarray = order                # (N,) item id at each sorted position
-        self.position: np.ndarray = np.empty_like(order)   # (N,) sorted position of each item id
-        self.position[order] = np.arange(len(order))
-        self.node_start: list[np.ndarray] = node_start   # D + 1 arrays of shape (n_d + 1,)
-        self.node_code: list[np.ndarray] = [np.zeros(0, dtype=np.int64)]
-        self.node_parent: list[np.ndarray] = [np.zeros(0, dtype=np.int64)]
-        self._keys: list[np.ndarray] = [np.zeros(0, dtype=np.int64)]
+        self.item_codes: np.ndarray = codes           # (N, D) int64, indexed by item id (a memmap when loaded)
+        self.order: np.ndarray = order                # (N,) item id at each sorted position (a memmap when loaded)
+        self._position: np.ndarray | None = None      # (N,) sorted position of each item id, built on first use
+        self._nodes: dict[str, list[np.ndarray]] | None = None   # node tables, built on first use
+        self._postings: PostingIndex | None = None   # built on first use, or loaded by Trie.load
+
+    def _node_tables(self) -> dict[str, list[np.ndarray]]:
+        """node_start / node_code / node_parent / keys / child_start per level, built once from the sorted codes."""
+        if self._nodes is not None:
+            return self._nodes
+        sizes, order = self.level_sizes, np.asarray(self.order)
+        sorted_codes = _compact(self.item_codes, sizes)[order]                   # (N, D)
+        node_start = _node_starts(sorted_codes)
+        tables: dict[str, list[np.ndarray]] = {"node_start": node_start, "node_code": [np.zeros(0, dtype=np.int64)],
+                                               "node_parent": [np.zeros(0, dtype=np.int64)],
+                                               "keys": [np.zeros(0, dtype=np.int64)], "child_start": []}
         n = len(order)
         # Level-(d-1) boundaries are a subset of level-d boundaries, so a node's parent is the number of
         # level-(d-1) starts up to its own start, minus one, and a node's first child is the level-(d+1)
         # node starting where it starts: O(N) lookups into a position table instead of binary searches.
         index_of = np.empty(n + 1, dtype=np.int64)
-        self.child_start: list[np.ndarray] = []
-        for d in range(1, depth + 1):
+        for d in range(1, len(sizes) + 1):
             starts = node_start[d][:-1]
             code = sorted_codes[starts, d - 1].astype(np.int64)
             is_parent_start = np.zeros(n + 1, dtype=bool)
             is_parent_start[node_start[d - 1]] = True
             parent = np.cumsum(is_parent_start[starts]) - 1
             index_of[node_start[d]] = np.arange(len(node_start[d]))
-            self.child_start.append(index_of[node_start[d - 1]].copy())
-            self.node_code.append(code)
-            self.node_parent.append(parent.astype(np.int64))
-            self._keys.append(parent * sizes[d - 1] + code)
-        self._postings: PostingIndex | None = None   # built on first use, or loaded by Trie.load
+            tables["child_start"].append(index_of[node_start[d - 1]].copy())
+            tables["node_code"].append(code)
+            tables["node_parent"].append(parent.astype(np.int64))
+            tables["keys"].append(parent * sizes[d - 1] + code)
+        self._nodes = tables
+        return tables
+
+    @property
+    def node_start(self) -> list[np.ndarray]:
+        """D + 1 arrays (n_d + 1,): range starts of the level-d nodes, plus N."""
+        return self._node_tables()["node_start"]
+
+    @property
+    def node_code(self) -> list[np.ndarray]:
+        """D + 1 arrays (n_d,): last code of each level-d node (empty at level 0)."""
+        return self._node_tables()["node_code"]
+
+    @property
+    def node_parent(self) -> list[np.ndarray]:
+        """D + 1 arrays (n_d,): level-(d-1) parent of each level-d node (empty at level 0)."""
+        return self._node_tables()["node_parent"]
+
+    @property
+    def child_start(self) -> list[np.ndarray]:
+        """D arrays (n_d + 1,): the children of level-d node j are child_start[d][j]:child_start[d][j + 1]."""
+        return self._node_tables()["child_start"]
+
+    @property
+    def _keys(self) -> list[np.ndarray]:
+        return self._node_tables()["keys"]
+
+    @property
+    def position(self) -> np.ndarray:
+        """(N,) sorted position of each item id."""
+        if self._position is None:
+            position = np.empty(len(self.order), dtype=np.int64)
+            position[np.asarray(self.order)] = np.arange(len(self.order))
+            self._position = position
+        return self._position
 
     # ------------------------------------------------------------------ sizes
     @property
@@ -100,9 +143,18 @@ class Trie:
 
     @property
     def nbytes(self) -> int:
-        arrays = [self.item_codes, self.order, self.position, *self.node_start, *self.node_code, *self.node_parent,
-                  *self._keys, *self.child_start]
+        """Bytes of the arrays built or loaded so far (the node tables count once something has used them)."""
+        arrays = [self.item_codes, self.order]
+        if self._position is not None:
+            arrays.append(self._position)
+        if self._nodes is not None:
+            arrays += [a for table in self._nodes.values() for a in table]
         return int(sum(a.nbytes for a in arrays))
+
+    @property
+    def node_tables_built(self) -> bool:
+        """Whether the node tables exist (beam search and the trie walk build them; exact decoding does not)."""
+        return self._nodes is not None
 
     @property
     def postings(self) -> PostingIndex:
@@ -181,12 +233,14 @@ class Trie:
         ``postings=True`` also writes the posting lists (POSTING_FILES), which :meth:`load` then memory-maps.
         """
         folder = Path(folder)
-        offsets = np.cumsum([0] + [len(s) for s in self.node_start]).astype(np.int64)
+        starts = _node_starts(_compact(self.item_codes, self.level_sizes)[np.asarray(self.order)])
+        offsets = np.cumsum([0] + [len(s) for s in starts]).astype(np.int64)
         arrays = {
             "level_sizes": np.asarray(self.level_sizes, dtype=np.int64),
-            "item_codes": self.item_codes,
-            "order": self.order,
-            "node_start": np.concatenate(self.node_start),
+            "item_codes": np.asarray(self.item_codes, dtype=np.int64),
+            "order": np.asarray(self.order, dtype=np.int64),
+            # positions < N: int32 below 2**31 items halves the largest trie file (~15 N entries for PQ codes)
+            "node_start": np.concatenate(starts).astype(np.int32 if self.n_items < 2**31 else np.int64),
             "node_offsets": offsets,
         }
         for key, array in arrays.items():
@@ -195,9 +249,11 @@ class Trie:
         return sorted([*TRIE_FILES.values(), *extra])
 
     @classmethod
-    def load(cls, folder: str | os.PathLike, *, mmap_postings: bool = True) -> "Trie":
+    def load(cls, folder: str | os.PathLike, *, mmap_postings: bool = True, mmap: bool = True) -> "Trie":
         """Read tables written by :meth:`save`, checking they are consistent with each other.
 
+        The codes and the sorted order are memory-mapped (``mmap``), so server workers on one export share
+        them through the page cache; node tables are not kept (they are rebuilt on first use, by beam search).
         Posting lists, when the folder holds them, are checked against the codes and memory-mapped
         (``mmap_postings``); folders without them load as before and build the index on first use.
         """
@@ -207,10 +263,13 @@ class Trie:
             path = folder / name
             if not path.exists():
                 raise ArtifactError(f"{path} not found: {folder} does not hold trie tables. Re-run `genrec export`.")
-            arrays[key] = np.load(path, allow_pickle=False)
+            big = key in ("item_codes", "order", "node_start")
+            arrays[key] = np.load(path, mmap_mode="r" if mmap and big else None, allow_pickle=False)
         source = str(folder / TRIE_FILES["item_codes"])
         codes, sizes = _check_codes(arrays["item_codes"], arrays["level_sizes"].tolist(), source)
-        order = arrays["order"].astype(np.int64)
+        order = arrays["order"]
+        if order.dtype != np.int64:
+            order = order.astype(np.int64)
         n = len(codes)
         if order.shape != (n,) or not np.array_equal(np.sort(order), np.arange(n)):
             raise ArtifactError(f"{folder / TRIE_FILES['order']}: expected a permutation of 0..{n - 1}. "
@@ -218,18 +277,18 @@ class Trie:
         sorted_codes = _compact(codes, sizes)[order]
         _check_unique(sorted_codes, order, source)  # strictly increasing also proves the order is right
         offsets = arrays["node_offsets"].astype(np.int64)
-        flat = arrays["node_start"].astype(np.int64)
+        flat = arrays["node_start"]
         if offsets.shape != (len(sizes) + 2,) or offsets[-1] != len(flat):
             raise ArtifactError(f"{folder / TRIE_FILES['node_offsets']}: does not match {len(sizes)} levels "
                                 f"and {len(flat)} stored node starts; re-run `genrec export`.")
-        stored = [flat[offsets[d]:offsets[d + 1]] for d in range(len(sizes) + 1)]
-        expected = _node_starts(sorted_codes)
-        for d, (got, want) in enumerate(zip(stored, expected)):
-            if not np.array_equal(got, want):
+        # one level at a time, so checking never holds every level's node starts at once
+        for d, want in enumerate(_iter_node_starts(sorted_codes)):
+            if not np.array_equal(flat[offsets[d]:offsets[d + 1]], want):
                 raise ArtifactError(f"{folder / TRIE_FILES['node_start']}: level {d} node ranges disagree with "
                                     f"{source}; the files come from different exports. Re-run `genrec export`.")
+        del sorted_codes
         trie = cls.__new__(cls)
-        trie._init_tables(codes, sizes, order, sorted_codes, expected)
+        trie._init_tables(codes, sizes, order)
         if PostingIndex.exists(folder):
             trie._postings = PostingIndex.load(folder, codes, sizes, mmap=mmap_postings)
         return trie
@@ -250,7 +309,7 @@ def _check_codes(codes: np.ndarray, level_sizes: Sequence[int], source: str) -> 
         raise ValueError(f"{source}: the catalogue is empty (0 items); a trie needs at least one item")
     if any(k < 1 for k in sizes):
         raise ValueError(f"level_sizes must all be >= 1, got {list(sizes)}")
-    codes = codes.astype(np.int64)
+    codes = codes.astype(np.int64, copy=False)      # a memory-mapped int64 file stays mapped
     bad = (codes < 0) | (codes >= np.asarray(sizes, dtype=np.int64))
     if bad.any():
         item, level = (int(v) for v in np.argwhere(bad)[0])
@@ -290,10 +349,14 @@ def _check_unique(sorted_codes: np.ndarray, order: np.ndarray, source: str) -> N
 
 def _node_starts(sorted_codes: np.ndarray) -> list[np.ndarray]:
     """Range starts of the nodes at each level 0..D, each with N appended."""
+    return list(_iter_node_starts(sorted_codes))
+
+
+def _iter_node_starts(sorted_codes: np.ndarray):
+    """The range starts of :func:`_node_starts`, one level at a time."""
     n, depth = sorted_codes.shape
-    changed = np.zeros(n - 1, dtype=bool)    # prefix of the current length differs from the previous row's
-    starts = [np.array([0, n], dtype=np.int64)]
+    changed = np.zeros(max(n - 1, 0), dtype=bool)   # prefix of the current length differs from the previous row's
+    yield np.array([0, n], dtype=np.int64)
     for d in range(depth):
         changed |= sorted_codes[1:, d] != sorted_codes[:-1, d]
-        starts.append(np.concatenate([[0], np.flatnonzero(changed) + 1, [n]]).astype(np.int64))
-    return starts
+        yield np.concatenate([[0], np.flatnonzero(changed) + 1, [n]]).astype(np.int64)

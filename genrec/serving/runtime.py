@@ -148,9 +148,11 @@ class ExportRuntime:
         self.max_items: int = int(self.manifest["max_items"])
         self.beam_width: int = int(self.manifest["beam_width"])
         self.exact: bool = self.manifest["decoding"] == "exact"   # score every item, else trie beam search
+        # Every large table is memory-mapped (read-only): N server workers on one export share one copy
+        # through the page cache. Exact exports never build the trie's node tables (beam exports do, once).
         self.trie = Trie.load(self.folder)
         self.item_codes = self.trie.item_codes                                    # (N, D) int64
-        codes = np.load(self.folder / layout.CODES_FILE, allow_pickle=False)
+        codes = np.load(self.folder / layout.CODES_FILE, mmap_mode="r", allow_pickle=False)
         if not np.array_equal(codes, self.item_codes):
             raise ArtifactError(f"{self.folder / layout.CODES_FILE} disagrees with the trie tables; "
                                 "the folder mixes files from different exports. Re-run `genrec export`.")

@@ -196,3 +196,49 @@ def test_every_tuple_trie_allows_everything():
     for d, k in enumerate(sizes):
         nodes = np.arange(trie.n_nodes(d))
         assert trie.allowed(d, nodes).all() and trie.allowed(d, nodes).shape == (len(nodes), k)
+
+
+def test_loaded_tables_are_memory_mapped_and_node_tables_wait_for_first_use(tmp_path):
+    """Trie.load maps the codes, the order and the posting lists (shared by server workers) and builds no node
+    table until something walks the trie; exact decoding (every item, and the posting-list search) never does,
+    and every decoding path returns what the eagerly built trie returns."""
+    from genrec.decode import beam_search, pruned_search, score_catalogue
+
+    sizes = (7, 5, 11, 3)
+    codes = random_codes(9, 301, sizes)
+    built = Trie(codes, sizes)
+    built.save(tmp_path, postings=True)
+    loaded = Trie.load(tmp_path)
+
+    def mapped(a):
+        return isinstance(a, np.memmap) or isinstance(getattr(a, "base", None), np.memmap)
+
+    assert mapped(loaded.item_codes) and mapped(loaded.order) and mapped(loaded.postings.items)
+    assert not loaded.node_tables_built and loaded.nbytes == loaded.item_codes.nbytes + loaded.order.nbytes
+
+    rng = np.random.default_rng(3)
+    tables = [np.log(rng.dirichlet(np.ones(k), size=4)) for k in sizes]
+
+    def step(level, parent_rows, last_codes):     # a parallel head: per request, one table per digit
+        step.rows = np.asarray(parent_rows) if level == 0 else step.rows[parent_rows]
+        return tables[level][step.rows]
+
+    mask = rng.random((4, len(codes))) < 0.8
+    want = score_catalogue(step, built, 4, 10, item_mask=mask)
+    for got in (score_catalogue(step, loaded, 4, 10, item_mask=mask),
+                pruned_search(step, loaded, 4, 10, item_mask=mask, method="postings", min_items=0).result):
+        np.testing.assert_array_equal(got.items, want.items)
+        np.testing.assert_array_equal(got.scores, want.scores)
+    assert not loaded.node_tables_built
+    beam_loaded = beam_search(step, loaded, 4, 12, 10, item_mask=mask)
+    beam_built = beam_search(step, built, 4, 12, 10, item_mask=mask)
+    np.testing.assert_array_equal(beam_loaded.items, beam_built.items)
+    assert loaded.node_tables_built
+    for d in range(len(sizes) + 1):
+        np.testing.assert_array_equal(loaded.node_start[d], built.node_start[d])
+
+
+def test_node_starts_are_saved_as_int32(tmp_path):
+    """The largest trie file (~15 N entries for 17-digit PQ codes) holds positions < N: int32 is enough."""
+    Trie(random_codes(2, N_ITEMS, SIZES), SIZES).save(tmp_path)
+    assert np.load(tmp_path / TRIE_FILES["node_start"]).dtype == np.int32
