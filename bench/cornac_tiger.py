@@ -14,11 +14,9 @@ cosine warmup is 10% of the steps that fit (10,000 in the original). Everything 
 PAISCHER_CONFIG. The budget and the epochs reached are written next to the metrics. `--recipe grid`
 runs cornac's faster GRID_CONFIG (4+4 layers, residual k-means, batch 256) the same way.
 
-Data: each user's sequence from RUN/dataset, split as leave_one_out does (train = s[:-2], valid =
-s[:-1], test = s), passed through NextItemEvaluation.from_splits with mode="last"; item vectors are
-RUN/features/text.npy (the MiniLM vectors genrec's tokenizer used) through FeatureModality. Metrics
-come from cornac's own ranking_eval over the full catalogue; with one target per user its NDCG@K
-and Recall@K are the same quantities genrec.metrics computes.
+Data and metrics: bench/cornac_common.py (genrec's leave-one-out as cornac's splits, cornac's own
+ranking_eval over the full catalogue); item vectors are RUN/features/text.npy (the MiniLM vectors
+genrec's tokenizer used) through FeatureModality.
 """
 
 from __future__ import annotations
@@ -35,24 +33,11 @@ import numpy as np
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "bench"))
 
-from run import (add_existing_run_args, default_run_dir, markdown, peak_rss_mb, peer_reference,  # noqa: E402
-                 training_side_seconds)
-
-from genrec.metrics import DEFAULT_KS as KS  # noqa: E402
+from cornac_common import cornac_splits, next_item_method, record_peer, score_test_split  # noqa: E402, F401
+from run import add_existing_run_args, default_run_dir, peak_rss_mb, training_side_seconds  # noqa: E402
 
 RQVAE_SHARE = 0.15           # fraction of the budget the RQ-VAE may use (its recipe asks for 8,000 epochs)
 PROBE_STEPS = 12             # timed seq2seq steps that size the epoch count
-
-
-def cornac_splits(sequences: list[np.ndarray]) -> tuple[list, list, list]:
-    """USIT tuples (user, session = user, item, time = position) for cornac, split as genrec's leave-one-out."""
-    train, valid, test = [], [], []
-    for user, seq in enumerate(sequences):
-        rows = [(str(user), str(user), str(int(item)), pos) for pos, item in enumerate(seq)]
-        train.extend(rows[:-2])
-        valid.extend(rows[:-1])
-        test.extend(rows)
-    return train, valid, test
 
 
 class DeadlineRange:
@@ -191,9 +176,6 @@ def run_peer(run_dir: Path, budget: float, seed: int = 0, recipe_name: str = "pa
     """Fit cornac's TIGER within ``budget`` seconds and evaluate it on the test split; returns its entry."""
     import cornac
     from cornac.data import FeatureModality
-    from cornac.eval_methods import NextItemEvaluation
-    from cornac.eval_methods.next_item_evaluation import ranking_eval
-    from cornac.metrics import NDCG, Recall
     from cornac.models import TIGER
 
     from genrec.data.dataset import load_dataset
@@ -206,13 +188,9 @@ def run_peer(run_dir: Path, budget: float, seed: int = 0, recipe_name: str = "pa
     if text.shape[0] != ds.n_items:
         raise SystemExit(f"{text_path} has {text.shape[0]} rows but the dataset has {ds.n_items} items; "
                          "re-run genrec embed on this run")
-    train, valid, test = cornac_splits(ds.sequences)
     n_train_samples = train_samples(ds.sequences)
-    t0 = time.perf_counter()
-    method = NextItemEvaluation.from_splits(
-        train_data=train, val_data=valid, test_data=test, fmt="USIT", exclude_unknowns=False, mode="last",
-        seed=seed, item_feature=FeatureModality(features=text, ids=[str(i) for i in range(ds.n_items)]))
-    build_seconds = time.perf_counter() - t0
+    method, build_seconds = next_item_method(
+        ds.sequences, seed, item_feature=FeatureModality(features=text, ids=[str(i) for i in range(ds.n_items)]))
 
     base = recipe(recipe_name)
     rate = probe_samples_per_second(TIGER(**base), seed)
@@ -227,19 +205,11 @@ def run_peer(run_dir: Path, budget: float, seed: int = 0, recipe_name: str = "pa
     model.fit(method.train_set, method.val_set)
     fit_seconds = time.perf_counter() - fit_start
 
-    metrics = [Recall(k=k) for k in KS] + [NDCG(k=k) for k in KS]
-    t0 = time.perf_counter()
-    avg, _ = ranking_eval(model, metrics, method.train_set, method.test_set, exclude_unknowns=False, mode="last",
-                          verbose=True)
-    eval_seconds = time.perf_counter() - t0
-    names = [f"recall@{k}" for k in KS] + [f"ndcg@{k}" for k in KS]
-    entry = {name: float(v) for name, v in zip(names, avg)}
+    entry = score_test_split(model, method)   # recall/ndcg@5/10/20, n_users, seconds
     entry.update(
         # cornac maps every finished beam through its sid -> item table (a KeyError otherwise), so
         # an item outside the catalogue cannot be returned.
         invalid_rate=0.0,
-        n_users=len(method.test_set.sessions),
-        seconds=round(eval_seconds, 1),
         fit_seconds=round(fit_seconds, 1),
         build_seconds=round(build_seconds, 1),
         budget_seconds=round(budget, 1),
@@ -284,17 +254,8 @@ def peer_key(recipe_name: str) -> str:
 def add_peer(result_path: Path, run_dir: Path, budget: float | None = None, seed: int = 0,
              recipe_name: str = "paischer") -> dict:
     """Run the peer on ``run_dir`` and add it to the results JSON (and its markdown) under 'peers'."""
-    from genrec.io import write_json_atomic, write_text_atomic
-
-    if not result_path.exists():
-        raise SystemExit(f"{result_path} not found: run python bench/run.py --dataset NAME first")
-    result = json.loads(result_path.read_text())
-    entry = {**run_peer(run_dir, budget or default_budget(result), seed, recipe_name), **peer_reference(result)}
-    result.setdefault("peers", {})[peer_key(recipe_name)] = entry
-    write_json_atomic(result_path, result)
-    write_text_atomic(result_path.with_suffix(".md"), markdown(result))
-    print(markdown(result))
-    return result
+    return record_peer(result_path, peer_key(recipe_name),
+                       lambda result: run_peer(run_dir, budget or default_budget(result), seed, recipe_name))
 
 
 def add_estimate(result_path: Path, run_dir: Path, recipe_name: str = "paischer") -> dict:

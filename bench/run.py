@@ -99,13 +99,20 @@ def validate_result(result: dict) -> None:
             raise ValueError(f"stages.{stage} must be the stage's wall time in seconds")
 
 
+def peer_note(peer: dict) -> str:
+    """How a peer was fitted, for its table row: under a wall-time budget (TIGER) or for a number of epochs."""
+    if "budget_seconds" in peer:
+        return f"fit budget {peer['budget_seconds']:.0f} s, {peer['seq2seq_epochs']:g} epochs"
+    return f"epoch {peer['best_epoch']} of {peer['epochs']}, best on validation"
+
+
 def markdown(result: dict) -> str:
     from genrec.evaluate import markdown_table
 
     stages = ", ".join(f"{k} {v:.0f} s" for k, v in result["stages"].items())
     rows = dict(result["metrics"])
-    for name, peer in result.get("peers", {}).items():   # added by bench/cornac_tiger.py
-        rows[f"{name} (fit budget {peer['budget_seconds']:.0f} s, {peer['seq2seq_epochs']:g} epochs)"] = peer
+    for name, peer in result.get("peers", {}).items():   # added by bench/cornac_tiger.py, bench/cornac_sasrec.py
+        rows[f"{name} ({peer_note(peer)})"] = peer
     return (markdown_table(rows, title=f"{result['dataset']} (test split, full ranking)")
             + f"\n\nwall time: {stages}; total {sum(result['stages'].values()) / 60:.1f} min; "
               f"peak RSS {result['peak_rss_mb']:.0f} MB; commit {str(result['git_commit'])[:10]}\n")
@@ -260,7 +267,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--run-dir", type=Path, default=None, help="where the run is written (default bench/runs/NAME)")
     p.add_argument("--results-dir", type=Path, default=RESULTS, help="where NAME.json and NAME.md go")
     p.add_argument("--with-cornac", action="store_true",
-                   help="then run cornac's TIGER on the same run (bench/cornac_tiger.py; needs the bench extra)")
+                   help="then run cornac's SASRec and TIGER on the same run (bench/cornac_sasrec.py, "
+                        "bench/cornac_tiger.py; needs the bench extra)")
     p.epilog = "Any other flags go to the Lightning training CLI, e.g. --trainer.max_epochs=5"
     a, train_args = p.parse_known_args(argv)
     if a.smoke == (a.dataset is not None):
@@ -268,10 +276,12 @@ def main(argv: list[str] | None = None) -> int:
     name = "smoke" if a.smoke else a.dataset
     run_dir = a.run_dir or default_run_dir(name)
     run_bench(name, smoke=a.smoke, run_dir=run_dir, train_args=train_args, results=a.results_dir)
-    if a.with_cornac:
-        from cornac_tiger import add_peer
+    if a.with_cornac:   # SASRec first: minutes, where TIGER's budget is a multiple of genrec's training
+        import cornac_sasrec
+        import cornac_tiger
 
-        add_peer(a.results_dir / f"{name}.json", run_dir)
+        cornac_sasrec.add_peer(a.results_dir / f"{name}.json", run_dir)
+        cornac_tiger.add_peer(a.results_dir / f"{name}.json", run_dir)
     return 0
 
 

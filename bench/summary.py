@@ -29,7 +29,8 @@ README_START = "<!-- results table: written by python bench/summary.py from benc
 README_END = "<!-- end of results table -->"
 DATASET_ORDER = ("Beauty", "Sports_and_Outdoors", "Office", "Scientific", "Scientific_DeCoRec_mm")
 SYSTEM_LABELS = {"genrec": "genrec", "sasrec": "SASRec (ours)", "popularity": "popularity",
-                 "cornac_tiger": "cornac TIGER (PAISCHER recipe)", "cornac_tiger_grid": "cornac TIGER (GRID recipe)"}
+                 "cornac_tiger": "cornac TIGER (PAISCHER recipe)", "cornac_tiger_grid": "cornac TIGER (GRID recipe)",
+                 "cornac_sasrec": "cornac SASRec (its defaults)"}
 # Ablation rows in the order bench/ablation.py builds them: modality rows, then one change to the config row.
 ABLATION_BASES = ("text", "text+image", "text+collab", "all")
 SPLIT_ORDER = ("valid", "test")
@@ -182,7 +183,8 @@ def runs_section(results: dict[str, dict], seeds: dict[str, dict]) -> str:
                           f4(t.get("best_val_ndcg@10")), num(t.get("train_targets_per_second")),
                           collab.get("epochs", "—"), collab.get("best_epoch", "—"),
                           f4(collab.get("best_val", {}).get("ndcg@10")), num(collab.get("seconds"))]))
-    peers = [(d, name, p) for d, r in results.items() for name, p in r.get("peers", {}).items()]
+    peers = [(d, name, p) for d, r in results.items() for name, p in r.get("peers", {}).items()
+             if "budget_seconds" in p]
     if peers:
         lines += ["", "**Peers.** Fit under a wall-time budget with the recipe's epochs and warmup scaled to fit "
                   "(`bench/cornac_tiger.py`); \"full recipe\" is the fit time the unscaled recipe would take here, "
@@ -198,6 +200,17 @@ def runs_section(results: dict[str, dict], seeds: dict[str, dict]) -> str:
                               num(p["fit_seconds"]), num(p["seconds"]), p.get("rqvae_epochs", "—"),
                               p.get("seq2seq_epochs", "—"), p.get("probe_samples_per_second", "—"),
                               p.get("full_recipe_estimate", {}).get("hours", "—")]))
+    trained = [(d, name, p) for d, r in results.items() for name, p in r.get("peers", {}).items()
+               if "budget_seconds" not in p]
+    if trained:
+        lines += ["", "**Trained peers.** Fit with their own training loop and defaults for a fixed number of epochs, "
+                  "keeping the epoch with the best validation score (`bench/cornac_sasrec.py`).", ""]
+        lines += header(["dataset", "peer", "command", "epochs", "selected epoch", "selection", "fit s", "eval s"])
+        for dataset, name, p in trained:
+            lines.append(row([dataset, SYSTEM_LABELS.get(name, name),
+                              f"`python bench/cornac_sasrec.py --dataset {dataset}`", p.get("epochs", "—"),
+                              p.get("best_epoch", "—"), p.get("selection", "—"), num(p["fit_seconds"]),
+                              num(p["seconds"])]))
     return "\n".join(lines) + "\n"
 
 

@@ -8,9 +8,10 @@ used for scoring, never as inputs to a gradient step.
 from __future__ import annotations
 
 import copy
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from functools import partial
-from typing import Callable, Literal
+from typing import Literal
 
 import lightning as L
 import numpy as np

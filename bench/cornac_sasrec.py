@@ -1,0 +1,153 @@
+"""A second peer: cornac's SASRec, with its own training loop and ranking_eval, on genrec's run and splits.
+
+    pip install -e ".[bench]"                         # cornac 3.x
+    python bench/run.py --dataset Office              # genrec, SASRec (ours), popularity -> bench/results/Office.json
+    python bench/cornac_sasrec.py --dataset Office    # adds cornac's SASRec to Office.json / Office.md
+    python bench/run.py --dataset Office --with-cornac   # genrec, then both cornac peers
+
+Pins our SASRec baseline by someone else's code. cornac.models.SASRec runs with its defaults: width 100,
+2 blocks, 1 head, dropout 0.2, loss 'ce' (softmax over the batch's 512 targets plus 2048 negatives shared by
+the batch, drawn ~ training count^0.5), Adam lr 1e-3 with betas (0.9, 0.98), no L2, histories of its last
+50 items (our protocol cuts histories at the dataset's max_items, 20 on the S3-Rec data; the peer keeps its
+own length), one training example per next item of each training sequence. Two settings differ from its
+defaults, which stop after 10 epochs and keep the last: it trains MAX_EPOCHS = 50 epochs and keeps the
+epoch with the best validation NDCG@10 (model_selection="best"), scored by cornac's own val_score
+(ranking_eval on the valid split, s[:-1]) every VAL_EVERY = 5 epochs, its default interval; NDCG@10 on
+validation is also what selects our SASRec. cornac has no early stopping, so all epochs run. The
+validation curve and the chosen epoch are written next to the test metrics.
+
+Data and metrics: bench/cornac_common.py (genrec's leave-one-out as cornac's splits, cornac's ranking_eval
+over the full catalogue on the test split).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from contextlib import contextmanager
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO / "bench"))
+
+from cornac_common import next_item_method, record_peer, score_test_split  # noqa: E402
+from run import add_existing_run_args, default_run_dir, peak_rss_mb  # noqa: E402
+
+PEER_KEY = "cornac_sasrec"   # the peer's name in a result's 'peers' (and bench/summary.py's labels)
+MAX_EPOCHS = 50              # epoch cap (cornac's default n_epochs is 10, which Office and Beauty outlast)
+VAL_EVERY = 5                # validation interval in epochs (cornac's default val_eval_every)
+VAL_METRIC, VAL_K = "ndcg", 10   # selection metric, as for our SASRec (cornac's default is recall@20)
+THREADS = 1                  # torch threads, as our SASRec trains (SASRecTrainConfig.num_threads): on 2 busy
+                             # cores, 2 threads made one demo epoch 25x slower (148 s against 6 s)
+
+
+@contextmanager
+def recorded_validation(curve: list[float]):
+    """Append every validation score cornac's SASRec computes during fit to ``curve`` (its val_score, unchanged)."""
+    from cornac.models.sasrec import recom_sasrec
+
+    real = recom_sasrec.val_score
+
+    def val_score(*args, **kwargs):
+        score = real(*args, **kwargs)
+        curve.append(float(score))
+        return score
+
+    recom_sasrec.val_score = val_score
+    try:
+        yield curve
+    finally:
+        recom_sasrec.val_score = real
+
+
+def peer_config(seed: int, epochs: int = MAX_EPOCHS, val_every: int = VAL_EVERY) -> dict:
+    """cornac SASRec keyword arguments: its defaults, with the epoch cap and best-on-validation selection."""
+    return {"n_epochs": epochs, "model_selection": "best", "val_eval_every": val_every, "val_metric": VAL_METRIC,
+            "val_k": VAL_K, "seed": seed, "verbose": True}
+
+
+def changed_defaults(cls, cfg: dict) -> dict:
+    """The settings in ``cfg`` that differ from ``cls``'s constructor defaults (seed and verbosity aside)."""
+    import inspect
+
+    params = inspect.signature(cls).parameters
+    return {k: v for k, v in cfg.items() if k not in ("seed", "verbose") and params[k].default != v}
+
+
+def run_peer(run_dir: Path, seed: int = 0, epochs: int = MAX_EPOCHS, val_every: int = VAL_EVERY,
+             threads: int = THREADS) -> dict:
+    """Fit cornac's SASRec on the run's training split, select on validation, score the test split; its entry."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        return _run_peer(run_dir, seed, epochs, val_every)
+    finally:
+        torch.set_num_threads(before)
+
+
+def _run_peer(run_dir: Path, seed: int, epochs: int, val_every: int) -> dict:
+    import cornac
+    import torch
+    from cornac.models import SASRec
+
+    from genrec.data.dataset import load_dataset
+
+    ds = load_dataset(run_dir)
+    method, build_seconds = next_item_method(ds.sequences, seed)
+    cfg = peer_config(seed, epochs, val_every)
+    model = SASRec(**cfg)
+    print(f"cornac SASRec: {epochs} epochs, validation {VAL_METRIC}@{VAL_K} every {val_every}", flush=True)
+    curve: list[float] = []
+    t0 = time.perf_counter()
+    with recorded_validation(curve):
+        model.fit(method.train_set, method.val_set)
+    fit_seconds = time.perf_counter() - t0
+
+    checked = [val_every * (i + 1) for i in range(len(curve))]   # the epochs cornac validated
+    best = max(range(len(curve)), key=lambda i: (curve[i], -i)) if curve else None   # earliest on ties, as cornac
+    entry = score_test_split(model, method)   # recall/ndcg@5/10/20, n_users, seconds
+    entry.update(
+        invalid_rate=0.0,                     # it scores the catalogue's items only
+        fit_seconds=round(fit_seconds, 1),
+        build_seconds=round(build_seconds, 1),
+        epochs=epochs,
+        best_epoch=checked[best] if best is not None else epochs,   # 1-based, as cornac counts
+        valid_curve={str(e): round(v, 5) for e, v in zip(checked, curve)},
+        selection=f"best validation {VAL_METRIC}@{VAL_K} of epochs {', '.join(map(str, checked))}"
+        if curve else "last epoch (nothing validated)",
+        config=cfg,
+        defaults_changed=changed_defaults(SASRec, cfg),
+        torch_threads=torch.get_num_threads(),
+        cornac_version=cornac.__version__,
+        peak_rss_mb=peak_rss_mb(),
+    )
+    return entry
+
+
+def add_peer(result_path: Path, run_dir: Path, seed: int = 0, epochs: int = MAX_EPOCHS,
+             val_every: int = VAL_EVERY, threads: int = THREADS) -> dict:
+    """Run the peer on ``run_dir`` and add it to the results JSON (and its markdown) under 'peers'."""
+    return record_peer(result_path, PEER_KEY, lambda result: run_peer(run_dir, seed, epochs, val_every, threads))
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python bench/cornac_sasrec.py", description=__doc__.strip().splitlines()[0])
+    add_existing_run_args(p)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--epochs", type=int, default=MAX_EPOCHS, help=f"epochs trained (default {MAX_EPOCHS})")
+    p.add_argument("--val-every", type=int, default=VAL_EVERY,
+                   help=f"validate every N epochs and keep the best (default {VAL_EVERY})")
+    p.add_argument("--threads", type=int, default=THREADS, help=f"torch threads (default {THREADS})")
+    a = p.parse_args(argv)
+    if min(a.epochs, a.val_every, a.threads) < 1:
+        p.error("--epochs, --val-every and --threads must be >= 1")
+    add_peer(a.results_dir / f"{a.dataset}.json", a.run_dir or default_run_dir(a.dataset), a.seed, a.epochs,
+             a.val_every, a.threads)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
