@@ -18,11 +18,15 @@ import math
 from pathlib import Path
 from typing import Iterator
 
+import gzip
+
+import polars as pl
+
 from genrec.data.readers.common import (
     DataFormatError, InteractionBuffer, ItemBuffer, PriceParser, ReadContext, SourceFiles, excerpt, find_file,
     iter_lines, match_files, one_category, read_tsv_map, require_timestamp, split_categories, text_value,
 )
-from genrec.data.schema import RawData
+from genrec.data.schema import RawData, conform_interactions
 
 FORMAT = "recbole"
 SPLITS = ("train", "valid", "test")
@@ -97,6 +101,55 @@ def _read_single(path: Path, ctx: ReadContext, user_key, item_key) -> Interactio
     return events
 
 
+def _read_single_fast(path: Path, ctx: ReadContext) -> pl.DataFrame | None:
+    """The events of a well-formed ``<Cat>.inter`` read by polars in one pass (10M rows in seconds, where the
+    line reader takes minutes): INTERACTION_SCHEMA, the same rows, order and values as :func:`_read_single`.
+
+    None when any line is not plain (blank, not UTF-8, a wrong field count, an empty id, a timestamp that is
+    not a finite number in the int64 range): the line reader then re-reads the file and reports or skips
+    exactly those lines, as it always has.
+    """
+    data = path.read_bytes()
+    if path.name.endswith(".gz"):
+        try:
+            data = gzip.decompress(data)
+        except (EOFError, OSError):
+            return None               # the line reader names the truncated line
+    first = data[: data.find(b"\n")] if b"\n" in data else data
+    try:
+        parts = first.decode("utf-8").rstrip("\r\n").split("\t")
+    except UnicodeDecodeError:
+        return None
+    header = [p.split(":", 1)[0].strip() for p in parts]
+    if not all(":" in p for p in parts) or "user_id" not in header or "item_id" not in header or len(set(header)) < len(header):
+        return None
+    n_lines = data.count(b"\n") + (0 if data.endswith(b"\n") else 1)
+    try:
+        df = pl.read_csv(data, separator="\t", has_header=True, new_columns=header, infer_schema=False,
+                         quote_char=None, truncate_ragged_lines=False)
+    except (pl.exceptions.PolarsError, ValueError):
+        return None
+    if df.height != n_lines - 1 or df.width != len(header):     # blank lines or ragged rows: the line reader
+        return None
+    columns = ["user_id", "item_id"] + (["timestamp"] if "timestamp" in header else [])
+    df = df.select(pl.col(c).str.strip_chars() for c in columns)
+    if df.select(pl.any_horizontal(pl.col(c).is_null() | (pl.col(c) == "") for c in columns).any()).item():
+        return None
+    if "timestamp" in columns:
+        value = pl.col("timestamp").cast(pl.Float64, strict=False)
+        df = df.with_columns(value.alias("timestamp"))
+        ok = df.select((pl.col("timestamp").is_not_null() & pl.col("timestamp").is_finite()
+                        & (pl.col("timestamp") >= -(2.0**63)) & (pl.col("timestamp") < 2.0**63)).all()).item()
+        if not ok:
+            return None
+        ts = pl.col("timestamp").floor().cast(pl.Int64)
+    else:
+        ts = pl.lit(None, dtype=pl.Int64)
+    ctx.use(path)
+    return conform_interactions(df.select(pl.col("user_id").alias("user"), pl.col("item_id").alias("item"),
+                                          ts.alias("ts")))
+
+
 def _parse_time(text: str) -> int | None:
     """Unix time from a ``timestamp:float`` field (fractions are floored); None when not a number in the
     int64 range."""
@@ -161,10 +214,15 @@ def read_recbole(src: SourceFiles, ctx: ReadContext) -> RawData:
         # .item/.text may be keyed by ASIN (UniSRec) or by the same ids as the .inter files.
         return token if (idx2asin is None or token in asins) else idx2asin.get(token, token)
 
-    if "inter" in src.files:
-        events = _read_single(src.files["inter"], ctx, user_key, item_key)
+    fast = None
+    if "inter" in src.files and idx2asin is None and idx2user is None:
+        fast = _read_single_fast(src.files["inter"], ctx)
+    if fast is not None:
+        interactions = fast
+    elif "inter" in src.files:
+        interactions = _read_single(src.files["inter"], ctx, user_key, item_key).frame()
     else:
-        events = _read_splits(src, ctx, user_key, item_key)
+        interactions = _read_splits(src, ctx, user_key, item_key).frame()
 
     meta = ItemBuffer()
     if "item" in src.files:
@@ -198,4 +256,4 @@ def read_recbole(src: SourceFiles, ctx: ReadContext) -> RawData:
         ctx.note(f"title holds the free text of {path.name} (UniSRec-style: title, categories and brand joined).")
     if idx2asin is not None:
         ctx.note(f"source_id is the ASIN from {src.files['item2index'].name}.")
-    return ctx.result(FORMAT, events.frame(), meta.frame())
+    return ctx.result(FORMAT, interactions, meta.frame())
