@@ -1,13 +1,14 @@
-"""Ablation: which modalities, which tokenizer layout and which loss make genrec's number.
+"""Ablation: which modalities make genrec's number.
 
-    python bench/ablation.py --dataset Scientific_DeCoRec_mm     # text / +image / +collab / all / separate / constrained
-    python bench/ablation.py --dataset Office                   # no images there: text / +collab / separate / constrained
+    python bench/ablation.py --dataset Scientific_DeCoRec_mm     # text / +image / +collab / all
+    python bench/ablation.py --dataset Office                   # no images there: text / +collab
 
 Every variant is the checked-in config family of the dataset (bench/run.py CONFIGS) with one
 change, run end to end (prepare -> embed -> tokenize -> train -> evaluate) into its own run folder,
 same seeds, same training budget (the YAML's max_epochs with early stopping on validation NDCG@10).
 Writes bench/results/ablation_NAME.json, .md and a bar chart .png. Extra flags go to the Lightning CLI
-of every variant, e.g. --trainer.max_epochs=20 for a cheaper pass.
+of every variant, e.g. --trainer.max_epochs=20 for a cheaper pass. The code layouts (PQ or RQ codes,
+fused or per modality, parallel or autoregressive head, constrained training) are bench/layouts.py's.
 """
 
 from __future__ import annotations
@@ -43,20 +44,6 @@ def has_image(raw: dict) -> bool:
     return any(p.get("name") == "image" for p in raw.get("embed", {}).get("precomputed", []))
 
 
-def uses_pq(raw: dict) -> bool:
-    """The config's default layout: product-quantized codes read by the parallel head."""
-    return raw.get("tokenize", {}).get("method") == "pq"
-
-
-RQ_AUTOREGRESSIVE = {"method": "rqvae", "n_levels": 3, "modalities": "fused"}   # TIGER's layout: 3 levels (+ dedup)
-FUSED_PQ = {"modalities": "fused", "n_levels": 16}   # one PQ tokenizer on the fused vector: 16 digits
-
-
-def separate_codes(raw: dict) -> bool:
-    """The config fits one tokenizer per modality (else one on the fused vector)."""
-    return raw.get("tokenize", {}).get("modalities") == "separate"
-
-
 def variants(raw: dict) -> dict[str, tuple[dict, list[str]]]:
     """name -> (stage config, extra training flags). 'all' is the checked-in config unchanged."""
     image = has_image(raw)
@@ -67,20 +54,6 @@ def variants(raw: dict) -> dict[str, tuple[dict, list[str]]]:
     out["text+collab"] = (_without_image(raw), [])
     if image:
         out["all"] = (raw, [])
-    base = "all" if image else "text+collab"
-    # the other code layout: fused codes against a separate-codes config, and the other way round
-    if separate_codes(raw):
-        out[f"{base}, fused codes"] = (_with(raw, "tokenize", **FUSED_PQ), [])
-    else:
-        out[f"{base}, separate codes"] = (_with(raw, "tokenize", modalities="separate"), [])
-    # Constrained training needs a prefix to constrain on: the autoregressive head over RQ codes.
-    if uses_pq(raw):
-        rq = _with(raw, "tokenize", **RQ_AUTOREGRESSIVE)
-        out[f"{base}, RQ-VAE codes + autoregressive head"] = (rq, ["--model.head=autoregressive"])
-        out[f"{base}, RQ-VAE + autoregressive, constrained training"] = (
-            rq, ["--model.head=autoregressive", "--model.constrained_training=true"])
-    else:
-        out[f"{base}, constrained training"] = (raw, ["--model.constrained_training=true"])
     return out
 
 
@@ -126,18 +99,23 @@ def total_seconds(rows: dict[str, dict]) -> float:
     return round(sum(sum(row["stages"].values()) for row in rows.values()), 1)
 
 
-def kept_rows(previous: Path, names: list[str], only: list[str] | None, key: str = "variants",
-              same: dict | None = None) -> dict[str, dict]:
-    """With ``--variants``, the other variants' rows of the previous table, so re-running one variant
-    updates its row instead of dropping the rest (each row records the commit it ran at). ``key`` is
-    where the rows are; a previous table whose fields differ from ``same`` (e.g. another budget) keeps none."""
+def previous_table(previous: Path, only: list[str] | None, same: dict | None = None) -> dict:
+    """The previous table when ``only`` re-runs some of its rows (else {}), so the others can be kept (each
+    row records the commit it ran at). A table whose fields differ from ``same`` (e.g. another budget) gives {}."""
     if not only or not previous.exists():
         return {}
     loaded = json.loads(previous.read_text())
     if any(loaded.get(field) != value for field, value in (same or {}).items()):
         print(f"{previous.name} was run with other settings than {same}: its other rows are not kept", flush=True)
         return {}
-    old = loaded.get(key, {})
+    return loaded
+
+
+def kept_rows(previous: Path, names: list[str], only: list[str] | None, key: str = "variants",
+              same: dict | None = None) -> dict[str, dict]:
+    """With ``--variants``, the other variants' rows of the previous table, so re-running one variant
+    updates its row instead of dropping the rest. ``key`` is where the rows are (see previous_table)."""
+    old = previous_table(previous, only, same).get(key, {})
     return {name: old[name] for name in names if name in old and name not in only}
 
 

@@ -27,7 +27,8 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "bench"))
 
-from ablation import RQ_AUTOREGRESSIVE, kept_rows  # noqa: E402
+from ablation import kept_rows  # noqa: E402
+from layouts import RQ_AUTOREGRESSIVE  # noqa: E402
 from run import RESULTS, bench_config, bench_source, git_commit, stage_config, write_outputs  # noqa: E402
 
 MARK_FRACTIONS = (1 / 8, 1 / 4, 1 / 2)        # where the learning curve is sampled, as parts of the budget
