@@ -24,7 +24,7 @@ from typing import Any
 import numpy as np
 import polars as pl
 
-from genrec.catalog.featurizer import FEATURIZER_FILE, PREDATES, TOKENIZER_FILE, AddItemsAssets, Featurizer, read_new_items
+from genrec.catalog.featurizer import PREDATES, TOKENIZER_FILE, AddItemsAssets, Featurizer, read_new_items
 from genrec.io import ArtifactError, read_manifest, sha256_file
 
 
@@ -43,7 +43,7 @@ def add_items(export_dir: str | Path, source: str | Path, out: str | Path | None
     place, replacing ``export_dir`` atomically). Returns the new manifest; its ``added_items`` entry has the counts."""
     import torch
 
-    from genrec.export.onnx import ITEMS_META_FILE, ExportConfig, export_module
+    from genrec.export.onnx import ExportConfig, export_module
     from genrec.model.genrec import GenRec
     from genrec.tokenizer.semantic_ids import place_new_items
     from genrec.tokenizer.tokenizer import load_tokenizer
@@ -163,7 +163,3 @@ def _items_meta(folder: Path, manifest: dict, new: pl.DataFrame) -> dict:
         paths, _ = resolve_image_sources(new, ImageConfig(enabled=True), [])
         out["images"] = meta["image"] + paths
     return out
-
-
-def predates_message(folder: str | Path) -> str:
-    return PREDATES.format(dir=folder)

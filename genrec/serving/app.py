@@ -13,15 +13,24 @@ check k) -> fair micro-batcher (batching.py: round-robin across requests, bounde
 deadline) -> one worker thread runs batched onnxruntime + beam search -> response. Every error
 is one JSON shape (schemas.ErrorBody) whose message says what to fix; nothing a client sends can
 make the server fail.
+
+Reload (:class:`Reloader`): on SIGHUP, or with ``--watch`` when EXPORT/manifest.json changes (e.g. after
+`genrec add-items --in-place`), the new export is loaded, checked and warmed up beside the old one in a
+thread, then swapped in with one assignment; requests already mapped to the old export finish on it. A
+failed load logs one line and the old export keeps serving. /health and the X-Genrec-Export header
+name the loaded export; ``genrec_reloads_total{result}`` counts reloads.
 """
 
 from __future__ import annotations
 
 import argparse
+import asyncio
 import json
 import logging
 import os
 import shutil
+import signal
+import time
 import sys
 import tempfile
 from contextlib import asynccontextmanager
@@ -34,14 +43,14 @@ from fastapi.responses import Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from genrec.config import add_config_args, config_from_args
-from genrec.io import ArtifactError
+from genrec.io import MANIFEST, ArtifactError
 from genrec.serving.batching import FairBatcher
 from genrec.serving.config import ServeConfig
 from genrec.serving.metrics import MULTIPROC_ENV, ServerMetrics
 from genrec.serving.middleware import RequestMiddleware
 from genrec.serving.protocol import GUARD_KEY, ConnectionGuard, GuardedH11Protocol
-from genrec.serving.routes import Serving, add_docs, router
-from genrec.serving.runtime import ExportRuntime, Query, RuntimeConfig
+from genrec.serving.routes import Catalogue, Serving, add_docs, manifest_digest, router
+from genrec.serving.runtime import ExportRuntime, Query, RuntimeConfig, recommend_queries
 from genrec.serving.schemas import BAD_JSON, ApiError, validation_error
 
 LOGGER = "genrec.serving"
@@ -102,6 +111,70 @@ async def _on_bug(request: Request, exc: Exception) -> Response:
     return _error_response(request, ApiError(500, "internal_error", "internal error; it was logged"))
 
 
+# ---------------------------------------------------------------------- reload
+class Reloader:
+    """Swaps a new export into a running app without dropping requests (see the module docstring)."""
+
+    def __init__(self, state: Serving, config: ServeConfig, metrics: ServerMetrics):
+        self.state, self.config, self.metrics = state, config, metrics
+        self.folder = config.export if config.export is not None else state.runtime.folder
+        self._lock: asyncio.Lock | None = None
+        self._failed: str | None = None      # digest of a manifest that failed to load: --watch does not retry it
+
+    def _load(self) -> tuple[ExportRuntime, Catalogue]:
+        runtime = ExportRuntime(self.folder, RuntimeConfig(self.config.intra_op_threads, self.config.inter_op_threads))
+        catalogue = Catalogue.load(runtime)
+        recommend_queries(runtime, [Query(history=[0], k=1)])   # onnxruntime's first run allocates: not on a request
+        return runtime, catalogue
+
+    async def reload(self, trigger: str) -> bool:
+        """Load the export folder again and serve it; False (old export kept, one log line) when it cannot be loaded."""
+        self._lock = self._lock or asyncio.Lock()
+        async with self._lock:
+            start = time.perf_counter()
+            old = self.state.export
+            try:
+                runtime, catalogue = await asyncio.to_thread(self._load)
+            except Exception as e:   # whatever is wrong with the new folder, the old export keeps serving
+                self.metrics.reloads.labels("failed").inc()
+                log.error("reload failed; still serving the previous export", extra={"fields": {
+                    "trigger": trigger, "export": str(self.folder), "serving": old["manifest_sha256"][:12],
+                    "error": " ".join(f"{type(e).__name__}: {e}".split())[:500]}})
+                return False
+            self.state.swap(runtime, catalogue)
+            self.metrics.reloads.labels("ok").inc()
+            new = self.state.export
+            log.info("reloaded", extra={"fields": {
+                "trigger": trigger, "export": str(self.folder), "from": old["manifest_sha256"][:12],
+                "to": new["manifest_sha256"][:12], "n_items": new["n_items"], "seconds": round(time.perf_counter() - start, 3)}})
+            return True
+
+    def changed(self) -> str | None:
+        """The digest of EXPORT/manifest.json when it differs from the served export's (and has not failed before)."""
+        try:
+            digest = manifest_digest(json.loads((self.folder / MANIFEST).read_text(encoding="utf-8")))
+        except (OSError, ValueError):
+            return None      # mid-replacement (the folder is renamed into place): look again next time
+        return None if digest in (self.state.export["manifest_sha256"], self._failed) else digest
+
+    async def watch(self) -> None:
+        """--watch: check the manifest every watch_interval_s and reload when it changed."""
+        while True:
+            await asyncio.sleep(self.config.watch_interval_s)
+            digest = self.changed()
+            if digest is not None and not await self.reload("watch"):
+                self._failed = digest
+
+
+def _on_sighup(loop: asyncio.AbstractEventLoop, reloader: Reloader) -> bool:
+    """Reload on SIGHUP; False where the loop cannot take signal handlers (not the main thread, Windows)."""
+    try:
+        loop.add_signal_handler(signal.SIGHUP, lambda: loop.create_task(reloader.reload("sighup")))
+    except (ValueError, RuntimeError, NotImplementedError, AttributeError):
+        return False
+    return True
+
+
 # ---------------------------------------------------------------------- app
 def create_app(runtime: ExportRuntime, config: ServeConfig | None = None) -> FastAPI:
     """The FastAPI app serving ``runtime``; the micro-batcher starts (and warms up) with the app's lifespan."""
@@ -115,19 +188,27 @@ def create_app(runtime: ExportRuntime, config: ServeConfig | None = None) -> Fas
                             body_timeout_s=config.body_timeout_s, max_header_bytes=config.max_header_bytes,
                             metrics=metrics)
 
+    reloader = Reloader(state, config, metrics)
+
     @asynccontextmanager
     async def lifespan(app: FastAPI):
-        import asyncio
-
         batcher.start()
         # One query through the whole path: onnxruntime's first run allocates, so /readyz waits for it.
         loop = asyncio.get_running_loop()
         await batcher.submit([Query(history=[0], k=1)], loop.time() + max(config.request_timeout_s, 60.0))
         state.ready = True
+        sighup = _on_sighup(loop, reloader)
+        watcher = loop.create_task(reloader.watch(), name="genrec-watch") if config.watch else None
         log.info("ready", extra={"fields": {"export": str(runtime.folder), "n_items": runtime.n_items, "pid": os.getpid(),
-                                            "max_batch": config.max_batch, "batch_wait_ms": config.batch_wait_ms}})
+                                            "max_batch": config.max_batch, "batch_wait_ms": config.batch_wait_ms,
+                                            "export_sha256": state.export["manifest_sha256"][:12], "sighup_reload": sighup,
+                                            "watch_s": config.watch_interval_s if config.watch else None}})
         yield {GUARD_KEY: guard}       # the lifespan state uvicorn hands to each connection's protocol
         state.ready = False
+        if watcher is not None:
+            watcher.cancel()
+        if sighup:
+            loop.remove_signal_handler(signal.SIGHUP)
         await batcher.stop()
 
     app = FastAPI(title="genrec", version=str(runtime.manifest.get("versions", {}).get("genrec")),
@@ -135,6 +216,7 @@ def create_app(runtime: ExportRuntime, config: ServeConfig | None = None) -> Fas
                               "Ids are the catalogue's source ids. Every error is an ErrorBody.",
                   lifespan=lifespan, docs_url=None, redoc_url=None)
     app.state.serving = state
+    app.state.reloader = reloader
     app.add_exception_handler(ApiError, _on_api_error)
     app.add_exception_handler(RequestValidationError, _on_validation)
     app.add_exception_handler(StarletteHTTPException, _on_http)
@@ -157,6 +239,8 @@ def app_from_env() -> FastAPI:
 def add_serve_args(parser: argparse.ArgumentParser) -> None:
     """Add the server's flags: one per ServeConfig field, its comment as the help text."""
     add_config_args(parser, ServeConfig)
+    watch = parser._option_string_actions["--watch"]
+    watch.nargs, watch.const = "?", True     # `--watch` alone turns it on (`--watch false` still works)
 
 
 def serve_from_args(args: argparse.Namespace) -> None:

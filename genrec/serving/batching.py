@@ -55,6 +55,7 @@ class Job:
     pending: int = field(init=False)   # queries not yet decoded
     closed: bool = False               # dropped (deadline, client gone, error): nothing more is decoded
     first_pass: int = 0                # batcher.batches when it was queued
+    runtime: ExportRuntime | None = None   # the export its ids refer to (a reload swaps the batcher's, not this)
 
     def __post_init__(self):
         self.results = [None] * len(self.queries)
@@ -134,8 +135,11 @@ class FairBatcher:
                         f"{self.max_queued}{adds}); retry in {wait} s", headers={"Retry-After": str(wait)})
 
     # ------------------------------------------------------------------ requests
-    async def submit(self, queries: list[Query], deadline: float) -> list[Result]:
+    async def submit(self, queries: list[Query], deadline: float, runtime: ExportRuntime | None = None) -> list[Result]:
         """Queue ``queries`` and wait for them; one Result per query.
+
+        ``runtime``: the export the queries' ids were mapped with (default: the current one); they are
+        decoded with it even if the server reloads meanwhile.
 
         Raises ApiError 503 when the queue cannot take them and 504 when ``deadline`` (event-loop
         time) passes first. Cancelling the caller (client gone) drops the waiting queries.
@@ -143,7 +147,7 @@ class FairBatcher:
         if self.queued + len(queries) > self.max_queued:
             raise self.overloaded(len(queries))
         loop = asyncio.get_running_loop()
-        job = Job(queries, deadline, loop.create_future(), first_pass=self.batches)
+        job = Job(queries, deadline, loop.create_future(), first_pass=self.batches, runtime=runtime or self.runtime)
         self._jobs.append(job)
         self.queued += len(queries)
         self._gauges()
@@ -232,8 +236,7 @@ class FairBatcher:
                 continue
             start = time.perf_counter()
             try:
-                results = await loop.run_in_executor(self._executor, recommend_queries, self.runtime,
-                                                     [job.queries[i] for job, i in picked])
+                results = await loop.run_in_executor(self._executor, _decode_pinned, picked)
             except Exception as e:  # a bug, not bad input (inputs are validated before queuing)
                 log.exception("batch failed", extra={"fields": {"batch": len(picked)}})
                 for job in {job for job, _ in picked}:
@@ -258,3 +261,18 @@ class FairBatcher:
         self.metrics.queries.inc(n)
         self.metrics.batch_size.observe(n)
         self.metrics.batch_seconds.observe(seconds)
+
+
+def _decode_pinned(picked: list[tuple[Job, int]]) -> list[tuple[list[int], list[float]]]:
+    """recommend_queries per export: queued before a reload, a job is decoded with the export it was mapped with."""
+    runtimes: dict[int, ExportRuntime] = {}
+    rows: dict[int, list[int]] = {}
+    for row, (job, _) in enumerate(picked):
+        runtimes[id(job.runtime)] = job.runtime
+        rows.setdefault(id(job.runtime), []).append(row)
+    out: list = [None] * len(picked)
+    for key, members in rows.items():
+        results = recommend_queries(runtimes[key], [picked[r][0].queries[picked[r][1]] for r in members])
+        for r, result in zip(members, results):
+            out[r] = result
+    return out

@@ -36,6 +36,9 @@ class ServeConfig:
     keep_alive_s: float = 5.0           # an idle keep-alive connection is closed after this
     shutdown_timeout_s: float = 30.0    # on SIGTERM/SIGINT: stop accepting, let in-flight requests finish for this long
     log_level: str = "info"             # info logs one JSON line per request; warning keeps only problems
+    watch: bool = False                 # poll EXPORT/manifest.json and serve a new export once it changes (`--watch`
+                                        # alone = true); SIGHUP reloads either way
+    watch_interval_s: float = 2.0       # seconds between two --watch checks of the manifest
 
     def __post_init__(self):
         if self.export is not None:
@@ -44,7 +47,7 @@ class ServeConfig:
                      "max_history", "max_batch_requests", "max_body_bytes", "max_header_bytes", "max_connections"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
-        for name in ("request_timeout_s", "header_timeout_s", "body_timeout_s", "keep_alive_s"):
+        for name in ("request_timeout_s", "header_timeout_s", "body_timeout_s", "keep_alive_s", "watch_interval_s"):
             if not getattr(self, name) > 0:
                 raise ValueError(f"{name} must be > 0 seconds, got {getattr(self, name)}")
         if not 0 <= self.port <= 65535:

@@ -50,6 +50,8 @@ class ServerMetrics:
         self.closed = Counter("genrec_connections_closed", "connections the server closed, by reason (header_timeout, "
                               "body_timeout, connection_limit, url_too_long, headers_too_large, bad_request)",
                               ["reason"], registry=r)
+        self.reloads = Counter("genrec_reloads", "export reloads (SIGHUP or --watch), by result (ok, failed)",
+                               ["result"], registry=r)
 
         # Known label values start at 0, so a scrape shows every series before its first event.
         for reason in ("queue_full", "connection_limit"):
@@ -59,6 +61,8 @@ class ServerMetrics:
         for reason in ("header_timeout", "body_timeout", "connection_limit", "url_too_long", "headers_too_large",
                        "bad_request"):
             self.closed.labels(reason)
+        for result in ("ok", "failed"):
+            self.reloads.labels(result)
 
     def exposition(self) -> tuple[bytes, str]:
         """(body, content type) of the Prometheus text format."""

@@ -12,11 +12,13 @@ import base64
 import binascii
 import copy
 import functools
+import hashlib
 import json
 import math
 import os
 import time
 from dataclasses import dataclass, field
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Sequence
 from urllib.parse import quote
@@ -53,8 +55,35 @@ class Serving:
     catalogue: Catalogue = field(init=False)         # item metadata for /items*, /codes and /ui
     codes_body: bytes | None = field(default=None, init=False)   # GET /codes, computed on first use
 
+    export: dict = field(init=False)                 # identity of the loaded export (/health, X-Genrec-Export)
+    reloads: int = 0                                 # exports swapped in since start (SIGHUP or --watch)
+
     def __post_init__(self):
         self.catalogue = Catalogue.load(self.runtime)
+        self.export = export_identity(self.runtime)
+
+    def swap(self, runtime: ExportRuntime, catalogue: "Catalogue") -> None:
+        """Serve ``runtime`` from now on. No await in here, so every request sees the old export or the new
+        one whole; requests already holding the old runtime finish on it (the batcher decodes each with its own)."""
+        self.runtime, self.catalogue, self.codes_body = runtime, catalogue, None
+        self.batcher.runtime = runtime
+        self.name = runtime.manifest.get("name") or runtime.folder.name
+        self.export = export_identity(runtime)
+        self.reloads += 1
+
+
+EXPORT_HEADER = "X-Genrec-Export"     # the loaded export's manifest digest (12 hex), on /health and /readyz
+
+
+def manifest_digest(manifest: dict) -> str:
+    """sha256 of a manifest's content (key order independent): what the server compares to see a new export."""
+    return hashlib.sha256(json.dumps(manifest, sort_keys=True, default=str).encode()).hexdigest()
+
+
+def export_identity(runtime: ExportRuntime) -> dict:
+    m = runtime.manifest
+    return {"name": m.get("name") or runtime.folder.name, "created": m.get("created"), "n_items": runtime.n_items,
+            "manifest_sha256": manifest_digest(m), "loaded_at": datetime.now(timezone.utc).isoformat(timespec="seconds")}
 
 
 @dataclass
@@ -208,14 +237,15 @@ async def recommend(req: RecommendRequest, request: Request) -> Response:
     """Top-k catalogue items for one history: exact scoring of every item (parallel head) or
     trie-constrained beam search (autoregressive head); either way only real items come out."""
     s = serving(request)
+    runtime = s.runtime      # one export for the whole request, even if the server reloads meanwhile
     try:
-        prepared = prepare(req, s.runtime, s.config)
+        prepared = prepare(req, runtime, s.config)
     finally:
         _close_arrival(request, s.batcher)
-    (result,) = await s.batcher.submit([prepared.query], _deadline(request))
+    (result,) = await s.batcher.submit([prepared.query], _deadline(request), runtime)
     request.state.log = {"k": req.k, "n_history": len(req.history), "n_unknown": len(prepared.unknown_history),
                          "truncated": prepared.truncated, "batch": result.batch, "passes": result.passes}
-    return _json(respond(prepared, result.items, result.scores, s.runtime))
+    return _json(respond(prepared, result.items, result.scores, runtime))
 
 
 @router.post("/recommend/batch", response_model=BatchResponse, responses=RECOMMEND_ERRORS)
@@ -224,6 +254,7 @@ async def recommend_batch(req: BatchRequest, request: Request) -> Response:
     Its queries are decoded in turn with other clients' requests, so a large batch does not hold
     up small requests."""
     s = serving(request)
+    runtime = s.runtime      # one export for the whole request, even if the server reloads meanwhile
     try:
         if len(req.requests) > s.config.max_batch_requests:
             raise ApiError(422, "invalid_request", f"requests has {len(req.requests)} entries; send at most "
@@ -232,17 +263,17 @@ async def recommend_batch(req: BatchRequest, request: Request) -> Response:
             raise s.batcher.overloaded(len(req.requests))     # before the id mapping work
         prepared = []
         for i, r in enumerate(req.requests):
-            prepared.append(prepare(r, s.runtime, s.config, where=f"requests[{i}]."))
+            prepared.append(prepare(r, runtime, s.config, where=f"requests[{i}]."))
             if i % YIELD_EVERY == YIELD_EVERY - 1:
                 await asyncio.sleep(0)    # let small requests through the event loop
     finally:
         _close_arrival(request, s.batcher)
-    results = await s.batcher.submit([p.query for p in prepared], _deadline(request))
+    results = await s.batcher.submit([p.query for p in prepared], _deadline(request), runtime)
     request.state.log = {"n_requests": len(prepared), "batch": max(r.batch for r in results),
                          "passes": max(r.passes for r in results)}
     out = []
     for i, (p, r) in enumerate(zip(prepared, results)):
-        out.append(respond(p, r.items, r.scores, s.runtime))
+        out.append(respond(p, r.items, r.scores, runtime))
         if i % YIELD_EVERY == YIELD_EVERY - 1:
             await asyncio.sleep(0)
     return _json(BatchResponse(results=out))
@@ -258,7 +289,8 @@ async def health(request: Request) -> JSONResponse:
     return JSONResponse(status_code=200 if ok else 503, content={
         "status": "ok" if ok else "worker stopped", "model": s.name, "n_items": s.runtime.n_items,
         "ready": s.ready, "pid": os.getpid(), "uptime_s": round(time.time() - s.started, 3), "queries_served": s.batcher.queries,
-        "batches": s.batcher.batches, "queued_queries": s.batcher.queued})
+        "batches": s.batcher.batches, "queued_queries": s.batcher.queued, "export": s.export, "reloads": s.reloads},
+        headers={EXPORT_HEADER: s.export["manifest_sha256"][:12]})
 
 
 @router.get("/livez", responses=COMMON_ERRORS)
@@ -278,7 +310,7 @@ async def readyz(request: Request) -> JSONResponse:
     reason = ("warming up" if not s.ready else "worker stopped" if not s.batcher.alive
               else "queue full" if s.batcher.full else None)
     if reason is None:
-        return JSONResponse({"status": "ready"})
+        return JSONResponse({"status": "ready"}, headers={EXPORT_HEADER: s.export["manifest_sha256"][:12]})
     headers = {"Retry-After": str(s.batcher.retry_after_s())} if reason == "queue full" else None
     return JSONResponse(status_code=503, content={"status": reason}, headers=headers)
 
