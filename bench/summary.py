@@ -312,6 +312,24 @@ def ablation_section(ablations: dict[str, dict], results: dict[str, dict]) -> st
     return "\n".join(lines)
 
 
+def layouts_section(layouts: dict[str, dict]) -> str:
+    from layouts import table
+
+    lines = ["## Semantic-ID layouts and decoding", "",
+             "Command: `python bench/layouts.py --dataset NAME` (writes `results/layouts_NAME.json`; `--layouts NAME "
+             "...` re-runs only those layouts and keeps the other rows). Every layout is the dataset's config family "
+             "with only the tokenizer and the code head changed, trained with the same seed and budget (early "
+             "stopping on validation NDCG@10). Each autoregressive checkpoint is scored on test at several beam widths "
+             "without retraining, up to the exact width: a beam as wide as the widest non-leaf trie level returns the "
+             "model's exact top k. Ratio = test NDCG@10 over the best row's; SASRec is scored in the same run.", ""]
+    for name, found in layouts.items():
+        lines += [f"**{name}**: {command_with(f'python bench/layouts.py --dataset {name}', found.get('train_args', []))}"
+                  f"; {found['seconds'] / 60:.1f} min of stage and decoding time in all rows; commit "
+                  f"{commit(found['git_commit'])}", "", table(name, found),
+                  f"![layouts on {name}](results/layouts_{name}.png)", ""]
+    return "\n".join(lines)
+
+
 def design_order(names: list[str]) -> list[str]:
     from design import DESIGNS
 
@@ -515,6 +533,8 @@ def render(folder: Path = RESULTS) -> str:
         parts.append(segments_section(segments))
     if ablations := load_kind(folder, "ablation"):
         parts.append(ablation_section(ablations, results))
+    if layouts := load_kind(folder, "layouts"):
+        parts.append(layouts_section(layouts))
     if designs := load_kind(folder, "design"):
         parts.append(design_section(designs))
     tokenizers = load_kind(folder, "tokenizer")

@@ -129,3 +129,22 @@ def test_layouts_smoke_scores_one_autoregressive_checkpoint_at_several_widths(tm
     assert rows[1]["train_seconds"] == rows[2]["train_seconds"], "the widths score one checkpoint, not a retrain"
     assert (tmp_path / "results" / "layouts_smoke.md").read_text().startswith("**Semantic-ID layouts on smoke**")
     assert (tmp_path / "results" / "layouts_smoke.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_summary_renders_a_layouts_file_without_torch(tmp_path):
+    row = {"layout": "rq-fused-ar", "tokenizer": "rqvae", "modalities": "fused", "n_digits": 4,
+           "decoding": "autoregressive", "beam_width": 20, "exact": False, "ndcg@10": 0.0376, "recall@10": 0.07,
+           "invalid_rate": 0.0, "decode_ms_per_user": 0.3, "best_valid_ndcg@10": 0.04, "train_seconds": 159.4,
+           "epochs": 40}
+    (tmp_path / "layouts_Office.json").write_text(json.dumps({
+        "dataset": "Office", "git_commit": "abcdef0123", "train_args": ["--trainer.max_epochs=2"], "seconds": 600.0,
+        "sasrec": {"ndcg@10": 0.0435, "recall@10": 0.08, "invalid_rate": 0.0}, "rows": [row]}))
+    (tmp_path / "layouts_smoke.json").write_text("{}")   # smoke runs stay out of RESULTS.md
+    probe = ("import sys; sys.path.insert(0, 'bench'); import summary; from pathlib import Path; "
+             f"print(summary.render(Path({str(tmp_path)!r}))); assert 'torch' not in sys.modules, 'imported torch'")
+    out = subprocess.run([sys.executable, "-c", probe], cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert "## Semantic-ID layouts and decoding" in out.stdout
+    assert "`python bench/layouts.py --dataset Office --trainer.max_epochs=2`; 10.0 min" in out.stdout
+    assert "| rq-fused-ar | rqvae | fused | 4 | beam 20 | 0.0376 | 100% |" in out.stdout
+    assert "| SASRec (same run) |" in out.stdout and "![layouts on Office](results/layouts_Office.png)" in out.stdout
