@@ -397,13 +397,15 @@ def build_rows(data: Prepared) -> tuple[list[dict], Trie, Trie]:
         before = rss_mb()
         start = time.perf_counter()
         trie = Trie(codes.codes, codes.level_sizes)
+        if not with_postings:
+            trie.node_start          # beam search walks the node tables (built on first use); exact decoding does not
         trie_s = time.perf_counter() - start
         index_bytes = trie.nbytes
         if with_postings:
             index_bytes += trie.postings.nbytes
         seconds = time.perf_counter() - start
         rows.append({"stage": "decode_index", "n_items": data.n_items, "codes": name,
-                     "what": "trie + posting lists" if with_postings else "trie",
+                     "what": "codes + posting lists" if with_postings else "trie (node tables)",
                      "level_sizes": list(codes.level_sizes), "seconds": round(seconds, 3), "trie_seconds": round(trie_s, 3),
                      "postings_seconds": round(seconds - trie_s, 3), "index_mb": round(index_bytes / 2**20, 1),
                      "rss_before_mb": before, "peak_rss_mb": peak_rss_mb()})
@@ -719,6 +721,8 @@ def _train_child(cfg: StageConfig, work: Path, t0: float) -> dict:
     probe = _steps_callback()
     args = ["--trainer.max_epochs=1", f"--trainer.limit_train_batches={cfg.train_steps}",
             "--trainer.limit_val_batches=1", f"--data.val_max_users={cfg.val_users}", "--trainer.enable_progress_bar=false",
+            # exact validation holds (batch, n_items) masks and scores: 64 rows keep that ~0.5 GB at 1M items
+            f"--data.eval_batch_size={min(64, cfg.val_users)}",
             "--trainer.logger=false"]
     import genrec.lit.cli as lit_cli
 
@@ -752,7 +756,9 @@ def _serve_child(cfg: StageConfig, work: Path) -> dict:
         t = time.perf_counter()
         runtime.recommend([hist], 10)
         ms.append(1000 * (time.perf_counter() - t))
+    # RssAnon is each worker's own memory; RssFile is page cache (the memory-mapped tables), shared by workers
     return {"load_seconds": round(load_s, 2), "rss_after_load_mb": rss_loaded, "rss_after_requests_mb": current_rss_mb(),
+            "rss_anon_mb": round(_status("RssAnon"), 1), "rss_file_mb": round(_status("RssFile"), 1),
             "p50_ms": round(float(np.median(ms)), 2), "decoding": "exact" if runtime.exact else "beam",
             "memory_mapped": memmapped_arrays(runtime)}
 
@@ -934,7 +940,9 @@ def stage_table(out: dict) -> list[str]:
         if "export_mb" in r:
             notes.append(f"export {r['export_mb']:,} MB on disk")
         if "rss_after_load_mb" in r:
-            notes.append(f"RSS after load {r['rss_after_load_mb']:,.0f} MB, p50 {r['p50_ms']} ms ({r['decoding']})")
+            notes.append(f"RSS after load {r['rss_after_load_mb']:,.0f} MB, after requests {r['rss_after_requests_mb']:,.0f} MB "
+                         f"(own {r.get('rss_anon_mb', float('nan')):,.0f}, memory-mapped files "
+                         f"{r.get('rss_file_mb', float('nan')):,.0f}); p50 {r['p50_ms']} ms ({r['decoding']})")
         lines.append(f"| {r['n_items']:,} | {r['n_interactions']:,} | {STAGE_LABELS.get(r['stage'], r['stage'])} | "
                      f"{r['seconds']:,.1f} | {r['peak_rss_mb']:,.0f} | {'; '.join(notes)} |")
     return lines
