@@ -87,7 +87,8 @@ def build_addable_export(folder: Path, name: str = "addable"):
         module.genrec.content.copy_(torch.as_tensor(fused))
     popularity = list(range(37, 0, -1))
     categories = [["Office", "Paper"] if i % 2 else ["Office", "Tools"] for i in range(37)]
-    export_module(module, folder, ExportConfig(name=name, thumbnail_size=0), source_ids=source_ids(),
+    # The legacy exporter keeps these tests fast (the dynamo path is covered by tests/export and bench/cold_start.py).
+    export_module(module, folder, ExportConfig(name=name, thumbnail_size=0, exporter="legacy"), source_ids=source_ids(),
                   titles=catalogue_titles(), categories=[c[-1] for c in categories], popularity=popularity,
                   add_items=AddItemsAssets(tokenizer=tokenizer, featurizer=feat))
     return folder, module

@@ -179,18 +179,20 @@ def test_a_failed_add_leaves_nothing_behind(added, tmp_path, monkeypatch):
     read_manifest(folder, "export", verify=True)
 
 
-def test_exports_without_add_items_support_say_how_to_fix(tiny_export, tmp_path, capsys):
+def test_exports_without_add_items_support_say_how_to_fix(tiny_export, base, tmp_path, capsys):
+    """An export of an in-memory model (tiny_export), or from before add-items, has no add_items entry."""
     source = write_jsonl(tmp_path / "new.jsonl", NEW_ITEMS[:1])
-    with pytest.raises(ArtifactError, match="no tokenizer and no featurizer .* `genrec export --run RUN"):
-        add_items(tiny_export[0], source, tmp_path / "out")
-    old = tmp_path / "old"
-    shutil.copytree(tiny_export[0], old)
-    manifest = json.loads((old / "manifest.json").read_text())
-    del manifest["add_items"]
-    (old / "manifest.json").write_text(json.dumps(manifest))
-    assert main(["add-items", "--export", str(old), str(source), "--out", str(tmp_path / "out")]) == 2
+    assert main(["add-items", "--export", str(tiny_export[0]), str(source), "--out", str(tmp_path / "out")]) == 2
     err = capsys.readouterr().err.strip()
     assert err.count("\n") == 0 and "this export predates add-items" in err and "genrec export --run RUN" in err
+    partial = tmp_path / "partial"                     # a run without features/: the manifest says what is missing
+    shutil.copytree(base[0], partial)
+    manifest = json.loads((partial / "manifest.json").read_text())
+    manifest["add_items"] = {"model": "add_items/model.pt", "missing": ["featurizer"]}
+    (partial / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(ArtifactError, match="no featurizer .* `genrec export --run RUN"):
+        add_items(partial, source, tmp_path / "out")
+    assert not (tmp_path / "out").exists()
 
 
 @pytest.mark.parametrize("line, expected", [

@@ -58,7 +58,8 @@ def add_items(export_dir: str | Path, source: str | Path, out: str | Path | None
         raise ArtifactError(f"{folder}: " + PREDATES.format(dir=folder))
     if entry.get("missing"):
         raise ArtifactError(f"{folder}: this export has no {' and no '.join(entry['missing'])} for add-items (it was "
-                            "exported from an in-memory model, not a run); re-export with "
+                            "exported from an in-memory model, not a run"
+                            + (f"; {entry['reason']}" if entry.get("reason") else "") + "); re-export with "
                             f"`genrec export --run RUN --out {folder}`")
     if out != folder and out.exists() and not config.overwrite:
         raise FileExistsError(f"{out} exists; pass --overwrite to replace it, or choose another --out")

@@ -136,7 +136,8 @@ class Featurizer:
         sid = read_manifest(Path(run) / "sid", "tokenize")
         fused = manifest["fused"]
         blocks = fused["blocks"]
-        order = sorted(blocks, key=lambda m: blocks[m][0])
+        # Fused-vector order; modalities with weight 0 (not in the fused vector) last: a per-modality tokenizer may read them.
+        order = sorted(blocks, key=lambda m: blocks[m][0]) + sorted(set(manifest["modalities"]) - set(blocks))
         config = manifest.get("config", {})
         mods, raw, masks = {}, {}, {}
         for name in order:
@@ -146,8 +147,8 @@ class Featurizer:
             masks[name] = np.load(mask_path, allow_pickle=False).astype(bool) if mask_path.exists() else np.ones(len(x), bool)
             raw[name] = x
             how = "encode" if entry.get("source") == "encoder" and name in ("text", "image") else "mean"
-            mods[name] = {"new_items": how, "dim": int(x.shape[1]),
-                          "weight": float(fused["modalities"][name]["weight"]), "source": entry.get("source")}
+            weight = float(fused["modalities"][name]["weight"]) if name in blocks else 0.0
+            mods[name] = {"new_items": how, "dim": int(x.shape[1]), "weight": weight, "source": entry.get("source")}
         text = image = None
         if mods.get("text", {}).get("new_items") == "encode":
             text = {**config["text"], "fingerprint": manifest["modalities"]["text"].get("fingerprint")}
@@ -183,14 +184,15 @@ class Featurizer:
             z[~masks[name]] = 0.0
             norms = np.linalg.norm(z, axis=1, keepdims=True)
             z = np.divide(z, norms, out=np.zeros_like(z), where=norms > 0)
-            parts.append(z * np.sqrt(np.float32(info["weight"]), dtype=np.float64))
+            # float32 from here on, exactly as genrec.features.fuse: the PCA axes then come out identical
+            parts.append(z.astype(np.float32) * np.float32(np.sqrt(info["weight"])))
         return np.concatenate(parts, axis=1)
 
     def fuse(self, raw: dict[str, np.ndarray], masks: dict[str, np.ndarray]) -> np.ndarray:
         """(n, D) float32 fused vectors of rows ``raw[m]`` (present where ``masks[m]``)."""
         x = self._concat(raw, masks)
         if self.pca:
-            x = (x - self.pca["center"]) @ self.pca["axes"]
+            x = (x.astype(np.float64) - self.pca["center"]) @ self.pca["axes"]
             if "scale" in self.pca:
                 x = x / self.pca["scale"]
         return x.astype(np.float32)
@@ -279,8 +281,8 @@ class Featurizer:
 def _pca_axes(x: np.ndarray, dim: int, whiten: bool) -> dict[str, np.ndarray]:
     """genrec.features.fuse.pca_project's axes (same maths, same sign rule), kept to project new rows."""
     n = x.shape[0]
-    center = x.mean(axis=0)
-    xc = x - center
+    center = x.mean(axis=0)             # float32 mean of the float32 concatenation, as pca_project takes it
+    xc = x.astype(np.float64) - center
     cov = xc.T @ xc / max(n - 1, 1)
     evals, evecs = np.linalg.eigh(cov)
     order = np.argsort(evals)[::-1][:dim]
@@ -299,6 +301,7 @@ class AddItemsAssets:
 
     tokenizer: Path | None = None        # sid/tokenizer.pt
     featurizer: Featurizer | None = None
+    reason: str | None = None            # why the featurizer could not be built (recorded in the manifest)
 
     @classmethod
     def from_run(cls, run: str | Path) -> "AddItemsAssets":
@@ -306,9 +309,14 @@ class AddItemsAssets:
 
         run = Path(run)
         tokenizer = run / SID_DIR / CHECKPOINT_FILE
-        has_features = (run / "features" / MANIFEST).exists() and (run / SID_DIR / MANIFEST).exists()
-        return cls(tokenizer=tokenizer if tokenizer.exists() else None,
-                   featurizer=Featurizer.from_run(run) if has_features else None)
+        featurizer, reason = None, None
+        if (run / "features" / MANIFEST).exists() and (run / SID_DIR / MANIFEST).exists():
+            try:
+                featurizer = Featurizer.from_run(run)
+            except (ArtifactError, KeyError, ValueError) as e:     # the export itself must not fail over add-items
+                reason = f"{type(e).__name__}: {e}"
+                print(f"genrec export: warning: add-items support left out: {reason}", flush=True)
+        return cls(tokenizer=tokenizer if tokenizer.exists() else None, featurizer=featurizer, reason=reason)
 
     def write(self, folder: Path, module) -> tuple[list[str], dict]:
         """Write add_items/ into the export being built; returns (files, the manifest's add_items entry)."""
@@ -325,4 +333,6 @@ class AddItemsAssets:
         missing = [k for k in ("tokenizer", "featurizer") if k not in entry]
         if missing:
             entry["missing"] = missing
+        if self.reason:
+            entry["reason"] = self.reason
         return files, entry

@@ -139,8 +139,8 @@ def export_module(model, out: str | Path, config: ExportConfig | None = None, *,
     categories/popularity/images: optional, one entry per item (a category label, training interactions,
     a local image file, or an already-made data: URI); any of them given -> items_meta.json (thumbnails of
     config.thumbnail_size).
-    add_items: a genrec.catalog.featurizer.AddItemsAssets (the run's tokenizer and featurizer); with
-    config.add_items the model's weights go into add_items/ too, and the manifest says what is missing.
+    add_items: a genrec.catalog.featurizer.AddItemsAssets (the run's tokenizer and featurizer): with
+    config.add_items they and the model's weights go into add_items/ (the manifest says what is missing).
     """
     config = config or ExportConfig()
     module = getattr(model, "genrec", model)   # a GenRecModule holds its GenRec as .genrec
@@ -173,10 +173,8 @@ def export_module(model, out: str | Path, config: ExportConfig | None = None, *,
         if meta:
             write_json_atomic(tmp / ITEMS_META_FILE, meta)
         fields = _manifest_fields(module, out, config, graphs, source) | ({"items_meta": meta_info} if meta else {})
-        if config.add_items:
-            from genrec.catalog.featurizer import AddItemsAssets
-
-            shipped, fields["add_items"] = (add_items or AddItemsAssets()).write(tmp, module)
+        if config.add_items and add_items is not None:
+            shipped, fields["add_items"] = add_items.write(tmp, module)
             files.extend(shipped)
         manifest = write_manifest(tmp, layout.STAGE, files=files, **fields)
         if config.parity_check or config.int8:
