@@ -449,19 +449,23 @@ async def codes(request: Request) -> Response:
     """Per digit of the semantic IDs: each used code's size, most popular items and most frequent categories,
     and category purity against random codes of the same sizes (what `genrec explain` shows for a run)."""
     s = serving(request)
-    if s.codes_body is None:
-        s.codes_body = await asyncio.to_thread(_codes_body, s)   # once; the event loop keeps serving meanwhile
-    return Response(content=s.codes_body, media_type="application/json")
+    body = s.codes_body
+    if body is None:
+        runtime, catalogue = s.runtime, s.catalogue    # one export throughout, even if a reload swaps it meanwhile
+        body = await asyncio.to_thread(_codes_body, runtime, catalogue)   # the event loop keeps serving meanwhile
+        if s.runtime is runtime:
+            s.codes_body = body                        # computed once per export
+    return Response(content=body, media_type="application/json")
 
 
-def _codes_body(s: Serving) -> bytes:
+def _codes_body(runtime: ExportRuntime, c: Catalogue) -> bytes:
     from genrec.explain import ExplainConfig, code_table, codes_json
 
-    c, defaults = s.catalogue, ExplainConfig()
-    table = code_table(s.runtime.item_codes, s.runtime.level_sizes, categories=c.categories, popularity=c.popularity,
+    defaults = ExplainConfig()
+    table = code_table(runtime.item_codes, runtime.level_sizes, categories=c.categories, popularity=c.popularity,
                        top_items=defaults.top_items, top_categories=defaults.top_categories,
                        n_random=defaults.n_random, seed=defaults.seed)
-    return CodesResponse(**codes_json(table, s.runtime.source_ids, s.runtime.titles)).model_dump_json().encode()
+    return CodesResponse(**codes_json(table, runtime.source_ids, runtime.titles)).model_dump_json().encode()
 
 
 # ---------------------------------------------------------------------- docs (offline)
