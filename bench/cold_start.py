@@ -64,17 +64,24 @@ def _clean(value) -> str:
     return " ".join(str(value).split())
 
 
-def write_cold_source(full, held: np.ndarray, folder: Path, name: str) -> dict:
+def read_sequences(run: Path):
+    """RUN/dataset/sequences.parquet in user order (user ids, item ids and timestamps per user)."""
+    import polars as pl
+
+    return pl.read_parquet(run / "dataset" / "sequences.parquet").sort("user_id")
+
+
+def write_cold_source(full, sequences, held: np.ndarray, folder: Path, name: str) -> dict:
     """The full dataset without the held-out items, as RecBole ``name.inter`` / ``name.item`` files."""
     folder.mkdir(parents=True, exist_ok=True)
     items = full.items.sort("item_id")
     source_ids = items["source_id"].to_list()
     drop = set(held.tolist())
-    has_ts = full.sequences["timestamps"].null_count() < full.sequences.height
+    has_ts = sequences["timestamps"].null_count() < sequences.height
     n_events = 0
     with open(folder / f"{name}.inter", "w", encoding="utf-8") as f:
         f.write("user_id:token\titem_id:token" + ("\ttimestamp:float" if has_ts else "") + "\n")
-        for row in full.sequences.iter_rows(named=True):
+        for row in sequences.iter_rows(named=True):
             times = row["timestamps"] if has_ts else [None] * len(row["item_ids"])
             for item, ts in zip(row["item_ids"], times):
                 if item in drop:
@@ -106,12 +113,13 @@ def write_new_items(full, held: np.ndarray, path: Path) -> Path:
 
 
 # ---------------------------------------------------------------------- evaluation
-def test_cases(full, catalogue: dict[str, int]):
+def eval_cases(full, catalogue: dict[str, int]):
     """Each full-data user's last item and everything before it, in the grown export's ids (items the cold run's
     filters dropped are not in the catalogue: such a target is skipped, such a history item left out)."""
     src = full.items.sort("item_id")["source_id"].to_list()
     histories, targets, target_full, n_skipped = [], [], [], 0
-    for seq in full.sequences["item_ids"].to_list():
+    for seq in full.sequences:
+        seq = seq.tolist()
         target = catalogue.get(src[seq[-1]])
         if target is None:
             n_skipped += 1
@@ -199,9 +207,10 @@ def run(dataset: str, *, smoke: bool, run_dir: Path, results: Path, train_args: 
     name = "smoke" if smoke else dataset
     timed("prepare_full", lambda: prepare(source, run_dir / "full", stages.prepare, name=name))
     full = load_dataset(run_dir / "full")
-    first = first_seen(full.sequences, full.n_items)
+    sequences = read_sequences(run_dir / "full")
+    first = first_seen(sequences, full.n_items)
     held = held_out_items(first, holdout)
-    cold_info = write_cold_source(full, held, run_dir / "cold_source", name)
+    cold_info = write_cold_source(full, sequences, held, run_dir / "cold_source", name)
     new_source = write_new_items(full, held, run_dir / "new_items.jsonl")
     cold = run_dir / "cold"
     timed("prepare", lambda: prepare(run_dir / "cold_source", cold, stages.prepare, fmt="recbole", name=f"{name}_cold"))
@@ -216,7 +225,7 @@ def run(dataset: str, *, smoke: bool, run_dir: Path, results: Path, train_args: 
     runtime = ExportRuntime(run_dir / "export_added")
     catalogue = {sid: i for i, sid in enumerate(runtime.source_ids)}
     n_old = int(json.loads((run_dir / "export" / "manifest.json").read_text())["n_items"])
-    histories, targets, target_full, n_skipped = test_cases(full, catalogue)
+    histories, targets, target_full, n_skipped = eval_cases(full, catalogue)
     is_new = np.isin(target_full, held)
     cold_ds = load_dataset(cold)
     train_counts = np.zeros(runtime.n_items, np.int64)
