@@ -168,8 +168,15 @@ class Reloader:
 
 def _on_sighup(loop: asyncio.AbstractEventLoop, reloader: Reloader) -> bool:
     """Reload on SIGHUP; False where the loop cannot take signal handlers (not the main thread, Windows)."""
+    running: set[asyncio.Task] = set()     # the loop keeps only weak references to tasks
+
+    def on_signal() -> None:
+        task = loop.create_task(reloader.reload("sighup"))
+        running.add(task)
+        task.add_done_callback(running.discard)
+
     try:
-        loop.add_signal_handler(signal.SIGHUP, lambda: loop.create_task(reloader.reload("sighup")))
+        loop.add_signal_handler(signal.SIGHUP, on_signal)
     except (ValueError, RuntimeError, NotImplementedError, AttributeError):
         return False
     return True
