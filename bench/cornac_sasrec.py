@@ -10,11 +10,15 @@ Pins our SASRec baseline by someone else's code. cornac.models.SASRec runs with 
 the batch, drawn ~ training count^0.5), Adam lr 1e-3 with betas (0.9, 0.98), no L2, histories of its last
 50 items (our protocol cuts histories at the dataset's max_items, 20 on the S3-Rec data; the peer keeps its
 own length), one training example per next item of each training sequence. Two settings differ from its
-defaults, which stop after 10 epochs and keep the last: it trains MAX_EPOCHS = 50 epochs and keeps the
+defaults, which stop after 10 epochs and keep the last: it trains MAX_EPOCHS = 20 epochs and keeps the
 epoch with the best validation NDCG@10 (model_selection="best"), scored by cornac's own val_score
 (ranking_eval on the valid split, s[:-1]) every VAL_EVERY = 5 epochs, its default interval; NDCG@10 on
 validation is also what selects our SASRec. cornac has no early stopping, so all epochs run. The
 validation curve and the chosen epoch are written next to the test metrics.
+
+Cost: one forward pass per training target (not per window, as ours), about a minute per epoch on
+Office with one thread (38k targets), so the cap is 20 epochs, twice cornac's default, not 50; raise
+it with --epochs when the validation curve still climbs at the last check.
 
 Data and metrics: bench/cornac_common.py (genrec's leave-one-out as cornac's splits, cornac's ranking_eval
 over the full catalogue on the test split).
@@ -35,7 +39,7 @@ from cornac_common import next_item_method, record_peer, score_test_split  # noq
 from run import add_existing_run_args, default_run_dir, peak_rss_mb  # noqa: E402
 
 PEER_KEY = "cornac_sasrec"   # the peer's name in a result's 'peers' (and bench/summary.py's labels)
-MAX_EPOCHS = 50              # epoch cap (cornac's default n_epochs is 10, which Office and Beauty outlast)
+MAX_EPOCHS = 20              # epochs trained (cornac's default n_epochs is 10); ~1 min each on Office
 VAL_EVERY = 5                # validation interval in epochs (cornac's default val_eval_every)
 VAL_METRIC, VAL_K = "ndcg", 10   # selection metric, as for our SASRec (cornac's default is recall@20)
 THREADS = 1                  # torch threads, as our SASRec trains (SASRecTrainConfig.num_threads): on 2 busy

@@ -24,7 +24,7 @@ def test_only_the_epochs_and_the_selection_differ_from_cornacs_defaults():
     from cornac.models import SASRec
 
     assert changed_defaults(SASRec, peer_config(seed=0)) == {
-        "n_epochs": 50, "model_selection": "best", "val_metric": "ndcg", "val_k": 10}
+        "n_epochs": 20, "model_selection": "best", "val_metric": "ndcg", "val_k": 10}
 
 
 def test_one_epoch_on_the_demo_lands_in_the_results_json_and_table(tmp_path):
@@ -58,10 +58,10 @@ def test_summary_renders_a_cornac_sasrec_row(tmp_path):
 
     result = json.loads((REPO / "bench" / "results" / "Office.json").read_text())
     row = {m: 0.05 for m in METRICS} | {"invalid_rate": 0.0, "n_users": 4905, "seconds": 30.0, "fit_seconds": 300.0,
-                                        "epochs": 50, "best_epoch": 25, "selection": "best validation ndcg@10"}
+                                        "epochs": 20, "best_epoch": 15, "selection": "best validation ndcg@10"}
     result.setdefault("peers", {})[PEER_KEY] = row
     (tmp_path / "Office.json").write_text(json.dumps(result))
     text = render(tmp_path)
     assert "| Office | cornac SASRec (its defaults) | 0.0500 |" in text
-    assert "| Office | cornac SASRec (its defaults) | `python bench/cornac_sasrec.py --dataset Office` | 50 | 25 |" in text
+    assert "| Office | cornac SASRec (its defaults) | `python bench/cornac_sasrec.py --dataset Office` | 20 | 15 |" in text
     assert "cornac SASRec (its defaults)" in readme_table({"Office": result}).splitlines()[0]
