@@ -29,6 +29,7 @@ from genrec.data.dataset import load_dataset
 from genrec.data.split import EvalExamples
 from genrec.io import MANIFEST, ArtifactError, input_checksums, package_versions, write_json_atomic
 from genrec.lit.batching import user_subset
+from genrec.model.genrec import SEARCHES
 from genrec.metrics import (
     BEYOND_KS,
     COLD_BELOW,
@@ -54,6 +55,8 @@ class EvaluateConfig:
     split: str = "test"             # test | valid
     checkpoint: str = "best"        # best | last | a path to a .ckpt
     beam_width: int = 20            # constrained beam width (>= max K = 20 per the protocol)
+    search: str = "beam"            # autoregressive heads: "beam" search of beam_width, or "exact" top-k over the
+                                    # trie (a beam pass, then every prefix the k-th item's score allows)
     batch_size: int = 256           # histories decoded at once
     exclude_history: bool = False   # drop each user's history items from every system's ranking
     systems: tuple[str, ...] = SYSTEMS  # which systems to evaluate
@@ -64,6 +67,8 @@ class EvaluateConfig:
     def __post_init__(self):
         if self.split not in ("test", "valid"):
             raise ValueError(f"split must be 'test' or 'valid', got {self.split!r}")
+        if self.search not in SEARCHES:
+            raise ValueError(f"search must be one of {SEARCHES}, got {self.search!r}")
         if self.beam_width < max(DEFAULT_KS):
             raise ValueError(f"beam_width must be >= {max(DEFAULT_KS)} (the largest K), got {self.beam_width}")
         self.systems = tuple(self.systems)
@@ -122,7 +127,8 @@ def evaluate_genrec(model, examples: EvalExamples, cfg: EvaluateConfig) -> np.nd
         hist = torch.as_tensor(left_pad(examples.histories[start:stop], max_items))
         exclude = examples.histories[start:stop] if cfg.exclude_history else None
         users = torch.as_tensor(examples.user_ids[start:stop])
-        result = model.recommend(hist, k=k, beam_width=cfg.beam_width, exclude=exclude, users=users)
+        result = model.recommend(hist, k=k, beam_width=cfg.beam_width, exclude=exclude, users=users,
+                                 search=cfg.search)
         ranked[start:stop] = result.items
     return ranked
 
@@ -209,7 +215,8 @@ def evaluate(run: str | Path, config: EvaluateConfig = EvaluateConfig()) -> dict
             model, ckpt = load_genrec(run, config.checkpoint)
             ranked = evaluate_genrec(model, examples, config)
             extra = {"checkpoint": str(ckpt), "beam_width": config.beam_width, "arch": model.arch,
-                     "max_items": model.max_items, "decoding": "exact" if model.parallel else "beam"}
+                     "max_items": model.max_items, "decoding": "exact" if model.parallel or config.search == "exact" else "beam",
+                     "search": "catalogue" if model.parallel else config.search}
         seconds = time.perf_counter() - t0
         metrics = ranking_metrics(ranked, examples.targets)
         results[system] = metrics | {

@@ -27,6 +27,7 @@ from genrec.registry import get_arch, resolve
 
 CHECKPOINT_KEY = "genrec"      # where a checkpoint keeps the model's config (next to "state_dict")
 STATE_PREFIX = "genrec."       # GenRecModule holds the model as ``self.genrec``
+SEARCHES = ("beam", "exact")   # autoregressive heads: trie beam search, or the exact top-k over the trie
 
 
 class CheckpointError(ValueError):
@@ -172,10 +173,15 @@ class GenRec(nn.Module):
     @torch.inference_mode()
     def recommend(self, hist: torch.Tensor, *, k: int, beam_width: int = 20,
                   exclude: list[np.ndarray] | None = None, candidates: list[np.ndarray] | None = None,
-                  users: torch.Tensor | None = None):
+                  users: torch.Tensor | None = None, search: str = "beam"):
         """Top-k real items per history row -> genrec.decode.BeamResult: exact scoring of every item for a
-        parallel head, else trie-constrained beam search of width max(beam_width, k)."""
+        parallel head; for an autoregressive head, trie-constrained beam search of width max(beam_width, k)
+        (``search="beam"``) or the exact top-k over the trie (``search="exact"``: genrec.decode.threshold)."""
         from genrec.decode import candidate_mask, exclude_mask, top_items
+        from genrec.decode.threshold import threshold_search
+
+        if search not in SEARCHES:
+            raise ValueError(f"search must be one of {SEARCHES}, got {search!r}")
 
         was_training = self.training
         self.eval()
@@ -184,6 +190,9 @@ class GenRec(nn.Module):
             if candidates is not None:
                 cmask = candidate_mask(candidates, self.n_items)
                 mask = cmask if mask is None else mask & cmask
+            if search == "exact" and not self.parallel:
+                return threshold_search(lambda: self.step(hist, users), self.trie, len(hist), k,
+                                        beam_width=max(beam_width, k), item_mask=mask)[0]
             return top_items(self.step(hist, users), self.trie, len(hist), k, exact=self.parallel,
                              beam_width=max(beam_width, k), item_mask=mask)
         finally:

@@ -116,3 +116,17 @@ def test_config_rejects_unknown_backbone_fields():
     with pytest.raises(ValueError, match=r"unknown fields \['tiger_layers'\]"):
         GenRecConfig(arch="causal", backbone={"level_sizes": LEVELS, "tiger_layers": 2}, n_items=N_ITEMS)
 
+
+
+@pytest.mark.parametrize("arch", sorted(ARCHS))
+def test_exact_search_equals_a_beam_that_keeps_every_prefix(arch):
+    """search="exact" (threshold search) returns what a beam as wide as the catalogue returns, masks included."""
+    model = _model(arch)
+    hist = torch.tensor([[-1, -1, 3, 4, 5, 6], [1, 2, 3, 4, 5, 6], [-1, -1, -1, -1, -1, 9]])
+    exclude = [np.array([3, 4]), np.array([]), np.array([9, 0, 1])]
+    exact = model.recommend(hist, k=5, beam_width=5, exclude=exclude, search="exact")
+    wide = model.recommend(hist, k=5, beam_width=N_ITEMS, exclude=exclude)
+    np.testing.assert_array_equal(exact.items, wide.items)
+    np.testing.assert_allclose(exact.scores, wide.scores, rtol=1e-9)
+    with pytest.raises(ValueError, match="search must be one of"):
+        model.recommend(hist, k=5, search="greedy")
