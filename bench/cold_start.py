@@ -22,6 +22,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import math
 import sys
@@ -192,7 +193,8 @@ def run(dataset: str, *, smoke: bool, run_dir: Path, results: Path, train_args: 
 
     cfg_path, raw = bench_config(dataset, smoke)
     stages = stage_config(raw, smoke)
-    stages.tokenize.dedup_capacity = max(stages.tokenize.dedup_capacity or 0, DEDUP_CAPACITY)
+    stages.tokenize = dataclasses.replace(stages.tokenize,
+                                          dedup_capacity=max(stages.tokenize.dedup_capacity or 0, DEDUP_CAPACITY))
     train_yaml = raw["train_config"]
     seconds: dict[str, float] = {}
 

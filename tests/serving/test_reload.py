@@ -8,7 +8,6 @@ import json
 import os
 import shutil
 import signal
-import sys
 import threading
 import time
 from pathlib import Path
@@ -16,6 +15,7 @@ from pathlib import Path
 import httpx
 import numpy as np
 import pytest
+from addable import NEW_ITEMS, build_addable_export, write_jsonl
 from fastapi.testclient import TestClient
 
 from genrec.catalog.add import AddItemsConfig, add_items
@@ -25,9 +25,7 @@ from genrec.serving.batching import Job, _decode_pinned
 from genrec.serving.config import ServeConfig
 from genrec.serving.runtime import ExportRuntime, Query, recommend_queries
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from addable import NEW_ITEMS, build_addable_export, write_jsonl  # noqa: E402
-from live import running_server  # noqa: E402
+from .live import running_server
 
 RELOAD_TIMEOUT_S = 120     # generous: a loaded 2-core machine exports and loads slowly
 
