@@ -99,10 +99,10 @@ def total_seconds(rows: dict[str, dict]) -> float:
     return round(sum(sum(row["stages"].values()) for row in rows.values()), 1)
 
 
-def previous_table(previous: Path, only: list[str] | None, same: dict | None = None) -> dict:
-    """The previous table when ``only`` re-runs some of its rows (else {}), so the others can be kept (each
-    row records the commit it ran at). A table whose fields differ from ``same`` (e.g. another budget) gives {}."""
-    if not only or not previous.exists():
+def previous_table(previous: Path, keep: bool, same: dict | None = None) -> dict:
+    """The previous table when ``keep`` (a run that re-runs some of its rows), else {}, so the others can be kept
+    (each row records the commit it ran at). A table whose fields differ from ``same`` (e.g. another budget) gives {}."""
+    if not keep or not previous.exists():
         return {}
     loaded = json.loads(previous.read_text())
     if any(loaded.get(field) != value for field, value in (same or {}).items()):
@@ -115,7 +115,7 @@ def kept_rows(previous: Path, names: list[str], only: list[str] | None, key: str
               same: dict | None = None) -> dict[str, dict]:
     """With ``--variants``, the other variants' rows of the previous table, so re-running one variant
     updates its row instead of dropping the rest. ``key`` is where the rows are (see previous_table)."""
-    old = previous_table(previous, only, same).get(key, {})
+    old = previous_table(previous, bool(only), same).get(key, {})
     return {name: old[name] for name in names if name in old and name not in only}
 
 

@@ -2,6 +2,7 @@
 
     python bench/layouts.py --dataset Office                       # every default layout, then the decode sweep
     python bench/layouts.py --dataset Office --layouts rq-fused-ar  # re-run one layout, keep the other rows
+    python bench/layouts.py --dataset Beauty --decode-only --layouts rq-fused-ar --beam-widths exact   # no retraining
     python bench/layouts.py --smoke --trainer.max_epochs=1          # the demo catalogue, a few seconds a layout (CI)
 
 A layout is a tokenizer (method, fused or per-modality codes, levels) plus the code head that reads
@@ -22,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import copy
+import json
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -260,30 +262,46 @@ def choose(only: list[str] | None) -> dict[str, Layout]:
     return {name: LAYOUTS[name] for name in LAYOUTS if name in only}
 
 
-def kept_rows(previous: Path, only: list[str] | None, train_args: list[str]) -> tuple[list[dict], dict | None]:
-    """With ``--layouts``, the previous table's rows of the other known layouts and its SASRec entry, when it
-    was run with the same extra training flags (rows of another budget are not kept beside these)."""
-    table = previous_table(previous, only, {"train_args": train_args})
-    rows = [r for r in table.get("rows", []) if r["layout"] in LAYOUTS and r["layout"] not in only]
-    return rows, table.get("sasrec")
+def kept_rows(previous: Path, only: list[str] | None, train_args: list[str],
+              decode_only: bool = False) -> tuple[list[dict], dict | None]:
+    """The previous table's rows to keep, and its SASRec entry: with ``--layouts``, the other known layouts'
+    rows; with ``--decode-only``, every row (re-scored widths replace theirs in run_layouts). Only a table run
+    with the same extra training flags counts (rows of another budget are not kept beside these)."""
+    before = previous_table(previous, bool(only) or decode_only, {"train_args": train_args})
+    rows = [r for r in before.get("rows", []) if r["layout"] in LAYOUTS and (decode_only or r["layout"] not in only)]
+    return rows, before.get("sasrec")
+
+
+def trained_run(saved: Path, run_dir: Path) -> dict:
+    """--decode-only: the bench result a previous run of a layout wrote (its run folder must still be there)."""
+    if not saved.exists() or not (run_dir / "checkpoints").exists():
+        raise SystemExit(f"--decode-only re-scores layouts trained before, but {saved} or {run_dir}/checkpoints is "
+                         "missing: run the layout without --decode-only first (same --run-root and --results-dir)")
+    return json.loads(saved.read_text())
 
 
 def run_layouts(dataset: str, *, smoke: bool, run_root: Path, train_args: list[str], only: list[str] | None,
-                widths: tuple[int | str, ...] = BEAM_WIDTHS, results: Path = RESULTS) -> dict:
+                widths: tuple[int | str, ...] = BEAM_WIDTHS, results: Path = RESULTS, decode_only: bool = False) -> dict:
+    """Train and score the chosen layouts (``decode_only``: re-score the checkpoints of a previous run at
+    ``widths`` without retraining) and write results/layouts_NAME.json, .md and .png."""
     from genrec.io import machine_info
 
     name = "smoke" if smoke else dataset
     _, raw = bench_config(dataset, smoke)
     chosen = choose(only)
-    rows, sasrec = kept_rows(results / f"layouts_{name}.json", only, train_args)
+    kept, sasrec = kept_rows(results / f"layouts_{name}.json", only, train_args, decode_only)
+    rows: list[dict] = []
     scratch = results / "layouts_runs"
     for i, (layout_name, layout) in enumerate(chosen.items()):
         print(f"==== layouts {name}: {layout_name}", flush=True)
         cfg = layout_config(raw, layout)
         run_dir = run_root / slug(layout_name)
         systems = ("genrec", "sasrec") if i == 0 else ("genrec",)   # SASRec once: every layout has the same features
-        res = run_bench(dataset, smoke=smoke, run_dir=run_dir, train_args=[*layout.flags, *train_args],
-                        results=scratch, raw=cfg, systems=systems, name=f"{name}_{slug(layout_name)}")
+        if decode_only:
+            res = trained_run(scratch / f"{name}_{slug(layout_name)}.json", run_dir)
+        else:
+            res = run_bench(dataset, smoke=smoke, run_dir=run_dir, train_args=[*layout.flags, *train_args],
+                            results=scratch, raw=cfg, systems=systems, name=f"{name}_{slug(layout_name)}")
         if "sasrec" in res["metrics"]:
             m = res["metrics"]["sasrec"]
             sasrec = {"ndcg@10": m["ndcg@10"], "recall@10": m["recall@10"], "ndcg@20": m["ndcg@20"],
@@ -292,7 +310,8 @@ def run_layouts(dataset: str, *, smoke: bool, run_root: Path, train_args: list[s
         if layout.head == "autoregressive":
             exact, sweep = decode_sweep(run_dir, widths)
         rows += layout_rows(layout_name, layout, cfg, res, sweep, exact, train_args)
-    rows.sort(key=row_order)
+    fresh = {(r["layout"], r["beam_width"]) for r in rows}
+    rows = sorted([r for r in kept if (r["layout"], r["beam_width"]) not in fresh] + rows, key=row_order)
     out = {"dataset": name, "git_commit": git_commit(), "machine": machine_info(), "train_args": train_args,
            "beam_widths": [str(w) for w in widths], "seconds": total_seconds(rows), "sasrec": sasrec or {},
            "rows": rows}
@@ -309,6 +328,8 @@ def main(argv: list[str] | None = None) -> int:
                    help=f"run only these (the other rows of the previous table are kept); known: {', '.join(LAYOUTS)}")
     p.add_argument("--beam-widths", nargs="+", default=[str(w) for w in BEAM_WIDTHS],
                    help="beam widths each autoregressive layout is scored at (integers >= 20, and 'exact')")
+    p.add_argument("--decode-only", action="store_true",
+                   help="no training: re-score the chosen layouts' checkpoints from a previous run at --beam-widths")
     p.add_argument("--run-root", type=Path, default=None, help="where layout runs go (default bench/runs/layouts/NAME)")
     p.add_argument("--results-dir", type=Path, default=RESULTS)
     a, train_args = p.parse_known_args(argv)
@@ -317,7 +338,7 @@ def main(argv: list[str] | None = None) -> int:
     name = "smoke" if a.smoke else a.dataset
     run_root = a.run_root or REPO / "bench" / "runs" / "layouts" / name
     run_layouts(name, smoke=a.smoke, run_root=run_root, train_args=train_args, only=a.layouts,
-                widths=parse_widths(a.beam_widths), results=a.results_dir)
+                widths=parse_widths(a.beam_widths), results=a.results_dir, decode_only=a.decode_only)
     return 0
 
 

@@ -84,6 +84,8 @@ def test_rerunning_one_layout_keeps_the_other_rows_of_the_same_budget(tmp_path):
     assert [(r["layout"], r["beam_width"]) for r in kept] == [("rq-fused-ar", 20), ("rq-fused-ar", 50)]
     assert sasrec == {"ndcg@10": 0.04}
     assert kept_rows(previous, None, []) == ([], None)                                   # a full run starts afresh
+    kept, _ = kept_rows(previous, ["rq-fused-ar"], [], decode_only=True)   # re-scoring replaces widths, not layouts
+    assert [r["layout"] for r in kept] == ["pq-parallel", "rq-fused-ar", "rq-fused-ar"]
     assert kept_rows(previous, ["pq-parallel"], ["--trainer.max_epochs=2"]) == ([], None)   # another budget
 
 
@@ -129,6 +131,17 @@ def test_layouts_smoke_scores_one_autoregressive_checkpoint_at_several_widths(tm
     assert rows[1]["train_seconds"] == rows[2]["train_seconds"], "the widths score one checkpoint, not a retrain"
     assert (tmp_path / "results" / "layouts_smoke.md").read_text().startswith("**Semantic-ID layouts on smoke**")
     assert (tmp_path / "results" / "layouts_smoke.png").read_bytes()[:4] == b"\x89PNG"
+
+    # --decode-only scores the same checkpoint at another width; the other rows stay
+    out = subprocess.run([sys.executable, "bench/layouts.py", "--smoke", "--decode-only", "--layouts", "rq-fused-ar",
+                          "--beam-widths", "50", "--run-root", str(tmp_path / "runs"),
+                          "--results-dir", str(tmp_path / "results"), "--trainer.max_epochs=1"],
+                         cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-3000:]
+    again = json.loads((tmp_path / "results" / "layouts_smoke.json").read_text())["rows"]
+    assert [(r["layout"], r["beam_width"]) for r in again] == [
+        ("pq-parallel", None), *[("rq-fused-ar", w) for w in sorted({20, min(50, exact), exact})]]
+    assert all(r["train_seconds"] == rows[1]["train_seconds"] and r["invalid_rate"] == 0.0 for r in again[1:])
 
 
 def test_summary_renders_a_layouts_file_without_torch(tmp_path):
