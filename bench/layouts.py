@@ -11,8 +11,8 @@ beam search. Every layout is the dataset's config family (bench/run.py CONFIGS) 
 section and the head changed, run end to end (prepare -> embed -> tokenize -> train -> evaluate) into its
 own run folder with the same seed and budget (the YAML's max_epochs with early stopping on validation
 NDCG@10). The checkpoint of each autoregressive layout is then scored on test at several beam widths
-without retraining (genrec.evaluate once per width), up to the exact width: a beam at least as wide as the
-widest non-leaf trie level keeps every prefix, so it returns the model's exact top k and shows how much
+without retraining (genrec.evaluate once per width), and exactly: the model's exact top k (what a beam as
+wide as the widest non-leaf trie level returns), found by genrec.decode.threshold's search, shows how much
 beam search loses. SASRec is scored in the first layout's run (same features, same split).
 
 Writes bench/results/layouts_NAME.json (one row per layout and beam width), .md (each row against the best
@@ -134,11 +134,18 @@ def decode_sweep(run_dir: Path, requested: list[int | str]) -> tuple[int, list[d
     del model
     out = []
     for width in sweep_widths(requested, exact):
-        print(f"== beam {width}{' (exact)' if width >= exact else ''}", flush=True)
-        cfg = EvaluateConfig(split="test", systems=("genrec",), beam_width=width, batch_size=eval_batch(width),
-                             output=f"metrics_beam{width}.json")
+        if width >= exact:
+            # The exact top-k through genrec.decode.threshold (a beam-20 pass, then every prefix that can still
+            # reach its 20th score): the same items as a beam this wide (tests/decode), at a fraction of its cost.
+            print(f"== exact (threshold search; equal to beam {width})", flush=True)
+            cfg = EvaluateConfig(split="test", systems=("genrec",), search="exact", output="metrics_exact.json")
+        else:
+            print(f"== beam {width}", flush=True)
+            cfg = EvaluateConfig(split="test", systems=("genrec",), beam_width=width, batch_size=eval_batch(width),
+                                 output=f"metrics_beam{width}.json")
         m = evaluate(run_dir, cfg)["systems"]["genrec"]
-        out.append({"beam_width": width, "exact": width >= exact, "eval_batch_size": cfg.batch_size, **m})
+        out.append({**m, "beam_width": width, "exact": width >= exact, "search": cfg.search,
+                    "eval_batch_size": cfg.batch_size})
     return exact, out
 
 
@@ -167,7 +174,7 @@ def layout_rows(name: str, layout: Layout, cfg: dict, res: dict, sweep: list[dic
         return [{**common, "decoding": "parallel", "beam_width": None, "exact": True,
                  **metric_fields(res["metrics"]["genrec"])}]
     return [{**common, "decoding": "autoregressive", "beam_width": s["beam_width"], "exact": s["exact"],
-             "exact_beam_width": exact, "eval_batch_size": s["eval_batch_size"], **metric_fields(s)}
+             "search": s["search"], "exact_beam_width": exact, "eval_batch_size": s["eval_batch_size"], **metric_fields(s)}
             for s in sweep]
 
 
@@ -186,6 +193,8 @@ def row_order(row: dict) -> tuple:
 def decoding_label(row: dict) -> str:
     if row["decoding"] == "parallel":
         return "parallel, exact"
+    if row.get("search") == "exact":
+        return "exact (threshold search)"
     return f"beam {row['beam_width']}" + (" (exact)" if row.get("exact") else "")
 
 
