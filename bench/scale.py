@@ -1,8 +1,8 @@
 """Scaling from 10k to 1M items: every pipeline stage's time and memory, and top-k latency per decoding path.
 
     python bench/scale.py --smoke                           # seconds; tests/test_bench_scale.py runs it
-    python bench/scale.py --sizes 10000 100000 1000000      # the issue's sizes (1M: ~20 min of decode rows and
-                                                            # ~30 min of stage rows on 2 cores)
+    python bench/scale.py --sizes 10000 100000 1000000      # the issue's sizes (decode rows: ~4 min in all;
+                                                            # stage rows at 1M: ~30 min on 2 cores)
     python bench/scale.py --stages-only --sizes 1000000     # only the stage rows (keeps the decode rows and the
                                                             # stage rows of other sizes already in scale.json)
 
