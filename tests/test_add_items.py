@@ -236,3 +236,19 @@ def test_add_items_help():
     with pytest.raises(SystemExit) as e:
         main(["add-items", "x.jsonl", "--export", "e"])      # neither --out nor --in-place
     assert e.value.code == 2
+
+
+def test_cli_in_place_add(added, tmp_path, capsys):
+    """`genrec add-items --in-place` through the console entry point; a second identical add is refused."""
+    _, grown, _ = added
+    folder = tmp_path / "exports" / "live"
+    shutil.copytree(grown, folder)
+    source = write_jsonl(tmp_path / "more.jsonl", [{"source_id": "NEW-7", "title": "desk organiser"}])
+    args = ["add-items", "--export", str(folder), str(source), "--in-place", "--no-parity-check"]
+    assert main(args) == 0
+    assert "added 1 items" in capsys.readouterr().out
+    assert json.loads((folder / "items.json").read_text())["source_id"][-1] == "NEW-7"
+    # the lock lives beside the export (an in-place add replaces the folder), and no temporary folder is left
+    assert sorted(p.name for p in folder.parent.iterdir()) == [".live.add-items", "live"]
+    assert main(args) == 2
+    assert "1 of 1 items are already in" in capsys.readouterr().err
