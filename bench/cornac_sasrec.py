@@ -48,15 +48,26 @@ THREADS = 1                  # torch threads, as our SASRec trains (SASRecTrainC
 
 @contextmanager
 def recorded_validation(curve: list[float]):
-    """Append every validation score cornac's SASRec computes during fit to ``curve`` (its val_score, unchanged)."""
+    """During SASRec.fit, score validation with every item known and append each score to ``curve``.
+
+    cornac 3.0.1's val_score calls ranking_eval with exclude_unknowns=True: a validation target that is not
+    a training item leaves that user no positive, cornac's NDCG/Recall divide 0 by 0, and the mean is NaN.
+    Every later `score > best` is then False, so model_selection="best" silently keeps the last epoch
+    (Office: 4 NaN checks in 20 epochs). Here the same ranking_eval runs with exclude_unknowns=False, as the
+    test scoring does: such users count as misses, as in genrec's validation.
+    """
+    from cornac.eval_methods.next_item_evaluation import ranking_eval
+    from cornac.metrics import NDCG, Recall
     from cornac.models.sasrec import recom_sasrec
 
     real = recom_sasrec.val_score
+    metrics = {"ndcg": NDCG, "recall": Recall}
 
-    def val_score(*args, **kwargs):
-        score = real(*args, **kwargs)
+    def val_score(model, train_set, val_set, metric="recall", k=20):
+        (score,), _ = ranking_eval(model, [metrics[metric.lower()](k=k)], train_set, val_set, exclude_unknowns=False,
+                                   mode="last")
         curve.append(float(score))
-        return score
+        return float(score)
 
     recom_sasrec.val_score = val_score
     try:

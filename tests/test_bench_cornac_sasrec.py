@@ -47,6 +47,7 @@ def test_one_epoch_on_the_demo_lands_in_the_results_json_and_table(tmp_path):
 
     assert entry["n_users"] == len(load_dataset(run_dir).sequences)   # every user scored on test
     assert entry["epochs"] == entry["best_epoch"] == 1 and list(entry["valid_curve"]) == ["1"]
+    assert 0.0 < entry["valid_curve"]["1"] <= 1.0   # not NaN: cornac's own val_score is NaN with unknown targets
     assert entry["config"]["model_selection"] == "best" and entry["fit_seconds"] >= 0 and entry["torch_threads"] == 1
     assert entry["genrec_commit"] == "abc"                            # the genrec run it sits beside
     assert f"| {PEER_KEY} (epoch 1 of 1, best on validation) |" in markdown(result)
@@ -65,3 +66,30 @@ def test_summary_renders_a_cornac_sasrec_row(tmp_path):
     assert "| Office | cornac SASRec (its defaults) | 0.0500 |" in text
     assert "| Office | cornac SASRec (its defaults) | `python bench/cornac_sasrec.py --dataset Office` | 20 | 15 |" in text
     assert "cornac SASRec (its defaults)" in readme_table({"Office": result}).splitlines()[0]
+
+
+def test_validation_counts_a_target_unknown_to_training_as_a_miss_not_nan():
+    import numpy as np
+    from cornac.models import NextItemRecommender
+    from cornac.models.seq_utils import val_score as cornac_val_score
+    from cornac_common import next_item_method
+    from cornac_sasrec import recorded_validation
+
+    class ByItemId(NextItemRecommender):
+        def score(self, user_idx, history_items, **kwargs):
+            return np.arange(self.total_items, dtype=float)
+
+    # user 1's validation target (item 4) is in no training prefix
+    sequences = [np.array([0, 1, 2, 3, 1]), np.array([1, 2, 0, 4, 5]), np.array([2, 3, 1, 0, 2])]
+    method, _ = next_item_method(sequences, seed=0)
+    model = ByItemId("by_id")
+    model.fit(method.train_set, method.val_set)
+    with np.errstate(invalid="ignore"):
+        assert np.isnan(cornac_val_score(model, method.train_set, method.val_set, metric="ndcg", k=10))
+    from cornac.models.sasrec import recom_sasrec
+
+    curve: list[float] = []
+    with recorded_validation(curve):
+        score = recom_sasrec.val_score(model, method.train_set, method.val_set, metric="ndcg", k=10)
+    assert curve == [score] and 0.0 < score < 1.0
+    assert recom_sasrec.val_score is cornac_val_score      # restored
