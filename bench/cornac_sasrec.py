@@ -144,7 +144,16 @@ def _run_peer(run_dir: Path, seed: int, epochs: int, val_every: int) -> dict:
 
 def add_peer(result_path: Path, run_dir: Path, seed: int = 0, epochs: int = MAX_EPOCHS,
              val_every: int = VAL_EVERY, threads: int = THREADS) -> dict:
-    """Run the peer on ``run_dir`` and add it to the results JSON (and its markdown) under 'peers'."""
+    """Run the peer on ``run_dir`` and add it to the results JSON (and its markdown) under 'peers'.
+
+    A run folder without its dataset stage (the bench run was scratched) gets it prepared with the dataset's
+    config family, as bench/sasrec.py does; the peer needs nothing else from the run.
+    """
+    if not (run_dir / "dataset").exists() and result_path.exists():
+        from sasrec import base_setting, prepared_run
+
+        _, _, (raw, stages_cfg) = base_setting(result_path.stem, smoke=False)
+        prepared_run(result_path.stem, False, run_dir, raw, stages_cfg)
     return record_peer(result_path, PEER_KEY, lambda result: run_peer(run_dir, seed, epochs, val_every, threads))
 
 
