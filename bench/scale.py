@@ -984,7 +984,8 @@ def plot(out: dict, path: Path) -> None:
     ax.set_ylabel("decode latency per call, p50 (ms); ticks: p99")
     ax.set_title("top-10 decode latency vs catalogue size (in process)")
     ax.grid(alpha=0.3, which="both")
-    ax.legend(fontsize=7)
+    if out["serving"]:           # a --stages-only run without earlier decode rows has nothing to label
+        ax.legend(fontsize=7)
     save_png(fig, path)
 
 
