@@ -13,7 +13,9 @@
    ``DEDUP_CAPACITY`` (the field that exists for this), so a new item whose codes collide finds a free dedup code.
 3. ``genrec export`` the cold run, then ``genrec add-items`` the held-out items (a JSONL of their metadata).
 4. Evaluate on the full data's test targets (each user's last item, history = everything before it) that are
-   held-out items, ranking the whole catalogue (old + new): genrec through the grown export (onnxruntime),
+   held-out items, ranking the whole catalogue (old + new): genrec through the grown export (onnxruntime;
+   once with the default fill of what a new item lacks, the mean item, and once with ``--run``'s fill from its
+   10 nearest catalogue items by text, "text-neighbour fill"),
    a content-only nearest-neighbour baseline (cosine between the mean text embedding of the history and every
    item's, with the run's text encoder) and popularity (training-split counts, so it cannot rank new items).
    genrec on the test targets that are old items is reported for reference.
@@ -223,6 +225,9 @@ def run(dataset: str, *, smoke: bool, run_dir: Path, results: Path, train_args: 
     timed("export", lambda: export(cold, run_dir / "export", export_config))
     added = timed("add_items", lambda: add_items(run_dir / "export", new_source, run_dir / "export_added",
                                                  AddItemsConfig(overwrite=True)))
+    # The same items again, each borrowing its text neighbours' SASRec rows and id embeddings (--run).
+    timed("add_items_neighbours", lambda: add_items(run_dir / "export", new_source, run_dir / "export_added_nn",
+                                                    AddItemsConfig(overwrite=True, run=cold)))
 
     runtime = ExportRuntime(run_dir / "export_added")
     catalogue = {sid: i for i, sid in enumerate(runtime.source_ids)}
@@ -241,6 +246,11 @@ def run(dataset: str, *, smoke: bool, run_dir: Path, results: Path, train_args: 
     ranked = {"genrec": genrec_ranked(runtime, histories, K)}
     seconds["eval_genrec"] = round(time.perf_counter() - t0, 2)
     t0 = time.perf_counter()
+    nn_runtime = ExportRuntime(run_dir / "export_added_nn")
+    assert nn_runtime.source_ids == runtime.source_ids
+    ranked["genrec, text-neighbour fill"] = genrec_ranked(nn_runtime, histories, K)
+    seconds["eval_genrec, text-neighbour fill"] = round(time.perf_counter() - t0, 2)
+    t0 = time.perf_counter()
     full_items = full.items.sort("item_id")
     by_source = {s: i for i, s in enumerate(full_items["source_id"].to_list())}
     catalogue_items = full_items[[by_source[s] for s in runtime.source_ids]]
@@ -253,7 +263,11 @@ def run(dataset: str, *, smoke: bool, run_dir: Path, results: Path, train_args: 
     ranked["popularity"] = np.repeat(topk_from_scores(train_counts[None].astype(np.float64), K), len(histories), axis=0)
     metrics = {system: metrics_row(r, targets, is_new, seconds.get(f"eval_{system}", 0.0)) for system, r in ranked.items()}
     metrics["genrec (old-item targets, reference)"] = metrics_row(ranked["genrec"], targets, ~is_new, 0.0)
+    metrics["genrec, text-neighbour fill (old-item targets, reference)"] = metrics_row(
+        ranked["genrec, text-neighbour fill"], targets, ~is_new, 0.0)
     new_in_top = float((ranked["genrec"][is_new] >= n_old).mean()) if is_new.any() else 0.0
+    nn_new_in_top = (float((ranked["genrec, text-neighbour fill"][is_new] >= n_old).mean())
+                     if is_new.any() else 0.0)
 
     info = added["source"]["added_items"][-1]
     result = {
@@ -270,6 +284,7 @@ def run(dataset: str, *, smoke: bool, run_dir: Path, results: Path, train_args: 
                      | {"seconds": seconds["add_items"]},
         "metrics": metrics,
         "genrec_new_items_share_of_top10_on_new_targets": round(new_in_top, 4),
+        "genrec_text_neighbour_fill_new_items_share_of_top10_on_new_targets": round(nn_new_in_top, 4),
         "config": {"bench": str(cfg_path.relative_to(REPO)), "train": train_yaml, "train_args": train_args,
                    "tokenize.dedup_capacity": stages.tokenize.dedup_capacity, "exporter": export_config.exporter},
     }

@@ -221,6 +221,10 @@ def _build_add_items(p: argparse.ArgumentParser) -> None:
                    help="skip items already in the export (they are counted) instead of stopping")
     p.add_argument("--overwrite", action="store_true", help="replace an existing --out folder")
     p.add_argument("--no-parity-check", action="store_true", help="skip the ONNX-vs-torch check of the new export")
+    p.add_argument("--run", type=Path, default=None,
+                   help="the run the export came from: a new item takes the SASRec-table rows and id embeddings of "
+                        "its nearest items by text (else the mean of all items)")
+    p.add_argument("--neighbours", type=int, default=10, help="nearest catalogue items a new item borrows from (--run)")
 
 
 def _run_add_items(a: argparse.Namespace) -> int:
@@ -228,7 +232,7 @@ def _run_add_items(a: argparse.Namespace) -> int:
     from genrec.io import run_lock
 
     config = AddItemsConfig(skip_existing=a.skip_existing, overwrite=a.overwrite,
-                            parity_check=False if a.no_parity_check else None)
+                            parity_check=False if a.no_parity_check else None, run=a.run, neighbours=a.neighbours)
     export = Path(a.export)
     # A lock folder beside the export (not inside it: an in-place add replaces the folder), so two adds to
     # one export cannot both start from the same items and lose one's additions.

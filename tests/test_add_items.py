@@ -252,3 +252,52 @@ def test_cli_in_place_add(added, tmp_path, capsys):
     assert sorted(p.name for p in folder.parent.iterdir()) == [".live.add-items", "live"]
     assert main(args) == 2
     assert "1 of 1 items are already in" in capsys.readouterr().err
+
+
+def test_text_neighbours_fill_what_a_new_item_lacks(base, tmp_path):
+    """With run=RUN, a new item takes the mean SASRec row and id embedding of its nearest items by text."""
+    from addable import COLLAB_DIM, catalogue_titles
+    from genrec.features.text import TextEncoder
+    from genrec.model.genrec import GenRec
+
+    folder, module = base
+    feat = Featurizer.load(folder)
+    encoder = TextEncoder(feat_text_config(feat))
+    titles = catalogue_titles()
+    has = np.array([t is not None for t in titles])
+    text = np.zeros((len(titles), encoder.dim), np.float32)
+    text[has], _ = encoder.encode([t for t in titles if t], progress=False)
+    collab = np.random.default_rng(5).normal(size=(len(titles), COLLAB_DIM)).astype(np.float32)
+    run = tmp_path / "run"
+    (run / "features").mkdir(parents=True)
+    np.save(run / "features" / "text.npy", text)
+    np.save(run / "features" / "text_mask.npy", has)
+    np.save(run / "features" / "collab.npy", collab)
+    (run / "features" / "manifest.json").write_text(json.dumps({"modalities": {
+        "text": {"file": "text.npy", "mask_file": "text_mask.npy"}, "collab": {"file": "collab.npy"}}}))
+
+    source = write_jsonl(tmp_path / "new.jsonl", NEW_ITEMS)
+    manifest = add_items(folder, source, tmp_path / "grown", AddItemsConfig(run=run, neighbours=3))
+    grown = GenRec.from_checkpoint(tmp_path / "grown" / "add_items" / "model.pt")
+    emb = module.genrec.model.item_emb.weight.detach()
+
+    raw, masks, _ = feat.embed(read_new_items(source), [source.parent])
+    unit = lambda x: x / np.linalg.norm(x, axis=1, keepdims=True)                     # noqa: E731
+    sims = unit(raw["text"][:3].astype(np.float32)) @ unit(np.where(has[:, None], text, 1.0)).T
+    sims[:, ~has] = -np.inf
+    nearest = np.argsort(-sims, axis=1, kind="stable")[:, :3]
+    assert all(n in (0, 13, 26) for n in nearest[0][:2])                # "stapler" titles are nearest to a stapler
+    torch.testing.assert_close(grown.model.item_emb.weight[37:40], emb[torch.as_tensor(nearest)].mean(1))
+    torch.testing.assert_close(grown.model.item_emb.weight[40], emb.mean(0))  # NEW-4 has no text: the mean row
+    fill = manifest["source"]["added_items"][-1]
+    assert fill["modalities"]["collab"]["from_3_text_neighbours"] == 3
+    assert fill["modalities"]["collab"]["filled_with_mean"] == 1
+    raw["collab"][:3] = collab[nearest].mean(1)
+    masks["collab"][:3] = True
+    np.testing.assert_allclose(grown.content[37:].numpy(), feat.fuse(raw, masks), atol=1e-4)
+
+
+def feat_text_config(feat):
+    from genrec.features.text import TextConfig
+
+    return TextConfig(**{k: v for k, v in feat.text.items() if k != "fingerprint"})

@@ -11,6 +11,12 @@ A new item's learned item-id embedding row is the mean of the trained rows: the 
 component every trained item shares, so a new item's input vector stays where the model has seen item
 vectors (a zero row would shift it by minus that mean). Its content row is its fused vector, its
 popularity 0.
+
+With ``run`` (``--run RUN``, the run the export came from), a new item borrows what it cannot have from its
+``neighbours`` nearest catalogue items by text (cosine of RUN/features/text.npy): the mean of their
+SASRec-table rows (and of any other modality it lacks) and of their learned id-embedding rows. Its
+collaborative digits then point where similar items' do, instead of to one shared "average item" code
+that the model rarely predicts (bench/cold_start.py measures both).
 """
 
 from __future__ import annotations
@@ -34,6 +40,12 @@ class AddItemsConfig:
     overwrite: bool = False          # replace an existing --out folder (an in-place add always replaces DIR)
     parity_check: bool | None = None  # ONNX vs torch check of the new export (None = as the export was made)
     progress: bool = False           # encoder progress bars
+    run: Path | None = None          # the export's run folder: fill absent modalities and id rows from text neighbours
+    neighbours: int = 10             # catalogue items a new item borrows from (with ``run``)
+
+    def __post_init__(self):
+        if self.neighbours < 1:
+            raise ValueError(f"neighbours must be >= 1, got {self.neighbours}")
 
 
 
@@ -80,6 +92,10 @@ def add_items(export_dir: str | Path, source: str | Path, out: str | Path | None
     featurizer = Featurizer.load(folder)
     tokenizer = load_tokenizer(folder / entry["tokenizer"])
     raw, masks, counts = featurizer.embed(new, [source.parent.resolve()], config.progress)
+    nearest = None
+    if config.run is not None:
+        nearest = borrow_from_neighbours(Path(config.run), raw, masks, counts, int(manifest["n_items"]),
+                                         config.neighbours)
     fused = featurizer.fuse(raw, masks)
 
     level_sizes = tuple(manifest["level_sizes"])
@@ -92,7 +108,7 @@ def add_items(export_dir: str | Path, source: str | Path, out: str | Path | None
     old_codes = np.load(folder / "codes.npy", allow_pickle=False)
     codes = place_new_items(old_codes, raw_codes, dists, dedup_capacity=level_sizes[-1])
 
-    grown = grow_model(model, codes, fused)
+    grown = grow_model(model, codes, fused, nearest)
     meta = _items_meta(folder, manifest, new)
     export_config = ExportConfig(**{**manifest["config"], "overwrite": True,
                                     **({} if config.parity_check is None else {"parity_check": config.parity_check})})
@@ -100,7 +116,10 @@ def add_items(export_dir: str | Path, source: str | Path, out: str | Path | None
     added = {"n_added": new.height, "n_skipped_existing": len(existing), "source": str(source.resolve()),
              "source_sha256": sha256_file(source), "base": {"name": manifest.get("name"), "created": manifest.get("created"),
                                                      "n_items": manifest["n_items"]},
-             "modalities": counts, "id_embedding_fill": "mean of the trained rows" if grown.item_id_embedding else None,
+             "modalities": counts,
+             "id_embedding_fill": None if not grown.item_id_embedding else (
+                 "mean of the trained rows" if nearest is None else
+                 f"mean of the {config.neighbours} nearest items' rows by text (mean of all rows without text)"),
              "first_new_item_id": int(manifest["n_items"])}
     source_info = {**manifest.get("source", {}), "added_items": [*manifest.get("source", {}).get("added_items", []), added]}
     with torch.no_grad():
@@ -115,8 +134,62 @@ def add_items(export_dir: str | Path, source: str | Path, out: str | Path | None
     return new_manifest
 
 
-def grow_model(model, new_codes: np.ndarray, new_content: np.ndarray):
-    """A GenRec with the same weights and ``len(new_codes)`` more items (ids N, N+1, ...)."""
+def borrow_from_neighbours(run: Path, raw: dict, masks: dict, counts: dict, n_old: int, k: int) -> np.ndarray:
+    """Fill each new item's absent modalities (in place) with the mean of its ``k`` nearest catalogue items'
+    rows by text cosine -> (m, k) neighbour ids, -1 rows for new items without text (they keep the mean fill)."""
+    from genrec.io import MANIFEST
+
+    features = run / "features"
+    try:
+        listed = json.loads((features / MANIFEST).read_text())["modalities"]
+    except (OSError, ValueError, KeyError) as err:
+        raise ArtifactError(f"{features / MANIFEST}: cannot read the run's feature manifest ({err}); pass the "
+                            "--run the export was made from") from None
+    if "text" not in listed or "text" not in raw:
+        raise ArtifactError(f"{features}: neighbours are found by text, and this run or export has no text modality; "
+                            "drop --run")
+
+    def load(name: str) -> tuple[np.ndarray, np.ndarray]:
+        x = np.load(features / listed[name]["file"], allow_pickle=False)
+        if x.shape[0] != n_old:
+            raise ArtifactError(f"{features / listed[name]['file']}: {x.shape[0]} rows but the export has {n_old} "
+                                "items; pass the --run this export was made from")
+        mask_file = listed[name].get("mask_file")
+        present = np.load(features / mask_file) if mask_file else np.ones(n_old, bool)
+        return x.astype(np.float32), present.astype(bool)
+
+    def unit(x: np.ndarray) -> np.ndarray:
+        return x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
+
+    old_text, old_has_text = load("text")
+    has_text = masks["text"]
+    sims = unit(raw["text"][has_text].astype(np.float32)) @ unit(old_text).T       # (m', N)
+    sims[:, ~old_has_text] = -np.inf
+
+    def top(s: np.ndarray) -> np.ndarray:
+        kk = min(k, s.shape[1])
+        part = np.argpartition(-s, kk - 1, axis=1)[:, :kk]
+        return np.take_along_axis(part, np.argsort(-np.take_along_axis(s, part, axis=1), axis=1), axis=1)
+
+    nearest = np.full((len(has_text), min(k, n_old)), -1, np.int64)
+    nearest[has_text] = top(sims)
+    for name in raw:
+        absent = ~masks[name] & has_text
+        if name not in listed or name in ("text", "image") or not absent.any():
+            continue
+        old, old_present = load(name)
+        s = sims[absent[has_text]].copy()
+        s[:, ~old_present] = -np.inf       # borrow only real rows, not the run's own mean fill
+        raw[name][absent] = old[top(s)].mean(axis=1)
+        masks[name] = masks[name] | absent
+        counts[name] = {**counts[name], "filled_with_mean": int((~masks[name]).sum()),
+                        f"from_{k}_text_neighbours": int(absent.sum())}
+    return nearest
+
+
+def grow_model(model, new_codes: np.ndarray, new_content: np.ndarray, nearest: np.ndarray | None = None):
+    """A GenRec with the same weights and ``len(new_codes)`` more items (ids N, N+1, ...); ``nearest`` (m, k)
+    catalogue ids give each new item the mean of their id-embedding rows (-1 rows: the mean of all rows)."""
     import copy
 
     import torch
@@ -139,7 +212,11 @@ def grow_model(model, new_codes: np.ndarray, new_content: np.ndarray):
     key = "model.item_emb.weight"
     if key in state:    # no learned signal for a new item: the mean row (see the module docstring)
         emb = state[key]
-        grown_state[key] = torch.cat([emb, emb.mean(dim=0, keepdim=True).expand(m, -1)])
+        rows = emb.mean(dim=0, keepdim=True).expand(m, -1).clone()
+        if nearest is not None:
+            found = torch.as_tensor(nearest[:, 0] >= 0)
+            rows[found] = emb[torch.as_tensor(nearest[nearest[:, 0] >= 0])].mean(dim=1)
+        grown_state[key] = torch.cat([emb, rows])
     grown = GenRec(GenRecConfig(**cfg))
     grown.load_state_dict(grown_state)   # strict: any other per-item tensor would fail here, loudly
     return grown.eval()
