@@ -35,7 +35,7 @@ import numpy as np
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "bench"))
-from run import RESULTS, bench_config, bench_source, git_commit, stage_config  # noqa: E402
+from run import RESULTS, bench_config, bench_source, git_commit, stage_config, stage_timer  # noqa: E402
 
 HOLDOUT = 0.1            # share of items held out: the ones whose first interaction is latest
 DEDUP_CAPACITY = 32      # dedup-digit vocabulary of the cold run, so colliding new items get a free code
@@ -199,13 +199,7 @@ def run(dataset: str, *, smoke: bool, run_dir: Path, results: Path, train_args: 
                                           dedup_capacity=max(stages.tokenize.dedup_capacity or 0, DEDUP_CAPACITY))
     train_yaml = raw["train_config"]
     seconds: dict[str, float] = {}
-
-    def timed(name, fn):
-        t0 = time.perf_counter()
-        out = fn()
-        seconds[name] = round(time.perf_counter() - t0, 2)
-        print(f"== {name}: {seconds[name]:.1f} s", flush=True)
-        return out
+    timed = stage_timer(seconds)
 
     source = bench_source(dataset, smoke, raw, run_dir)
     name = "smoke" if smoke else dataset

@@ -189,6 +189,17 @@ def bench_source(dataset: str, smoke: bool, raw: dict, run_dir: Path) -> Path:
     return source
 
 
+def stage_timer(seconds: dict[str, float]):
+    """``timed(name, fn)``: run ``fn()``, record its wall seconds in ``seconds[name]``, print them, return its result."""
+    def timed(name, fn):
+        t0 = time.perf_counter()
+        out = fn()
+        seconds[name] = round(time.perf_counter() - t0, 2)
+        print(f"== {name}: {seconds[name]:.1f} s", flush=True)
+        return out
+    return timed
+
+
 def run_bench(dataset: str, *, smoke: bool, run_dir: Path, train_args: list[str], results: Path = RESULTS,
               raw: dict | None = None, systems: tuple[str, ...] = ("genrec", "sasrec", "popularity"),
               name: str | None = None) -> dict:
@@ -210,13 +221,7 @@ def run_bench(dataset: str, *, smoke: bool, run_dir: Path, train_args: list[str]
     stages_cfg = stage_config(raw, smoke)
     train_yaml = raw.get("train_config", "configs/demo.yaml")
     seconds: dict[str, float] = {}
-
-    def timed(name, fn):
-        t0 = time.perf_counter()
-        out = fn()
-        seconds[name] = round(time.perf_counter() - t0, 2)
-        print(f"== {name}: {seconds[name]:.1f} s", flush=True)
-        return out
+    timed = stage_timer(seconds)
 
     source = bench_source(dataset, smoke, raw, run_dir)
     manifest = timed("prepare", lambda: prepare(source, run_dir, stages_cfg.prepare, name=dataset))

@@ -320,13 +320,29 @@ def layouts_section(layouts: dict[str, dict]) -> str:
              "...` re-runs only those layouts and keeps the other rows). Every layout is the dataset's config family "
              "with only the tokenizer and the code head changed, trained with the same seed and budget (early "
              "stopping on validation NDCG@10). Each autoregressive checkpoint is scored on test at several beam widths "
-             "without retraining, up to the exact width: a beam as wide as the widest non-leaf trie level returns the "
-             "model's exact top k. Ratio = test NDCG@10 over the best row's; SASRec is scored in the same run.", ""]
+             "without retraining, and exactly (threshold search: the same top k as a beam as wide as the widest "
+             "non-leaf trie level, `genrec evaluate --search exact`). Ratio = test NDCG@10 over the best row's; "
+             "SASRec is scored in the same run.", ""]
     for name, found in layouts.items():
         lines += [f"**{name}**: {command_with(f'python bench/layouts.py --dataset {name}', found.get('train_args', []))}"
                   f"; {found['seconds'] / 60:.1f} min of stage and decoding time in all rows; commit "
                   f"{commit(found['git_commit'])}", "", table(name, found),
                   f"![layouts on {name}](results/layouts_{name}.png)", ""]
+    return "\n".join(lines)
+
+
+def cold_start_section(cold: dict[str, dict]) -> str:
+    from cold_start import markdown
+
+    lines = ["## Cold start", "",
+             "Command: `python bench/cold_start.py --dataset NAME`. The 10% of items that appear last in time are "
+             "held out of every stage (training split, SASRec table, tokenizer, vocabulary), the rest is trained with "
+             "the dataset's config family and exported, and the held-out items are added with `genrec add-items`. "
+             "Metrics are on test users whose target is a held-out item, ranking the whole catalogue. \"text-neighbour "
+             "fill\" is `add-items --run RUN`: a new item takes the SASRec-table rows and id embeddings of its 10 "
+             "nearest items by text; plain genrec gives it the mean item's.", ""]
+    for name, found in cold.items():
+        lines += [markdown(found), f"commit {commit(found['git_commit'])}", ""]
     return "\n".join(lines)
 
 
@@ -535,6 +551,8 @@ def render(folder: Path = RESULTS) -> str:
         parts.append(ablation_section(ablations, results))
     if layouts := load_kind(folder, "layouts"):
         parts.append(layouts_section(layouts))
+    if cold := load_kind(folder, "cold_start"):
+        parts.append(cold_start_section(cold))
     if designs := load_kind(folder, "design"):
         parts.append(design_section(designs))
     tokenizers = load_kind(folder, "tokenizer")
