@@ -9,7 +9,7 @@ from hypothesis import strategies as st
 
 from genrec.decode import RecomputeStep, Trie, beam_search, exclude_mask
 from genrec.decode.threshold import threshold_search
-from tests.decode.test_beam import TableModel, brute_force_topk, random_codes, random_mask
+from .test_beam import TableModel, brute_force_topk, random_codes, random_mask
 
 SIZES = (5, 7, 11, 3)
 N_ITEMS = 37
