@@ -529,6 +529,7 @@ STAGES = ("prepare", "collab", "embed", "tokenize", "train", "export", "serve")
 STAGE_LABELS = {"prepare": "prepare (read RecBole .inter, 5-core, split, write)",
                 "collab": "collaborative table (SASRec, one epoch)", "embed": "embed (import + fuse, no encoder)",
                 "tokenize": "tokenize (PQ, one per modality, + dedup)", "train": "train genrec (one epoch)",
+                "item_grad_steps": "training steps, item table dense vs sparse",
                 "export": "export (ONNX + decode tables)", "serve": "server load + 32 requests"}
 
 
@@ -550,6 +551,9 @@ class StageConfig:
     collab_negatives: int = 0          # negatives of the collaborative SASRec's sampled loss (0: the loss's default)
     val_users: int = 512               # validation users of both trainings (a fixed subset: the epoch is timed)
     serve_requests: int = 32           # batch-1 requests the "serve" stage decodes after loading
+    item_grad: str = "auto"            # both trainings' item-table update (genrec.lit.optim): auto, dense, sparse
+    item_grad_steps: int = 0           # > 0: after the stages, time this many steps of each training with the
+                                       # item table dense and sparse (``item_grad_steps`` in scale.json)
     seed: int = 0
     work: str = ""                     # scratch folder ("" = a temporary one, removed afterwards)
 
@@ -693,7 +697,7 @@ def _collab_child(cfg: StageConfig, work: Path, t0: float) -> dict:
     if cfg.collab_negatives:
         common["n_negatives"] = cfg.collab_negatives
     try:    # the sampled softmax (in-batch + shared negatives) where this genrec has it, else BCE
-        train_cfg = SASRecTrainConfig(loss="sampled", **common)
+        train_cfg = SASRecTrainConfig(loss="sampled", item_grad=cfg.item_grad, **common)
     except (ValueError, TypeError):
         train_cfg = SASRecTrainConfig(loss="bce", **common)
     torch.set_num_threads(train_cfg.num_threads or torch.get_num_threads())
@@ -711,7 +715,7 @@ def _collab_child(cfg: StageConfig, work: Path, t0: float) -> dict:
         warnings.filterwarnings("ignore", message=".*does not have many workers.*")
         trainer.fit(module, datamodule=data)
     np.save(work / "collab.npy", module.model.item_embeddings().detach().numpy().astype(np.float32))
-    return {"loss": train_cfg.loss, "n_negatives": train_cfg.n_negatives, "batch_size": train_cfg.batch_size,
+    return {"loss": train_cfg.loss, "item_grad": "sparse" if getattr(module, "sparse_items", False) else "dense", "n_negatives": train_cfg.n_negatives, "batch_size": train_cfg.batch_size,
             **_epoch_fields(timer, n_batches, time.perf_counter() - t0)}
 
 
@@ -724,7 +728,7 @@ def _train_child(cfg: StageConfig, work: Path, t0: float) -> dict:
             "--trainer.limit_val_batches=1", f"--data.val_max_users={cfg.val_users}", "--trainer.enable_progress_bar=false",
             # exact validation holds (batch, n_items) masks and scores: 64 rows keep that ~0.5 GB at 1M items
             f"--data.eval_batch_size={min(64, cfg.val_users)}",
-            "--trainer.logger=false"]
+            "--trainer.logger=false", f"--model.item_id_grad={cfg.item_grad}"]
     import genrec.lit.cli as lit_cli
 
     # the step timer joins the CLI's callbacks (GenRecCLI.instantiate_trainer adds its own to these)
@@ -739,7 +743,8 @@ def _train_child(cfg: StageConfig, work: Path, t0: float) -> dict:
     n_batches = len(cli.datamodule.train_dataloader())
     if cfg.train_steps >= n_batches:    # the limit did not cut the epoch
         probe.steps = max(probe.steps, n_batches)
-    return {"batch_size": cli.datamodule.batch_size, **_epoch_fields(probe, n_batches, time.perf_counter() - t0)}
+    return {"batch_size": cli.datamodule.batch_size, "item_grad": "sparse" if cli.model.sparse_item_ids else "dense",
+            **_epoch_fields(probe, n_batches, time.perf_counter() - t0)}
 
 
 def _serve_child(cfg: StageConfig, work: Path) -> dict:
@@ -821,10 +826,28 @@ def measure_stages(n_items: int, cfg: StageConfig) -> list[dict]:
             rows.append(row)
             note = f" (extrapolated from {row['extrapolated_from_steps']} steps)" if "extrapolated_from_steps" in row else ""
             print(f"  {stage:>9}: {row['seconds']:9.1f} s{note}, peak RSS {row['peak_rss_mb']:7.0f} MB", flush=True)
-        return rows
+        return rows + item_grad_rows(n_items, info["n_interactions"], cfg, work)
     finally:
         if not cfg.work:
             shutil.rmtree(work, ignore_errors=True)
+
+
+def item_grad_rows(n_items: int, n_interactions: int, cfg: StageConfig, work: Path) -> list[dict]:
+    """Step time of both trainings with the item table updated densely (AdamW over every row) and sparsely
+    (SparseAdam over the rows a batch read), on the run the stages just built (stage ``item_grad_steps``)."""
+    rows = []
+    for mode in ("dense", "sparse") if cfg.item_grad_steps else ():
+        spec = asdict(cfg) | {"item_grad": mode, "train_steps": cfg.item_grad_steps, "collab_steps": cfg.item_grad_steps}
+        (work / "spec.json").write_text(json.dumps({"config": spec}))
+        for stage in ("collab", "train"):
+            seconds, rss, extra = run_stage(stage, work)
+            rows.append({"n_items": n_items, "n_interactions": n_interactions, "stage": "item_grad_steps",
+                         "training": stage, "item_grad": extra["item_grad"], "seconds": round(seconds, 2),
+                         "peak_rss_mb": round(rss, 1), "seconds_per_step": extra["seconds_per_step"],
+                         "steps_measured": extra["steps_measured"]})
+            print(f"  {stage:>9} step, {mode} item table: {extra['seconds_per_step'] * 1000:8.0f} ms "
+                  f"({extra['steps_measured']} steps), peak RSS {rss:7.0f} MB", flush=True)
+    return rows
 
 
 def stage_child_main(stage: str, work: Path) -> None:
@@ -936,6 +959,10 @@ def stage_table(out: dict) -> list[str]:
             notes.append(f"{r['steps_per_epoch']:,} steps ({1000 * r['seconds_per_step']:.0f} ms/step)")
         if "loss" in r:
             notes.append(f"loss {r['loss']}, {r['n_negatives']} negatives")
+        if r["stage"] == "item_grad_steps":
+            notes.append(f"{r['training']}: {r['steps_measured']} steps, {1000 * r['seconds_per_step']:.0f} ms/step")
+        if "item_grad" in r:
+            notes.append(f"{r['item_grad']} item-table update")
         if "prepared_items" in r:
             notes.append(f"{r['prepared_items']:,} items after 5-core")
         if "export_mb" in r:
@@ -1006,6 +1033,8 @@ def main(argv: list[str] | None = None) -> dict:
                       help="only the decode rows (keeps the stage rows already in scale.json)")
     parser.add_argument("--train-steps", type=int, default=None,
                         help="training steps measured per training stage before extrapolating (default 300)")
+    parser.add_argument("--item-grad-steps", type=int, default=None,
+                        help="also time this many steps of each training with a dense and a sparse item table")
     parser.add_argument("--work", default=None, help="keep the stage runs in this folder (default: a removed temp folder)")
     parser.add_argument("--stage-child", nargs=2, metavar=("STAGE", "WORK"), help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
@@ -1020,7 +1049,8 @@ def main(argv: list[str] | None = None) -> dict:
     stage_values = dict(STAGE_SMOKE) if args.smoke else {}
     if args.sizes is not None:
         stage_values["sizes"] = args.sizes
-    for key, name in (("seed", "seed"), ("work", "work"), ("train_steps", "train_steps"), ("train_steps", "collab_steps")):
+    for key, name in (("seed", "seed"), ("work", "work"), ("train_steps", "train_steps"), ("train_steps", "collab_steps"),
+                      ("item_grad_steps", "item_grad_steps")):
         if getattr(args, key) is not None:
             stage_values[name] = getattr(args, key)
     stage_cfg = StageConfig(**stage_values)

@@ -70,8 +70,10 @@ def test_schema_names_the_missing_field():
 
 def test_smoke_stage_rows_time_every_stage_in_its_own_process(tmp_path):
     """--smoke --stages-only: a tiny RecBole catalogue through prepare .. serve, one row per stage with the
-    child's wall time and peak RSS; the serving runtime holds its large arrays as memory maps."""
-    out = subprocess.run([sys.executable, "bench/scale.py", "--smoke", "--stages-only", "--out", str(tmp_path)],
+    child's wall time and peak RSS; the serving runtime holds its large arrays as memory maps. With
+    --item-grad-steps, both trainings also step with a dense and with a sparse item table."""
+    out = subprocess.run([sys.executable, "bench/scale.py", "--smoke", "--stages-only", "--item-grad-steps", "2",
+                          "--out", str(tmp_path)],
                          cwd=REPO, capture_output=True, text=True, timeout=600)
     assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
     result = json.loads((tmp_path / "scale.json").read_text())
@@ -86,6 +88,10 @@ def test_smoke_stage_rows_time_every_stage_in_its_own_process(tmp_path):
     assert rows["export"]["export_mb"] > 0
     assert rows["collab"]["steps_measured"] >= 1 and rows["train"]["steps_measured"] >= 1
     assert all(rows["serve"]["memory_mapped"].values()), rows["serve"]["memory_mapped"]
+    assert rows["train"]["item_grad"] == rows["collab"]["item_grad"] == "dense"   # "auto" on a small catalogue
+    compared = {(r["training"], r["item_grad"]): r for r in result["rows"] if r["stage"] == "item_grad_steps"}
+    assert set(compared) == {(t, g) for t in ("collab", "train") for g in ("dense", "sparse")}
+    assert all(r["steps_measured"] == 2 and r["seconds_per_step"] > 0 for r in compared.values())
     assert "## Pipeline stages" in (tmp_path / "scale.md").read_text()
 
 

@@ -92,18 +92,22 @@ def test_pipeline_beats_popularity_by_a_clear_margin(small_run):
 
 
 def test_resume_after_an_interrupted_fit(small_run, tmp_path):
-    """Kill-like stop after 2 epochs, then --ckpt_path last continues from epoch 2 instead of restarting."""
+    """Kill-like stop after 2 epochs, then --ckpt_path last continues from epoch 2 instead of restarting.
+
+    With the sparse item-id update (what catalogues from genrec.lit.optim.SPARSE_ITEMS_FROM items train
+    with), so its two-optimiser state goes through a real Lightning checkpoint and back."""
     import shutil
 
     import torch
 
     run = tmp_path / "run"
     shutil.copytree(small_run, run, ignore=shutil.ignore_patterns("checkpoints", "logs", "metrics.json"))
-    _train(run, "--trainer.max_epochs=2")
+    _train(run, "--trainer.max_epochs=2", "--model.item_id_grad=sparse")
     last = torch.load(run / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)
     assert last["genrec"]["sid_checksum"]
     assert "hyper_parameters" in last and last["hyper_parameters"]["arch"] == "causal"
-    _train(run, "--trainer.max_epochs=3", "--ckpt_path=last")
+    assert set(last["optimizer_states"][0]) == {"dense", "sparse"}
+    _train(run, "--trainer.max_epochs=3", "--ckpt_path=last", "--model.item_id_grad=sparse")
     resumed = torch.load(run / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)
     assert resumed["epoch"] == last["epoch"] + 1   # continued, not restarted
     assert resumed["global_step"] > last["global_step"]

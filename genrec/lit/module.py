@@ -18,6 +18,7 @@ import torch.nn.functional as F
 from torchmetrics import MeanMetric
 
 from genrec.lit.data import ModelDims
+from genrec.lit.optim import ITEM_GRADS, AdamWSparse, sparse_item_grad
 from genrec.metrics import DEFAULT_KS, per_example_metrics
 from genrec.model.genrec import CHECKPOINT_KEY, GenRec, GenRecConfig
 from genrec.registry import ARCHS
@@ -75,6 +76,7 @@ class GenRecModule(L.LightningModule):
         dropout: float = 0.2,
         item_id_embedding: bool = False,
         item_id_init: str = "normal",
+        item_id_grad: str = "auto",
         head: str | None = None,
         tiger_layers: int = 4,
         tiger_heads: int = 6,
@@ -99,6 +101,10 @@ class GenRecModule(L.LightningModule):
             item_id_init: "normal" (random, std 0.02) or "collab": a warm start of the item-id embedding from
                 the run's SASRec item table (RUN/features/collab.npy, trained on the training split only),
                 mapped to d_model by a fixed random orthonormal projection and scaled to the same std.
+            item_id_grad: how the item-id embedding trains. "dense": AdamW over the whole table each step;
+                "sparse": sparse gradients and SparseAdam, which updates only the rows a batch read, so a step
+                costs the same at 10^6 items as at 10^4 (genrec.lit.optim); "auto" (default): sparse from
+                genrec.lit.optim.SPARSE_ITEMS_FROM items on. Needs item_loss_weight 0 to pay off.
             head: CausalSID's code head: "autoregressive" (level d conditioned on the codes before it; beam
                 search) or "parallel" (all levels from one state, RPG-style; every item scored exactly).
                 None (default): the head the run's codes are made for, from the sid/ manifest's method
@@ -129,6 +135,8 @@ class GenRecModule(L.LightningModule):
             raise ValueError(f"item_id_init must be one of {ITEM_ID_INITS}, got {item_id_init!r}")
         if item_id_init != "normal" and not (arch == "causal" and item_id_embedding):
             raise ValueError(f"item_id_init={item_id_init!r} needs arch 'causal' with item_id_embedding true")
+        if item_id_grad not in ITEM_GRADS:
+            raise ValueError(f"item_id_grad must be one of {ITEM_GRADS}, got {item_id_grad!r}")
         if target_weighting not in ("equal", "batch"):
             raise ValueError(f"target_weighting must be equal or batch, got {target_weighting!r}")
         if scheduler not in ("cosine", "constant"):
@@ -149,6 +157,11 @@ class GenRecModule(L.LightningModule):
         self.genrec = GenRec(GenRecConfig(arch=arch, backbone=BACKBONE_ARGS[arch](dims, self.hparams),
                                           n_items=dims.n_items, content_dim=content_dim,
                                           sid_checksum=dims.sid_checksum))
+        # Training-only: a sparse-gradient lookup changes how the table is optimised, not the model
+        # (GenRec.from_checkpoint builds a plain embedding for evaluation, export and serving).
+        self.sparse_item_ids = getattr(self.model, "item_emb", None) is not None and sparse_item_grad(item_id_grad, dims.n_items)
+        if self.sparse_item_ids:
+            self.model.item_emb.sparse = True
         self._allowed = None
         self.targets_per_batch = None    # from the DataModule at setup (target_weighting "equal")
         self.loss_per_target_ema = None  # what train/loss_per_target logs (see log_training_loss)
@@ -347,11 +360,18 @@ class GenRecModule(L.LightningModule):
 
     # ------------------------------------------------------------------ optimiser
     def configure_optimizers(self):
-        decay, no_decay = [], []
+        decay, no_decay, sparse = [], [], []
+        item_emb = self.model.item_emb.weight if self.sparse_item_ids else None
         for name, p in self.named_parameters():
-            (no_decay if p.ndim < 2 or "emb" in name or "bias" in name else decay).append(p)
-        opt = torch.optim.AdamW([{"params": decay, "weight_decay": self.hparams.weight_decay},
-                                 {"params": no_decay, "weight_decay": 0.0}], lr=self.hparams.lr)
+            if p is item_emb:
+                sparse.append(p)
+            else:
+                (no_decay if p.ndim < 2 or "emb" in name or "bias" in name else decay).append(p)
+        groups = [{"params": decay, "weight_decay": self.hparams.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+        if sparse:
+            opt = AdamWSparse([*groups, {"params": sparse, "sparse": True}], lr=self.hparams.lr)
+        else:
+            opt = torch.optim.AdamW(groups, lr=self.hparams.lr)
         total = self.trainer.estimated_stepping_batches if self._trainer is not None else 10_000
         total = int(total) if math.isfinite(total) else 10_000
         warmup = self.hparams.warmup_steps

@@ -24,6 +24,7 @@ from tqdm.auto import tqdm
 from genrec.baselines import popularity_counts
 from genrec.data.split import EvalExamples, Split
 from genrec.lit.batching import LengthBucketBatchSampler, next_item_windows
+from genrec.lit.optim import ITEM_GRADS, AdamWSparse, sparse_item_grad
 from genrec.metrics import DEFAULT_KS, ranking_metrics, topk_from_scores
 from genrec.model.sasrec import SASRec, SASRecConfig
 
@@ -55,7 +56,11 @@ class SASRecTrainConfig:
     batch_size: int = 128               # training windows per step
     eval_batch_size: int = 1024         # histories scored at once during validation and testing
     lr: float = 1e-3                    # AdamW peak learning rate
-    weight_decay: float = 0.0           # AdamW decoupled weight decay on matrices (not biases or LayerNorm)
+    weight_decay: float = 0.0           # AdamW decoupled weight decay on matrices (not biases or LayerNorm,
+                                        # nor a sparse item table: SparseAdam has none)
+    item_grad: str = "auto"             # the item table's update (genrec.lit.optim): "dense" AdamW; "sparse" only
+                                        # the rows a batch read (bce and sampled losses); "auto": sparse from
+                                        # genrec.lit.optim.SPARSE_ITEMS_FROM items on with those losses
     warmup_steps: int = 0               # linear learning-rate warmup steps; 0 disables warmup
     max_epochs: int = 200               # upper bound on training epochs
     patience: int = 5                   # epochs without a validation NDCG@10 gain before stopping
@@ -79,6 +84,11 @@ class SASRecTrainConfig:
         if not self.sample_alpha >= 0:
             raise ValueError(f"SASRecTrainConfig.sample_alpha must be >= 0 (0: uniform over training items), "
                              f"got {self.sample_alpha}")
+        if self.item_grad not in ITEM_GRADS:
+            raise ValueError(f"SASRecTrainConfig.item_grad must be one of {ITEM_GRADS}, got {self.item_grad!r}")
+        if self.item_grad == "sparse" and self.loss == "ce":
+            raise ValueError("SASRecTrainConfig.item_grad='sparse' needs loss 'sampled' or 'bce': the full softmax "
+                             "('ce') reads every row of the item table each step")
         if self.num_threads < 0:
             raise ValueError(f"SASRecTrainConfig.num_threads must be >= 0 (0 = torch default), got {self.num_threads}")
         if self.lr <= 0 or self.weight_decay < 0 or self.warmup_steps < 0:
@@ -287,6 +297,7 @@ def sampled_softmax_loss(
     table: torch.Tensor,
     negatives: torch.Tensor,
     log_q: Callable[[torch.Tensor], torch.Tensor] | None = None,
+    sparse: bool = False,
 ) -> torch.Tensor:
     """Mean cross-entropy of each target against the batch's distinct targets plus shared negatives.
 
@@ -296,10 +307,11 @@ def sampled_softmax_loss(
     softmax at most once: passing every item as ``negatives`` gives the full softmax. ``log_q`` maps
     candidate ids to the log of their expected occurrences among the candidates; it is subtracted from
     every candidate's logit (the logQ sampling-bias correction). Cost: O(n (u + k) d), u <= n distinct targets.
+    ``sparse``: the table's gradient is sparse (only the candidates' rows); ``table`` must then be a leaf.
     """
     distinct, column = torch.unique(targets, return_inverse=True)        # (u,), (n,): each row's positive column
     candidates = torch.cat([distinct, negatives])                        # (u + k,)
-    logits = hidden @ table[candidates].T                                # (n, u + k)
+    logits = hidden @ F.embedding(candidates, table, sparse=sparse).T    # (n, u + k)
     if log_q is not None:
         logits = logits - log_q(candidates).to(logits.device, logits.dtype)
     collides = torch.cat([torch.zeros_like(distinct, dtype=torch.bool), torch.isin(negatives, distinct)])
@@ -321,6 +333,10 @@ class LitSASRec(L.LightningModule):
         self.save_hyperparameters({"config": asdict(config), "n_items": n_items}, ignore=["item_counts"])
         self.config = config
         self.model = SASRec(config.model_config(n_items))
+        # Training-only, like genrec's item_id_grad: the saved model is a plain embedding either way.
+        self.sparse_items = config.loss != "ce" and sparse_item_grad(config.item_grad, n_items)
+        if self.sparse_items:
+            self.model.item_emb.sparse = True
         self.sampler: PopularitySampler | None = None
         if config.loss == "sampled":
             if item_counts is None or len(item_counts) != n_items:
@@ -344,11 +360,10 @@ class LitSASRec(L.LightningModule):
 
     def _bce(self, h: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         n_items = self.model.config.n_items
-        table = self.model.item_embeddings()                                  # (n_items, d)
         shift = torch.randint(1, n_items, (len(y), self.config.n_negatives), device=y.device)
         negatives = (y[:, None] + shift) % n_items                            # (n, n_neg), never the positive
-        pos = (h * table[y]).sum(-1)                                          # (n,)
-        neg = torch.einsum("nd,nkd->nk", h, table[negatives])                 # (n, n_neg)
+        pos = (h * self._rows(y)).sum(-1)                                     # (n,)
+        neg = torch.einsum("nd,nkd->nk", h, self._rows(negatives))            # (n, n_neg)
         return (F.softplus(-pos) + F.softplus(neg).sum(-1)).mean()
 
     def _sampled(self, h: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
@@ -356,7 +371,12 @@ class LitSASRec(L.LightningModule):
         log_q = None
         if self.config.logq_correction:
             log_q = partial(self.sampler.log_expected_count, n_targets=len(y), n_negatives=len(negatives))
-        return sampled_softmax_loss(h, y, self.model.item_embeddings(), negatives, log_q)
+        # the whole table (its padding row is never a candidate): a sparse gradient needs the leaf
+        return sampled_softmax_loss(h, y, self.model.item_emb.weight, negatives, log_q, sparse=self.sparse_items)
+
+    def _rows(self, ids: torch.Tensor) -> torch.Tensor:
+        """Output item rows for ``ids``; with a sparse item table, a lookup whose gradient is sparse too."""
+        return F.embedding(ids, self.model.item_emb.weight, sparse=self.sparse_items)
 
     def validation_step(self, batch: tuple[list[np.ndarray], np.ndarray], batch_idx: int) -> None:
         histories, targets = batch
@@ -372,12 +392,14 @@ class LitSASRec(L.LightningModule):
             self.log(f"val/{name}", value, prog_bar=name == "ndcg@10")
 
     def configure_optimizers(self):
-        decay = [p for n, p in self.model.named_parameters() if p.ndim >= 2]
-        no_decay = [p for n, p in self.model.named_parameters() if p.ndim < 2]  # biases and LayerNorm
-        optimizer = torch.optim.AdamW(
-            [{"params": decay, "weight_decay": self.config.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
-            lr=self.config.lr, betas=ADAM_BETAS,
-        )
+        table = self.model.item_emb.weight if self.sparse_items else None
+        params = [p for p in self.model.parameters() if p is not table]
+        groups = [{"params": [p for p in params if p.ndim >= 2], "weight_decay": self.config.weight_decay},
+                  {"params": [p for p in params if p.ndim < 2], "weight_decay": 0.0}]    # biases and LayerNorm
+        if self.sparse_items:
+            optimizer = AdamWSparse([*groups, {"params": [table], "sparse": True}], lr=self.config.lr, betas=ADAM_BETAS)
+        else:
+            optimizer = torch.optim.AdamW(groups, lr=self.config.lr, betas=ADAM_BETAS)
         if not self.config.warmup_steps:
             return optimizer
         warmup = self.config.warmup_steps

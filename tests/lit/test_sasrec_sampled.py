@@ -125,3 +125,45 @@ def test_sampled_loss_trains_on_the_same_windows_with_training_counts():
     module = LitSASRec(sampled.config, N_ITEMS, item_counts=sampled.item_counts)
     loss = module.training_step(next(iter(sampled.train_dataloader())), 0)
     assert torch.isfinite(loss) and loss.requires_grad
+
+
+def test_sparse_lookup_gives_the_same_loss_and_gradient_rows():
+    hidden, targets, table = batch(seed=4)
+    negatives = torch.tensor([20, 25, 20, 3])
+    dense_table, sparse_table = table.clone().requires_grad_(True), table.clone().requires_grad_(True)
+    dense = sampled_softmax_loss(hidden, targets, dense_table, negatives)
+    sparse = sampled_softmax_loss(hidden, targets, sparse_table, negatives, sparse=True)
+    torch.testing.assert_close(sparse, dense)
+    dense.backward(), sparse.backward()
+    assert sparse_table.grad.is_sparse
+    torch.testing.assert_close(sparse_table.grad.to_dense(), dense_table.grad)
+
+
+@pytest.mark.filterwarnings("ignore:You are trying to `self.log\\(\\)`")   # a step outside a Trainer
+@pytest.mark.parametrize("loss", ["sampled", "bce"])
+def test_sparse_item_table_steps_only_the_rows_a_batch_read(loss):
+    from genrec.lit.optim import AdamWSparse
+
+    with pytest.raises(ValueError, match="item_grad"):
+        SASRecTrainConfig(item_grad="sparse")                            # ce reads every row
+    rng = np.random.default_rng(5)
+    split = SimpleNamespace(train=[rng.integers(0, 20, 8) for _ in range(30)], valid=None)   # items >= 20 unread
+    cfg = SASRecTrainConfig(d_model=8, n_layers=1, n_heads=2, train_max_len=6, batch_size=16, loss=loss,
+                            n_negatives=3, item_grad="sparse", progress_bar=False)
+    data = SASRecDataModule(split, N_ITEMS, cfg)
+    module = LitSASRec(cfg, N_ITEMS, item_counts=data.item_counts)
+    opt = module.configure_optimizers()
+    assert isinstance(opt, AdamWSparse) and opt.sparse.param_groups[0]["params"] == [module.model.item_emb.weight]
+    assert not LitSASRec(SASRecTrainConfig(d_model=8, loss=loss, n_negatives=3), N_ITEMS,
+                         item_counts=data.item_counts).sparse_items      # "auto": dense below SPARSE_ITEMS_FROM
+    before = module.model.item_emb.weight.detach().clone()
+    inputs, targets = next(iter(data.train_dataloader()))
+    module.training_step((inputs, targets), 0).backward()
+    grad = module.model.item_emb.weight.grad
+    assert grad.is_sparse
+    read = set(grad.coalesce().indices()[0].tolist())
+    opt.step()
+    moved = set(torch.nonzero((module.model.item_emb.weight.detach() - before).abs().sum(1)).flatten().tolist())
+    assert moved and moved <= read and N_ITEMS not in moved              # the padding row stays zero
+    if loss == "sampled":        # inputs, targets and popularity-drawn negatives are all training items
+        assert read - {N_ITEMS} <= set(range(20))
