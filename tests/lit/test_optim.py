@@ -32,7 +32,7 @@ def _fit(m: GenRecModule, windows: list[torch.Tensor], cfg: dict | None = None) 
     cfg = cfg or m.configure_optimizers()
     opt, sched = cfg["optimizer"], cfg["lr_scheduler"]["scheduler"]
     for w in windows:
-        def closure():
+        def closure(w=w):
             loss = m.training_step((w,), 0)
             loss.backward()
             return loss
@@ -75,7 +75,7 @@ def _toy_fit(sparse: bool, steps: int = 5) -> list[torch.Tensor]:
     g = torch.Generator().manual_seed(1)
     for _ in range(steps):
         ids = torch.cat([torch.randperm(6, generator=g), torch.randint(6, (5,), generator=g)])
-        opt.step(lambda: lin(emb(ids)).pow(2).sum().backward())
+        opt.step(lambda ids=ids: lin(emb(ids)).pow(2).sum().backward())
         opt.zero_grad()
         sched.step()
     return [emb.weight.detach(), lin.weight.detach(), lin.bias.detach()]
