@@ -55,6 +55,9 @@ VARIANTS: dict[str, dict] = {
     "d100_b512": CORNAC_SHAPE,
     "sampled2048_d100_b512": {**SAMPLED, **CORNAC_SHAPE},
     "sampled2048_d100_b512_len20": {**SAMPLED, **CORNAC_SHAPE, "train_max_len": 20},
+    # cornac scores on its last 50 items; the protocol's history is the dataset's max_items (20 here)
+    "eval50": {"eval_max_items": 50},
+    "dropout0.5_eval50": {"dropout": 0.5, "eval_max_items": 50},
 }
 SMOKE_VARIANTS = ("default", "dropout0.5", "sampled2048")
 SMOKE_OVERRIDES = {"max_epochs": 2}   # on top of every variant: the smoke run only checks the path
