@@ -16,6 +16,10 @@ DECODER_STEP_FILE = "decoder_step.onnx"
 CODES_FILE = "codes.npy"         # (n_items, D) int64: item id -> semantic ID (row i is item i)
 ITEMS_FILE = "items.json"        # {"source_id": [...], "title": [...]}: item id -> metadata
 SUPPORTED_ARCHS = ("causal", "tiger")   # archs `genrec export` writes and the server loads
+# A graph's initializers of at least this size (the (n_items, d) item table) are stored as ONNX external
+# data in "<graph>.onnx.data" beside it, which onnxruntime memory-maps: workers share the pages.
+EXTERNAL_DATA_BYTES = 4 << 20
+EXTERNAL_DATA_SUFFIX = ".data"
 
 # Every file an export folder holds besides manifest.json (the manifest lists their sha256).
 EXPORT_FILES = (ENCODER_FILE, DECODER_STEP_FILE, CODES_FILE, ITEMS_FILE, *sorted(TRIE_FILES.values()))

@@ -163,6 +163,7 @@ def export_module(model, out: str | Path, config: ExportConfig | None = None, *,
 
     def write(tmp: Path) -> dict:
         graphs = resolve(get_arch(module.arch).export)(module, tmp, config)
+        files.extend(sorted(f for f in os.listdir(tmp) if f.endswith(layout.EXTERNAL_DATA_SUFFIX)))
         trie = Trie(module.item_codes.cpu().numpy(), module.level_sizes, source="model.item_codes")
         # Exact decoding reads per-digit posting lists; shipped in the export, the server memory-maps
         # them instead of building them on its first request.
@@ -354,6 +355,25 @@ def _onnx_export(wrapper: torch.nn.Module, args: tuple, path: Path, config: Expo
         _run_exporter(wrapper, args, path, config, inputs=inputs, outputs=outputs, dynamic=dynamic)
     if not path.exists():
         raise RuntimeError(f"torch.onnx.export did not write {path}; try --exporter legacy")
+    _externalize_tables(path)
+
+
+def _externalize_tables(path: Path) -> list[str]:
+    """Move ``path``'s initializers of layout.EXTERNAL_DATA_BYTES or more (the item table) into one
+    ``<graph>.data`` file beside it; returns the file names written (none for a small catalogue).
+
+    onnxruntime memory-maps external data on CPU, so server workers on one export share those pages
+    (file-backed) instead of each copying an inlined (n_items, d) table into its own memory.
+    """
+    import onnx
+
+    model = onnx.load(str(path))
+    if not any(len(t.raw_data) >= layout.EXTERNAL_DATA_BYTES for t in model.graph.initializer):
+        return []
+    data = path.name + layout.EXTERNAL_DATA_SUFFIX
+    onnx.save_model(model, str(path), save_as_external_data=True, all_tensors_to_one_file=True, location=data,
+                    size_threshold=layout.EXTERNAL_DATA_BYTES)
+    return [data]
 
 
 def _run_exporter(wrapper: torch.nn.Module, args: tuple, path: Path, config: ExportConfig, *,
@@ -422,10 +442,13 @@ def _try_int8(runtime, folder: Path, batches: list[list[np.ndarray]], k: int, wi
     reference = [runtime.recommend(h, k, exclude_history=False, beam_width=width).items for h in batches]
     trial = Path(tempfile.mkdtemp(prefix=".int8.", dir=folder))
     try:
-        for name in (layout.ENCODER_FILE, layout.DECODER_STEP_FILE):
+        graphs = (layout.ENCODER_FILE, layout.DECODER_STEP_FILE)
+        # a graph with external data keeps it external (its "<graph>.data" is rewritten beside it)
+        external = [name for name in graphs if (folder / (name + layout.EXTERNAL_DATA_SUFFIX)).exists()]
+        for name in graphs:
             # Matrix products only: embedding tables and the -inf code bias must stay float.
             quantize_dynamic(str(folder / name), str(trial / name), weight_type=QuantType.QInt8,
-                             op_types_to_quantize=["MatMul", "Gemm"])
+                             op_types_to_quantize=["MatMul", "Gemm"], use_external_data_format=name in external)
         for name in os.listdir(folder):
             if (folder / name).is_file() and not (trial / name).exists():
                 shutil.copy2(folder / name, trial / name)
@@ -438,7 +461,7 @@ def _try_int8(runtime, folder: Path, batches: list[list[np.ndarray]], k: int, wi
             return {"kept": False, "reason": f"the quantized graphs fail to decode: {e}"}
         if changed:
             return {"kept": False, "reason": f"top-{k} changed for {changed}/{total} parity histories"}
-        for name in (layout.ENCODER_FILE, layout.DECODER_STEP_FILE):
+        for name in [*graphs, *(name + layout.EXTERNAL_DATA_SUFFIX for name in external)]:
             os.replace(trial / name, folder / name)
         return {"kept": True, "reason": f"top-{k} identical for {total} parity histories"}
     finally:
