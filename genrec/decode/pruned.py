@@ -58,6 +58,7 @@ SEED_ITEMS = 1024         # items scored to seed kth (those listed under the mos
 SEED_SHARE = 0.01         # ... but at most this share of the catalogue (and at least 4 k)
 SEED_BEAM = 16            # beam width of the trie method's seed search (at least k)
 SCORE_BLOCK = 1 << 22     # max requests x items scored densely at once (as genrec.decode.exhaustive)
+DENSE_CHUNK = 1 << 15     # items x requests summed over every digit before moving on (256 kB of float64)
 MARGIN = 1e-9             # relative slack on every bound: float sums in another order differ by ~1e-15
 
 
@@ -185,9 +186,17 @@ class _Search:
         block = max(1, SCORE_BLOCK // self.n)
         for start in range(0, len(rows), block):
             sl = rows[start:start + block]
-            total_t = np.zeros((self.n, len(sl)), dtype=np.float64)
-            for level, logp in enumerate(self.tables):
-                total_t += np.take(np.ascontiguousarray(logp[sl].T), codes_t[level], axis=0)
+            tables_t = [np.ascontiguousarray(logp[sl].T) for logp in self.tables]   # D x (K_d, rows)
+            total_t = np.empty((self.n, len(sl)), dtype=np.float64)
+            # Every digit over one slice of items at a time: the running sums stay in cache instead of
+            # streaming the (N, rows) array through memory once per digit. Same order of additions
+            # (0 + l_0 + l_1 + ...) as score_catalogue, so the same floats.
+            step = max(1, DENSE_CHUNK // len(sl))
+            for lo in range(0, self.n, step):
+                part = total_t[lo:lo + step]
+                part.fill(0.0)
+                for level, table_t in enumerate(tables_t):
+                    part += np.take(table_t, codes_t[level, lo:lo + step], axis=0)
             total = np.ascontiguousarray(total_t.T)                                  # (rows, N)
             if self.mask is not None:
                 total[~self.mask[sl]] = -np.inf
@@ -288,12 +297,13 @@ class _Search:
             lists = np.concatenate([_list(index, flat_items, d, int(c)) for d, codes in zip(selective, ranked)
                                     for c in codes[:width]])
             self.read[row] += len(lists)
-            count = np.bincount(lists, minlength=self.n)
+            # counts by sorting what was read, not by a pass over all N items (the lists hold ~ D N / K)
+            touched, count = np.unique(lists, return_counts=True)
             if mask_row is not None:
-                count *= mask_row
-            touched = np.flatnonzero(count)
+                allowed = mask_row[touched]
+                touched, count = touched[allowed], count[allowed]
             if len(touched) > n_seeds:
-                touched = touched[np.argpartition(-count[touched], n_seeds - 1)[:n_seeds]]
+                touched = touched[np.argpartition(-count, n_seeds - 1)[:n_seeds]]
             scores = self.item_scores(row, touched)
             finite = scores[scores > -np.inf]
             if len(finite) >= self.k:
