@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import torch
 
@@ -110,3 +111,20 @@ def test_config_validation(overrides, match):
     kwargs = dict(n_items=N_ITEMS) | overrides
     with pytest.raises(ValueError, match=match):
         SASRecConfig(**kwargs)
+
+
+def test_ranking_in_row_chunks_equals_one_batch(monkeypatch):
+    """rank_histories caps rows x items per forward pass (SCORE_CELLS); the chunks give the same top-k."""
+    import genrec.lit.sasrec as lit_sasrec
+
+    torch.manual_seed(3)
+    model = SASRec(SASRecConfig(n_items=53, max_len=8, d_model=16, n_heads=2, n_layers=1, dropout=0.0))
+    rng = np.random.default_rng(3)
+    histories = [rng.integers(0, 53, rng.integers(1, 12)) for _ in range(23)]
+    whole = lit_sasrec.rank_histories(model, histories, 8, k=10, exclude_history=True)
+    monkeypatch.setattr(lit_sasrec, "SCORE_CELLS", 53 * 4)              # 4 histories per pass
+    batches = []
+    score_last = model.score_last
+    monkeypatch.setattr(model, "score_last", lambda x: batches.append(len(x)) or score_last(x))
+    np.testing.assert_array_equal(lit_sasrec.rank_histories(model, histories, 8, k=10, exclude_history=True), whole)
+    assert batches == [4, 4, 4, 4, 4, 3]
