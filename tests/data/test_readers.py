@@ -534,3 +534,45 @@ def test_recbole_lines_the_polars_path_cannot_read_go_to_the_line_reader(tmp_pat
     if bad:
         with pytest.raises(DataFormatError, match=r"x\.inter, line 3"):
             read_source(tmp_path, "recbole", progress=False)
+
+
+# --------------------------------------------------------------------------------------------- JSON-lines fast path
+GOOD_2023 = ['{"rating": 5.0, "user_id": " U1 ", "parent_asin": "B01", "asin": "x", "timestamp": 1588687728923, '
+             '"images": [{"small_image_url": "u"}], "text": "has \\"user_id\\": in it"}',
+             '{"user_id":"U2","parent_asin":"B02","timestamp":-1500}',       # negative ms floor like //
+             '{"user_id": "U1", "parent_asin": "B02", "timestamp": 1588687728000}\r',
+             '{"timestamp": 7, "parent_asin": "B01", "user_id": "U3"}']
+
+
+@pytest.mark.parametrize("gz", [False, True])
+def test_raw2023_polars_path_equals_the_line_reader(tmp_path: Path, gz: bool) -> None:
+    from genrec.data.readers import ReadContext
+    from genrec.data.readers.amazon_raw import _R2023, _read_reviews, _read_reviews_fast
+
+    path = write(tmp_path / ("Cat.jsonl.gz" if gz else "Cat.jsonl"), GOOD_2023)
+    fast = _read_reviews_fast(_R2023, path, ReadContext(progress=False))
+    assert fast is not None
+    slow = _read_reviews(_R2023, path, ReadContext(progress=False)).frame()
+    assert fast.schema == slow.schema and fast.to_dicts() == slow.to_dicts()
+    assert events(read_source(tmp_path, "raw2023", progress=False)[1])[:2] == [("U1", "B01", 1588687728), ("U2", "B02", -2)]
+
+
+@pytest.mark.parametrize("bad", ['{"user_id": 5, "parent_asin": "B9", "timestamp": 1}',       # id as a number
+                                 '{"user_id": true, "parent_asin": "B9", "timestamp": 1}',
+                                 '{"user_id": " ", "parent_asin": "B9", "timestamp": 1}',
+                                 '{"user_id": "U9", "asin": "B9", "timestamp": 1}',
+                                 '{"user_id": "U9", "parent_asin": "B9", "timestamp": "1"}',   # time as a string
+                                 '{"user_id": "U9", "parent_asin": "B9", "timestamp": 1.5}',
+                                 '{"user_id": "U9", "parent_asin": "B9"}',
+                                 '[1, 2]', "not json", ""])
+def test_raw2023_lines_the_polars_path_cannot_read_go_to_the_line_reader(tmp_path: Path, bad: str) -> None:
+    """Whatever the polars path would coerce or reject, the line reader decides, exactly as before."""
+    from genrec.data.readers import ReadContext
+    from genrec.data.readers.amazon_raw import _R2023, _read_reviews, _read_reviews_fast
+
+    path = write(tmp_path / "Cat.jsonl", [GOOD_2023[1], bad, GOOD_2023[3]])
+    assert _read_reviews_fast(_R2023, path, ReadContext(progress=False)) is None
+    ctx = ReadContext(progress=False, on_error="skip")
+    slow = _read_reviews(_R2023, path, ctx)
+    _, raw = read_source(tmp_path, "raw2023", on_error="skip", progress=False)
+    assert events(raw) == list(slow.frame().select("user", "item", "ts").iter_rows())

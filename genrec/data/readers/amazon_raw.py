@@ -11,17 +11,20 @@ reviews are parsed (a cheap regex on the id decides), so huge meta files stay fa
 
 from __future__ import annotations
 
+import gzip
 import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
+
+import polars as pl
 
 from genrec.data.readers.common import (
     ImageResolver, InteractionBuffer, excerpt, ItemBuffer, PriceParser, ReadContext, SourceFiles,
     find_file, iter_lines, match_files, one_category, parse_json_line, parse_literal_line,
     require_str, require_timestamp, sniff, str_list, text_value,
 )
-from genrec.data.schema import RawData
+from genrec.data.schema import RawData, conform_interactions
 
 MS_PER_S = 1000
 
@@ -145,6 +148,43 @@ def _read_reviews(release: _Release, path: Path, ctx: ReadContext) -> Interactio
     return buf
 
 
+def _read_reviews_fast(release: _Release, path: Path, ctx: ReadContext) -> pl.DataFrame | None:
+    """The events of a well-formed JSON-lines review file (2018, 2023) read by polars in one pass: the same
+    rows, order and values as :func:`_read_reviews` (10M reviews in well under a minute, where the line
+    reader takes many).
+
+    None unless every line is one JSON object whose user and item ids are non-empty JSON strings and whose
+    time is a JSON integer: the line reader then re-reads the file and reports or skips exactly the lines
+    it always has (ids written as numbers, numeric strings as times, blank lines, ...).
+    """
+    data = path.read_bytes()
+    if path.name.endswith(".gz"):
+        try:
+            data = gzip.decompress(data)
+        except (EOFError, OSError):
+            return None               # the line reader names the truncated line
+    n_lines = data.count(b"\n") + (0 if data.endswith(b"\n") else 1)
+    # every line holds each id once, as a string (polars would turn true or 5.0 into "true" and "5.0")
+    for key in (release.user_key, release.item_key):
+        if len(re.findall(rb'"' + key.encode() + rb'"\s*:\s*"', data)) != n_lines:
+            return None
+    schema = {release.user_key: pl.String, release.item_key: pl.String, release.time_key: pl.Int64}
+    try:
+        df = pl.read_ndjson(data, schema=schema)
+    except (pl.exceptions.PolarsError, ValueError):
+        return None                   # not JSON, not an object, a time that is not an integer, ...
+    if df.height != n_lines:
+        return None                   # blank lines: the line reader counts them
+    df = df.select(pl.col(release.user_key).str.strip_chars().alias("user"),
+                   pl.col(release.item_key).str.strip_chars().alias("item"),
+                   pl.col(release.time_key).floordiv(release.time_divisor).alias("ts"))
+    empty = [pl.col(c).is_null() | (pl.col(c) == "") for c in ("user", "item")] + [pl.col("ts").is_null()]
+    if df.select(pl.any_horizontal(empty).any()).item():
+        return None
+    ctx.use(path)
+    return conform_interactions(df)
+
+
 def _first_image_2018(obj: dict) -> Any:
     for key in ("imageURLHighRes", "imageURL"):
         entries = str_list(obj.get(key))
@@ -215,15 +255,17 @@ def _read_meta(release: _Release, src: SourceFiles, wanted: set[str], ctx: ReadC
 
 
 def _read(release: _Release, src: SourceFiles, ctx: ReadContext) -> RawData:
-    events = _read_reviews(release, src.files["reviews"], ctx)
+    path = src.files["reviews"]
+    fast = _read_reviews_fast(release, path, ctx) if release.parse_review is parse_json_line else None
+    events = fast if fast is not None else _read_reviews(release, path, ctx).frame()
     if "meta" in src.files:
-        items = _read_meta(release, src, set(events.items), ctx).frame()
+        items = _read_meta(release, src, set(events["item"].unique().to_list()), ctx).frame()
     else:
         ctx.note(f"no metadata file (meta_{src.category}...) beside the reviews; items have no text.")
         items = ItemBuffer().frame()
     if release is _R2023:
         ctx.note("2023 timestamps (milliseconds) are stored as unix seconds.")
-    return ctx.result(release.name, events.frame(), items)
+    return ctx.result(release.name, events, items)
 
 
 def read_raw2014(src: SourceFiles, ctx: ReadContext) -> RawData:
