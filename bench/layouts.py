@@ -59,6 +59,7 @@ class Layout:
 
 
 RQ_AUTOREGRESSIVE = {"method": "rqvae", "n_levels": 3, "modalities": "fused"}   # TIGER's layout: 3 levels (+ dedup)
+ITEM_LOSS = "--model.item_loss_weight=1.0"
 RQ_SEPARATE_L4 = {"method": "rqvae", "modalities": "separate", "n_levels": 4}   # per modality, 4 levels each
 FUSED_PQ = {"method": "pq", "modalities": "fused", "n_levels": 16}   # one PQ tokenizer on the fused vector: 16 digits
 
@@ -70,9 +71,9 @@ LAYOUTS = {
     "rq-fused-ar": Layout(RQ_AUTOREGRESSIVE, "autoregressive"),
     "rq-separate-ar": Layout({"method": "rqvae", "modalities": "separate", "n_levels": 3}, "autoregressive"),
     "rq-separate-ar-L4": Layout(RQ_SEPARATE_L4, "autoregressive"),
-    # the same, also trained with SASRec's item-level cross-entropy on its states (decoding is unchanged)
-    "rq-separate-ar-L4-itemloss": Layout(RQ_SEPARATE_L4, "autoregressive", ("--model.item_loss_weight=1.0",),
-                                         default=False),
+    # also trained with SASRec's item-level cross-entropy on their states (decoding is unchanged)
+    "rq-fused-ar-itemloss": Layout(RQ_AUTOREGRESSIVE, "autoregressive", (ITEM_LOSS,), default=False),
+    "rq-separate-ar-L4-itemloss": Layout(RQ_SEPARATE_L4, "autoregressive", (ITEM_LOSS,), default=False),
     "rqkmeans-separate-ar": Layout({"method": "rqkmeans", "modalities": "separate", "n_levels": 3}, "autoregressive"),
     # an autoregressive order over the PQ digits: the default's codes, generated digit by digit
     "pq-separate-ar": Layout({"method": "pq", "modalities": "separate"}, "autoregressive"),
