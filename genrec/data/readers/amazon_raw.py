@@ -11,7 +11,6 @@ reviews are parsed (a cheap regex on the id decides), so huge meta files stay fa
 
 from __future__ import annotations
 
-import gzip
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,7 +20,7 @@ import polars as pl
 
 from genrec.data.readers.common import (
     ImageResolver, InteractionBuffer, excerpt, ItemBuffer, PriceParser, ReadContext, SourceFiles,
-    find_file, iter_lines, match_files, one_category, parse_json_line, parse_literal_line,
+    find_file, iter_lines, match_files, one_category, parse_json_line, parse_literal_line, read_whole,
     require_str, require_timestamp, sniff, str_list, text_value,
 )
 from genrec.data.schema import RawData, conform_interactions
@@ -157,13 +156,9 @@ def _read_reviews_fast(release: _Release, path: Path, ctx: ReadContext) -> pl.Da
     time is a JSON integer: the line reader then re-reads the file and reports or skips exactly the lines
     it always has (ids written as numbers, numeric strings as times, blank lines, ...).
     """
-    data = path.read_bytes()
-    if path.name.endswith(".gz"):
-        try:
-            data = gzip.decompress(data)
-        except (EOFError, OSError):
-            return None               # the line reader names the truncated line
-    n_lines = data.count(b"\n") + (0 if data.endswith(b"\n") else 1)
+    data, n_lines = read_whole(path)
+    if data is None:
+        return None
     # every line holds each id once, as a string (polars would turn true or 5.0 into "true" and "5.0")
     for key in (release.user_key, release.item_key):
         if len(re.findall(rb'"' + key.encode() + rb'"\s*:\s*"', data)) != n_lines:

@@ -173,6 +173,18 @@ def _open_binary(path: Path):
     return raw, (gzip.GzipFile(fileobj=raw) if path.name.endswith(".gz") else raw)
 
 
+def read_whole(path: Path) -> tuple[bytes | None, int]:
+    """A (gzipped) file's bytes and its line count, for the one-pass polars readers; (None, 0) when a .gz
+    does not decompress (the line reader then names the line where it breaks)."""
+    data = path.read_bytes()
+    if path.name.endswith(".gz"):
+        try:
+            data = gzip.decompress(data)
+        except (EOFError, OSError):
+            return None, 0
+    return data, data.count(b"\n") + (0 if data.endswith(b"\n") else 1)
+
+
 def iter_lines(path: Path, ctx: ReadContext, desc: str | None = None) -> Iterator[tuple[int, str]]:
     """Yield ``(1-based line number, line without newline)`` for non-blank lines of a (gzipped) text file.
 

@@ -18,13 +18,11 @@ import math
 from pathlib import Path
 from typing import Iterator
 
-import gzip
-
 import polars as pl
 
 from genrec.data.readers.common import (
     DataFormatError, InteractionBuffer, ItemBuffer, PriceParser, ReadContext, SourceFiles, excerpt, find_file,
-    iter_lines, match_files, one_category, read_tsv_map, require_timestamp, split_categories, text_value,
+    iter_lines, match_files, one_category, read_tsv_map, read_whole, require_timestamp, split_categories, text_value,
 )
 from genrec.data.schema import RawData, conform_interactions
 
@@ -109,12 +107,9 @@ def _read_single_fast(path: Path, ctx: ReadContext) -> pl.DataFrame | None:
     not a finite number in the int64 range): the line reader then re-reads the file and reports or skips
     exactly those lines, as it always has.
     """
-    data = path.read_bytes()
-    if path.name.endswith(".gz"):
-        try:
-            data = gzip.decompress(data)
-        except (EOFError, OSError):
-            return None               # the line reader names the truncated line
+    data, n_lines = read_whole(path)
+    if data is None:
+        return None                   # the line reader names the truncated line
     first = data[: data.find(b"\n")] if b"\n" in data else data
     try:
         parts = first.decode("utf-8").rstrip("\r\n").split("\t")
@@ -123,7 +118,6 @@ def _read_single_fast(path: Path, ctx: ReadContext) -> pl.DataFrame | None:
     header = [p.split(":", 1)[0].strip() for p in parts]
     if not all(":" in p for p in parts) or "user_id" not in header or "item_id" not in header or len(set(header)) < len(header):
         return None
-    n_lines = data.count(b"\n") + (0 if data.endswith(b"\n") else 1)
     try:
         df = pl.read_csv(data, separator="\t", has_header=True, new_columns=header, infer_schema=False,
                          quote_char=None, truncate_ragged_lines=False)
