@@ -73,6 +73,9 @@ LAYOUTS = {
     "rq-separate-ar-L4": Layout(RQ_SEPARATE_L4, "autoregressive"),
     # also trained with SASRec's item-level cross-entropy on their states (decoding is unchanged)
     "rq-fused-ar-itemloss": Layout(RQ_AUTOREGRESSIVE, "autoregressive", (ITEM_LOSS,), default=False),
+    # the autoregressive head still climbs on validation at the family's last epoch: 2.5x the epochs
+    # (its cosine schedule stretched to match)
+    "rq-fused-ar-e100": Layout(RQ_AUTOREGRESSIVE, "autoregressive", ("--trainer.max_epochs=100",), default=False),
     "rq-separate-ar-L4-itemloss": Layout(RQ_SEPARATE_L4, "autoregressive", (ITEM_LOSS,), default=False),
     "rqkmeans-separate-ar": Layout({"method": "rqkmeans", "modalities": "separate", "n_levels": 3}, "autoregressive"),
     # an autoregressive order over the PQ digits: the default's codes, generated digit by digit
