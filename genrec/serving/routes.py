@@ -113,11 +113,17 @@ class Catalogue:
             except (OSError, json.JSONDecodeError) as e:
                 raise ArtifactError(f"{path}: cannot read it ({e}); it is listed in {runtime.folder / MANIFEST}. "
                                     "Re-run `genrec export`.") from e
-            bad = [k for k in ("category", "popularity", "image") if k in meta
-                   and (not isinstance(meta[k], list) or len(meta[k]) != n)]
+            if not isinstance(meta, dict):
+                raise ArtifactError(f"{path}: expected a JSON object with category, popularity and image lists, got "
+                                    f"a {type(meta).__name__}; re-run `genrec export`.")
+            kinds = {"category": (str,), "image": (str,), "popularity": (int,)}
+            bad = [k for k, types in kinds.items() if k in meta and (
+                not isinstance(meta[k], list) or len(meta[k]) != n
+                or not all(v is None and k != "popularity" or isinstance(v, types) and not isinstance(v, bool)
+                           for v in meta[k]))]
             if bad:
-                raise ArtifactError(f"{path}: fields {bad} must be lists with one entry per item ({n}); "
-                                    "re-run `genrec export`.")
+                raise ArtifactError(f"{path}: fields {bad} must be lists with one entry per item ({n}): category and "
+                                    "image strings or null, popularity integers; re-run `genrec export`.")
         popularity = np.asarray(meta["popularity"], np.int64) if "popularity" in meta else None
         order = np.arange(n) if popularity is None else np.lexsort((np.arange(n), -popularity))
         categories = meta.get("category") or [None] * n

@@ -129,6 +129,25 @@ def test_items_meta_is_listed_and_checked(ui_export, catalogue):
     assert ExportRuntime(ui_export).n_items == N_ITEMS
 
 
+@pytest.mark.parametrize("change", [lambda m: [m], lambda m: dict(m, popularity=["many"] * N_ITEMS),
+                                    lambda m: dict(m, category=[["a", "b"]] * N_ITEMS),
+                                    lambda m: dict(m, popularity=[True] * N_ITEMS), lambda m: dict(m, image=[3] * N_ITEMS)])
+def test_malformed_items_meta_is_one_line_naming_the_file(ui_export, change):
+    """With checksums off (RuntimeConfig.verify_checksums), a hand-edited file still gets one clear line."""
+    from genrec.io import ArtifactError
+    from genrec.serving.routes import Catalogue
+    from genrec.serving.runtime import RuntimeConfig
+
+    original = (ui_export / "items_meta.json").read_bytes()
+    try:
+        (ui_export / "items_meta.json").write_text(json.dumps(change(json.loads(original))))
+        runtime = ExportRuntime(ui_export, RuntimeConfig(verify_checksums=False))
+        with pytest.raises(ArtifactError, match=r"items_meta\.json: .*re-run `genrec export`"):
+            Catalogue.load(runtime)
+    finally:
+        (ui_export / "items_meta.json").write_bytes(original)
+
+
 # ---------------------------------------------------------------------- endpoints
 def test_search_by_title_most_popular_first(client, catalogue):
     word = catalogue["titles"][0].split()[-1]                       # a product noun, e.g. "Holder"
