@@ -939,13 +939,25 @@ def markdown(out: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
+def measured_at(rows: list[dict], default: str) -> str:
+    """The commit(s) stage rows were measured at, e.g. "44c1fbbea5 (10,000, 100,000 items), dbf02969d4 (1,000,000 items)"."""
+    sizes: dict[str, list[int]] = {}
+    for r in rows:
+        at = sizes.setdefault(str(r.get("git_commit") or default)[:10], [])
+        if r["n_items"] not in at:
+            at.append(r["n_items"])
+    if len(sizes) == 1:
+        return next(iter(sizes))
+    return ", ".join(f"{c} ({', '.join(f'{n:,}' for n in ns)} items)" for c, ns in sizes.items())
+
+
 def stage_table(out: dict) -> list[str]:
     """The pipeline-stage rows as a markdown section (none when the results hold no stage rows)."""
     rows = [r for r in out["rows"] if r["stage"] != "decode_index"]
     if not rows:
         return []
     lines = ["", "## Pipeline stages", "",
-             f"(measured at commit {str(out.get('stages_git_commit') or out['git_commit'])[:10]}) A seeded synthetic "
+             f"(measured at commit {measured_at(rows, out.get('stages_git_commit') or out['git_commit'])}) A seeded synthetic "
              "RecBole catalogue (~10 interactions per item, users of 20 events), clustered item vectors imported as "
              "the text modality (no encoder runs), configs/sparse.yaml's layout (PQ separate + parallel head). Each "
              "stage runs in a fresh process: peak RSS is its ru_maxrss (python + torch imports included).", "",
@@ -1087,7 +1099,11 @@ def main(argv: list[str] | None = None) -> dict:
             stage_rows += measure_stages(n_items, stage_cfg)
         # rows of sizes not re-measured now stay (a 1M run added to the 10k / 100k rows)
         measured = set(stage_cfg.sizes)
+        for r in stage_rows:
+            r["git_commit"] = out["git_commit"]
         kept = [r for r in previous.get("rows", []) if r["stage"] != "decode_index" and r["n_items"] not in measured]
+        for r in kept:      # rows from before rows carried their commit: the previous run's
+            r.setdefault("git_commit", previous.get("stages_git_commit") or previous.get("git_commit"))
         out["rows"] += sorted(kept + stage_rows, key=lambda r: r["n_items"])
         out["stage_config"], out["stages_git_commit"] = asdict(stage_cfg), out["git_commit"]
     out.update({"wall_time_s": round(time.perf_counter() - start, 1), "load_avg_before": load_before,

@@ -504,6 +504,18 @@ def serve_section(r: dict) -> str:
     return "\n".join(lines)
 
 
+def scale_section(out: dict) -> str:
+    """bench/scale.py's own report (scale.json -> markdown), as a section: its headings one level down."""
+    from scale import markdown   # bench/scale.py
+
+    body = markdown(out).splitlines()[1:]                       # its "# Scaling" title becomes ours
+    body = [("#" + line) if line.startswith("## ") else line for line in body]
+    return "\n".join(["## Scale: 10k to 1M items", "",
+                       "Command: `python bench/scale.py` (`--stages-only --sizes 1000000` for the 1M stage rows, "
+                       "`--serving-only` for the decode rows; writes `results/scale.json`).", *body, "",
+                       "![stage time and decode latency against catalogue size](results/scale.png)", ""])
+
+
 def readme_table(results: dict[str, dict]) -> str:
     """The README's one table: test NDCG@10 per system and dataset, and genrec's pipeline minutes."""
     peers = [s for s in SYSTEM_LABELS if s not in ("genrec", "sasrec", "popularity")
@@ -562,6 +574,8 @@ def render(folder: Path = RESULTS) -> str:
         parts.append(embed_section(json.loads((folder / "embed.json").read_text())))
     if (folder / "serve.json").exists():
         parts.append(serve_section(json.loads((folder / "serve.json").read_text())))
+    if (folder / "scale.json").exists():
+        parts.append(scale_section(json.loads((folder / "scale.json").read_text())))
     return "\n".join(parts).rstrip() + "\n"
 
 
