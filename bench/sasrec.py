@@ -58,6 +58,9 @@ VARIANTS: dict[str, dict] = {
     # cornac scores on its last 50 items; the protocol's history is the dataset's max_items (20 here)
     "eval50": {"eval_max_items": 50},
     "dropout0.5_eval50": {"dropout": 0.5, "eval_max_items": 50},
+    # cornac's loop: one example per training target, its history as input, scored at its end
+    "prefix": {"training_examples": "prefix"},
+    "dropout0.5_len20_prefix": {"dropout": 0.5, "train_max_len": 20, "training_examples": "prefix"},
 }
 SMOKE_VARIANTS = ("default", "dropout0.5", "sampled2048")
 SMOKE_OVERRIDES = {"max_epochs": 2}   # on top of every variant: the smoke run only checks the path

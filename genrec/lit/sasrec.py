@@ -43,6 +43,9 @@ class SASRecTrainConfig:
     ffn_mult: int = 1                   # feed-forward width multiplier
     dropout: float = 0.2                # dropout on embeddings, attention and residual branches
     train_max_len: int = 50             # training window; longer training prefixes are cut into several windows
+    training_examples: Literal["windows", "prefix"] = "windows"  # windows: every position of a window is a
+                                        # target (SASRec's paper); prefix: one example per target, its last
+                                        # train_max_len items as input (cornac's loop; ~mean-length x the work)
     eval_max_items: int | None = None   # histories are truncated to their last eval_max_items; None: the
                                         # dataset's max_items (its manifest), the protocol length genrec reads too
     loss: Literal["ce", "bce", "sampled"] = "ce"  # ce: full softmax over the catalogue; bce: one positive vs
@@ -84,6 +87,9 @@ class SASRecTrainConfig:
         if not self.sample_alpha >= 0:
             raise ValueError(f"SASRecTrainConfig.sample_alpha must be >= 0 (0: uniform over training items), "
                              f"got {self.sample_alpha}")
+        if self.training_examples not in ("windows", "prefix"):
+            raise ValueError(f"SASRecTrainConfig.training_examples must be 'windows' or 'prefix', "
+                             f"got {self.training_examples!r}")
         if self.item_grad not in ITEM_GRADS:
             raise ValueError(f"SASRecTrainConfig.item_grad must be one of {ITEM_GRADS}, got {self.item_grad!r}")
         if self.item_grad == "sparse" and self.loss == "ce":
@@ -118,10 +124,17 @@ class TrainWindows(TorchDataset):
     once. Prefixes with fewer than 2 items have no transition and are counted in ``n_skipped_users``.
     """
 
-    def __init__(self, train: list[np.ndarray], max_len: int):
-        self.windows = next_item_windows(train, max_len)  # each of length <= max_len + 1
+    def __init__(self, train: list[np.ndarray], max_len: int, prefix: bool = False):
+        """``prefix``: one window per transition instead, its item and the up to ``max_len`` before it,
+        of which only the last position is a target (``last_only``)."""
+        self.last_only = prefix
+        if prefix:
+            self.windows = [np.asarray(seq[max(0, t - max_len): t + 1], dtype=np.int64)
+                            for seq in train for t in range(1, len(seq))]
+        else:
+            self.windows = next_item_windows(train, max_len)  # each of length <= max_len + 1
         self.n_skipped_users = sum(len(seq) < 2 for seq in train)
-        self.n_transitions = int(sum(len(w) - 1 for w in self.windows))
+        self.n_transitions = len(self.windows) if prefix else int(sum(len(w) - 1 for w in self.windows))
 
     def __len__(self) -> int:
         return len(self.windows)
@@ -130,14 +143,18 @@ class TrainWindows(TorchDataset):
         return self.windows[i]
 
 
-def collate_train(windows: list[np.ndarray], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Right-pad windows into inputs (b, t) padded with ``pad_id`` and targets (b, t) padded with IGNORE_INDEX."""
+def collate_train(windows: list[np.ndarray], pad_id: int, last_only: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+    """Right-pad windows into inputs (b, t) padded with ``pad_id`` and targets (b, t) padded with IGNORE_INDEX
+    (``last_only``: only each window's last transition is a target)."""
     t = max(len(w) for w in windows) - 1
     inputs = torch.full((len(windows), t), pad_id, dtype=torch.long)
     targets = torch.full((len(windows), t), IGNORE_INDEX, dtype=torch.long)
     for row, w in enumerate(windows):
         inputs[row, : len(w) - 1] = torch.from_numpy(w[:-1])
-        targets[row, : len(w) - 1] = torch.from_numpy(w[1:])
+        if last_only:
+            targets[row, len(w) - 2] = int(w[-1])
+        else:
+            targets[row, : len(w) - 1] = torch.from_numpy(w[1:])
     return inputs, targets
 
 
@@ -180,7 +197,7 @@ class SASRecDataModule(L.LightningDataModule):
         super().__init__()
         self.config = config
         self.pad_id = n_items
-        self.train_windows = TrainWindows(split.train, config.train_max_len)
+        self.train_windows = TrainWindows(split.train, config.train_max_len, config.training_examples == "prefix")
         self.item_counts = popularity_counts(split.train, n_items)   # (n_items,) the sampled loss's popularity
         self.valid = split.valid
         if len(self.train_windows) == 0:
@@ -195,7 +212,7 @@ class SASRecDataModule(L.LightningDataModule):
         # generator drawn from epoch after epoch (genrec reseeds per epoch and sorts pools of 50 batches).
         sampler = LengthBucketBatchSampler(lengths, self.config.batch_size, seed=self.config.seed,
                                            pool_batches=None, reseed_each_epoch=False)
-        collate = partial(collate_train, pad_id=self.pad_id)
+        collate = partial(collate_train, pad_id=self.pad_id, last_only=self.train_windows.last_only)
         return DataLoader(self.train_windows, batch_sampler=sampler, collate_fn=collate)
 
     def val_dataloader(self) -> DataLoader:

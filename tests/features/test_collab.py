@@ -81,6 +81,19 @@ def test_train_windows_cut_long_prefixes_and_count_skips():
     assert windows.n_skipped_users == 2
 
 
+def test_prefix_examples_are_one_window_per_transition_scored_at_its_end():
+    """cornac-style training (training_examples="prefix"): each target once, after its last max_len items."""
+    seq = np.array([10, 11, 12, 13, 14])
+    windows = TrainWindows([seq, np.array([5]), np.array([8, 9])], max_len=2, prefix=True)
+    assert [w.tolist() for w in windows.windows] == [[10, 11], [10, 11, 12], [11, 12, 13], [12, 13, 14], [8, 9]]
+    assert windows.n_transitions == 5 and windows.n_skipped_users == 1 and windows.last_only
+    inputs, targets = collate_train(windows.windows[:2], N_ITEMS, last_only=True)
+    assert inputs.tolist() == [[10, N_ITEMS], [10, 11]]
+    assert targets.tolist() == [[11, IGNORE_INDEX], [IGNORE_INDEX, 12]]
+    with pytest.raises(ValueError, match="training_examples"):
+        SASRecTrainConfig(training_examples="sessions")
+
+
 def test_collate_and_pad_histories_by_hand():
     pad = N_ITEMS
     inputs, targets = collate_train([np.array([4, 5, 6]), np.array([7, 8])], pad)
