@@ -77,6 +77,9 @@ LAYOUTS = {
     # (its cosine schedule stretched to match)
     "rq-fused-ar-e100": Layout(RQ_AUTOREGRESSIVE, "autoregressive", ("--trainer.max_epochs=100",), default=False),
     "rq-separate-ar-L4-itemloss": Layout(RQ_SEPARATE_L4, "autoregressive", (ITEM_LOSS,), default=False),
+    # the same with a sampled item loss (512 popularity-drawn negatives): its cost does not grow with items
+    "rq-separate-ar-L4-itemloss-sampled": Layout(RQ_SEPARATE_L4, "autoregressive", (
+        ITEM_LOSS, "--model.item_loss=sampled", "--model.item_loss_negatives=512"), default=False),
     "rqkmeans-separate-ar": Layout({"method": "rqkmeans", "modalities": "separate", "n_levels": 3}, "autoregressive"),
     # an autoregressive order over the PQ digits: the default's codes, generated digit by digit
     "pq-separate-ar": Layout({"method": "pq", "modalities": "separate"}, "autoregressive"),

@@ -18,12 +18,16 @@ import torch.nn.functional as F
 from torchmetrics import MeanMetric
 
 from genrec.lit.data import ModelDims
+from genrec.baselines import popularity_counts
 from genrec.lit.optim import ITEM_GRADS, AdamWSparse, sparse_item_grad
+from genrec.lit.sasrec import PopularitySampler, sampled_softmax_loss
 from genrec.metrics import DEFAULT_KS, per_example_metrics
 from genrec.model.genrec import CHECKPOINT_KEY, GenRec, GenRecConfig
 from genrec.registry import ARCHS
 
 ITEM_ID_INITS = ("normal", "collab")
+ITEM_LOSSES = ("full", "sampled")
+SAMPLE_ALPHA = 0.5   # the sampled item loss's negatives ~ training count ** this (SASRec's sample_alpha default)
 INIT_STD = 0.02      # CausalSID's initialisation std; a warm-started table is rescaled to it
 # train/loss_per_target is smoothed over steps with this EMA decay (about the last 20 steps), so the
 # logged curve reads as a trend while batches of few and of many targets alternate.
@@ -85,6 +89,8 @@ class GenRecModule(L.LightningModule):
         n_user_buckets: int = 0,
         constrained_training: bool = False,
         item_loss_weight: float = 0.0,
+        item_loss: str = "full",
+        item_loss_negatives: int = 2048,
         target_weighting: str = "equal",
         lr: float = 1e-3,
         weight_decay: float = 0.01,
@@ -115,6 +121,10 @@ class GenRecModule(L.LightningModule):
             item_loss_weight: CausalSID only; > 0 adds this weight times an item-level cross-entropy over the
                 whole catalogue, scoring each position's state against every item's input token (SASRec's
                 loss, on genrec's own item tokens). Training signal only: decoding still generates codes.
+            item_loss: "full" (softmax over every item: its cost grows with the catalogue) or "sampled" (the
+                batch's targets plus ``item_loss_negatives`` shared negatives drawn ~ training count^0.5, as
+                SASRec's ``loss: sampled``; only those items' rows are computed).
+            item_loss_negatives: negatives of the sampled item loss.
             target_weighting: CausalSID only. "equal": every next-item target weighs the same: the summed loss
                 is divided by batch_size x the mean targets per window. "batch": mean over the batch's
                 own targets; with length-bucketed batches that weighs a target from a batch of short windows
@@ -135,6 +145,10 @@ class GenRecModule(L.LightningModule):
             raise ValueError(f"item_id_init must be one of {ITEM_ID_INITS}, got {item_id_init!r}")
         if item_id_init != "normal" and not (arch == "causal" and item_id_embedding):
             raise ValueError(f"item_id_init={item_id_init!r} needs arch 'causal' with item_id_embedding true")
+        if item_loss not in ITEM_LOSSES:
+            raise ValueError(f"item_loss must be one of {ITEM_LOSSES}, got {item_loss!r}")
+        if item_loss_negatives < 1:
+            raise ValueError(f"item_loss_negatives must be >= 1, got {item_loss_negatives}")
         if item_id_grad not in ITEM_GRADS:
             raise ValueError(f"item_id_grad must be one of {ITEM_GRADS}, got {item_id_grad!r}")
         if target_weighting not in ("equal", "batch"):
@@ -162,6 +176,7 @@ class GenRecModule(L.LightningModule):
         self.sparse_item_ids = getattr(self.model, "item_emb", None) is not None and sparse_item_grad(item_id_grad, dims.n_items)
         if self.sparse_item_ids:
             self.model.item_emb.sparse = True
+        self.item_sampler: PopularitySampler | None = None   # the sampled item loss's, from the training split
         self._allowed = None
         self.targets_per_batch = None    # from the DataModule at setup (target_weighting "equal")
         self.loss_per_target_ema = None  # what train/loss_per_target logs (see log_training_loss)
@@ -193,6 +208,9 @@ class GenRecModule(L.LightningModule):
             if stage == "fit" and self.arch == "causal":
                 self.targets_per_batch = dm.batch_size * dm.targets_per_window
                 self._check_code_layout(dm.sid.method, dm.run)
+                if self.hparams.item_loss_weight and self.hparams.item_loss == "sampled":
+                    counts = popularity_counts(dm.dataset.split.train, self.dims.n_items)
+                    self.item_sampler = PopularitySampler(counts, SAMPLE_ALPHA)
                 if self.hparams.item_id_init == "collab":
                     # Before any step; resuming loads the checkpoint's weights over this afterwards.
                     self.warm_start_item_ids(dm.collab_table())
@@ -296,7 +314,7 @@ class GenRecModule(L.LightningModule):
             reduction, divisor = ("sum", self.targets_per_batch) if equal else ("mean", 1.0)
             loss = self.level_losses(logits, targets[select], reduction) / divisor
             if self.hparams.item_loss_weight:
-                item_loss = F.cross_entropy(h @ self.genrec.item_table().T, targets[select], reduction=reduction) / divisor
+                item_loss = self.item_level_loss(h, targets[select], reduction) / divisor
                 loss = loss + self.hparams.item_loss_weight * item_loss
                 if self._trainer is not None:
                     self.log("train/item_loss", item_loss, batch_size=len(h))
@@ -312,6 +330,17 @@ class GenRecModule(L.LightningModule):
             per_target = loss.detach()       # a mean over the batch's targets
         self.log_training_loss(loss, per_target, n)
         return loss
+
+    def item_level_loss(self, h: torch.Tensor, targets: torch.Tensor, reduction: str) -> torch.Tensor:
+        """Cross-entropy of each state (n, d) against the item table: every item, or (``item_loss: sampled``)
+        the batch's targets plus shared popularity-drawn negatives."""
+        if self.hparams.item_loss == "full":
+            return F.cross_entropy(h @ self.genrec.item_table().T, targets, reduction=reduction)
+        if self.item_sampler is None:
+            raise RuntimeError("item_loss='sampled' draws negatives by training counts, set at setup from the "
+                               "DataModule; call setup('fit') or set module.item_sampler")
+        negatives = self.item_sampler.sample(self.hparams.item_loss_negatives).to(targets.device)
+        return sampled_softmax_loss(h, targets, self.genrec.item_table, negatives, reduction=reduction)
 
     def log_training_loss(self, loss: torch.Tensor, per_target: torch.Tensor, n: int) -> None:
         """Logs the optimised loss as train/loss, and as train/loss_per_target the loss per next-item target

@@ -321,10 +321,11 @@ class PopularitySampler:
 def sampled_softmax_loss(
     hidden: torch.Tensor,
     targets: torch.Tensor,
-    table: torch.Tensor,
+    table: torch.Tensor | Callable[[torch.Tensor], torch.Tensor],
     negatives: torch.Tensor,
     log_q: Callable[[torch.Tensor], torch.Tensor] | None = None,
     sparse: bool = False,
+    reduction: str = "mean",
 ) -> torch.Tensor:
     """Mean cross-entropy of each target against the batch's distinct targets plus shared negatives.
 
@@ -335,14 +336,17 @@ def sampled_softmax_loss(
     candidate ids to the log of their expected occurrences among the candidates; it is subtracted from
     every candidate's logit (the logQ sampling-bias correction). Cost: O(n (u + k) d), u <= n distinct targets.
     ``sparse``: the table's gradient is sparse (only the candidates' rows); ``table`` must then be a leaf.
+    ``table`` may also be a function of candidate ids -> their rows (genrec computes item rows on demand).
+    ``reduction``: "mean" or "sum" over the rows, as F.cross_entropy.
     """
     distinct, column = torch.unique(targets, return_inverse=True)        # (u,), (n,): each row's positive column
     candidates = torch.cat([distinct, negatives])                        # (u + k,)
-    logits = hidden @ F.embedding(candidates, table, sparse=sparse).T    # (n, u + k)
+    rows = table(candidates) if callable(table) else F.embedding(candidates, table, sparse=sparse)
+    logits = hidden @ rows.T                                             # (n, u + k)
     if log_q is not None:
         logits = logits - log_q(candidates).to(logits.device, logits.dtype)
     collides = torch.cat([torch.zeros_like(distinct, dtype=torch.bool), torch.isin(negatives, distinct)])
-    return F.cross_entropy(logits.masked_fill(collides, float("-inf")), column)
+    return F.cross_entropy(logits.masked_fill(collides, float("-inf")), column, reduction=reduction)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -142,15 +142,17 @@ class GenRec(nn.Module):
         content = self.content[ids] if self.config.content_dim else None
         return self.item_codes[ids], valid, content, (hist if self.item_id_embedding else None)
 
-    def item_vectors(self) -> torch.Tensor:
-        """Every item's input vector (N, d) exactly as the causal backbone reads it (``item_tokens``)."""
-        ids = torch.arange(self.n_items, device=self.item_codes.device)[None]
-        content = self.content[None] if self.config.content_dim else None
-        return self.model.item_tokens(self.item_codes[None], content, ids if self.item_id_embedding else None)[0]
+    def item_vectors(self, ids: torch.Tensor | None = None) -> torch.Tensor:
+        """Every item's input vector (N, d), or those of ``ids`` (M,), exactly as the causal backbone reads
+        them (``item_tokens``)."""
+        ids = torch.arange(self.n_items, device=self.item_codes.device) if ids is None else ids
+        content = self.content[ids][None] if self.config.content_dim else None
+        return self.model.item_tokens(self.item_codes[ids][None], content,
+                                      ids[None] if self.item_id_embedding else None)[0]
 
-    def item_table(self) -> torch.Tensor:
+    def item_table(self, ids: torch.Tensor | None = None) -> torch.Tensor:
         """``item_vectors`` without the encoder's sqrt(d) input scale: what the item-level loss scores."""
-        return self.item_vectors() / math.sqrt(self.model.cfg.d_model)
+        return self.item_vectors(ids) / math.sqrt(self.model.cfg.d_model)
 
     def tiger_inputs(self, hist: torch.Tensor, users: torch.Tensor | None = None):
         """TIGER encoder tokens: D code tokens per history item, left-padded (b, t*D), plus an optional user token."""

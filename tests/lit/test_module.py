@@ -202,6 +202,24 @@ def test_item_level_loss_is_sasrecs_cross_entropy_over_the_item_tokens():
         _module(arch="tiger", item_loss_weight=0.5)
 
 
+def test_sampled_item_loss_with_every_item_as_negative_is_the_full_one():
+    """item_loss="sampled" computes only the candidates' rows; given every item it is the full softmax."""
+    from types import SimpleNamespace
+
+    window = torch.as_tensor(causal_windows([np.arange(10), np.arange(20, 30)], 6))
+    full = _module(item_id_embedding=True, item_loss_weight=0.5)
+    sampled = _module(item_id_embedding=True, item_loss_weight=0.5, item_loss="sampled")
+    ids = torch.tensor([3, 0, 36, 3])
+    torch.testing.assert_close(sampled.genrec.item_table(ids), sampled.genrec.item_table()[ids])
+    with pytest.raises(RuntimeError, match="setup"):
+        sampled.training_step((window,), 0)
+    sampled.item_sampler = SimpleNamespace(sample=lambda k: torch.arange(N_ITEMS))   # every item, once
+    full.train(), sampled.train()
+    torch.testing.assert_close(sampled.training_step((window,), 0), full.training_step((window,), 0))
+    with pytest.raises(ValueError, match="item_loss"):
+        _module(item_loss="approx")
+
+
 def test_parallel_head_ranks_every_item_by_its_exact_log_prob(monkeypatch):
     """The parallel head's scores are sum_d log p_d(code_d | h): rank all items by that, compare top-k."""
     import genrec.decode.exhaustive as exhaustive
