@@ -504,6 +504,21 @@ def serve_section(r: dict) -> str:
     return "\n".join(lines)
 
 
+def sasrec_section(tuned: dict[str, dict]) -> str:
+    """bench/sasrec.py's variant tables (our SASRec baseline tuned on validation), one per dataset."""
+    from sasrec import markdown   # bench/sasrec.py
+
+    lines = ["## SASRec baseline tuning", "",
+             "Command: `python bench/sasrec.py --dataset NAME` (writes `results/sasrec_NAME.json`; `--variants ...` "
+             "re-runs only those). Each variant is trained with early stopping on validation NDCG@10 and the "
+             "selection reads validation only; test is shown beside it. The results table's SASRec column uses "
+             "the bench setting (`default`) until a selected variant is made the default and every dataset re-run.",
+             ""]
+    for name, out in tuned.items():
+        lines += [markdown(out), f"(commit {commit(out.get('git_commit'))})", ""]
+    return "\n".join(lines)
+
+
 def scale_section(out: dict) -> str:
     """bench/scale.py's own report (scale.json -> markdown), as a section: its headings one level down."""
     from scale import markdown   # bench/scale.py
@@ -574,6 +589,8 @@ def render(folder: Path = RESULTS) -> str:
         parts.append(embed_section(json.loads((folder / "embed.json").read_text())))
     if (folder / "serve.json").exists():
         parts.append(serve_section(json.loads((folder / "serve.json").read_text())))
+    if tuned := load_kind(folder, "sasrec"):
+        parts.append(sasrec_section(tuned))
     if (folder / "scale.json").exists():
         parts.append(scale_section(json.loads((folder / "scale.json").read_text())))
     return "\n".join(parts).rstrip() + "\n"
