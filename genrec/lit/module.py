@@ -110,7 +110,9 @@ class GenRecModule(L.LightningModule):
             item_id_grad: how the item-id embedding trains. "dense": AdamW over the whole table each step;
                 "sparse": sparse gradients and SparseAdam, which updates only the rows a batch read, so a step
                 costs the same at 10^6 items as at 10^4 (genrec.lit.optim); "auto" (default): sparse from
-                genrec.lit.optim.SPARSE_ITEMS_FROM items on. Needs item_loss_weight 0 to pay off.
+                genrec.lit.optim.SPARSE_ITEMS_FROM items on. Needs item_loss_weight 0 (or item_loss
+                "sampled") to pay off. DDP all-reduces sparse gradients on gloo (CPU), not on NCCL: set
+                "dense" for multi-GPU training.
             head: CausalSID's code head: "autoregressive" (level d conditioned on the codes before it; beam
                 search) or "parallel" (all levels from one state, RPG-style; every item scored exactly).
                 None (default): the head the run's codes are made for, from the sid/ manifest's method
