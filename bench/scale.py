@@ -847,6 +847,7 @@ def item_grad_rows(n_items: int, n_interactions: int, cfg: StageConfig, work: Pa
                          "steps_measured": extra["steps_measured"]})
             print(f"  {stage:>9} step, {mode} item table: {extra['seconds_per_step'] * 1000:8.0f} ms "
                   f"({extra['steps_measured']} steps), peak RSS {rss:7.0f} MB", flush=True)
+    (work / "spec.json").write_text(json.dumps({"config": asdict(cfg)}))   # a kept --work folder: the stages' spec
     return rows
 
 

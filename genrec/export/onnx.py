@@ -358,9 +358,9 @@ def _onnx_export(wrapper: torch.nn.Module, args: tuple, path: Path, config: Expo
     _externalize_tables(path)
 
 
-def _externalize_tables(path: Path) -> list[str]:
+def _externalize_tables(path: Path) -> None:
     """Move ``path``'s initializers of layout.EXTERNAL_DATA_BYTES or more (the item table) into one
-    ``<graph>.data`` file beside it; returns the file names written (none for a small catalogue).
+    ``<graph>.data`` file beside it (none for a small catalogue; export_module lists what is there).
 
     onnxruntime memory-maps external data on CPU, so server workers on one export share those pages
     (file-backed) instead of each copying an inlined (n_items, d) table into its own memory.
@@ -368,12 +368,9 @@ def _externalize_tables(path: Path) -> list[str]:
     import onnx
 
     model = onnx.load(str(path))
-    if not any(len(t.raw_data) >= layout.EXTERNAL_DATA_BYTES for t in model.graph.initializer):
-        return []
-    data = path.name + layout.EXTERNAL_DATA_SUFFIX
-    onnx.save_model(model, str(path), save_as_external_data=True, all_tensors_to_one_file=True, location=data,
-                    size_threshold=layout.EXTERNAL_DATA_BYTES)
-    return [data]
+    if any(len(t.raw_data) >= layout.EXTERNAL_DATA_BYTES for t in model.graph.initializer):
+        onnx.save_model(model, str(path), save_as_external_data=True, all_tensors_to_one_file=True,
+                        location=path.name + layout.EXTERNAL_DATA_SUFFIX, size_threshold=layout.EXTERNAL_DATA_BYTES)
 
 
 def _run_exporter(wrapper: torch.nn.Module, args: tuple, path: Path, config: ExportConfig, *,

@@ -17,17 +17,16 @@ import torch
 import torch.nn.functional as F
 from torchmetrics import MeanMetric
 
-from genrec.lit.data import ModelDims
 from genrec.baselines import popularity_counts
+from genrec.lit.data import ModelDims
 from genrec.lit.optim import ITEM_GRADS, AdamWSparse, sparse_item_grad
-from genrec.lit.sasrec import PopularitySampler, sampled_softmax_loss
+from genrec.lit.sasrec import PopularitySampler, SASRecTrainConfig, sampled_softmax_loss
 from genrec.metrics import DEFAULT_KS, per_example_metrics
 from genrec.model.genrec import CHECKPOINT_KEY, GenRec, GenRecConfig
 from genrec.registry import ARCHS
 
 ITEM_ID_INITS = ("normal", "collab")
 ITEM_LOSSES = ("full", "sampled")
-SAMPLE_ALPHA = 0.5   # the sampled item loss's negatives ~ training count ** this (SASRec's sample_alpha default)
 INIT_STD = 0.02      # CausalSID's initialisation std; a warm-started table is rescaled to it
 # train/loss_per_target is smoothed over steps with this EMA decay (about the last 20 steps), so the
 # logged curve reads as a trend while batches of few and of many targets alternate.
@@ -212,7 +211,8 @@ class GenRecModule(L.LightningModule):
                 self._check_code_layout(dm.sid.method, dm.run)
                 if self.hparams.item_loss_weight and self.hparams.item_loss == "sampled":
                     counts = popularity_counts(dm.dataset.split.train, self.dims.n_items)
-                    self.item_sampler = PopularitySampler(counts, SAMPLE_ALPHA)
+                    # negatives ~ training count ** SASRec's default sample_alpha, as its sampled loss draws them
+                    self.item_sampler = PopularitySampler(counts, SASRecTrainConfig.sample_alpha)
                 if self.hparams.item_id_init == "collab":
                     # Before any step; resuming loads the checkpoint's weights over this afterwards.
                     self.warm_start_item_ids(dm.collab_table())

@@ -40,12 +40,9 @@ class AdamWSparse(torch.optim.Optimizer):
         self.dense = torch.optim.AdamW(dense, lr=lr, betas=betas, eps=eps) if dense else None
         self.sparse = torch.optim.SparseAdam([p for g in sparse for p in g["params"]], lr=lr, betas=betas, eps=eps) \
             if sparse else None
-        inner = [o for o in (self.dense, self.sparse) if o is not None]
-        super().__init__([p for o in inner for g in o.param_groups for p in g["params"]], {"lr": lr})
-        self.param_groups = [g for o in inner for g in o.param_groups]
-
-    def _inner(self) -> list[torch.optim.Optimizer]:
-        return [o for o in (self.dense, self.sparse) if o is not None]
+        self._inner = [o for o in (self.dense, self.sparse) if o is not None]
+        super().__init__([p for o in self._inner for g in o.param_groups for p in g["params"]], {"lr": lr})
+        self.param_groups = [g for o in self._inner for g in o.param_groups]
 
     @torch.no_grad()
     def step(self, closure=None):
@@ -53,7 +50,7 @@ class AdamWSparse(torch.optim.Optimizer):
         if closure is not None:
             with torch.enable_grad():
                 loss = closure()
-        for opt in self._inner():
+        for opt in self._inner:
             opt.step()
         return loss
 

@@ -145,10 +145,11 @@ class GenRec(nn.Module):
     def item_vectors(self, ids: torch.Tensor | None = None) -> torch.Tensor:
         """Every item's input vector (N, d), or those of ``ids`` (M,), exactly as the causal backbone reads
         them (``item_tokens``)."""
-        ids = torch.arange(self.n_items, device=self.item_codes.device) if ids is None else ids
-        content = self.content[ids][None] if self.config.content_dim else None
-        return self.model.item_tokens(self.item_codes[ids][None], content,
-                                      ids[None] if self.item_id_embedding else None)[0]
+        whole = ids is None  # the whole catalogue: the buffers themselves, no gathered copies
+        ids = torch.arange(self.n_items, device=self.item_codes.device) if whole else ids
+        codes = self.item_codes if whole else self.item_codes[ids]
+        content = (self.content if whole else self.content[ids])[None] if self.config.content_dim else None
+        return self.model.item_tokens(codes[None], content, ids[None] if self.item_id_embedding else None)[0]
 
     def item_table(self, ids: torch.Tensor | None = None) -> torch.Tensor:
         """``item_vectors`` without the encoder's sqrt(d) input scale: what the item-level loss scores."""

@@ -116,11 +116,11 @@ class Catalogue:
             if not isinstance(meta, dict):
                 raise ArtifactError(f"{path}: expected a JSON object with category, popularity and image lists, got "
                                     f"a {type(meta).__name__}; re-run `genrec export`.")
-            kinds = {"category": (str,), "image": (str,), "popularity": (int,)}
-            bad = [k for k, types in kinds.items() if k in meta and (
-                not isinstance(meta[k], list) or len(meta[k]) != n
-                or not all(v is None and k != "popularity" or isinstance(v, types) and not isinstance(v, bool)
-                           for v in meta[k]))]
+            entry_ok = {"category": lambda v: v is None or isinstance(v, str),
+                        "image": lambda v: v is None or isinstance(v, str),
+                        "popularity": lambda v: isinstance(v, int) and not isinstance(v, bool)}
+            bad = [k for k, ok in entry_ok.items() if k in meta and (
+                not isinstance(meta[k], list) or len(meta[k]) != n or not all(map(ok, meta[k])))]
             if bad:
                 raise ArtifactError(f"{path}: fields {bad} must be lists with one entry per item ({n}): category and "
                                     "image strings or null, popularity integers; re-run `genrec export`.")
