@@ -151,7 +151,7 @@ class _ItemFilter:
         self.flat_mask = np.ascontiguousarray(item_mask).reshape(-1)                    # (B * N,)
         n_allowed = int(np.count_nonzero(self.flat_mask))
         self.store_allowed = 2 * n_allowed <= item_mask.size   # else store the excluded ids
-        requests, items = np.nonzero(item_mask if self.store_allowed else ~item_mask)
+        requests, items = np.divmod(_positions_not(self.flat_mask, not self.store_allowed), trie.n_items)
         self.per_request = np.bincount(requests, minlength=batch_size)                 # (B,) stored ids
         self.stride = trie.n_items + 1
         self.keys = np.sort(requests * self.stride + trie.position[items])             # (E,)
@@ -171,6 +171,20 @@ class _ItemFilter:
             inside = np.searchsorted(self.keys, base + hi[check]) - np.searchsorted(self.keys, base + lo[check])
             allowed[check] = inside > 0 if self.store_allowed else inside < size[check]
         return allowed
+
+
+def _positions_not(flat: np.ndarray, value: bool) -> np.ndarray:
+    """Sorted indices where the bool array ``flat`` is not ``value``, for a sparse answer: eight bytes
+    are compared at a time and only the words that differ are looked into (a history's few excluded
+    items in a 1M-item mask cost a 125k-word scan instead of a 1M-element nonzero)."""
+    n_words = len(flat) // 8
+    words = flat[:n_words * 8].view(np.uint64)
+    same = np.uint64(0x0101010101010101) if value else np.uint64(0)   # numpy stores True as byte 1
+    word = np.flatnonzero(words != same)
+    inside = (word[:, None] * 8 + np.arange(8)).reshape(-1)
+    tail = np.arange(n_words * 8, len(flat))
+    candidates = np.concatenate([inside, tail])
+    return candidates[flat[candidates] != value]
 
 
 # ---------------------------------------------------------------------- shared per-level helpers

@@ -22,11 +22,13 @@ Method "postings" (the default), per request, over per-digit posting lists (:cla
 Bounds carry a margin far above float rounding (1e-9 relative), so float sums in another order never
 drop an item; the returned scores are summed in score_catalogue's order, so they are the same floats.
 
-A request falls back to a dense pass over every item (on transposed uint8 codes: several times faster
-than score_catalogue's strided gathers, same sums) when reading the lists would cost more than that pass
+A request falls back to a dense pass over every item when reading the lists would cost more than that pass
 (flat per-digit distributions), when too many candidates are left, or when fewer than k allowed finite
-items turn up to seed with. A request whose mask allows at most ``direct_fraction`` of the items
-(candidate lists) scores just those. Catalogues below ``min_items`` are scored densely.
+items turn up to seed with. That pass sums float32 pair tables (two digits per gather, over transposed
+uint8 / uint16 codes) and rescores exactly, in float64, the items within float32's rounding bound of the
+k-th best: the same top-k and floats as score_catalogue at about half the float64 pass's cost. A request
+whose mask allows at most ``direct_fraction`` of the items (candidate lists) scores just those.
+Catalogues below ``min_items`` are scored densely.
 
 Method "trie" is the alternative measured in bench/scale.py: a beam search seeds ``kth``, then a
 level-by-level walk of the prefix trie keeps nodes whose bound (exact prefix score + the best code of
@@ -46,9 +48,9 @@ from genrec.decode.trie import Trie
 METHODS = ("postings", "trie")
 READ_GROWTH = 1.5         # x = delta / (S - m + 1), m as large as keeps the lists to read within this factor
                           # of m = 1's: more reads buy fewer candidates, and a scored candidate costs ~15 reads
-MAX_READS = 1.5           # fall back to the dense pass when the lists to read hold more than this many
-                          # entries per catalogue item: reading 1.5 N entries (and scoring the candidates)
-                          # took about as long as the dense pass at 1M items (bench/scale.py)
+MAX_READS = 1.0           # fall back to the dense pass when the lists to read hold more than this many
+                          # entries per catalogue item: reading N entries (and scoring the candidates)
+                          # took about as long as the float32 dense pass at 1M items (bench/scale.py)
 MAX_CANDIDATES = 0.15     # ... or when more than this share of the items are left to score at random
 DIRECT_FRACTION = 1 / 64  # a mask allowing at most this share of items: score exactly those (candidate lists)
 MIN_ITEMS = 65_536        # below this catalogue size the dense pass was as fast as pruning (bench/scale.py:
@@ -60,6 +62,11 @@ SEED_BEAM = 16            # beam width of the trie method's seed search (at leas
 SCORE_BLOCK = 1 << 22     # max requests x items scored densely at once (as genrec.decode.exhaustive)
 DENSE_CHUNK = 1 << 15     # items x requests summed over every digit before moving on (256 kB of float64)
 MARGIN = 1e-9             # relative slack on every bound: float sums in another order differ by ~1e-15
+FLOAT32_SAFE = 1e30       # the float32 dense pass needs every finite log-prob (and sum) far inside float32's range
+FLOAT32_TINY = 2.0 ** -126  # ... and an absolute term for rounding near zero (below float32's normal range)
+MAX_DENSE_CANDIDATES = 0.25  # ties at the cut leaving more than this share of items: the float64 pass instead
+FLOAT32_MIN_ITEMS = 1 << 16  # below this the float64 pass, batched over requests, is as fast (0.3 ms a request at
+                          # 10k items and batch 32, against 0.8 ms for the float32 pass's per-request overhead)
 
 
 @dataclass(frozen=True)
@@ -175,12 +182,62 @@ class _Search:
             self.keep(int(row), items, self.item_scores(int(row), items))
 
     def score_full(self, rows: np.ndarray) -> None:
-        """Dense scoring of every item for ``rows``: score_catalogue's sums, over the transposed codes."""
+        """Every item of ``rows`` scored: a float32 pass over all items finds the few that may be in the
+        top-k, which are then scored exactly (float64, score_catalogue's order); see :meth:`_dense_candidates`."""
         if len(rows) == 0:
             return
         drop = np.isin(self.found_rows, rows)         # a search that gave up may have kept some items
         self.found_rows, self.found_items, self.found_scores = (
             self.found_rows[~drop], self.found_items[~drop], self.found_scores[~drop])
+        exact_rows = []
+        for row in rows.tolist():
+            candidates = self._dense_candidates(row) if self.n >= FLOAT32_MIN_ITEMS else None
+            if candidates is None:
+                exact_rows.append(row)
+                continue
+            self.keep(row, candidates, self.item_scores(row, candidates))
+            self.scored[row] = self.n
+        self._score_full_exact(np.asarray(exact_rows, dtype=np.int64))
+
+    def _dense_candidates(self, row: int) -> np.ndarray | None:
+        """The allowed items whose float32 score (digit pairs summed in pair tables: half the gathers of
+        the float64 pass) is within twice its rounding bound of the k-th best: a superset of the top-k.
+
+        An item i of the top-k scores s_i >= s_k >= a_k - err (the k items at or above the float32 k-th
+        score a_k score at least a_k - err each), so its float32 score is >= a_k - 2 err. None (use the
+        float64 pass) for +inf or huge log-probs, which float32 cannot bound, or when ties at the cut
+        leave a quarter of the catalogue."""
+        tables = [t[row] for t in self.tables]
+        finite = [t[np.isfinite(t)] for t in tables]
+        scale = sum(float(np.abs(f).max(initial=0.0)) for f in finite)
+        if any(np.isposinf(t).any() for t in tables) or scale > FLOAT32_SAFE:
+            return None
+        groups = self.trie.postings.dense_groups
+        pair_tables = [(tables[g[0]] if len(g) == 1 else np.add.outer(tables[g[0]], tables[g[1]]).reshape(-1))
+                       .astype(np.float32) for g, _ in groups]
+        approx = np.empty(self.n, dtype=np.float32)
+        for lo in range(0, self.n, DENSE_CHUNK):
+            part = approx[lo:lo + DENSE_CHUNK]
+            np.take(pair_tables[0], groups[0][1][lo:lo + DENSE_CHUNK], out=part)
+            for table, (_, codes) in zip(pair_tables[1:], groups[1:]):
+                part += np.take(table, codes[lo:lo + DENSE_CHUNK])
+        allowed = None if self.mask is None else self.mask[row]
+        if allowed is not None:
+            approx[~allowed] = -np.inf
+        k_eff = min(self.k, self.n)
+        kth = float(np.partition(approx, self.n - k_eff)[self.n - k_eff])
+        # float32 rounding: each table entry and each running sum is off by <= 2**-24 of at most `scale`
+        err = (2 * len(groups) + 4) * 2.0 ** -24 * scale + FLOAT32_TINY * len(groups)
+        if kth == -np.inf:                    # fewer than k finite allowed items: every allowed item may be
+            candidates = np.arange(self.n) if allowed is None else np.flatnonzero(allowed)
+        else:
+            candidates = np.flatnonzero(approx >= np.float32(kth - 2 * err))
+        return None if len(candidates) > self.n * MAX_DENSE_CANDIDATES else candidates
+
+    def _score_full_exact(self, rows: np.ndarray) -> None:
+        """Dense float64 scoring of every item for ``rows``: score_catalogue's sums, over the transposed codes."""
+        if len(rows) == 0:
+            return
         codes_t = self.codes_t
         k_eff = min(self.k, self.n)
         block = max(1, SCORE_BLOCK // self.n)

@@ -19,7 +19,7 @@ from genrec.decode import (
     exclude_mask,
     greedy_decode,
 )
-from genrec.decode.beam import _top_sorted
+from genrec.decode.beam import _positions_not, _top_sorted
 
 SIZES = (5, 7, 11, 3)   # odd per-level codebook sizes, last one is the dedup level
 N_ITEMS = 37
@@ -426,3 +426,16 @@ def test_bad_step_outputs_are_rejected():
 def test_decode_package_does_not_import_torch():
     code = "import sys, genrec.decode; assert 'torch' not in sys.modules, 'genrec.decode imported torch'"
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+@pytest.mark.parametrize("n", [0, 1, 7, 8, 9, 64, 1001])
+@pytest.mark.parametrize("value", [True, False])
+def test_positions_not_equals_flatnonzero(n, value):
+    # the word-at-a-time scan behind _ItemFilter equals the plain one, sparse or dense, any length
+    rng = np.random.default_rng(n)
+    for share in (0.0, 0.01, 0.5, 1.0):
+        flat = rng.random(n) < share
+        np.testing.assert_array_equal(_positions_not(flat, value), np.flatnonzero(flat != value))
+    # bool bytes other than 0 / 1 (a uint8 buffer viewed as bool) still read as True
+    raw = rng.integers(0, 3, n).astype(np.uint8).view(np.bool_)
+    np.testing.assert_array_equal(_positions_not(raw, value), np.flatnonzero(raw != value))

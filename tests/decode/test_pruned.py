@@ -12,6 +12,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import genrec.decode.exhaustive as exhaustive
+import genrec.decode.postings as postings
+import genrec.decode.pruned as pruned
 from genrec.decode import POSTING_FILES, PostingIndex, Trie, exclude_mask, pruned_search, score_catalogue, top_items
 from genrec.io import ArtifactError
 
@@ -112,6 +114,79 @@ def test_ties_go_to_the_lower_item_id():
     for method in METHODS:
         got = pruned_search(TableStep(tables), Trie(codes, SIZES), 2, 6, method=method, **FORCE)
         assert got.result.items.tolist() == [list(range(6))] * 2
+
+
+# ---------------------------------------------------------------------- the dense pass (float32, then exact)
+@pytest.fixture
+def float32_dense_pass(monkeypatch):
+    """Every dense row through the float32 pair-table pass (whatever the catalogue size, digits paired, no
+    fallback to the float64 pass on ties); records the rows the float64 pass still took."""
+    monkeypatch.setattr(postings, "PAIR_TABLE_SHARE", 0)
+    monkeypatch.setattr(pruned, "MAX_DENSE_CANDIDATES", 1.0)
+    monkeypatch.setattr(pruned, "FLOAT32_MIN_ITEMS", 0)
+    exact_rows = []
+    original = pruned._Search._score_full_exact
+
+    def spy(self, rows):
+        exact_rows.extend(np.asarray(rows).tolist())
+        return original(self, rows)
+
+    monkeypatch.setattr(pruned._Search, "_score_full_exact", spy)
+    return exact_rows
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow,
+                                                                  HealthCheck.function_scoped_fixture])
+@given(problems())
+def test_float32_dense_pass_equals_score_catalogue(float32_dense_pass, problem):
+    codes, sizes, tables, mask, k = problem
+    trie = Trie(codes, sizes)
+    got = pruned_search(TableStep(tables), trie, len(tables[0]), k, item_mask=mask, min_items=10**9)
+    assert_same(got.result, reference(tables, trie, k, mask))
+    assert float32_dense_pass == [] and (got.items_scored == trie.n_items).all()
+
+
+@pytest.mark.parametrize("spread", [1e-12, 1e-6, 1e-5])
+def test_float32_dense_pass_is_exact_below_float32_resolution(float32_dense_pass, large, spread):
+    # scores near -60 that differ by less than float32 can tell apart: the rescored candidates decide
+    trie, _ = large
+    rng = np.random.default_rng(7)
+    tables = [-60.0 / trie.depth + spread * rng.normal(size=(3, k)) for k in trie.level_sizes]
+    tables[0][1, ::3] = -np.inf
+    mask = exclude_mask([[0, 1], [], list(range(500))], trie.n_items)
+    got = pruned_search(TableStep(tables), trie, 3, 25, item_mask=mask, min_items=10**9)
+    assert_same(got.result, reference(tables, trie, 25, mask))
+    assert float32_dense_pass == []
+    assert any(len(g) == 2 for g, _ in trie.postings.dense_groups)
+
+
+def test_dense_pass_keeps_float64_for_values_float32_cannot_hold(float32_dense_pass):
+    codes = random_codes(4, N_ITEMS, SIZES)
+    rng = np.random.default_rng(4)
+    tables = [log_softmax(rng.normal(size=(3, k))) for k in SIZES]
+    tables[1][0] *= 1e35                     # request 0: finite log-probs beyond float32's range
+    tables[2][2, 3] = np.inf                 # request 2: +inf (inf - inf sums only the float64 pass reproduces)
+    trie = Trie(codes, SIZES)
+    got = pruned_search(TableStep(tables), trie, 3, 5)
+    assert got.path.tolist() == ["full"] * 3
+    assert_same(got.result, reference(tables, trie, 5, None))
+    assert float32_dense_pass == [0, 2]
+
+
+def test_dense_groups_pair_neighbouring_digits():
+    sizes = (16, 16, 7, 300, 2)
+    codes = random_codes(5, 400, sizes)
+    # at 400 items no pair table is small enough (16 x 16 = 256 entries > N / 4 = 100)
+    assert [g for g, _ in PostingIndex.build(codes, sizes).dense_groups] == [(0,), (1,), (2,), (3,), (4,)]
+    big = np.concatenate([codes] * 6)        # the index does not need unique tuples
+    index = PostingIndex.build(big, sizes)
+    # at 2,400 items (N / 4 = 600): 16 x 16 and 300 x 2 pair up, 7 x 300 = 2,100 entries would not
+    assert [g for g, _ in index.dense_groups] == [(0, 1), (2,), (3, 4)]
+    joint = dict(index.dense_groups)
+    assert joint[(0, 1)].dtype == np.uint16
+    np.testing.assert_array_equal(joint[(0, 1)], big[:, 0] * 16 + big[:, 1])
+    np.testing.assert_array_equal(joint[(3, 4)], big[:, 3] * 2 + big[:, 4])
+    np.testing.assert_array_equal(joint[(2,)], big[:, 2])
 
 
 # ---------------------------------------------------------------------- a larger clustered catalogue
