@@ -80,6 +80,13 @@ LAYOUTS = {
     # the same with a sampled item loss (512 popularity-drawn negatives): its cost does not grow with items
     "rq-separate-ar-L4-itemloss-sampled": Layout(RQ_SEPARATE_L4, "autoregressive", (
         ITEM_LOSS, "--model.item_loss=sampled", "--model.item_loss_negatives=512"), default=False),
+    # the item loss's weight and the epoch budget, chosen on validation (weight 1 and 40 epochs above)
+    "rq-separate-ar-L4-itemloss-w0.5": Layout(RQ_SEPARATE_L4, "autoregressive", ("--model.item_loss_weight=0.5",),
+                                              default=False),
+    "rq-separate-ar-L4-itemloss-w2": Layout(RQ_SEPARATE_L4, "autoregressive", ("--model.item_loss_weight=2.0",),
+                                            default=False),
+    "rq-separate-ar-L4-itemloss-e80": Layout(RQ_SEPARATE_L4, "autoregressive", (ITEM_LOSS, "--trainer.max_epochs=80"),
+                                             default=False),
     "rqkmeans-separate-ar": Layout({"method": "rqkmeans", "modalities": "separate", "n_levels": 3}, "autoregressive"),
     # an autoregressive order over the PQ digits: the default's codes, generated digit by digit
     "pq-separate-ar": Layout({"method": "pq", "modalities": "separate"}, "autoregressive"),
