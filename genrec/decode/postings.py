@@ -94,7 +94,7 @@ class PostingIndex:
             while d < len(sizes):
                 pair = sizes[d] * sizes[d + 1] if d + 1 < len(sizes) else 0
                 if 0 < pair <= 1 << 16 and pair * PAIR_TABLE_SHARE <= n:
-                    joint = self.codes_t[d].astype(np.uint16) * np.uint16(sizes[d + 1]) + self.codes_t[d + 1]
+                    joint = (self.codes_t[d].astype(np.uint32) * sizes[d + 1] + self.codes_t[d + 1]).astype(np.uint16)
                     groups.append(((d, d + 1), joint))
                     d += 2
                 else:

@@ -189,6 +189,15 @@ def test_dense_groups_pair_neighbouring_digits():
     np.testing.assert_array_equal(joint[(2,)], big[:, 2])
 
 
+def test_dense_groups_pair_a_one_code_digit_with_a_65536_code_digit(monkeypatch):
+    # the largest pair table (1 x 2**16 entries): its joint codes still fit uint16
+    monkeypatch.setattr(postings, "PAIR_TABLE_SHARE", 0)
+    codes = np.stack([np.zeros(5, dtype=np.int64), np.array([0, 1, 2, 65534, 65535])], axis=1)
+    groups = PostingIndex.build(codes, (1, 1 << 16)).dense_groups
+    assert [g for g, _ in groups] == [(0, 1)]
+    assert groups[0][1].dtype == np.uint16 and groups[0][1].tolist() == [0, 1, 2, 65534, 65535]
+
+
 # ---------------------------------------------------------------------- a larger clustered catalogue
 def clustered(n: int = 20_011, digits: int = 6, k: int = 16, seed: int = 0):
     """PQ-like codes: items of a cluster share most digits; a dedup digit keeps tuples unique."""
