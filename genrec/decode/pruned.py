@@ -190,8 +190,9 @@ class _Search:
         self.found_rows, self.found_items, self.found_scores = (
             self.found_rows[~drop], self.found_items[~drop], self.found_scores[~drop])
         exact_rows = []
+        scale = _abs_scale(self.tables)
         for row in rows.tolist():
-            candidates = self._dense_candidates(row) if self.n >= FLOAT32_MIN_ITEMS else None
+            candidates = self._dense_candidates(row, float(scale[row])) if self.n >= FLOAT32_MIN_ITEMS else None
             if candidates is None:
                 exact_rows.append(row)
                 continue
@@ -199,17 +200,15 @@ class _Search:
             self.scored[row] = self.n
         self._score_full_exact(np.asarray(exact_rows, dtype=np.int64))
 
-    def _dense_candidates(self, row: int) -> np.ndarray | None:
+    def _dense_candidates(self, row: int, scale: float) -> np.ndarray | None:
         """The allowed items whose float32 score (digit pairs summed in pair tables: half the gathers of
         the float64 pass) is within twice its rounding bound of the k-th best: a superset of the top-k.
 
         An item i of the top-k scores s_i >= s_k >= a_k - err (the k items at or above the float32 k-th
         score a_k score at least a_k - err each), so its float32 score is >= a_k - 2 err. None (use the
         float64 pass) for +inf or huge log-probs, which float32 cannot bound, or when ties at the cut
-        leave a quarter of the catalogue."""
+        leave a quarter of the catalogue. ``scale``: the row's sum over digits of the largest finite |log-prob|."""
         tables = [t[row] for t in self.tables]
-        finite = [t[np.isfinite(t)] for t in tables]
-        scale = sum(float(np.abs(f).max(initial=0.0)) for f in finite)
         if any(np.isposinf(t).any() for t in tables) or scale > FLOAT32_SAFE:
             return None
         groups = self.trie.postings.dense_groups
@@ -276,7 +275,7 @@ class _Search:
         # Per digit and request: the best log-prob among codes some item uses (unused codes bound nothing).
         used = [np.where(size > 0, logp, -np.inf) for size, logp in zip(index.sizes, self.tables)]
         best = np.stack([u.max(axis=1) for u in used], axis=1)                       # (B, D)
-        scale = np.stack([np.where(np.isfinite(u), np.abs(u), 0).max(axis=1) for u in used], axis=1).sum(axis=1)
+        scale = _abs_scale(used)
         for row in rows.tolist():
             if not np.isfinite(best[row]).all():
                 continue                    # a digit where every used code is -inf: every item scores -inf
@@ -425,6 +424,11 @@ class _Search:
             scores[row, :len(top)] = np.where(found, top_scores, -np.inf)
         codes = np.where(items[..., None] >= 0, self.trie.item_codes[items.clip(min=0)], -1)
         return BeamResult(items=items, scores=scores, codes=codes)
+
+
+def _abs_scale(tables: list[np.ndarray]) -> np.ndarray:
+    """(B,) per request: the sum over digits of the largest finite |log-prob| (a bound on any partial sum)."""
+    return np.stack([np.where(np.isfinite(t), np.abs(t), 0).max(axis=1) for t in tables], axis=1).sum(axis=1)
 
 
 class _TableStep:
