@@ -13,7 +13,9 @@ own run folder with the same seed and budget (the YAML's max_epochs with early s
 NDCG@10). The checkpoint of each autoregressive layout is then scored on test at several beam widths
 without retraining (genrec.evaluate once per width), and exactly: the model's exact top k (what a beam as
 wide as the widest non-leaf trie level returns), found by genrec.decode.threshold's search, shows how much
-beam search loses. SASRec is scored in the first layout's run (same features, same split).
+beam search loses. Layouts trained with the item loss are also scored with ``rerankN``: a beam of N
+generates the candidates, re-scored by code log-prob + the state's item logit (GenRec.recommend's
+search "rerank"). SASRec is scored in the first layout's run (same features, same split).
 
 Writes bench/results/layouts_NAME.json (one row per layout and beam width), .md (each row against the best
 row and SASRec) and .png. Extra flags go to every layout's Lightning CLI, e.g. --trainer.max_epochs=2.
@@ -36,7 +38,11 @@ from run import RESULTS, bench_config, git_commit, run_bench, write_outputs  # n
 
 HEADS = ("parallel", "autoregressive")
 EXACT = "exact"                  # --beam-widths word for the width that keeps every trie prefix
-BEAM_WIDTHS = (20, 50, 100, EXACT)   # 20 is the protocol's floor (beam >= the largest K), as genrec.evaluate checks
+RERANK = "rerank"                # --beam-widths prefix: "rerank50" = beam 50, then item-level re-scoring
+# 20 is the protocol's floor (beam >= the largest K), as genrec.evaluate checks; reranking applies only to
+# layouts trained with the item loss (ITEM_LOSS_FLAG), whose state has an item-level score
+BEAM_WIDTHS = (20, 50, 100, EXACT, f"{RERANK}50")
+ITEM_LOSS_FLAG = "--model.item_loss_weight"
 # Beams decoded at once: users per evaluation batch = this // beam width (at most genrec.evaluate's 256), so an
 # exact-width sweep over a 10k-item catalogue holds ~10 users' beams, not 256 users' (tens of GB of log-probs).
 BEAM_ROWS = 1 << 16
@@ -107,20 +113,22 @@ def layout_config(raw: dict, layout: Layout) -> dict:
 
 
 def parse_widths(values: list[str]) -> list[int | str]:
-    """--beam-widths: integers >= 20 and the word 'exact'."""
+    """--beam-widths: integers >= 20, the word 'exact', and 'rerankN' (N >= 20)."""
     out: list[int | str] = []
     for v in values:
         if v == EXACT:
             out.append(EXACT)
             continue
+        rerank = v.startswith(RERANK)
         try:
-            width = int(v)
+            width = int(v[len(RERANK):] if rerank else v)
         except ValueError:
-            raise SystemExit(f"--beam-widths: {v!r} is neither an integer nor {EXACT!r}") from None
+            raise SystemExit(f"--beam-widths: {v!r} is neither an integer, {EXACT!r} nor {RERANK}N "
+                             f"(e.g. {RERANK}50)") from None
         if width < BEAM_WIDTHS[0]:
             raise SystemExit(f"--beam-widths: {width} is below {BEAM_WIDTHS[0]}, the largest K the protocol ranks "
                              "(genrec.evaluate refuses it)")
-        out.append(width)
+        out.append(f"{RERANK}{width}" if rerank else width)
     return out
 
 
@@ -132,9 +140,17 @@ def exact_beam_width(trie) -> int:
     return max([trie.n_nodes(level) for level in range(1, trie.depth)] + [BEAM_WIDTHS[0]])
 
 
-def sweep_widths(requested: list[int | str], exact: int) -> list[int]:
-    """The distinct widths to decode with: requested ones capped at ``exact`` (a wider beam returns the same)."""
-    return sorted({exact if w == EXACT else min(int(w), exact) for w in requested})
+def sweep_widths(requested: list[int | str], exact: int, rerank: bool = False) -> list[tuple[str, int]]:
+    """The distinct (search, width) pairs to decode with, widths capped at ``exact`` (a wider beam returns the
+    same); ``rerankN`` entries only when ``rerank`` (the layout was trained with the item loss)."""
+    out = set()
+    for w in requested:
+        if isinstance(w, str) and w.startswith(RERANK):
+            if rerank:
+                out.add(("rerank", min(int(w[len(RERANK):]), exact)))
+        else:
+            out.add(("beam", exact if w == EXACT else min(int(w), exact)))
+    return sorted(out, key=lambda sw: (sw[0] == "rerank", sw[1]))
 
 
 def eval_batch(width: int) -> int:
@@ -143,7 +159,7 @@ def eval_batch(width: int) -> int:
     return max(1, min(EvaluateConfig.batch_size, BEAM_ROWS // width))
 
 
-def decode_sweep(run_dir: Path, requested: list[int | str]) -> tuple[int, list[dict]]:
+def decode_sweep(run_dir: Path, requested: list[int | str], rerank: bool = False) -> tuple[int, list[dict]]:
     """Score the run's best checkpoint on test at each beam width (genrec.evaluate, no retraining)."""
     from genrec.evaluate import EvaluateConfig, evaluate, load_genrec
 
@@ -151,8 +167,12 @@ def decode_sweep(run_dir: Path, requested: list[int | str]) -> tuple[int, list[d
     exact = exact_beam_width(model.trie)
     del model
     out = []
-    for width in sweep_widths(requested, exact):
-        if width >= exact:
+    for search, width in sweep_widths(requested, exact, rerank):
+        if search == "rerank":
+            print(f"== beam {width} + item rerank", flush=True)
+            cfg = EvaluateConfig(split="test", systems=("genrec",), search="rerank", beam_width=width,
+                                 batch_size=eval_batch(width), output=f"metrics_rerank{width}.json")
+        elif width >= exact:
             # The exact top-k through genrec.decode.threshold (a beam-20 pass, then every prefix that can still
             # reach its 20th score): the same items as a beam this wide (tests/decode), at a fraction of its cost.
             print(f"== exact (threshold search; equal to beam {width})", flush=True)
@@ -162,7 +182,7 @@ def decode_sweep(run_dir: Path, requested: list[int | str]) -> tuple[int, list[d
             cfg = EvaluateConfig(split="test", systems=("genrec",), beam_width=width, batch_size=eval_batch(width),
                                  output=f"metrics_beam{width}.json")
         m = evaluate(run_dir, cfg)["systems"]["genrec"]
-        out.append({**m, "beam_width": width, "exact": width >= exact, "search": cfg.search,
+        out.append({**m, "beam_width": width, "exact": search == "beam" and width >= exact, "search": cfg.search,
                     "eval_batch_size": cfg.batch_size})
     return exact, out
 
@@ -205,7 +225,13 @@ def total_seconds(rows: list[dict]) -> float:
 
 def row_order(row: dict) -> tuple:
     names = list(LAYOUTS)
-    return (names.index(row["layout"]) if row["layout"] in names else len(names), row["beam_width"] or 0)
+    return (names.index(row["layout"]) if row["layout"] in names else len(names), row.get("search") == "rerank",
+            row["beam_width"] or 0)
+
+
+def row_key(row: dict) -> tuple:
+    """What a re-run row replaces: the same layout decoded the same way."""
+    return row["layout"], row["beam_width"], row.get("search") == "rerank"
 
 
 def decoding_label(row: dict) -> str:
@@ -213,6 +239,8 @@ def decoding_label(row: dict) -> str:
         return "parallel, exact"
     if row.get("search") == "exact":
         return "exact (threshold search)"
+    if row.get("search") == "rerank":
+        return f"beam {row['beam_width']} + item rerank"
     return f"beam {row['beam_width']}" + (" (exact)" if row.get("exact") else "")
 
 
@@ -335,10 +363,10 @@ def run_layouts(dataset: str, *, smoke: bool, run_root: Path, train_args: list[s
                       "invalid_rate": m["invalid_rate"], "layout_run": layout_name, "git_commit": res["git_commit"]}
         sweep, exact = None, None
         if layout.head == "autoregressive":
-            exact, sweep = decode_sweep(run_dir, widths)
+            exact, sweep = decode_sweep(run_dir, widths, rerank=any(f.startswith(ITEM_LOSS_FLAG) for f in layout.flags))
         rows += layout_rows(layout_name, layout, cfg, res, sweep, exact, train_args)
-    fresh = {(r["layout"], r["beam_width"]) for r in rows}
-    rows = sorted([r for r in kept if (r["layout"], r["beam_width"]) not in fresh] + rows, key=row_order)
+    fresh = {row_key(r) for r in rows}
+    rows = sorted([r for r in kept if row_key(r) not in fresh] + rows, key=row_order)
     out = {"dataset": name, "git_commit": git_commit(), "machine": machine_info(), "train_args": train_args,
            "beam_widths": [str(w) for w in widths], "seconds": total_seconds(rows), "sasrec": sasrec or {},
            "rows": rows}
@@ -354,7 +382,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--layouts", nargs="*", default=None,
                    help=f"run only these (the other rows of the previous table are kept); known: {', '.join(LAYOUTS)}")
     p.add_argument("--beam-widths", nargs="+", default=[str(w) for w in BEAM_WIDTHS],
-                   help="beam widths each autoregressive layout is scored at (integers >= 20, and 'exact')")
+                   help="beam widths each autoregressive layout is scored at (integers >= 20, 'exact', and "
+                        "'rerankN': beam N re-scored by the item logit, for layouts trained with the item loss)")
     p.add_argument("--decode-only", action="store_true",
                    help="no training: re-score the chosen layouts' checkpoints from a previous run at --beam-widths")
     p.add_argument("--run-root", type=Path, default=None, help="where layout runs go (default bench/runs/layouts/NAME)")

@@ -66,9 +66,15 @@ def test_beam_search_at_the_exact_width_is_the_exact_top_k():
 
 
 def test_beam_widths_are_capped_at_the_exact_width_and_checked():
-    assert sweep_widths([20, 50, 100, "exact"], exact=60) == [20, 50, 60]
-    assert sweep_widths(["exact", 20], exact=240) == [20, 240]
-    assert parse_widths(["20", "exact"]) == [20, "exact"]
+    assert sweep_widths([20, 50, 100, "exact"], exact=60) == [("beam", 20), ("beam", 50), ("beam", 60)]
+    assert sweep_widths(["exact", 20], exact=240) == [("beam", 20), ("beam", 240)]
+    assert parse_widths(["20", "exact", "rerank50"]) == [20, "exact", "rerank50"]
+    # reranking only for layouts trained with the item loss, capped like a beam
+    assert sweep_widths([20, "rerank50", "rerank100"], exact=60) == [("beam", 20)]
+    assert sweep_widths([20, "rerank50", "rerank100"], exact=60, rerank=True) == [
+        ("beam", 20), ("rerank", 50), ("rerank", 60)]
+    with pytest.raises(SystemExit, match="below 20"):
+        parse_widths(["rerank5"])
     with pytest.raises(SystemExit, match="below 20"):
         parse_widths(["10"])
     with pytest.raises(SystemExit, match="neither an integer"):
@@ -107,9 +113,11 @@ def test_table_states_each_row_against_the_best_and_sasrec():
 
 
 def test_layouts_smoke_scores_one_autoregressive_checkpoint_at_several_widths(tmp_path):
-    """--smoke on a parallel and an autoregressive layout: the issue's schema, one row per (layout, width)."""
-    out = subprocess.run([sys.executable, "bench/layouts.py", "--smoke", "--layouts", "pq-parallel", "rq-fused-ar",
-                          "--beam-widths", "20", "exact", "--run-root", str(tmp_path / "runs"),
+    """--smoke on a parallel and an autoregressive layout (with the item loss, so it is also reranked): the
+    issue's schema, one row per (layout, width, search)."""
+    AR = "rq-fused-ar-itemloss"
+    out = subprocess.run([sys.executable, "bench/layouts.py", "--smoke", "--layouts", "pq-parallel", AR,
+                          "--beam-widths", "20", "exact", "rerank20", "--run-root", str(tmp_path / "runs"),
                           "--results-dir", str(tmp_path / "results"), "--trainer.max_epochs=1"],
                          cwd=REPO, capture_output=True, text=True, timeout=900)
     assert out.returncode == 0, out.stderr[-3000:]
@@ -117,30 +125,32 @@ def test_layouts_smoke_scores_one_autoregressive_checkpoint_at_several_widths(tm
     assert result["dataset"] == "smoke" and len(result["git_commit"]) == 40
     assert 0 < result["sasrec"]["ndcg@10"] <= 1
     rows = result["rows"]
-    assert [(r["layout"], r["decoding"]) for r in rows] == [
-        ("pq-parallel", "parallel"), ("rq-fused-ar", "autoregressive"), ("rq-fused-ar", "autoregressive")]
+    assert [(r["layout"], r["decoding"]) for r in rows] == [("pq-parallel", "parallel"), *[(AR, "autoregressive")] * 3]
     assert rows[0]["beam_width"] is None and rows[0]["tokenizer"] == "pq"
     exact = rows[2]["exact_beam_width"]
-    assert [r["beam_width"] for r in rows[1:]] == [20, exact] and rows[2]["exact"] and not rows[1]["exact"]
+    assert [(r["beam_width"], r["search"]) for r in rows[1:]] == [(20, "beam"), (exact, "exact"), (20, "rerank")]
+    assert rows[2]["exact"] and not rows[1]["exact"] and not rows[3]["exact"]
     assert rows[1]["tokenizer"] == "rqvae" and rows[1]["n_digits"] == 4   # 3 RQ levels + the dedup digit
     for r in rows:
         for key in ("ndcg@10", "recall@10", "train_seconds", "decode_ms_per_user"):
             assert isinstance(r[key], (int, float)) and r[key] >= 0, (r["layout"], key)
         assert r["invalid_rate"] == 0.0
         assert r["epochs"] == 1
-    assert rows[1]["train_seconds"] == rows[2]["train_seconds"], "the widths score one checkpoint, not a retrain"
+    assert rows[1]["train_seconds"] == rows[2]["train_seconds"] == rows[3]["train_seconds"], \
+        "the widths score one checkpoint, not a retrain"
     assert (tmp_path / "results" / "layouts_smoke.md").read_text().startswith("**Semantic-ID layouts on smoke**")
     assert (tmp_path / "results" / "layouts_smoke.png").read_bytes()[:4] == b"\x89PNG"
 
     # --decode-only scores the same checkpoint at another width; the other rows stay
-    out = subprocess.run([sys.executable, "bench/layouts.py", "--smoke", "--decode-only", "--layouts", "rq-fused-ar",
+    out = subprocess.run([sys.executable, "bench/layouts.py", "--smoke", "--decode-only", "--layouts", AR,
                           "--beam-widths", "50", "--run-root", str(tmp_path / "runs"),
                           "--results-dir", str(tmp_path / "results"), "--trainer.max_epochs=1"],
                          cwd=REPO, capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stderr[-3000:]
     again = json.loads((tmp_path / "results" / "layouts_smoke.json").read_text())["rows"]
-    assert [(r["layout"], r["beam_width"]) for r in again] == [
-        ("pq-parallel", None), *[("rq-fused-ar", w) for w in sorted({20, min(50, exact), exact})]]
+    assert [(r["layout"], r["beam_width"], r.get("search")) for r in again] == [
+        ("pq-parallel", None, None), *[(AR, w, "exact" if w == exact else "beam") for w in sorted({20, min(50, exact), exact})],
+        (AR, 20, "rerank")]
     assert all(r["train_seconds"] == rows[1]["train_seconds"] and r["invalid_rate"] == 0.0 for r in again[1:])
 
 

@@ -27,7 +27,9 @@ from genrec.registry import get_arch, resolve
 
 CHECKPOINT_KEY = "genrec"      # where a checkpoint keeps the model's config (next to "state_dict")
 STATE_PREFIX = "genrec."       # GenRecModule holds the model as ``self.genrec``
-SEARCHES = ("beam", "exact")   # autoregressive heads: trie beam search, or the exact top-k over the trie
+# Autoregressive heads: trie beam search; the exact top-k over the trie; or "rerank": the beam's items
+# re-scored by the item-level score the item loss trains (needs item_loss_weight > 0 in training).
+SEARCHES = ("beam", "exact", "rerank")
 
 
 class CheckpointError(ValueError):
@@ -196,10 +198,29 @@ class GenRec(nn.Module):
             if search == "exact" and not self.parallel:
                 return threshold_search(lambda: self.step(hist, users), self.trie, len(hist), k,
                                         beam_width=max(beam_width, k), item_mask=mask)[0]
+            if search == "rerank" and not self.parallel:
+                return self._rerank(hist, users, k, max(beam_width, k), mask)
             return top_items(self.step(hist, users), self.trie, len(hist), k, exact=self.parallel,
                              beam_width=max(beam_width, k), item_mask=mask)
         finally:
             self.train(was_training)
+
+    def _rerank(self, hist, users, k: int, width: int, mask):
+        """Beam search of ``width`` generates candidates through the trie; each is then scored by its
+        codes' log-prob plus the state's item-level logit (h . item_table), the product of the two
+        distributions training fits (the item loss's normaliser is per request, so it drops out)."""
+        from genrec.decode import rerank_candidates, top_items
+
+        step = self.step(hist, users)
+        state = getattr(step, "state", None)       # the state before any code step: what the item loss scores
+        if state is None:
+            raise ValueError(f"search 'rerank' needs the causal arch's item-level state; arch {self.arch!r} has "
+                             "none (use search 'beam' or 'exact')")
+        beam = top_items(step, self.trie, len(hist), width, exact=False, beam_width=width, item_mask=mask)
+        found = beam.items >= 0
+        ids = torch.as_tensor(np.where(found, beam.items, 0), device=state.device)
+        logits = torch.einsum("bd,bwd->bw", state, self.item_table(ids.flatten()).view(*ids.shape, -1))
+        return rerank_candidates(beam, logits.double().cpu().numpy(), k)
 
     # ------------------------------------------------------------------ checkpoints
     def checkpoint_entry(self) -> dict:

@@ -130,3 +130,43 @@ def test_exact_search_equals_a_beam_that_keeps_every_prefix(arch):
     np.testing.assert_allclose(exact.scores, wide.scores, rtol=1e-9)
     with pytest.raises(ValueError, match="search must be one of"):
         model.recommend(hist, k=5, search="greedy")
+
+
+def _brute_force_rerank(model: GenRec, hist: torch.Tensor, exclude: list[np.ndarray], k: int) -> np.ndarray:
+    """Every item scored one by one: its codes' summed log-probs (teacher-forced through the head, level by
+    level) plus the state's item logit; history excluded; best k by score, ties to the lower id."""
+    codes, valid, content, ids = model.history_inputs(hist)
+    with torch.no_grad():
+        state = model.model.last_state(codes, valid, content, ids)
+        table = model.item_table()
+        out = []
+        for b in range(len(hist)):
+            scores = {}
+            for item in range(model.n_items):
+                if item in set(exclude[b].tolist()):
+                    continue
+                s, h = 0.0, state[b:b + 1]
+                for level in range(len(model.level_sizes)):
+                    if level:
+                        h = model.model.head.advance(level - 1, h, model.item_codes[item, level - 1:level])
+                    s += float(torch.log_softmax(model.model.head.logits(level, h).double(), -1)[0, model.item_codes[item, level]])
+                scores[item] = s + float(state[b].double() @ table[item].double())
+            out.append(sorted(scores, key=lambda i: (-scores[i], i))[:k])
+    return np.array(out)
+
+
+def test_rerank_with_a_beam_over_the_whole_catalogue_is_the_brute_force_product_of_both_scores():
+    """search="rerank": with a beam wide enough to hold every item, the result is every allowed item ranked
+    by code log-prob + item logit, computed item by item; narrower beams return only real, allowed items."""
+    model = _model("causal")
+    hist = torch.tensor([[-1, -1, 3, 4, 5, 6], [1, 2, 3, 4, 5, 6], [-1, -1, -1, -1, -1, 9]])
+    exclude = [np.array([3, 4]), np.array([], dtype=np.int64), np.array([9, 0, 1])]
+    wide = model.recommend(hist, k=5, beam_width=N_ITEMS, exclude=exclude, search="rerank")
+    np.testing.assert_array_equal(wide.items, _brute_force_rerank(model, hist, exclude, 5))
+    narrow = model.recommend(hist, k=5, beam_width=6, exclude=exclude, search="rerank")
+    beam = model.recommend(hist, k=6, beam_width=6, exclude=exclude)
+    for row in range(len(hist)):
+        assert set(narrow.items[row]) <= set(beam.items[row])             # only what the beam generated
+        assert not set(narrow.items[row]) & set(exclude[row].tolist())
+    with pytest.raises(ValueError, match="search 'rerank' needs the causal arch"):
+        _model("tiger").recommend(hist, k=5, search="rerank")
