@@ -94,6 +94,19 @@ def parallel_export(tmp_path_factory):
     return out, module
 
 
+@pytest.fixture(scope="session")
+def rerank_export(tmp_path_factory):
+    """(export folder, module) decoding with search "rerank" (the beam re-scored by the item logit), parity on."""
+    from genrec.export import ExportConfig, export_module
+    from tiny import source_ids, tiny_module, titles
+
+    module = tiny_module()
+    out = tmp_path_factory.mktemp("export") / "tiny-rerank"
+    export_module(module, out, ExportConfig(name="tiny-rerank", search="rerank"), source_ids=source_ids(),
+                  titles=titles())
+    return out, module
+
+
 def one_torch_thread():
     """Tiny models: one torch thread. On a shared 2-core machine a 2-thread pool makes every small op
     wait for a busy core (~12 ms each), which is most of the export and serving tests' time otherwise.

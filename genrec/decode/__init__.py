@@ -17,7 +17,7 @@ from genrec.decode.beam import (
 from genrec.decode.exhaustive import score_catalogue, top_items
 from genrec.decode.postings import POSTING_FILES, PostingIndex
 from genrec.decode.pruned import PrunedResult, pruned_search
-from genrec.decode.rerank import rerank_candidates
+from genrec.decode.rerank import rerank_candidates, rerank_search
 from genrec.decode.trie import TRIE_FILES, Trie
 
 __all__ = [
@@ -35,6 +35,7 @@ __all__ = [
     "greedy_decode",
     "pruned_search",
     "rerank_candidates",
+    "rerank_search",
     "score_catalogue",
     "top_items",
 ]

@@ -9,7 +9,25 @@ from __future__ import annotations
 
 import numpy as np
 
-from genrec.decode.beam import BeamResult
+from genrec.decode.beam import BeamResult, StepFn, beam_search
+from genrec.decode.trie import Trie
+
+
+def rerank_search(step: StepFn, trie: Trie, batch_size: int, k: int, *, beam_width: int, state: np.ndarray,
+                  item_table: np.ndarray, item_mask: np.ndarray | None = None) -> BeamResult:
+    """Trie beam search of ``beam_width`` keeps that many real, allowed items per request; each is re-scored
+    by its summed code log-prob plus ``state[b] . item_table[item]`` and the best ``k`` are returned.
+
+    ``state`` (B, d) is the request's state before any code step (what an item-level loss scores; read it
+    before ``step`` runs, which may replace it) and ``item_table`` (N, d) the item vectors it is scored against
+    (a memory-map is fine: only the beam's rows are read). Evaluation and the ONNX server both call this.
+    """
+    if beam_width < k:
+        raise ValueError(f"beam_width ({beam_width}) must be >= k ({k}): the beam is the candidate set")
+    beam = beam_search(step, trie, batch_size=batch_size, beam_width=beam_width, k=beam_width, item_mask=item_mask)
+    rows = np.asarray(item_table[np.where(beam.items >= 0, beam.items, 0).ravel()], dtype=np.float64)
+    extra = np.einsum("bd,bwd->bw", np.asarray(state, dtype=np.float64), rows.reshape(*beam.items.shape, -1))
+    return rerank_candidates(beam, extra, k)
 
 
 def rerank_candidates(beam: BeamResult, extra: np.ndarray, k: int) -> BeamResult:

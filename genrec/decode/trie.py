@@ -37,7 +37,7 @@ from genrec.io import ArtifactError, save_npy_atomic
 # File names written by Trie.save (the export folder lists them in its manifest).
 TRIE_FILES = {
     "level_sizes": "trie_level_sizes.npy",    # (D,) codebook size per level
-    "item_codes": "trie_item_codes.npy",      # (N, D) code tuple per item id
+    "item_codes": "codes.npy",                # (N, D) code tuple per item id: the export's item -> code map too
     "order": "trie_order.npy",                # (N,) item id at each sorted position
     "node_start": "trie_node_start.npy",      # concatenation of node_start[0..D]
     "node_offsets": "trie_node_offsets.npy",  # (D + 2,) where each level's node_start begins
@@ -275,7 +275,10 @@ class Trie:
             raise ArtifactError(f"{folder / TRIE_FILES['order']}: expected a permutation of 0..{n - 1}. "
                                 "The trie tables are corrupt; re-run `genrec export`.")
         sorted_codes = _compact(codes, sizes)[order]
-        _check_unique(sorted_codes, order, source)  # strictly increasing also proves the order is right
+        try:
+            _check_unique(sorted_codes, order, source)  # strictly increasing also proves the order is right
+        except ValueError as err:                       # on disk: a folder mixing files, not a caller's bug
+            raise ArtifactError(f"{err}; the folder mixes files from different exports: re-run `genrec export`") from None
         offsets = arrays["node_offsets"].astype(np.int64)
         flat = arrays["node_start"]
         if offsets.shape != (len(sizes) + 2,) or offsets[-1] != len(flat):

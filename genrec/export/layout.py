@@ -10,11 +10,17 @@ from __future__ import annotations
 from genrec.decode.trie import TRIE_FILES
 
 STAGE = "export"                 # manifest "stage" of an export folder
-FORMAT_VERSION = 3               # bump when the folder layout, a graph signature or a manifest field changes
+FORMAT_VERSION = 4               # bump when the folder layout, a graph signature or a manifest field changes
+                                 # (4: the trie reads codes.npy; no separate trie_item_codes.npy copy)
 ENCODER_FILE = "encoder.onnx"
 DECODER_STEP_FILE = "decoder_step.onnx"
-CODES_FILE = "codes.npy"         # (n_items, D) int64: item id -> semantic ID (row i is item i)
+# (n_items, D) int64: item id -> semantic ID (row i is item i); "codes.npy", the file the trie reads too
+CODES_FILE = TRIE_FILES["item_codes"]
 ITEMS_FILE = "items.json"        # {"source_id": [...], "title": [...]}: item id -> metadata
+# decoding "rerank" only: (n_items, d_model) float32, what each item's state logit is scored against
+# (GenRec.item_table); the server memory-maps it and reads only the beam's rows
+ITEM_TABLE_FILE = "item_table.npy"
+DECODINGS = ("exact", "beam", "rerank")  # manifest "decoding": parallel head / trie beam / beam + item rerank
 SUPPORTED_ARCHS = ("causal", "tiger")   # archs `genrec export` writes and the server loads
 # A graph's initializers of at least this size (the (n_items, d) item table) are stored as ONNX external
 # data in "<graph>.onnx.data" beside it, which onnxruntime memory-maps: workers share the pages.
@@ -22,7 +28,7 @@ EXTERNAL_DATA_BYTES = 4 << 20
 EXTERNAL_DATA_SUFFIX = ".data"
 
 # Every file an export folder holds besides manifest.json (the manifest lists their sha256).
-EXPORT_FILES = (ENCODER_FILE, DECODER_STEP_FILE, CODES_FILE, ITEMS_FILE, *sorted(TRIE_FILES.values()))
+EXPORT_FILES = (ENCODER_FILE, DECODER_STEP_FILE, ITEMS_FILE, *sorted(TRIE_FILES.values()))   # CODES_FILE among them
 
 # Graph signatures for arch "causal". Dimension names are symbolic; numbers are fixed.
 #   encoder.onnx       history (batch, max_items) int64, item ids left-padded with -1

@@ -36,6 +36,7 @@ from genrec.registry import get_arch, resolve
 from genrec.io import MANIFEST, ArtifactError, save_npy_atomic, sha256_file, write_json_atomic, write_manifest
 
 EXPORTERS = ("dynamo", "legacy")
+EXPORT_SEARCHES = ("beam", "rerank")   # what an autoregressive export decodes with (manifest "decoding")
 # Example sizes used to trace the graphs; odd and > 1 so no dynamic axis gets specialised to them.
 _TRACE_BATCH, _TRACE_ROWS = 3, 7
 # Batch sizes and history lengths the export-time parity check decodes (lengths past max_items test truncation).
@@ -52,6 +53,8 @@ class ExportConfig:
     checkpoint: str = "best"         # best | last | a path to a .ckpt (as in `genrec evaluate`)
     name: str | None = None          # model name reported by the server (default: the output folder's name)
     beam_width: int = 20             # default beam width the server decodes with (raised to k when k is larger)
+    search: str = "beam"             # autoregressive heads: "beam", or "rerank" (the beam re-scored by the item
+                                     # logit; for models trained with item_loss_weight > 0, as `genrec evaluate`)
     int8: bool = False               # try dynamic int8 weight quantization; kept only if every parity top-k is unchanged
     parity_check: bool = True        # decode random histories with torch eager and ONNX before publishing the folder
     parity_tolerance: float = 1e-4   # max |eager - onnx| for log-probs and states; scores (sums over levels) x levels
@@ -67,6 +70,8 @@ class ExportConfig:
             raise ValueError(f"exporter must be one of {EXPORTERS}, got {self.exporter!r}")
         if not 14 <= self.opset <= 23:
             raise ValueError(f"opset must be in [14, 23] (scaled_dot_product_attention needs >= 14), got {self.opset}")
+        if self.search not in EXPORT_SEARCHES:
+            raise ValueError(f"search must be one of {EXPORT_SEARCHES}, got {self.search!r}")
         if self.beam_width < 1 or self.parity_k < 1:
             raise ValueError(f"beam_width and parity_k must be >= 1, got {self.beam_width} and {self.parity_k}")
         if self.parity_tolerance <= 0:
@@ -160,6 +165,12 @@ def export_module(model, out: str | Path, config: ExportConfig | None = None, *,
     _check_destination(out, config)
 
     module = module.cpu().eval()
+    if config.search == "rerank" and (module.parallel or module.arch != "causal"):
+        raise ValueError("search 'rerank' re-scores an autoregressive causal head's beam; this model "
+                         f"({module.arch}, {'parallel' if module.parallel else 'autoregressive'} head) is decoded "
+                         "with search 'beam'")
+    if config.search == "rerank":
+        files.append(layout.ITEM_TABLE_FILE)
 
     def write(tmp: Path) -> dict:
         graphs = resolve(get_arch(module.arch).export)(module, tmp, config)
@@ -169,7 +180,9 @@ def export_module(model, out: str | Path, config: ExportConfig | None = None, *,
         # them instead of building them on its first request.
         written = trie.save(tmp, postings=module.parallel)
         files.extend(sorted(set(written) - set(files)))
-        save_npy_atomic(tmp / layout.CODES_FILE, trie.item_codes)
+        if config.search == "rerank":
+            with torch.no_grad():
+                save_npy_atomic(tmp / layout.ITEM_TABLE_FILE, module.item_table().float().numpy())
         write_json_atomic(tmp / layout.ITEMS_FILE, {"source_id": source_ids, "title": titles})
         if meta:
             write_json_atomic(tmp / ITEMS_META_FILE, meta)
@@ -490,8 +503,9 @@ def _manifest_fields(module, out: Path, config: ExportConfig, graphs: dict, sour
         "k_max": max(cfg.level_sizes),
         "max_items": cfg.max_items,
         "beam_width": config.beam_width,
-        # "exact": score every item from per-level log-probs (parallel head); "beam": trie beam search
-        "decoding": "exact" if module.parallel else "beam",
+        # "exact": score every item from per-level log-probs (parallel head); "beam": trie beam search;
+        # "rerank": the beam's items re-scored by state . item_table (layout.ITEM_TABLE_FILE)
+        "decoding": "exact" if module.parallel else config.search,
         "model": _model_fields(module),
         "graphs": graphs,
         "source": source or {"run": None, "checkpoint": None},

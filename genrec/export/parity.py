@@ -66,6 +66,8 @@ def compare(module, runtime: ExportRuntime, histories: list[np.ndarray], *, k: i
         raise ValueError(f"the export decodes {'exactly' if runtime.exact else 'by beam search'} but the model "
                          f"{'scores every item exactly' if exact else 'needs beam search'}; re-run `genrec export`")
     eager = top_items(eager_step, module.trie, len(histories), k, exact=exact, beam_width=beam_width)
+    if runtime.decoding == "rerank":    # the recorded beam still checks every step's log-probs below
+        eager = module.recommend(hist, k=k, beam_width=beam_width, search="rerank")
     onnx = runtime.recommend(histories, k, exclude_history=False, beam_width=beam_width)
 
     replay = runtime.step_fn(histories)

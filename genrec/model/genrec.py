@@ -209,18 +209,15 @@ class GenRec(nn.Module):
         """Beam search of ``width`` generates candidates through the trie; each is then scored by its
         codes' log-prob plus the state's item-level logit (h . item_table), the product of the two
         distributions training fits (the item loss's normaliser is per request, so it drops out)."""
-        from genrec.decode import rerank_candidates, top_items
+        from genrec.decode import rerank_search
 
         step = self.step(hist, users)
         state = getattr(step, "state", None)       # the state before any code step: what the item loss scores
         if state is None:
             raise ValueError(f"search 'rerank' needs the causal arch's item-level state; arch {self.arch!r} has "
                              "none (use search 'beam' or 'exact')")
-        beam = top_items(step, self.trie, len(hist), width, exact=False, beam_width=width, item_mask=mask)
-        found = beam.items >= 0
-        ids = torch.as_tensor(np.where(found, beam.items, 0), device=state.device)
-        logits = torch.einsum("bd,bwd->bw", state, self.item_table(ids.flatten()).view(*ids.shape, -1))
-        return rerank_candidates(beam, logits.double().cpu().numpy(), k)
+        return rerank_search(step, self.trie, len(hist), k, beam_width=width, state=state.float().cpu().numpy(),
+                             item_table=self.item_table().float().cpu().numpy(), item_mask=mask)
 
     # ------------------------------------------------------------------ checkpoints
     def checkpoint_entry(self) -> dict:

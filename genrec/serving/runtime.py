@@ -18,7 +18,7 @@ import numpy as np
 import onnxruntime as ort
 
 from genrec.data.split import left_pad
-from genrec.decode import BeamResult, Trie, candidate_mask, exclude_mask, top_items
+from genrec.decode import BeamResult, Trie, candidate_mask, exclude_mask, rerank_search, top_items
 from genrec.export import layout
 from genrec.registry import get_arch, resolve
 from genrec.io import MANIFEST, ArtifactError, read_manifest, verify_files
@@ -147,18 +147,17 @@ class ExportRuntime:
         self.level_sizes: tuple[int, ...] = tuple(int(k) for k in self.manifest["level_sizes"])
         self.max_items: int = int(self.manifest["max_items"])
         self.beam_width: int = int(self.manifest["beam_width"])
-        self.exact: bool = self.manifest["decoding"] == "exact"   # score every item, else trie beam search
+        self.decoding: str = self.manifest["decoding"]            # layout.DECODINGS
+        self.exact: bool = self.decoding == "exact"               # score every item, else trie beam search
         # Every large table is memory-mapped (read-only): N server workers on one export share one copy
         # through the page cache. Exact exports never build the trie's node tables (beam exports do, once).
         self.trie = Trie.load(self.folder)
         self.item_codes = self.trie.item_codes                                    # (N, D) int64
-        codes = np.load(self.folder / layout.CODES_FILE, mmap_mode="r", allow_pickle=False)
-        if not np.array_equal(codes, self.item_codes):
-            raise ArtifactError(f"{self.folder / layout.CODES_FILE} disagrees with the trie tables; "
-                                "the folder mixes files from different exports. Re-run `genrec export`.")
         if self.trie.level_sizes != self.level_sizes:
             raise ArtifactError(f"{self.folder / MANIFEST}: level_sizes {list(self.level_sizes)} disagree with the "
                                 f"trie tables ({list(self.trie.level_sizes)}); re-run `genrec export`.")
+        # decoding "rerank": the item vectors each beam item's state logit is scored against (rows read per request)
+        self.item_table = (self._load_item_table() if self.decoding == "rerank" else None)
         self.source_ids, self.titles = self._load_items()
         self._index = {sid: i for i, sid in enumerate(self.source_ids)}
         opts = session_options(self.config)
@@ -179,12 +178,28 @@ class ExportRuntime:
                                    "model", "decoding") if key not in m]
         if missing:
             raise ArtifactError(f"{path}: missing fields {missing}; the manifest is incomplete, re-run `genrec export`.")
+        if m["decoding"] not in layout.DECODINGS:
+            raise ArtifactError(f"{path}: decoding {m['decoding']!r} is not one this server runs "
+                                f"({layout.DECODINGS}); re-export with this genrec version (`genrec export`).")
+        if m["decoding"] == "rerank" and m["arch"] != "causal":
+            raise ArtifactError(f"{path}: decoding 'rerank' needs arch 'causal', got {m['arch']!r}; re-run `genrec export`.")
+        if m["decoding"] == "rerank" and layout.ITEM_TABLE_FILE not in m["files"]:
+            raise ArtifactError(f"{path}: decoding 'rerank' needs {layout.ITEM_TABLE_FILE}, which the manifest does "
+                                "not list; the folder is incomplete, re-run `genrec export`.")
         if m["arch"] not in layout.SUPPORTED_ARCHS:
             raise ArtifactError(f"{path}: arch {m['arch']!r} cannot be served (supported: {layout.SUPPORTED_ARCHS}).")
         unlisted = [name for name in layout.EXPORT_FILES if name not in m["files"]]
         if unlisted:
             raise ArtifactError(f"{path}: files {unlisted} are not listed with a checksum; the folder is incomplete, "
                                 "re-run `genrec export`.")
+
+    def _load_item_table(self) -> np.ndarray:
+        path = self.folder / layout.ITEM_TABLE_FILE
+        table = np.load(path, mmap_mode="r", allow_pickle=False)
+        if table.ndim != 2 or table.shape[0] != self.trie.n_items or table.dtype != np.float32:
+            raise ArtifactError(f"{path}: expected a ({self.trie.n_items}, d) float32 table, got {table.shape} "
+                                f"{table.dtype}; the folder mixes files from different exports. Re-run `genrec export`.")
+        return table
 
     def _load_items(self) -> tuple[list[str], list[str | None]]:
         path = self.folder / layout.ITEMS_FILE
@@ -272,8 +287,12 @@ class ExportRuntime:
             raise ValueError(f"k must be in [1, {self.n_items}] (the catalogue size), got {k}")
         width = max(beam_width or self.beam_width, k)
         mask = self.item_mask(histories, exclude_history, candidates)
-        return top_items(self.step_fn(histories), self.trie, batch, k, exact=self.exact, beam_width=width,
-                         item_mask=mask)
+        step = self.step_fn(histories)
+        if self.decoding == "rerank":
+            # the encoder's state, read before the first step replaces it, scored against the beam's items
+            return rerank_search(step, self.trie, batch, k, beam_width=width, state=step.state,
+                                 item_table=self.item_table, item_mask=mask)
+        return top_items(step, self.trie, batch, k, exact=self.exact, beam_width=width, item_mask=mask)
 
     def _check_ids(self, ids: Sequence[int], what: str) -> None:
         arr = np.asarray(ids)
@@ -309,7 +328,7 @@ class ExportRuntime:
             "name": m.get("name"), "arch": self.arch, "n_items": self.n_items,
             "semantic_id": {"n_levels": len(self.level_sizes), "level_sizes": list(self.level_sizes)},
             "max_items": self.max_items, "beam_width": self.beam_width,
-            "decoding": "exact" if self.exact else "beam", "opset": m.get("opset"),
+            "decoding": self.decoding, "opset": m.get("opset"),
             "exporter": m.get("exporter"), "created": m.get("created"), "versions": m.get("versions", {}),
             "model": m.get("model", {}), "format_version": m.get("format_version"),
         }

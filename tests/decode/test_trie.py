@@ -160,7 +160,7 @@ def test_load_rejects_missing_or_inconsistent_tables(tmp_path):
     order = np.load(folder / TRIE_FILES["order"])
     order[[0, 1]] = order[[1, 0]]   # still a permutation, but no longer lexicographic
     np.save(folder / TRIE_FILES["order"], order)
-    with pytest.raises(ValueError, match="not in lexicographic order"):
+    with pytest.raises(ArtifactError, match="not in lexicographic order.*re-run `genrec export`"):
         Trie.load(folder)
 
     (folder / TRIE_FILES["order"]).unlink()

@@ -142,6 +142,52 @@ def test_parallel_head_onnx_matches_torch_eager(parallel_export, lengths, monkey
         compare(tiny_module(), runtime, histories, k=10, beam_width=20)
 
 
+@pytest.mark.parametrize("lengths", [[1], [2, MAX_ITEMS + 5, 4, 1, 3, 6, 6, 2]])
+def test_rerank_export_matches_torch_eager(rerank_export, lengths):
+    """search "rerank": the server re-scores the beam from item_table.npy as GenRec.recommend does in torch."""
+    folder, module = rerank_export
+    runtime = ExportRuntime(folder)
+    manifest = json.loads((folder / "manifest.json").read_text())
+    assert runtime.decoding == manifest["decoding"] == "rerank" and layout.ITEM_TABLE_FILE in manifest["files"]
+    assert runtime.metadata()["decoding"] == "rerank"
+    histories = random_histories(N_ITEMS, lengths, seed=30 + len(lengths))
+    _assert_parity(compare(module, runtime, histories, k=10, beam_width=20))
+    # the re-scoring changes the order: the plain beam's top 10 is not what the reranked export serves
+    beam = module.genrec.recommend(torch.as_tensor(left_pad(histories, MAX_ITEMS)), k=10, beam_width=20)
+    assert not np.array_equal(beam.items, runtime.recommend(histories, 10, exclude_history=False).items)
+
+
+def test_rerank_export_with_history_exclusion_serves_the_torch_ranking(rerank_export):
+    folder, module = rerank_export
+    runtime = ExportRuntime(folder)
+    histories = [[4, 30, 11, 5, 17], [3]]
+    want = module.genrec.recommend(torch.as_tensor(left_pad(histories, MAX_ITEMS)), k=10, beam_width=20,
+                                   exclude=[np.array(h) for h in histories], search="rerank")
+    got = runtime.recommend(histories, 10, exclude_history=True)
+    np.testing.assert_array_equal(got.items, want.items)
+    assert not set(got.items[0]) & set(histories[0])
+
+
+def test_rerank_is_refused_for_heads_it_cannot_rerank(tmp_path):
+    with pytest.raises(ValueError, match="search must be one of"):
+        ExportConfig(search="exact")
+    with pytest.raises(ValueError, match="search 'rerank' re-scores an autoregressive causal head"):
+        export_module(tiny_module(head="parallel"), tmp_path / "x", ExportConfig(search="rerank"),
+                      source_ids=source_ids(), titles=titles())
+    assert not (tmp_path / "x").exists()
+
+
+def test_a_rerank_manifest_without_its_table_is_refused(rerank_export, tmp_path):
+    folder, _ = rerank_export
+    copy = tmp_path / "copy"
+    shutil.copytree(folder, copy)
+    manifest = json.loads((copy / "manifest.json").read_text())
+    del manifest["files"][layout.ITEM_TABLE_FILE]
+    (copy / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(ArtifactError, match="decoding 'rerank' needs item_table.npy"):
+        ExportRuntime(copy)
+
+
 # ---------------------------------------------------------------------- folder, manifest, integrity
 def test_folder_layout_and_manifest(tiny_export):
     folder, module = tiny_export
@@ -196,7 +242,7 @@ def test_tables_from_another_export_are_rejected(tiny_export, tmp_path):
     manifest = json.loads((folder / "manifest.json").read_text())
     fields = {k: v for k, v in manifest.items() if k not in ("stage", "created", "versions", "files")}
     write_manifest(folder, "export", files=list(manifest["files"]), **fields)
-    with pytest.raises(ArtifactError, match="codes.npy disagrees with the trie"):
+    with pytest.raises(ArtifactError, match="codes.npy: trie tables are not in lexicographic order.*re-run"):
         ExportRuntime(folder)
 
 

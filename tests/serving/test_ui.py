@@ -26,6 +26,7 @@ import pytest
 from fastapi.testclient import TestClient
 from PIL import Image
 
+from genrec.export import layout
 from genrec.explain import code_table, codes_json
 from genrec.serving.app import create_app
 from genrec.serving.runtime import ExportRuntime
@@ -107,7 +108,7 @@ def plain_client(tiny_export):
 # ---------------------------------------------------------------------- the export's item metadata
 def test_items_meta_is_listed_and_checked(ui_export, catalogue):
     manifest = json.loads((ui_export / "manifest.json").read_text())
-    assert manifest["format_version"] == 3 and "items_meta.json" in manifest["files"]
+    assert manifest["format_version"] == layout.FORMAT_VERSION and "items_meta.json" in manifest["files"]
     info = manifest["items_meta"]
     assert info["file"] == "items_meta.json" and info["fields"] == ["category", "image", "popularity"]
     assert info["n_images"] == N_ITEMS and info["n_categorised"] == N_ITEMS and info["thumbnail_size"] == THUMBNAIL
