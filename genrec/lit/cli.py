@@ -96,7 +96,8 @@ class GenRecCLI(LightningCLI):
         if cfg.get("evaluate") and self.trainer.global_rank == 0:
             from genrec.evaluate import EvaluateConfig, evaluate
 
-            evaluate(self.datamodule.run, EvaluateConfig(beam_width=self.model.hparams.beam_width))
+            hp = self.model.hparams
+            evaluate(self.datamodule.run, EvaluateConfig(beam_width=hp.beam_width, search=hp.get("search", "beam")))
 
 
     def write_manifest(self, cfg) -> None:

@@ -22,7 +22,7 @@ from genrec.lit.data import ModelDims
 from genrec.lit.optim import ITEM_GRADS, AdamWSparse, sparse_item_grad
 from genrec.lit.sasrec import PopularitySampler, SASRecTrainConfig, sampled_softmax_loss
 from genrec.metrics import DEFAULT_KS, per_example_metrics
-from genrec.model.genrec import CHECKPOINT_KEY, GenRec, GenRecConfig
+from genrec.model.genrec import CHECKPOINT_KEY, SEARCHES, GenRec, GenRecConfig
 from genrec.registry import ARCHS
 
 ITEM_ID_INITS = ("normal", "collab")
@@ -96,6 +96,7 @@ class GenRecModule(L.LightningModule):
         warmup_steps: int = 100,
         scheduler: str = "cosine",
         beam_width: int = 20,
+        search: str = "beam",
     ):
         """
         Args:
@@ -134,6 +135,8 @@ class GenRecModule(L.LightningModule):
             warmup_steps: linear learning-rate warmup.
             scheduler: "cosine" (decay to 10% over max_steps / estimated steps) or "constant".
             beam_width: beam width for validation/test decoding (>= 20 per the protocol).
+            search: autoregressive heads' validation/test decoding, as ``genrec evaluate --search``: "beam",
+                "exact", or "rerank" (the beam re-scored by the item logit: needs item_loss_weight > 0).
         """
         super().__init__()
         if item_loss_weight and arch != "causal":
@@ -146,6 +149,11 @@ class GenRecModule(L.LightningModule):
             raise ValueError(f"item_id_init must be one of {ITEM_ID_INITS}, got {item_id_init!r}")
         if item_id_init != "normal" and not (arch == "causal" and item_id_embedding):
             raise ValueError(f"item_id_init={item_id_init!r} needs arch 'causal' with item_id_embedding true")
+        if search not in SEARCHES:
+            raise ValueError(f"search must be one of {SEARCHES}, got {search!r}")
+        if search == "rerank" and not item_loss_weight:
+            raise ValueError("search 'rerank' scores the state's item logit, which only item_loss_weight > 0 trains; "
+                             "set --model.item_loss_weight (e.g. 1.0) or use search 'beam'")
         if item_loss not in ITEM_LOSSES:
             raise ValueError(f"item_loss must be one of {ITEM_LOSSES}, got {item_loss!r}")
         if item_loss_negatives < 1:
@@ -361,7 +369,8 @@ class GenRecModule(L.LightningModule):
     # ------------------------------------------------------------------ evaluation
     def recommend(self, hist: torch.Tensor, k: int, exclude: list[np.ndarray] | None = None,
                   users: torch.Tensor | None = None):
-        return self.genrec.recommend(hist, k=k, beam_width=self.hparams.beam_width, exclude=exclude, users=users)
+        return self.genrec.recommend(hist, k=k, beam_width=self.hparams.beam_width, exclude=exclude, users=users,
+                                     search=self.hparams.get("search", "beam"))
 
     def _eval_step(self, batch, prefix: str):
         hist, target, users = batch

@@ -202,6 +202,21 @@ def test_item_level_loss_is_sasrecs_cross_entropy_over_the_item_tokens():
         _module(arch="tiger", item_loss_weight=0.5)
 
 
+def test_validation_decodes_with_the_configured_search():
+    """model.search "rerank" reaches GenRec.recommend (what validation and the post-fit evaluation use), and
+    is refused without the item loss that trains the score it re-ranks by."""
+    hist = torch.as_tensor(left_pad([np.array([1, 2, 3]), np.array([5])], 6))
+    rerank = _module(item_id_embedding=True, item_loss_weight=1.0, search="rerank")
+    want = rerank.genrec.recommend(hist, k=20, beam_width=20, search="rerank")
+    np.testing.assert_array_equal(rerank.recommend(hist, k=20).items, want.items)
+    beam = _module(item_id_embedding=True, item_loss_weight=1.0)
+    assert not np.array_equal(beam.recommend(hist, k=20).items, want.items)
+    with pytest.raises(ValueError, match="item_loss_weight"):
+        _module(search="rerank")
+    with pytest.raises(ValueError, match="search must be one of"):
+        _module(search="greedy")
+
+
 def test_sampled_item_loss_with_every_item_as_negative_is_the_full_one():
     """item_loss="sampled" computes only the candidates' rows; given every item it is the full softmax."""
     from types import SimpleNamespace
