@@ -89,15 +89,24 @@ class RecomputeStep:
 
 
 # ---------------------------------------------------------------------- masks
-def exclude_mask(histories: Sequence[Sequence[int]] | np.ndarray, n_items: int) -> np.ndarray:
+def exclude_mask(histories: Sequence[Sequence[int]] | np.ndarray, n_items: int, *,
+                 out: np.ndarray | None = None, rows: Sequence[int] | None = None) -> np.ndarray:
     """(B, n_items) bool, True = allowed: every item except those in ``histories[b]``.
 
-    ``histories`` is a list of id sequences or a (B, L) int array; negative ids are padding.
+    ``histories`` is a list of id sequences or a (B, L) int array; negative ids are padding. With ``out``
+    (a bool mask), clears ``histories[b]``'s ids in row ``rows[b]`` of it (default row b) and returns it:
+    ``out[rows] &= exclude_mask(histories)`` without allocating another (B, n_items) array.
     """
-    rows, ids = _flatten_ids(histories, n_items, "histories")
-    mask = np.ones((_n_rows(histories), n_items), dtype=bool)
-    mask[rows, ids] = False
-    return mask
+    b, ids = _flatten_ids(histories, n_items, "histories")
+    if out is None:
+        mask = np.ones((_n_rows(histories), n_items), dtype=bool)
+        mask[b, ids] = False
+        return mask
+    target = np.arange(_n_rows(histories)) if rows is None else np.asarray(rows, dtype=np.int64)
+    if len(target) != _n_rows(histories) or out.dtype != bool or out.ndim != 2 or out.shape[1] != n_items:
+        raise ValueError(f"out must be a bool (R, {n_items}) mask and rows hold one row per history")
+    out[target[b], ids] = False
+    return out
 
 
 def candidate_mask(candidates: Sequence[Sequence[int]] | np.ndarray, n_items: int) -> np.ndarray:

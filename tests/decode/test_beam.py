@@ -439,3 +439,19 @@ def test_positions_not_equals_flatnonzero(n, value):
     # bool bytes other than 0 / 1 (a uint8 buffer viewed as bool) still read as True
     raw = rng.integers(0, 3, n).astype(np.uint8).view(np.bool_)
     np.testing.assert_array_equal(_positions_not(raw, value), np.flatnonzero(raw != value))
+
+
+def test_exclude_mask_in_place_equals_anding_a_new_mask():
+    rng = np.random.default_rng(3)
+    base = rng.random((5, 40)) < 0.8
+    histories = [[1, 2, 39], [], [0, 0, 7, -1]]
+    rows = [4, 0, 2]
+    want = base.copy()
+    want[rows] &= exclude_mask(histories, 40)
+    got = exclude_mask(histories, 40, out=base.copy(), rows=rows)
+    np.testing.assert_array_equal(got, want)
+    np.testing.assert_array_equal(exclude_mask(histories, 40, out=np.ones((3, 40), bool)), exclude_mask(histories, 40))
+    with pytest.raises(ValueError, match="one row per history"):
+        exclude_mask(histories, 40, out=base.copy(), rows=[0])
+    with pytest.raises(ValueError, match="holds item id 40, but the catalogue has 40 items"):
+        exclude_mask([[40]], 40, out=base.copy(), rows=[0])
