@@ -27,7 +27,7 @@ import argparse
 import copy
 import json
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
@@ -160,7 +160,8 @@ def eval_batch(width: int) -> int:
 
 
 def decode_sweep(run_dir: Path, requested: list[int | str], rerank: bool = False) -> tuple[int, list[dict]]:
-    """Score the run's best checkpoint on test at each beam width (genrec.evaluate, no retraining)."""
+    """Score the run's best checkpoint on test, and on validation (what picks a decoding), at each beam width
+    (genrec.evaluate, no retraining)."""
     from genrec.evaluate import EvaluateConfig, evaluate, load_genrec
 
     model, _ = load_genrec(run_dir)
@@ -182,8 +183,9 @@ def decode_sweep(run_dir: Path, requested: list[int | str], rerank: bool = False
             cfg = EvaluateConfig(split="test", systems=("genrec",), beam_width=width, batch_size=eval_batch(width),
                                  output=f"metrics_beam{width}.json")
         m = evaluate(run_dir, cfg)["systems"]["genrec"]
+        valid = evaluate(run_dir, replace(cfg, split="valid", output=cfg.output.replace(".json", "_valid.json")))
         out.append({**m, "beam_width": width, "exact": search == "beam" and width >= exact, "search": cfg.search,
-                    "eval_batch_size": cfg.batch_size})
+                    "eval_batch_size": cfg.batch_size, "valid_ndcg@10": valid["systems"]["genrec"]["ndcg@10"]})
     return exact, out
 
 
@@ -191,7 +193,8 @@ def metric_fields(m: dict) -> dict:
     """A row's test figures from a genrec.evaluate system entry."""
     return {"ndcg@10": m["ndcg@10"], "recall@10": m["recall@10"], "ndcg@20": m["ndcg@20"],
             "recall@20": m["recall@20"], "invalid_rate": m["invalid_rate"],
-            "evaluate_seconds": m["seconds"], "decode_ms_per_user": round(1000 * m["seconds"] / max(1, m["n_users"]), 3)}
+            "evaluate_seconds": m["seconds"], "decode_ms_per_user": round(1000 * m["seconds"] / max(1, m["n_users"]), 3),
+            **({"valid_ndcg@10": m["valid_ndcg@10"]} if "valid_ndcg@10" in m else {})}
 
 
 def layout_rows(name: str, layout: Layout, cfg: dict, res: dict, sweep: list[dict] | None, exact: int | None,
@@ -254,17 +257,18 @@ def table(dataset: str, out: dict) -> str:
 
     lines = [f"**Semantic-ID layouts on {dataset}** (test split, full ranking; ratio = NDCG@10 / the best row's)", "",
              "| layout | tokenizer | codes | digits | decoding | NDCG@10 | ratio | Recall@10 | invalid | "
-             "decode ms/user | best valid NDCG@10 | train s | epochs |",
-             "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+             "decode ms/user | best valid NDCG@10 | valid NDCG@10, this decoding | train s | epochs |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
         lines.append(f"| {r['layout']} | {r['tokenizer']} | {r['modalities']} | {r['n_digits']} | {decoding_label(r)} | "
                      f"{r['ndcg@10']:.4f} | {ratio(r['ndcg@10'])} | {r['recall@10']:.4f} | {r['invalid_rate']:.4f} | "
-                     f"{r['decode_ms_per_user']:.2f} | {r['best_valid_ndcg@10']:.4f} | {r['train_seconds']:.0f} | "
+                     f"{r['decode_ms_per_user']:.2f} | {r['best_valid_ndcg@10']:.4f} | "
+                     f"{'—' if r.get('valid_ndcg@10') is None else format(r['valid_ndcg@10'], '.4f')} | {r['train_seconds']:.0f} | "
                      f"{r['epochs']} |")
     if sasrec:
         lines.append(f"| SASRec (same run) | — | — | — | every item scored | {sasrec['ndcg@10']:.4f} | "
                      f"{ratio(sasrec['ndcg@10'])} | {sasrec['recall@10']:.4f} | {sasrec['invalid_rate']:.4f} | "
-                     "— | — | — | — |")
+                     "— | — | — | — | — |")
     return "\n".join(lines) + "\n"
 
 

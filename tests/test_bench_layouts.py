@@ -102,14 +102,18 @@ def test_table_states_each_row_against_the_best_and_sasrec():
                     {**base, "layout": "rq-fused-ar", "decoding": "autoregressive", "beam_width": 20, "exact": False,
                      "ndcg@10": 0.06},
                     {**base, "layout": "rq-fused-ar", "decoding": "autoregressive", "beam_width": 37, "exact": True,
-                     "ndcg@10": 0.064}],
+                     "ndcg@10": 0.064},
+                    {**base, "layout": "rq-fused-ar", "decoding": "autoregressive", "beam_width": 50, "exact": False,
+                     "search": "rerank", "ndcg@10": 0.07, "valid_ndcg@10": 0.0612}],
            "sasrec": {"ndcg@10": 0.04, "recall@10": 0.09, "invalid_rate": 0.0}}
     lines = table("Office", out).splitlines()
     assert lines[4] == ("| pq-parallel | rqvae | fused | 4 | parallel, exact | 0.0800 | 100% | 0.1000 | 0.0000 | "
-                        "1.23 | 0.0500 | 61 | 7 |")
+                        "1.23 | 0.0500 | — | 61 | 7 |")
     assert "| beam 20 | 0.0600 | 75% |" in lines[5]
     assert "| beam 37 (exact) | 0.0640 | 80% |" in lines[6]
-    assert lines[7].startswith("| SASRec (same run) |") and "| 0.0400 | 50% |" in lines[7]
+    assert "| beam 50 + item rerank | 0.0700 | 88% |" in lines[7] and "| 0.0500 | 0.0612 | 61 |" in lines[7]
+    assert lines[8].startswith("| SASRec (same run) |") and "| 0.0400 | 50% |" in lines[8]
+    assert all(line.count("|") == lines[2].count("|") for line in lines[2:])
 
 
 def test_layouts_smoke_scores_one_autoregressive_checkpoint_at_several_widths(tmp_path):
@@ -136,6 +140,7 @@ def test_layouts_smoke_scores_one_autoregressive_checkpoint_at_several_widths(tm
             assert isinstance(r[key], (int, float)) and r[key] >= 0, (r["layout"], key)
         assert r["invalid_rate"] == 0.0
         assert r["epochs"] == 1
+        assert (0 <= r["valid_ndcg@10"] <= 1) if r["decoding"] == "autoregressive" else "valid_ndcg@10" not in r
     assert rows[1]["train_seconds"] == rows[2]["train_seconds"] == rows[3]["train_seconds"], \
         "the widths score one checkpoint, not a retrain"
     assert (tmp_path / "results" / "layouts_smoke.md").read_text().startswith("**Semantic-ID layouts on smoke**")
