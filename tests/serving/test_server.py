@@ -283,7 +283,7 @@ NO_TORCH = textwrap.dedent("""
 """)
 
 
-@pytest.mark.parametrize("which", ["tiny_export", "tiger_export"])
+@pytest.mark.parametrize("which", ["tiny_export", "tiger_export", "rerank_export"])
 def test_serving_path_never_imports_torch(which, request):
     folder = request.getfixturevalue(which)[0]
     env = dict(os.environ, PYTHONPATH=str(REPO))
