@@ -228,7 +228,8 @@ def run_bench(dataset: str, *, smoke: bool, run_dir: Path, train_args: list[str]
     emb = timed("embed", lambda: embed(run_dir, stages_cfg.embed))
     tok = timed("tokenize", lambda: tokenize(run_dir, stages_cfg.tokenize))
     cli = timed("train", lambda: train_run(run_dir, train_yaml, train_args))
-    metrics = timed("evaluate", lambda: evaluate(run_dir, EvaluateConfig(split="test", systems=systems)))
+    search = cli.model.hparams.get("search", "beam")   # decode as validation did (model.search)
+    metrics = timed("evaluate", lambda: evaluate(run_dir, EvaluateConfig(split="test", systems=systems, search=search)))
     throughput = next((c.targets_per_second for c in cli.trainer.callbacks if hasattr(c, "targets_per_second")), None)
     ds = load_dataset(run_dir)
     result = {

@@ -765,7 +765,7 @@ def _serve_child(cfg: StageConfig, work: Path) -> dict:
     # RssAnon is each worker's own memory; RssFile is page cache (the memory-mapped tables), shared by workers
     return {"load_seconds": round(load_s, 2), "rss_after_load_mb": rss_loaded, "rss_after_requests_mb": current_rss_mb(),
             "rss_anon_mb": round(_status("RssAnon"), 1), "rss_file_mb": round(_status("RssFile"), 1),
-            "p50_ms": round(float(np.median(ms)), 2), "decoding": "exact" if runtime.exact else "beam",
+            "p50_ms": round(float(np.median(ms)), 2), "decoding": runtime.decoding,
             "memory_mapped": memmapped_arrays(runtime)}
 
 

@@ -216,7 +216,7 @@ def evaluate(run: str | Path, config: EvaluateConfig = EvaluateConfig()) -> dict
             model, ckpt = load_genrec(run, config.checkpoint)
             ranked = evaluate_genrec(model, examples, config)
             extra = {"checkpoint": str(ckpt), "beam_width": config.beam_width, "arch": model.arch,
-                     "max_items": model.max_items, "decoding": "exact" if model.parallel or config.search == "exact" else "beam",
+                     "max_items": model.max_items, "decoding": "exact" if model.parallel or config.search == "exact" else config.search,
                      "search": "catalogue" if model.parallel else config.search}
         seconds = time.perf_counter() - t0
         metrics = ranking_metrics(ranked, examples.targets)

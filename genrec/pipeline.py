@@ -7,7 +7,7 @@ fresh run folder builds whatever earlier stage output is missing.
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 from genrec.data.prepare import PrepareConfig
@@ -238,5 +238,8 @@ def run_pipeline(source: Path | None, run: Path, config: PipelineConfig, *, fmt:
 
     run = Path(run)
     ensure_stages(run, source=source, demo=demo, fmt=fmt, config=config, force=config.force)
-    train_run(run, config.train_config, config.train_args)
-    return evaluate(run, config.evaluate)
+    cli = train_run(run, config.train_config, config.train_args)
+    trained = cli.model.hparams.get("search", "beam")
+    # evaluate as validation decoded (model.search) unless the evaluate section chose a search itself
+    cfg = config.evaluate if config.evaluate.search != "beam" else replace(config.evaluate, search=trained)
+    return evaluate(run, cfg)

@@ -100,7 +100,7 @@ def rerank_export(tmp_path_factory):
     from genrec.export import ExportConfig, export_module
     from tiny import source_ids, tiny_module, titles
 
-    module = tiny_module()
+    module = tiny_module(item_loss_weight=1.0)
     out = tmp_path_factory.mktemp("export") / "tiny-rerank"
     export_module(module, out, ExportConfig(name="tiny-rerank", search="rerank"), source_ids=source_ids(),
                   titles=titles())

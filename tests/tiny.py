@@ -30,7 +30,7 @@ def titles() -> list[str | None]:
 
 
 def tiny_module(arch: str = "causal", seed: int = 0, content_dim: int = 0, item_id_embedding: bool = False,
-                n_user_buckets: int = 0, head: str = "autoregressive"):
+                n_user_buckets: int = 0, head: str = "autoregressive", item_loss_weight: float = 0.0):
     import torch
 
     from genrec.lit.data import ModelDims
@@ -39,7 +39,8 @@ def tiny_module(arch: str = "causal", seed: int = 0, content_dim: int = 0, item_
     torch.manual_seed(seed)
     m = GenRecModule(dims=ModelDims(LEVELS, N_ITEMS, content_dim, "test", max_items=MAX_ITEMS), arch=arch, d_model=24, n_layers=2,
                      n_heads=2, d_ff=37, dropout=0.0, tiger_layers=2, tiger_heads=2,
-                     tiger_d_ff=37, item_id_embedding=item_id_embedding, n_user_buckets=n_user_buckets, head=head)
+                     tiger_d_ff=37, item_id_embedding=item_id_embedding, n_user_buckets=n_user_buckets, head=head,
+                     item_loss_weight=item_loss_weight)
     m.item_codes.copy_(torch.as_tensor(item_codes()))
     with torch.no_grad():
         for p in m.model.parameters():

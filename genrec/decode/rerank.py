@@ -7,6 +7,8 @@ best k of the sum are kept. numpy only, so evaluation and the ONNX server share 
 
 from __future__ import annotations
 
+from typing import Callable
+
 import numpy as np
 
 from genrec.decode.beam import BeamResult, StepFn, beam_search
@@ -14,18 +16,23 @@ from genrec.decode.trie import Trie
 
 
 def rerank_search(step: StepFn, trie: Trie, batch_size: int, k: int, *, beam_width: int, state: np.ndarray,
-                  item_table: np.ndarray, item_mask: np.ndarray | None = None) -> BeamResult:
+                  item_table: np.ndarray | Callable[[np.ndarray], np.ndarray],
+                  item_mask: np.ndarray | None = None) -> BeamResult:
     """Trie beam search of ``beam_width`` keeps that many real, allowed items per request; each is re-scored
     by its summed code log-prob plus ``state[b] . item_table[item]`` and the best ``k`` are returned.
 
     ``state`` (B, d) is the request's state before any code step (what an item-level loss scores; read it
     before ``step`` runs, which may replace it) and ``item_table`` (N, d) the item vectors it is scored against
-    (a memory-map is fine: only the beam's rows are read). Evaluation and the ONNX server both call this.
+    (a memory-map is fine: only the beam's rows are read), or a function ``ids (M,) -> (M, d)`` that computes
+    just those rows. Evaluation and the ONNX server both call this.
     """
     if beam_width < k:
         raise ValueError(f"beam_width ({beam_width}) must be >= k ({k}): the beam is the candidate set")
     beam = beam_search(step, trie, batch_size=batch_size, beam_width=beam_width, k=beam_width, item_mask=item_mask)
-    rows = np.asarray(item_table[np.where(beam.items >= 0, beam.items, 0).ravel()], dtype=np.float64)
+    ids = np.where(beam.items >= 0, beam.items, 0).ravel()
+    rows = np.asarray(item_table(ids) if callable(item_table) else item_table[ids], dtype=np.float64)
+    if rows.shape != (len(ids), np.shape(state)[1]):
+        raise ValueError(f"item_table rows have shape {rows.shape[1:]}, the state {np.shape(state)[1:]}")
     extra = np.einsum("bd,bwd->bw", np.asarray(state, dtype=np.float64), rows.reshape(*beam.items.shape, -1))
     return rerank_candidates(beam, extra, k)
 

@@ -266,7 +266,10 @@ class Trie:
             big = key in ("item_codes", "order", "node_start")
             arrays[key] = np.load(path, mmap_mode="r" if mmap and big else None, allow_pickle=False)
         source = str(folder / TRIE_FILES["item_codes"])
-        codes, sizes = _check_codes(arrays["item_codes"], arrays["level_sizes"].tolist(), source)
+        try:
+            codes, sizes = _check_codes(arrays["item_codes"], arrays["level_sizes"].tolist(), source)
+        except ValueError as err:                       # on disk: a corrupt or mixed folder
+            raise ArtifactError(f"{err}; re-run `genrec export`") from None
         order = arrays["order"]
         if order.dtype != np.int64:
             order = order.astype(np.int64)

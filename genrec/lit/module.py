@@ -180,6 +180,7 @@ class GenRecModule(L.LightningModule):
         self.genrec = GenRec(GenRecConfig(arch=arch, backbone=BACKBONE_ARGS[arch](dims, self.hparams),
                                           n_items=dims.n_items, content_dim=content_dim,
                                           sid_checksum=dims.sid_checksum))
+        self.genrec.item_loss_weight = float(item_loss_weight)   # search "rerank" needs a trained item logit
         # Training-only: a sparse-gradient lookup changes how the table is optimised, not the model
         # (GenRec.from_checkpoint builds a plain embedding for evaluation, export and serving).
         self.sparse_item_ids = getattr(self.model, "item_emb", None) is not None and sparse_item_grad(item_id_grad, dims.n_items)

@@ -85,6 +85,9 @@ class GenRec(nn.Module):
         self.register_buffer("item_codes", torch.zeros(n, d, dtype=torch.long))               # (N, D)
         self.register_buffer("content", torch.zeros(n if config.content_dim else 0, config.content_dim))  # (N, F)
         self._trie = None
+        # the item loss's weight in training (None: unknown, e.g. built in memory): 0 means the state's item
+        # logit is untrained, so search "rerank" is refused
+        self.item_loss_weight: float | None = None
 
     # ------------------------------------------------------------------ catalogue
     @property
@@ -216,12 +219,21 @@ class GenRec(nn.Module):
         if state is None:
             raise ValueError(f"search 'rerank' needs the causal arch's item-level state; arch {self.arch!r} has "
                              "none (use search 'beam' or 'exact')")
+        if self.item_loss_weight == 0:
+            raise ValueError("search 'rerank' scores the state's item logit, but this model was trained without the "
+                             "item loss (item_loss_weight 0), so that score is untrained; use search 'beam', or "
+                             "train with --model.item_loss_weight 1")
+
+        def rows(ids: np.ndarray) -> np.ndarray:   # only the beam's items: not the whole (N, d) table per batch
+            return self.item_table(torch.as_tensor(ids, device=state.device)).float().cpu().numpy()
+
         return rerank_search(step, self.trie, len(hist), k, beam_width=width, state=state.float().cpu().numpy(),
-                             item_table=self.item_table().float().cpu().numpy(), item_mask=mask)
+                             item_table=rows, item_mask=mask)
 
     # ------------------------------------------------------------------ checkpoints
     def checkpoint_entry(self) -> dict:
-        return {"config": self.config.to_dict(), "arch": self.arch, "sid_checksum": self.config.sid_checksum}
+        entry = {"config": self.config.to_dict(), "arch": self.arch, "sid_checksum": self.config.sid_checksum}
+        return entry if self.item_loss_weight is None else entry | {"item_loss_weight": self.item_loss_weight}
 
     def save(self, path: str | Path) -> None:
         """A checkpoint of the model alone (config + weights), loadable by ``from_checkpoint``."""
@@ -246,6 +258,9 @@ class GenRec(nn.Module):
             raise CheckpointError(f"{path}: weights do not match the stored config (missing {missing[:5]}, "
                                   f"unexpected {unexpected[:5]}); re-train, or load it with the genrec version "
                                   "that wrote it")
+        # Lightning checkpoints keep the training hparams; a `save` file keeps the weight in its entry
+        weight = (ckpt.get("hyper_parameters") or {}).get("item_loss_weight", entry.get("item_loss_weight"))
+        model.item_loss_weight = None if weight is None else float(weight)
         return model.eval()
 
 

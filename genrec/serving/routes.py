@@ -241,7 +241,8 @@ router = APIRouter()
 @router.post("/recommend", response_model=RecommendResponse, responses=RECOMMEND_ERRORS)
 async def recommend(req: RecommendRequest, request: Request) -> Response:
     """Top-k catalogue items for one history: exact scoring of every item (parallel head) or
-    trie-constrained beam search (autoregressive head); either way only real items come out."""
+    trie-constrained beam search (autoregressive head, its items optionally re-scored: decoding "rerank");
+    either way only real items come out."""
     s = serving(request)
     runtime = s.runtime      # one export for the whole request, even if the server reloads meanwhile
     try:

@@ -196,8 +196,9 @@ class ExportRuntime:
     def _load_item_table(self) -> np.ndarray:
         path = self.folder / layout.ITEM_TABLE_FILE
         table = np.load(path, mmap_mode="r", allow_pickle=False)
-        if table.ndim != 2 or table.shape[0] != self.trie.n_items or table.dtype != np.float32:
-            raise ArtifactError(f"{path}: expected a ({self.trie.n_items}, d) float32 table, got {table.shape} "
+        d = self.manifest["model"].get("d_model")
+        if table.ndim != 2 or table.shape[0] != self.trie.n_items or table.dtype != np.float32 or table.shape[1] != d:
+            raise ArtifactError(f"{path}: expected a ({self.trie.n_items}, {d}) float32 table, got {table.shape} "
                                 f"{table.dtype}; the folder mixes files from different exports. Re-run `genrec export`.")
         return table
 

@@ -174,6 +174,9 @@ def test_rerank_is_refused_for_heads_it_cannot_rerank(tmp_path):
     with pytest.raises(ValueError, match="search 'rerank' re-scores an autoregressive causal head"):
         export_module(tiny_module(head="parallel"), tmp_path / "x", ExportConfig(search="rerank"),
                       source_ids=source_ids(), titles=titles())
+    with pytest.raises(ValueError, match="trained without the item loss"):
+        export_module(tiny_module(), tmp_path / "x", ExportConfig(search="rerank"), source_ids=source_ids(),
+                      titles=titles())
     assert not (tmp_path / "x").exists()
 
 

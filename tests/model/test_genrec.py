@@ -170,3 +170,18 @@ def test_rerank_with_a_beam_over_the_whole_catalogue_is_the_brute_force_product_
         assert not set(narrow.items[row]) & set(exclude[row].tolist())
     with pytest.raises(ValueError, match="search 'rerank' needs the causal arch"):
         _model("tiger").recommend(hist, k=5, search="rerank")
+    model.item_loss_weight = 0.0             # known to be trained without the item loss: an untrained score
+    with pytest.raises(ValueError, match="trained without the item loss"):
+        model.recommend(hist, k=5, search="rerank")
+
+
+def test_the_item_loss_weight_travels_with_the_checkpoint(tmp_path):
+    model = _model("causal")
+    assert model.item_loss_weight is None                       # built in memory: unknown
+    model.item_loss_weight = 0.5
+    model.save(tmp_path / "m.pt")
+    assert GenRec.from_checkpoint(tmp_path / "m.pt").item_loss_weight == 0.5
+    ckpt = torch.load(tmp_path / "m.pt", weights_only=True)
+    ckpt["hyper_parameters"] = {"item_loss_weight": 0.0}       # a Lightning checkpoint's hparams win
+    torch.save(ckpt, tmp_path / "l.ckpt")
+    assert GenRec.from_checkpoint(tmp_path / "l.ckpt").item_loss_weight == 0.0

@@ -128,7 +128,7 @@ function renderRecs(request, response) {
     const card = state.cards.get(item.item_id);
     const score = el("div", {class: "side"},
       el("span", {class: "rank", text: `#${i + 1}`}), " ",
-      el("span", {class: "score", text: item.score == null ? "–" : item.score.toFixed(3), title: "log p(semantic ID | history)"}));
+      el("span", {class: "score", text: item.score == null ? "–" : item.score.toFixed(3), title: "log p(semantic ID | history) (+ the item logit for a rerank export)"}));
     const prefix = sharedPrefix(card.semantic_id, recent);
     const why = prefix ? el("div", {class: "why", text: `shares its first ${prefix.n} digit${prefix.n > 1 ? "s" : ""} with “${label(prefix.card)}”`}) : null;
     const li = itemCard(card, {onClick: () => addToHistory(item.item_id), side: score, extra: why, recent});
