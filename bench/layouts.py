@@ -185,7 +185,8 @@ def decode_sweep(run_dir: Path, requested: list[int | str], rerank: bool = False
         m = evaluate(run_dir, cfg)["systems"]["genrec"]
         valid = evaluate(run_dir, replace(cfg, split="valid", output=cfg.output.replace(".json", "_valid.json")))
         out.append({**m, "beam_width": width, "exact": search == "beam" and width >= exact, "search": cfg.search,
-                    "eval_batch_size": cfg.batch_size, "valid_ndcg@10": valid["systems"]["genrec"]["ndcg@10"]})
+                    "eval_batch_size": cfg.batch_size, "valid_ndcg@10": valid["systems"]["genrec"]["ndcg@10"],
+                    "valid_evaluate_seconds": valid["systems"]["genrec"]["seconds"]})
     return exact, out
 
 
@@ -194,7 +195,7 @@ def metric_fields(m: dict) -> dict:
     return {"ndcg@10": m["ndcg@10"], "recall@10": m["recall@10"], "ndcg@20": m["ndcg@20"],
             "recall@20": m["recall@20"], "invalid_rate": m["invalid_rate"],
             "evaluate_seconds": m["seconds"], "decode_ms_per_user": round(1000 * m["seconds"] / max(1, m["n_users"]), 3),
-            **({"valid_ndcg@10": m["valid_ndcg@10"]} if "valid_ndcg@10" in m else {})}
+            **{key: m[key] for key in ("valid_ndcg@10", "valid_evaluate_seconds") if key in m}}
 
 
 def layout_rows(name: str, layout: Layout, cfg: dict, res: dict, sweep: list[dict] | None, exact: int | None,
@@ -220,9 +221,11 @@ def layout_rows(name: str, layout: Layout, cfg: dict, res: dict, sweep: list[dic
 
 
 def total_seconds(rows: list[dict]) -> float:
-    """The table's cost: each layout's stage wall times once, plus every extra beam width's evaluation."""
+    """The table's cost: each layout's stage wall times once, plus every extra beam width's evaluation (test, and
+    validation where it was scored)."""
     stages = {r["layout"]: sum(r["stages"].values()) for r in rows}
-    sweeps = sum(r["evaluate_seconds"] for r in rows if r["decoding"] == "autoregressive")
+    sweeps = sum(r["evaluate_seconds"] + r.get("valid_evaluate_seconds", 0.0)
+                 for r in rows if r["decoding"] == "autoregressive")
     return round(sum(stages.values()) + sweeps, 1)
 
 

@@ -141,6 +141,9 @@ def test_layouts_smoke_scores_one_autoregressive_checkpoint_at_several_widths(tm
         assert r["invalid_rate"] == 0.0
         assert r["epochs"] == 1
         assert (0 <= r["valid_ndcg@10"] <= 1) if r["decoding"] == "autoregressive" else "valid_ndcg@10" not in r
+    stages = {r["layout"]: sum(r["stages"].values()) for r in rows}
+    sweeps = sum(r["evaluate_seconds"] + r["valid_evaluate_seconds"] for r in rows[1:])
+    assert result["seconds"] == round(sum(stages.values()) + sweeps, 1)   # validation scoring counted too
     assert rows[1]["train_seconds"] == rows[2]["train_seconds"] == rows[3]["train_seconds"], \
         "the widths score one checkpoint, not a retrain"
     assert (tmp_path / "results" / "layouts_smoke.md").read_text().startswith("**Semantic-ID layouts on smoke**")
