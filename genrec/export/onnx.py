@@ -165,14 +165,8 @@ def export_module(model, out: str | Path, config: ExportConfig | None = None, *,
     _check_destination(out, config)
 
     module = module.cpu().eval()
-    if config.search == "rerank" and (module.parallel or module.arch != "causal"):
-        raise ValueError("search 'rerank' re-scores an autoregressive causal head's beam; this model "
-                         f"({module.arch}, {'parallel' if module.parallel else 'autoregressive'} head) is decoded "
-                         "with search 'beam'")
-    if config.search == "rerank" and getattr(getattr(module, "genrec", module), "item_loss_weight", None) == 0:
-        raise ValueError("search 'rerank' scores the state's item logit, but this model was trained without the item "
-                         "loss (item_loss_weight 0); export with search 'beam', or train with --model.item_loss_weight 1")
     if config.search == "rerank":
+        module.check_rerank()
         files.append(layout.ITEM_TABLE_FILE)
 
     def write(tmp: Path) -> dict:

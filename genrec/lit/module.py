@@ -151,9 +151,6 @@ class GenRecModule(L.LightningModule):
             raise ValueError(f"item_id_init={item_id_init!r} needs arch 'causal' with item_id_embedding true")
         if search not in SEARCHES:
             raise ValueError(f"search must be one of {SEARCHES}, got {search!r}")
-        if search == "rerank" and not item_loss_weight:
-            raise ValueError("search 'rerank' scores the state's item logit, which only item_loss_weight > 0 trains; "
-                             "set --model.item_loss_weight (e.g. 1.0) or use search 'beam'")
         if item_loss not in ITEM_LOSSES:
             raise ValueError(f"item_loss must be one of {ITEM_LOSSES}, got {item_loss!r}")
         if item_loss_negatives < 1:
@@ -181,6 +178,8 @@ class GenRecModule(L.LightningModule):
                                           n_items=dims.n_items, content_dim=content_dim,
                                           sid_checksum=dims.sid_checksum))
         self.genrec.item_loss_weight = float(item_loss_weight)   # search "rerank" needs a trained item logit
+        if search == "rerank":
+            self.genrec.check_rerank()
         # Training-only: a sparse-gradient lookup changes how the table is optimised, not the model
         # (GenRec.from_checkpoint builds a plain embedding for evaluation, export and serving).
         self.sparse_item_ids = getattr(self.model, "item_emb", None) is not None and sparse_item_grad(item_id_grad, dims.n_items)

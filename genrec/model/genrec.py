@@ -208,21 +208,30 @@ class GenRec(nn.Module):
         finally:
             self.train(was_training)
 
+    def check_rerank(self) -> None:
+        """Raise ValueError unless search "rerank" can run on this model: a causal arch (its state has an item
+        logit), an autoregressive head (a beam to re-score) and a trained item logit (item_loss_weight not 0).
+        Evaluation, training (model.search) and export all ask here."""
+        if self.arch != "causal":
+            raise ValueError(f"search 'rerank' needs the causal arch's item-level state; arch {self.arch!r} has "
+                             "none (use search 'beam' or 'exact')")
+        if self.parallel:
+            raise ValueError("search 'rerank' re-scores an autoregressive causal head's beam; this model's head is "
+                             "parallel (every item is scored exactly): use search 'beam'")
+        if self.item_loss_weight == 0:
+            raise ValueError("search 'rerank' scores the state's item logit, but this model was trained without the "
+                             "item loss (item_loss_weight 0), so that score is untrained; use search 'beam', or "
+                             "train with --model.item_loss_weight 1")
+
     def _rerank(self, hist, users, k: int, width: int, mask):
         """Beam search of ``width`` generates candidates through the trie; each is then scored by its
         codes' log-prob plus the state's item-level logit (h . item_table), the product of the two
         distributions training fits (the item loss's normaliser is per request, so it drops out)."""
         from genrec.decode import rerank_search
 
+        self.check_rerank()
         step = self.step(hist, users)
-        state = getattr(step, "state", None)       # the state before any code step: what the item loss scores
-        if state is None:
-            raise ValueError(f"search 'rerank' needs the causal arch's item-level state; arch {self.arch!r} has "
-                             "none (use search 'beam' or 'exact')")
-        if self.item_loss_weight == 0:
-            raise ValueError("search 'rerank' scores the state's item logit, but this model was trained without the "
-                             "item loss (item_loss_weight 0), so that score is untrained; use search 'beam', or "
-                             "train with --model.item_loss_weight 1")
+        state = step.state                         # the state before any code step: what the item loss scores
 
         def rows(ids: np.ndarray) -> np.ndarray:   # only the beam's items: not the whole (N, d) table per batch
             return self.item_table(torch.as_tensor(ids, device=state.device)).float().cpu().numpy()
