@@ -4,20 +4,22 @@ Item i scores ``sum_d logp_d[codes[i, d]]``: one table lookup per digit. :func:`
 computes that for all N items; :func:`pruned_search` returns exactly the same top-k (same items, order, ties
 to the lower item id, float64 scores, masks and padding) while scoring a small share of them.
 
-Method "postings" (the default), per request, over per-digit posting lists (:class:`PostingIndex`):
+Method "postings" (the default), per request, over posting lists of digit pairs (:class:`PostingIndex`:
+neighbouring digits a, b form one group whose joint code's log-prob is ``logp_a + logp_b``):
 
-1. seed: read the list of each digit's best code, score the items listed most often (widening to the
-   best 2, 4, ... codes while fewer than k allowed items turn up); the k-th best score found, ``kth``,
+1. seed: read the lists of each group's 16 best joint codes, score the items listed most often (widening
+   to the best 32, 64, ... while fewer than k allowed items turn up); the k-th best score found, ``kth``,
    is a lower bound of the true k-th score;
-2. bound: write ``gap_d(i) = max_d - logp_d[codes[i, d]] >= 0`` (max_d over codes some item uses) and
-   ``delta = sum_d max_d - kth``: an item reaches ``kth`` only if its gaps sum to at most ``delta``.
-   Pick ``x = delta / (S - m + 1)`` (S digits, leaving out those whose every code is within delta / S, as
-   their lists hold every item; m as large as keeps the reads within ``read_growth`` of m = 1's, so an
-   item must be near its best in about m digits) and read the lists of every code with gap <= x,
-   adding ``x - gap`` to each listed item (one weighted bincount). An item absent from a digit's lists has
-   a gap > x there, so ``x * S - (its sum)`` bounds its gap total from below: items whose sum is at most
-   ``x * S - delta`` cannot reach ``kth`` (the threshold algorithm's bound, sharpened with what the lists
-   say about the digits where the item was seen);
+2. bound: write ``gap_d(i) = max_d - logp_d[codes[i, d]] >= 0`` (max_d over codes some item uses), a group's
+   gap the sum of its digits', and ``delta = sum_d max_d - kth``: an item reaches ``kth`` only if its gaps
+   sum to at most ``delta``. Pick ``x = delta / (S - m + 1)`` (S groups, leaving out those whose every code
+   is within delta / S, as their lists hold every item; m from MIN_HITS up while the reads stay within
+   ``read_growth`` of m = MIN_HITS's, so an item must be near its best in about m groups) and read the lists
+   of every joint code with gap <= x (enumerated from the digits' sorted gaps, not by a pass over the
+   K_a * K_b codes), adding ``x - gap`` to each listed item (one weighted bincount). An item absent from a
+   group's lists has a gap > x there, so ``x * S - (its sum)`` bounds its gap total from below: items
+   whose sum is at most ``x * S - delta`` cannot reach ``kth`` (the threshold algorithm's bound, sharpened
+   with what the lists say about the groups where the item was seen);
 3. score the remaining candidates exactly and keep the top k.
 Bounds carry a margin far above float rounding (1e-9 relative), so float sums in another order never
 drop an item; the returned scores are summed in score_catalogue's order, so they are the same floats.
@@ -47,14 +49,18 @@ from genrec.decode.trie import Trie
 
 METHODS = ("postings", "trie")
 READ_GROWTH = 1.5         # x = delta / (S - m + 1), m as large as keeps the lists to read within this factor
-                          # of m = 1's: more reads buy fewer candidates, and a scored candidate costs ~15 reads
-MAX_READS = 1.0           # fall back to the dense pass when the lists to read hold more than this many
-                          # entries per catalogue item: reading N entries (and scoring the candidates)
+                          # of m = MIN_HITS's: more reads buy fewer candidates, and a scored candidate costs ~15 reads
+MIN_HITS = 2              # m starts here: with one hit enough nearly every item read is a candidate (bench/scale.py
+                          # at 1M items: 7k candidates from 29k reads at m = 1, 0.8k from 41k at m = 2)
+MAX_HITS = 4              # ... and stops here (the codes within x are enumerated once, at this m's x)
+MAX_READS = 0.4           # fall back to the dense pass when the lists to read hold more than this many
+                          # entries per catalogue item: reading 0.4 N entries (and scoring the candidates)
                           # took about as long as the float32 dense pass at 1M items (bench/scale.py)
 MAX_CANDIDATES = 0.15     # ... or when more than this share of the items are left to score at random
 DIRECT_FRACTION = 1 / 64  # a mask allowing at most this share of items: score exactly those (candidate lists)
 MIN_ITEMS = 65_536        # below this catalogue size the dense pass was as fast as pruning (bench/scale.py:
                           # crossover between 60k and 100k items for 16-digit PQ codes, batch 1 and 32)
+SEED_CODES = 16           # joint codes per group whose lists seed kth (doubled while fewer than k items turn up)
 SEED_ITEMS = 1024         # items scored to seed kth (those listed under the most best codes): the closer
                           # kth is to the true k-th score, the fewer lists step 2 reads
 SEED_SHARE = 0.01         # ... but at most this share of the catalogue (and at least 4 k)
@@ -265,59 +271,50 @@ class _Search:
     def postings(self, rows: np.ndarray, read_growth: float, max_reads: float, max_candidates: float) -> np.ndarray:
         """The seed + bound + score search for ``rows``; returns the rows that need the dense pass instead."""
         index: PostingIndex = self.trie.postings
-        flat_items = index.items.reshape(-1)
         selective = np.flatnonzero(index.selective)
-        n_sel = len(selective)
         n_seeds = min(SEED_ITEMS, max(4 * self.k, int(SEED_SHARE * self.n)))
         gave_up = []
-        if n_sel == 0:                      # no digit tells items apart: nothing to prune with
+        if len(selective) == 0:             # no group tells items apart: nothing to prune with
             return rows
         # Per digit and request: the best log-prob among codes some item uses (unused codes bound nothing).
-        used = [np.where(size > 0, logp, -np.inf) for size, logp in zip(index.sizes, self.tables)]
+        used = [np.where(u, logp, -np.inf) for u, logp in zip(index.digit_used, self.tables)]
         best = np.stack([u.max(axis=1) for u in used], axis=1)                       # (B, D)
         scale = _abs_scale(used)
         for row in rows.tolist():
             if not np.isfinite(best[row]).all():
                 continue                    # a digit where every used code is -inf: every item scores -inf
             mask_row = None if self.mask is None else self.mask[row]
-            # 1. seed: items listed under the most best codes (the best 2, 4, ... codes per digit while
-            # fewer than k allowed finite items turn up, e.g. behind a mask)
-            kth = self._seed(row, index, flat_items, selective, used, n_seeds)
+            gaps = _Gaps(index, [best[row, d] - u[row] for d, u in enumerate(used)])
+            # 1. seed: items listed under most groups' best joint codes
+            kth = self._seed(row, index, gaps, selective, n_seeds)
             if kth is None:
                 gave_up.append(row)         # fewer than k allowed finite items among the seeds
                 continue
-            # 2. bound: read the lists of codes within x of their digit's best. A digit whose codes all lie
-            # within delta / S (e.g. a uniform dedup digit) would list every item: leave it out of the bound
-            # (its gaps are >= 0) and spread delta over the other digits.
+            # 2. bound: an item reaches kth only if its gaps (summed over all digits) are at most delta. A
+            # group whose codes all lie within delta / S (e.g. a uniform dedup digit) would list every item:
+            # leave it out of the bound (its gaps are >= 0) and spread delta over the other groups.
             margin = MARGIN * (1.0 + abs(kth) + scale[row])
             delta = float(best[row].sum()) - kth + margin
-            gaps = {d: best[row, d] - used[d][row] for d in selective}
-            digits = list(selective)
-            while digits:
-                widest = {d: np.max(gaps[d], where=np.isfinite(gaps[d]), initial=0.0) for d in digits}
-                informative = [d for d in digits if widest[d] > delta / len(digits)]
-                if len(informative) == len(digits):
+            groups = list(selective)
+            while groups:
+                informative = [g for g in groups if gaps.widest(g) > delta / len(groups)]
+                if len(informative) == len(groups):
                     break
-                digits = informative
-            if not digits:
-                gave_up.append(row)         # every code of every digit is near its best: no item can be ruled out
+                groups = informative
+            if not groups:
+                gave_up.append(row)         # every code of every group is near its best: no item can be ruled out
                 continue
-            x = self._spread(delta, digits, gaps, index, read_growth)
-            picked = []
-            for d in digits:
-                codes = np.flatnonzero(gaps[d] <= x)
-                picked.append((d, codes, x - gaps[d][codes]))
-            n_read = sum(int(index.sizes[d][codes].sum()) for d, codes, _ in picked)
+            x, picked = self._spread(delta, groups, gaps, index, read_growth)
+            group_ids, codes, weights, n_read = picked
             if n_read > max_reads:
                 gave_up.append(row)
                 continue
-            items = np.concatenate([_list(index, flat_items, d, c) for d, codes, _ in picked for c in codes.tolist()])
-            weights = np.concatenate([np.repeat(w, index.sizes[d][codes]) for d, codes, w in picked])
+            items, credits = index.lists(group_ids, codes, x - weights)
             self.read[row] += len(items)
-            credit = np.bincount(items, weights=weights, minlength=self.n)
-            # len(digits) * x - credit < (the item's gap sum): unless it exceeds delta the item may reach kth
+            credit = np.bincount(items, weights=credits, minlength=self.n)
+            # len(groups) * x - credit < (the item's gap sum): unless it exceeds delta the item may reach kth
             # (strict: delta carries the margin, so an item on the boundary still scores below kth)
-            candidates = np.flatnonzero(credit > len(digits) * x - delta)
+            candidates = np.unique(items[credit[items] > len(groups) * x - delta])
             if mask_row is not None:
                 candidates = candidates[mask_row[candidates]]
             if len(candidates) > max_candidates:
@@ -328,33 +325,39 @@ class _Search:
         return np.asarray(gave_up, dtype=np.int64)
 
     @staticmethod
-    def _spread(delta: float, digits: list[int], gaps: dict, index: PostingIndex, read_growth: float) -> float:
-        """The per-digit gap x: ``delta / (S - m + 1)`` for the largest m (hits an item needs) whose lists hold
-        at most ``read_growth`` times the entries of m = 1. Missing m digits then costs more than delta; a
-        larger m leaves fewer candidates to score but reads more lists (counted here, before reading)."""
-        n_dig = len(digits)
-        xs = delta / (n_dig - np.arange(n_dig))                                    # m = 1 .. S
-        reads = np.zeros(n_dig)
-        for d in digits:
-            order = np.argsort(gaps[d], kind="stable")
-            listed = np.cumsum(index.sizes[d][order])
-            at = np.searchsorted(gaps[d][order], xs, side="right")                 # codes with gap <= x
-            reads += np.where(at > 0, listed[np.maximum(at - 1, 0)], 0)
-        m = int(np.flatnonzero(reads <= read_growth * reads[0])[-1])
-        return float(xs[m])
+    def _spread(delta: float, groups: list[int], gaps: "_Gaps", index: PostingIndex, read_growth: float
+                ) -> tuple[float, tuple[np.ndarray, np.ndarray, np.ndarray, int]]:
+        """The per-group gap x = ``delta / (S - m + 1)`` and the lists to read: (group, joint code, gap) of
+        every used code with gap <= x, and their total length. m (the hits an item needs) starts at MIN_HITS:
+        with one hit enough, nearly every item read is a candidate to score. It grows while the lists hold at
+        most ``read_growth`` times the entries of m = MIN_HITS: more reads buy fewer candidates."""
+        n_groups = len(groups)
+        low = min(MIN_HITS, n_groups)
+        high = min(MAX_HITS, n_groups)
+        xs = delta / (n_groups - np.arange(low - 1, high))                        # m = low .. high
+        found = [gaps.within(g, float(xs[-1])) for g in groups]                    # (codes, gaps) up to the widest x
+        sizes = [index.sizes[g][codes] for g, (codes, _) in zip(groups, found)]
+        reads = np.array([sum(int(size[gap <= x].sum()) for size, (_, gap) in zip(sizes, found)) for x in xs])
+        pick = int(np.flatnonzero(reads <= read_growth * reads[0])[-1])
+        x = float(xs[pick])
+        keep = [(gap <= x) & (size > 0) for size, (_, gap) in zip(sizes, found)]
+        group_ids = np.concatenate([np.full(int(k.sum()), g, dtype=np.int64) for g, k in zip(groups, keep)])
+        codes = np.concatenate([c[k] for (c, _), k in zip(found, keep)])
+        picked_gaps = np.concatenate([gap[k] for (_, gap), k in zip(found, keep)])
+        return x, (group_ids, codes, picked_gaps, int(reads[pick]))
 
-    def _seed(self, row: int, index: PostingIndex, flat_items: np.ndarray, selective: np.ndarray,
-              used: list[np.ndarray], n_seeds: int) -> float | None:
-        """The k-th best score among the items listed under most of the best codes, or None (< k found)."""
+    def _seed(self, row: int, index: PostingIndex, gaps: "_Gaps", selective: np.ndarray, n_seeds: int) -> float | None:
+        """The k-th best score among the items listed under most groups' best joint codes (the best 16, 32, ...
+        while fewer than k allowed finite items turn up, e.g. behind a mask), or None (< k found)."""
         mask_row = None if self.mask is None else self.mask[row]
-        ranked = [np.argsort(-used[d][row], kind="stable")[:int((index.sizes[d] > 0).sum())] for d in selective]
-        width = 1
+        width = SEED_CODES
         while True:
-            lists = np.concatenate([_list(index, flat_items, d, int(c)) for d, codes in zip(selective, ranked)
-                                    for c in codes[:width]])
-            self.read[row] += len(lists)
-            # counts by sorting what was read, not by a pass over all N items (the lists hold ~ D N / K)
-            touched, count = np.unique(lists, return_counts=True)
+            best = [gaps.best(g, width) for g in selective]
+            group_ids = np.concatenate([np.full(len(c), g, dtype=np.int64) for g, c in zip(selective, best)])
+            listed, _ = index.lists(group_ids, np.concatenate(best))
+            self.read[row] += len(listed)
+            # counts by sorting what was read, not by a pass over all N items
+            touched, count = np.unique(listed, return_counts=True)
             if mask_row is not None:
                 allowed = mask_row[touched]
                 touched, count = touched[allowed], count[allowed]
@@ -364,8 +367,8 @@ class _Search:
             finite = scores[scores > -np.inf]
             if len(finite) >= self.k:
                 return float(np.partition(finite, len(finite) - self.k)[len(finite) - self.k])
-            if width >= max(len(codes) for codes in ranked):
-                return None
+            if all(len(c) < width for c in best):
+                return None                 # every used code of every group was read
             width *= 2
 
     # ------------------------------------------------------------------ trie walk (the alternative)
@@ -443,7 +446,49 @@ class _TableStep:
         return self.tables[level][self.requests]
 
 
-def _list(index: PostingIndex, flat_items: np.ndarray, digit: int, code: int) -> np.ndarray:
-    """The items whose code at ``digit`` is ``code`` (a view into the flattened lists)."""
-    at = index.digit_offset[digit] + code
-    return flat_items[index.list_start[at]:index.list_start[at + 1]]
+class _Gaps:
+    """One request's gaps ``best_d - logp_d[c]`` per digit (inf for codes no item uses), each sorted once, and
+    the joint codes of a digit group enumerated from them by summed gap."""
+
+    def __init__(self, index: PostingIndex, gaps: list[np.ndarray]) -> None:
+        self.index = index
+        self.order = [np.argsort(g, kind="stable") for g in gaps]
+        self.sorted = [g[o] for g, o in zip(gaps, self.order)]
+        self.finite = [int(np.searchsorted(g, np.inf)) for g in self.sorted]     # used codes (finite gaps) per digit
+
+    def widest(self, group: int) -> float:
+        """At least the largest finite gap of the group's joint codes (the sum of its digits' largest)."""
+        return float(sum(self.sorted[d][self.finite[d] - 1] for d in self.index.groups[group]))
+
+    def within(self, group: int, x: float) -> tuple[np.ndarray, np.ndarray]:
+        """(joint codes, gaps) of the group's codes whose summed gap is at most ``x`` (codes no item uses
+        at one digit have infinite gaps and never appear; pairs no item uses have empty lists)."""
+        digits = self.index.groups[group]
+        first = digits[0]
+        n_a = int(np.searchsorted(self.sorted[first], x, side="right"))
+        if len(digits) == 1:
+            return self.order[first][:n_a], self.sorted[first][:n_a]
+        second = digits[1]
+        # for each code of the first digit within x, the prefix of the second digit's sorted gaps that fits
+        counts = np.searchsorted(self.sorted[second], x - self.sorted[first][:n_a], side="right")
+        ia = np.repeat(np.arange(n_a), counts)
+        ib = np.arange(int(counts.sum())) - np.repeat(np.cumsum(counts) - counts, counts)
+        gaps = self.sorted[first][ia] + self.sorted[second][ib]
+        return self._joint(first, second, ia, ib), gaps
+
+    def best(self, group: int, width: int) -> np.ndarray:
+        """The ``width`` joint codes of the group with the smallest finite gaps (fewer when it has fewer)."""
+        digits = self.index.groups[group]
+        first = digits[0]
+        if len(digits) == 1:
+            return self.order[first][:min(width, self.finite[first])]
+        second = digits[1]
+        # the `width` smallest sums of two sorted lists use only their first `width` entries
+        w_a, w_b = min(width, self.finite[first]), min(width, self.finite[second])
+        block = (self.sorted[first][:w_a, None] + self.sorted[second][None, :w_b]).reshape(-1)
+        top = np.argpartition(block, width - 1)[:width] if block.size > width else np.arange(block.size)
+        ia, ib = np.divmod(top, w_b)
+        return self._joint(first, second, ia, ib)
+
+    def _joint(self, first: int, second: int, ia: np.ndarray, ib: np.ndarray) -> np.ndarray:
+        return self.order[first][ia] * self.index.level_sizes[second] + self.order[second][ib]

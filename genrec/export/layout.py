@@ -10,8 +10,9 @@ from __future__ import annotations
 from genrec.decode.trie import TRIE_FILES
 
 STAGE = "export"                 # manifest "stage" of an export folder
-FORMAT_VERSION = 4               # bump when the folder layout, a graph signature or a manifest field changes
-                                 # (4: the trie reads codes.npy; no separate trie_item_codes.npy copy)
+FORMAT_VERSION = 5               # bump when the folder layout, a graph signature or a manifest field changes
+                                 # (4: the trie reads codes.npy; no separate trie_item_codes.npy copy;
+                                 # 5: the posting lists are kept per pair of digits, not per digit)
 ENCODER_FILE = "encoder.onnx"
 DECODER_STEP_FILE = "decoder_step.onnx"
 # (n_items, D) int64: item id -> semantic ID (row i is item i); "codes.npy", the file the trie reads too

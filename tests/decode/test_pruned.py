@@ -14,6 +14,7 @@ from hypothesis import strategies as st
 import genrec.decode.exhaustive as exhaustive
 import genrec.decode.postings as postings
 import genrec.decode.pruned as pruned
+from genrec.decode.postings import list_groups
 from genrec.decode import POSTING_FILES, PostingIndex, Trie, exclude_mask, pruned_search, score_catalogue, top_items
 from genrec.io import ArtifactError
 
@@ -343,21 +344,40 @@ def test_bad_arguments_are_rejected():
 
 
 # ---------------------------------------------------------------------- the index and its files
+def test_digit_groups_pair_neighbours_while_their_joint_codebook_is_small():
+    assert list_groups((5, 7, 11, 3)) == ((0, 1), (2, 3))
+    assert list_groups((256,) * 16 + (2,)) == tuple((d, d + 1) for d in range(0, 16, 2)) + ((16,),)
+    assert list_groups((300, 300, 2)) == ((0,), (1, 2))          # 300 x 300 joint codes > MAX_JOINT
+    assert list_groups((1 << 16, 1)) == ((0, 1),) and list_groups((7,)) == ((0,),)
+
+
 def test_posting_lists_match_brute_force():
     codes = random_codes(4, N_ITEMS, SIZES)
     index = PostingIndex.build(codes, SIZES)
-    assert index.items.dtype == np.int32 and index.items.shape == (len(SIZES), N_ITEMS)
+    assert index.groups == ((0, 1), (2, 3))
+    assert index.items.dtype == np.int32 and index.items.shape == (2, N_ITEMS)
+    for g, (a, b) in enumerate(index.groups):
+        joint = codes[:, a] * SIZES[b] + codes[:, b]
+        for c in range(SIZES[a] * SIZES[b]):
+            listed = index.items[g, index.starts[g][c]:index.starts[g][c + 1]]
+            assert listed.tolist() == np.flatnonzero(joint == c).tolist()   # ascending ids
     for d, k in enumerate(SIZES):
-        for c in range(k):
-            listed = index.items[d, index.starts[d][c]:index.starts[d][c + 1]]
-            assert listed.tolist() == np.flatnonzero(codes[:, d] == c).tolist()   # ascending ids
+        np.testing.assert_array_equal(index.digit_used[d], np.bincount(codes[:, d], minlength=k) > 0)
     np.testing.assert_array_equal(index.codes_t, codes.T)
     assert index.codes_t.dtype == np.uint8
-    # a digit where one code holds more than half the items is never read
-    dedup = np.zeros((10, 2), dtype=np.int64)
+    # one gather for any mix of (group, joint code) lists, each list's weight repeated per listed item
+    groups, joint = np.array([1, 0, 1]), np.array([codes[3, 2] * 3 + codes[3, 3], codes[0, 0] * 7 + codes[0, 1], 0])
+    listed, weights = index.lists(groups, joint, np.array([0.5, 1.5, 2.5]))
+    want = [index.items[g, index.starts[g][c]:index.starts[g][c + 1]] for g, c in zip(groups, joint)]
+    assert listed.tolist() == np.concatenate(want).tolist()
+    assert weights.tolist() == np.repeat([0.5, 1.5, 2.5], [len(w) for w in want]).tolist()
+    # a group where one code holds more than half the items is never read
+    dedup = np.zeros((10, 3), dtype=np.int64)
     dedup[:, 0] = np.arange(10)
-    dedup[9, 1] = 1
-    assert PostingIndex.build(dedup, (10, 2)).selective.tolist() == [True, False]
+    dedup[9, 2] = 1
+    assert list_groups((10, 1 << 13, 300)) == ((0,), (1,), (2,))    # no joint codebook small enough
+    spread = PostingIndex.build(dedup, (10, 1 << 13, 300))
+    assert spread.selective.tolist() == [True, False, False]       # digit 1: one code; digit 2: 9 of 10 items
 
 
 def test_postings_are_saved_beside_the_trie_and_memory_mapped_back(tmp_path, large):
@@ -384,11 +404,11 @@ def test_load_rejects_posting_lists_of_another_catalogue(tmp_path):
     folder = tmp_path / "t"
     trie.save(folder, postings=True)
     items = np.load(folder / POSTING_FILES["items"])
-    d = 1
-    a, b = items[d, 0], items[d, -1]             # two items with different codes at digit 1
-    items[d, 0], items[d, -1] = b, a
+    g = 1
+    a, b = items[g, 0], items[g, -1]             # two items with different joint codes at digits 2-3
+    items[g, 0], items[g, -1] = b, a
     np.save(folder / POSTING_FILES["items"], items)
-    with pytest.raises(ArtifactError, match="digit 1's posting lists disagree"):
+    with pytest.raises(ArtifactError, match="the posting lists of digits 2-3 disagree"):
         Trie.load(folder)
     np.save(folder / POSTING_FILES["items"], items[:, :-1])
     with pytest.raises(ArtifactError, match="expected int32/int64 item ids of shape"):
