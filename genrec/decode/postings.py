@@ -81,6 +81,7 @@ class PostingIndex:
         # [list_start[at], list_end[at]) with at = group_offset[g] + c, so one gather serves any mix of groups.
         self.list_start: np.ndarray = np.concatenate([g * n + s[:-1] for g, s in enumerate(self.starts)])
         self.list_end: np.ndarray = np.concatenate([g * n + s[1:] for g, s in enumerate(self.starts)])
+        self.list_size: np.ndarray = self.list_end - self.list_start
         self.group_offset: np.ndarray = np.cumsum([0] + [len(s) for s in self.sizes[:-1]]).astype(np.int64)
         # Per digit, the codes some item uses (a group's lists sum over its other digit's codes).
         self.digit_used: list[np.ndarray] = [np.zeros(k, dtype=bool) for k in self.level_sizes]
@@ -125,7 +126,7 @@ class PostingIndex:
     def nbytes(self) -> int:
         groups = 0 if self._dense_groups is None else sum(c.nbytes for g, c in self._dense_groups if len(g) == 2)
         return int(self.items.nbytes + self.codes_t.nbytes + sum(s.nbytes for s in self.starts) + groups
-                   + self.list_start.nbytes + self.list_end.nbytes)
+                   + self.list_start.nbytes + self.list_end.nbytes + self.list_size.nbytes)
 
     def lists(self, groups: np.ndarray, codes: np.ndarray, weights: np.ndarray | None = None
               ) -> tuple[np.ndarray, np.ndarray | None]:
@@ -133,7 +134,7 @@ class PostingIndex:
         each pair's weight repeated once per listed item (None without ``weights``). One gather, no loop."""
         at = self.group_offset[groups] + codes
         start = self.list_start[at]
-        length = self.list_end[at] - start
+        length = self.list_size[at]
         offsets = np.cumsum(length) - length
         positions = np.arange(int(length.sum()), dtype=np.int64) + np.repeat(start - offsets, length)
         listed = self.items.reshape(-1)[positions]

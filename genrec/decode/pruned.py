@@ -52,7 +52,8 @@ READ_GROWTH = 1.5         # x = delta / (S - m + 1), m as large as keeps the lis
                           # of m = MIN_HITS's: more reads buy fewer candidates, and a scored candidate costs ~15 reads
 MIN_HITS = 2              # m starts here: with one hit enough nearly every item read is a candidate (bench/scale.py
                           # at 1M items: 7k candidates from 29k reads at m = 1, 0.8k from 41k at m = 2)
-MAX_HITS = 4              # ... and stops here (the codes within x are enumerated once, at this m's x)
+MAX_HITS = 3              # ... and stops here (the codes within x are enumerated once, at this m's x; at 1M items
+                          # bench/scale.py's requests never read few enough entries at m = 3 to pick it)
 MAX_READS = 0.4           # fall back to the dense pass when the lists to read hold more than this many
                           # entries per catalogue item: reading 0.4 N entries (and scoring the candidates)
                           # took about as long as the float32 dense pass at 1M items (bench/scale.py)
@@ -110,7 +111,9 @@ def pruned_search(step: StepFn, trie: Trie, batch_size: int, k: int, *, item_mas
     search = _Search(tables, trie, k, item_mask)
 
     path = np.full(batch_size, "pruned", dtype=object)
-    n_allowed = np.count_nonzero(item_mask, axis=1) if item_mask is not None else np.full(batch_size, n_items)
+    # per row: count_nonzero over a whole row is a fast popcount, with axis=1 it is a slow reduction
+    n_allowed = (np.array([np.count_nonzero(r) for r in item_mask]) if item_mask is not None
+                 else np.full(batch_size, n_items))
     # +inf log-probs could make inf - inf sums: the dense pass reproduces them, the bounds would not
     if n_items < min_items or any(np.isposinf(t).any() for t in tables):
         path[:] = "full"
@@ -314,7 +317,7 @@ class _Search:
             credit = np.bincount(items, weights=credits, minlength=self.n)
             # len(groups) * x - credit < (the item's gap sum): unless it exceeds delta the item may reach kth
             # (strict: delta carries the margin, so an item on the boundary still scores below kth)
-            candidates = np.unique(items[credit[items] > len(groups) * x - delta])
+            candidates = np.flatnonzero(credit > len(groups) * x - delta)   # a scan: gathering at the reads misses cache
             if mask_row is not None:
                 candidates = candidates[mask_row[candidates]]
             if len(candidates) > max_candidates:
@@ -334,16 +337,17 @@ class _Search:
         n_groups = len(groups)
         low = min(MIN_HITS, n_groups)
         high = min(MAX_HITS, n_groups)
-        xs = delta / (n_groups - np.arange(low - 1, high))                        # m = low .. high
+        xs = delta / (n_groups - np.arange(low - 1, high))                         # m = low .. high
         found = [gaps.within(g, float(xs[-1])) for g in groups]                    # (codes, gaps) up to the widest x
-        sizes = [index.sizes[g][codes] for g, (codes, _) in zip(groups, found)]
-        reads = np.array([sum(int(size[gap <= x].sum()) for size, (_, gap) in zip(sizes, found)) for x in xs])
+        group_ids = np.repeat(np.asarray(groups, dtype=np.int64), [len(c) for c, _ in found])
+        codes = np.concatenate([c for c, _ in found])
+        code_gaps = np.concatenate([gap for _, gap in found])
+        sizes = index.list_size[index.group_offset[group_ids] + codes]
+        reads = np.array([int(sizes[code_gaps <= x].sum()) for x in xs])
         pick = int(np.flatnonzero(reads <= read_growth * reads[0])[-1])
         x = float(xs[pick])
-        keep = [(gap <= x) & (size > 0) for size, (_, gap) in zip(sizes, found)]
-        group_ids = np.concatenate([np.full(int(k.sum()), g, dtype=np.int64) for g, k in zip(groups, keep)])
-        codes = np.concatenate([c[k] for (c, _), k in zip(found, keep)])
-        picked_gaps = np.concatenate([gap[k] for (_, gap), k in zip(found, keep)])
+        keep = (code_gaps <= x) & (sizes > 0)
+        group_ids, codes, picked_gaps = group_ids[keep], codes[keep], code_gaps[keep]
         return x, (group_ids, codes, picked_gaps, int(reads[pick]))
 
     def _seed(self, row: int, index: PostingIndex, gaps: "_Gaps", selective: np.ndarray, n_seeds: int) -> float | None:
