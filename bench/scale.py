@@ -550,7 +550,7 @@ class StageConfig:
     collab_steps: int = 300            # the same for the collaborative SASRec
     collab_negatives: int = 0          # negatives of the collaborative SASRec's sampled loss (0: the loss's default)
     val_users: int = 512               # validation users of both trainings (a fixed subset: the epoch is timed)
-    serve_requests: int = 32           # batch-1 requests the "serve" stage decodes after loading
+    serve_requests: int = 200          # batch-1 requests the "serve" stage decodes after loading (users' test histories)
     item_grad: str = "auto"            # both trainings' item-table update (genrec.lit.optim): auto, dense, sparse
     item_grad_steps: int = 0           # > 0: after the stages, time this many steps of each training with the
                                        # item table dense and sparse (``item_grad_steps`` in scale.json)
@@ -565,6 +565,8 @@ class StageConfig:
         if self.dim % self.n_levels:
             raise ValueError(f"StageConfig.dim ({self.dim}) must be a multiple of n_levels ({self.n_levels})")
 
+
+SERVE_HISTORIES = "serve_histories.json"   # in the stage work folder: the serve stage's request histories
 
 # --smoke --stages-only: a tiny catalogue through every stage (each child imports torch: ~5 s apiece)
 STAGE_SMOKE = dict(sizes=[600], dim=16, n_levels=2, codebook_size=16, kmeans_iters=5, train_steps=5,
@@ -747,26 +749,53 @@ def _train_child(cfg: StageConfig, work: Path, t0: float) -> dict:
             **_epoch_fields(probe, n_batches, time.perf_counter() - t0)}
 
 
+def write_serve_histories(work: Path, cfg: StageConfig) -> None:
+    """``serve_requests`` seeded users' test histories (every event before the held-out one, the last ``history``
+    of them) from the prepared run, for the serve stage: requests a trained model has seen the like of, not
+    random items. Read here, in the parent, so the serve stage's RSS holds the server and nothing else."""
+    import polars as pl
+
+    seqs = pl.scan_parquet(work / "run" / "dataset" / "sequences.parquet")
+    n_users = seqs.select(pl.len()).collect().item()
+    users = np.random.default_rng(cfg.seed).choice(n_users, min(cfg.serve_requests, n_users), replace=False)
+    rows = seqs.filter(pl.col("user_id").is_in(users.tolist())).select("item_ids").collect()["item_ids"].to_list()
+    (work / SERVE_HISTORIES).write_text(json.dumps([list(s[:-1][-cfg.history:]) for s in rows if len(s) > 1]))
+
+
 def _serve_child(cfg: StageConfig, work: Path) -> dict:
-    """The server's runtime: load the export, decode serve_requests batch-1 requests; RSS after load and after."""
+    """The server's runtime: load the export, decode the users' test histories one request at a time (batch 1);
+    RSS after load and after, latency, and for exact decoding the share of requests that took the dense pass."""
+    import genrec.decode.exhaustive as exhaustive
     from genrec.serving.runtime import ExportRuntime
 
     t0 = time.perf_counter()
     runtime = ExportRuntime(work / "export")
     load_s = time.perf_counter() - t0
     rss_loaded = current_rss_mb()
-    rng = np.random.default_rng(cfg.seed)
+    paths = []
+    search = exhaustive.pruned_search
+
+    def recorded(*args, **kwargs):          # the runtime's exact search, its per-request path kept
+        out = search(*args, **kwargs)
+        paths.extend(out.path.tolist())
+        return out
+
+    exhaustive.pruned_search = recorded
+    histories = json.loads((work / SERVE_HISTORIES).read_text())
     ms = []
-    for _ in range(cfg.serve_requests):
-        hist = rng.integers(0, runtime.n_items, 20).tolist()
+    for hist in histories:
         t = time.perf_counter()
         runtime.recommend([hist], 10)
         ms.append(1000 * (time.perf_counter() - t))
     # RssAnon is each worker's own memory; RssFile is page cache (the memory-mapped tables), shared by workers
-    return {"load_seconds": round(load_s, 2), "rss_after_load_mb": rss_loaded, "rss_after_requests_mb": current_rss_mb(),
-            "rss_anon_mb": round(_status("RssAnon"), 1), "rss_file_mb": round(_status("RssFile"), 1),
-            "p50_ms": round(float(np.median(ms)), 2), "decoding": runtime.decoding,
-            "memory_mapped": memmapped_arrays(runtime)}
+    out = {"load_seconds": round(load_s, 2), "rss_after_load_mb": rss_loaded, "rss_after_requests_mb": current_rss_mb(),
+           "rss_anon_mb": round(_status("RssAnon"), 1), "rss_file_mb": round(_status("RssFile"), 1),
+           "requests": len(ms), "requests_from": "users' test histories",
+           "p50_ms": round(float(np.median(ms)), 2), "p99_ms": round(float(np.percentile(ms, 99)), 2),
+           "decoding": runtime.decoding, "memory_mapped": memmapped_arrays(runtime)}
+    if paths:
+        out["dense_pass_share"] = round(float(np.mean(np.asarray(paths) == "full")), 3)
+    return out
 
 
 def current_rss_mb() -> float:
@@ -819,6 +848,8 @@ def measure_stages(n_items: int, cfg: StageConfig) -> list[dict]:
         rows = [{"n_items": n_items, "n_interactions": info["n_interactions"], "stage": "synthesize",
                  "seconds": round(time.perf_counter() - t0, 2), "peak_rss_mb": round(peak_rss_mb(), 1)}]
         for stage in STAGES:
+            if stage == "serve":
+                write_serve_histories(work, cfg)
             seconds, rss, extra = run_stage(stage, work)
             row = {"n_items": n_items, "n_interactions": info["n_interactions"], "stage": stage,
                    "seconds": round(seconds, 2), "peak_rss_mb": round(rss, 1), **extra}
@@ -983,7 +1014,10 @@ def stage_table(out: dict) -> list[str]:
         if "rss_after_load_mb" in r:
             notes.append(f"RSS after load {r['rss_after_load_mb']:,.0f} MB, after requests {r['rss_after_requests_mb']:,.0f} MB "
                          f"(own {r.get('rss_anon_mb', float('nan')):,.0f}, memory-mapped files "
-                         f"{r.get('rss_file_mb', float('nan')):,.0f}); p50 {r['p50_ms']} ms ({r['decoding']})")
+                         f"{r.get('rss_file_mb', float('nan')):,.0f}); p50 {r['p50_ms']} ms"
+                         + (f", p99 {r['p99_ms']} ms over {r['requests']} users' histories" if "p99_ms" in r else "")
+                         + (f", {100 * r['dense_pass_share']:.0f}% took the dense pass" if "dense_pass_share" in r else "")
+                         + f" ({r['decoding']})")
         lines.append(f"| {r['n_items']:,} | {r['n_interactions']:,} | {STAGE_LABELS.get(r['stage'], r['stage'])} | "
                      f"{r['seconds']:,.1f} | {r['peak_rss_mb']:,.0f} | {'; '.join(notes)} |")
     return lines

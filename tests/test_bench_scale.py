@@ -88,6 +88,9 @@ def test_smoke_stage_rows_time_every_stage_in_its_own_process(tmp_path):
     assert rows["export"]["export_mb"] > 0
     assert rows["collab"]["steps_measured"] >= 1 and rows["train"]["steps_measured"] >= 1
     assert all(rows["serve"]["memory_mapped"].values()), rows["serve"]["memory_mapped"]
+    # the served requests are users' test histories from the prepared run, each decoded once
+    assert rows["serve"]["requests"] == scale.STAGE_SMOKE["serve_requests"]
+    assert rows["serve"]["p99_ms"] >= rows["serve"]["p50_ms"] > 0 and 0 <= rows["serve"]["dense_pass_share"] <= 1
     assert rows["train"]["item_grad"] == rows["collab"]["item_grad"] == "dense"   # "auto" on a small catalogue
     compared = {(r["training"], r["item_grad"]): r for r in result["rows"] if r["stage"] == "item_grad_steps"}
     assert set(compared) == {(t, g) for t in ("collab", "train") for g in ("dense", "sparse")}
