@@ -25,6 +25,13 @@ def test_bench_smoke_writes_a_valid_result(tmp_path):
     validate_result(result)
     assert result["dataset"] == "smoke" and result["metrics"]["genrec"]["invalid_rate"] == 0.0
     assert (tmp_path / "results" / "smoke.md").read_text().startswith("**smoke")
+    # the same checkpoints also ranked without each user's history items (RecBole's full-sort convention)
+    filtered = json.loads((tmp_path / "smoke" / "metrics_exclude_history.json").read_text())
+    assert filtered["config"]["exclude_history"] is True
+    assert set(result["metrics_exclude_history"]) == set(result["metrics"])
+    for system, row in result["metrics_exclude_history"].items():
+        assert row == filtered["systems"][system] and 0 <= row["ndcg@10"] <= row["recall@10"] <= 1
+    assert "without each user's history items" in (tmp_path / "results" / "smoke.md").read_text()
     for kind in ("codebook", "training_curve"):
         assert (tmp_path / "results" / f"smoke_{kind}.png").read_bytes()[:4] == b"\x89PNG"
 

@@ -3,7 +3,7 @@ the items whose codes at g's digits are c.
 
 The index behind the exact pruned search (:mod:`genrec.decode.pruned`). Digits are read in groups
 (:func:`list_groups`): two neighbouring digits form one group whose joint code is ``code_a * K_b + code_b``
-when ``K_a * K_b <= MAX_JOINT``, else a digit is its own group. A pair's lists are ~K_b times shorter than
+when ``K_a * K_b`` is at most MAX_JOINT and at most the number of items, else a digit is its own group. A pair's lists are ~K_b times shorter than
 one digit's, and an item near its best in both digits is what the search looks for: on the 1M-item
 catalogue of bench/scale.py, pairs read ~10x fewer entries than single digits for the same bound.
 It is built once per catalogue, holds numpy arrays only and can be saved beside the trie tables and
@@ -41,13 +41,14 @@ MAX_JOINT = 1 << 16     # two neighbouring digits share posting lists when their
 PAIR_TABLE_SHARE = 4    # pair two digits for the dense pass when their pair table is at most N / 4 entries
 
 
-def list_groups(level_sizes: Sequence[int]) -> tuple[tuple[int, ...], ...]:
+def list_groups(level_sizes: Sequence[int], n_items: int) -> tuple[tuple[int, ...], ...]:
     """The digit groups posting lists are kept for: neighbouring digits in pairs while their joint codebook
-    has at most MAX_JOINT codes, in digit order (``(0, 1), (2, 3), ..., (16,)`` for 17 digits of 256 codes)."""
+    has at most MAX_JOINT codes and at most ``n_items`` (a smaller catalogue would hold mostly empty lists, and
+    is scored densely anyway), in digit order: ``(0, 1), (2, 3), ..., (16,)`` for 17 digits of 256 codes."""
     sizes = [int(k) for k in level_sizes]
     groups, d = [], 0
     while d < len(sizes):
-        if d + 1 < len(sizes) and sizes[d] * sizes[d + 1] <= MAX_JOINT:
+        if d + 1 < len(sizes) and sizes[d] * sizes[d + 1] <= min(MAX_JOINT, n_items):
             groups.append((d, d + 1))
             d += 2
         else:
@@ -72,16 +73,16 @@ class PostingIndex:
                  codes: np.ndarray) -> None:
         """Wrap built (or loaded) arrays for the catalogue's ``codes`` (N, D); use :meth:`build` or :meth:`load`."""
         self.level_sizes: tuple[int, ...] = tuple(int(k) for k in level_sizes)
-        self.groups: tuple[tuple[int, ...], ...] = list_groups(self.level_sizes)
+        n = items.shape[1]
+        self.groups: tuple[tuple[int, ...], ...] = list_groups(self.level_sizes, n)
         self.items: np.ndarray = items                              # (G, N) int32/int64, may be a memmap
         self.starts: list[np.ndarray] = [np.asarray(s, dtype=np.int64) for s in starts]   # G x (K_g + 1,)
         self.sizes: list[np.ndarray] = [np.diff(s) for s in self.starts]                 # G x (K_g,) list lengths
-        n = items.shape[1]
         # Every group's lists in one table over the flattened (G * N,) items: group g, joint code c spans
-        # [list_start[at], list_end[at]) with at = group_offset[g] + c, so one gather serves any mix of groups.
-        self.list_start: np.ndarray = np.concatenate([g * n + s[:-1] for g, s in enumerate(self.starts)])
-        self.list_end: np.ndarray = np.concatenate([g * n + s[1:] for g, s in enumerate(self.starts)])
-        self.list_size: np.ndarray = self.list_end - self.list_start
+        # list_size[at] entries from list_start[at], at = group_offset[g] + c, so one gather serves any mix of
+        # groups (a group's last list ends where the next group's first begins: one array of starts suffices).
+        self.list_start: np.ndarray = np.concatenate([g * n + s[:-1] for g, s in enumerate(self.starts)] + [[len(self.starts) * n]])
+        self.list_size: np.ndarray = np.diff(self.list_start)
         self.group_offset: np.ndarray = np.cumsum([0] + [len(s) for s in self.sizes[:-1]]).astype(np.int64)
         # Per digit, the codes some item uses (a group's lists sum over its other digit's codes).
         self.digit_used: list[np.ndarray] = [np.zeros(k, dtype=bool) for k in self.level_sizes]
@@ -106,7 +107,7 @@ class PostingIndex:
         """Index checked codes (N, D) (e.g. ``Trie.item_codes``): one stable sort per digit group."""
         codes = np.asarray(codes)
         n = len(codes)
-        groups = list_groups(level_sizes)
+        groups = list_groups(level_sizes, n)
         items = np.empty((len(groups), n), dtype=_id_dtype(n))
         starts = []
         for g, group in enumerate(groups):
@@ -126,7 +127,7 @@ class PostingIndex:
     def nbytes(self) -> int:
         groups = 0 if self._dense_groups is None else sum(c.nbytes for g, c in self._dense_groups if len(g) == 2)
         return int(self.items.nbytes + self.codes_t.nbytes + sum(s.nbytes for s in self.starts) + groups
-                   + self.list_start.nbytes + self.list_end.nbytes + self.list_size.nbytes)
+                   + self.list_start.nbytes + self.list_size.nbytes)
 
     def lists(self, groups: np.ndarray, codes: np.ndarray, weights: np.ndarray | None = None
               ) -> tuple[np.ndarray, np.ndarray | None]:
@@ -184,9 +185,9 @@ class PostingIndex:
         items = np.load(folder / POSTING_FILES["items"], mmap_mode="r" if mmap else None, allow_pickle=False)
         flat = np.load(folder / POSTING_FILES["starts"], allow_pickle=False)
         sizes = tuple(int(k) for k in level_sizes)
-        groups = list_groups(sizes)
-        joint_sizes = [_joint_size(group, sizes) for group in groups]
         n = len(codes)
+        groups = list_groups(sizes, n)
+        joint_sizes = [_joint_size(group, sizes) for group in groups]
         path = folder / POSTING_FILES["items"]
         if items.shape != (len(groups), n) or items.dtype not in (np.int32, np.int64):
             raise ArtifactError(f"{path}: expected int32/int64 item ids of shape ({len(groups)}, {n}) for the catalogue's "

@@ -345,10 +345,13 @@ def test_bad_arguments_are_rejected():
 
 # ---------------------------------------------------------------------- the index and its files
 def test_digit_groups_pair_neighbours_while_their_joint_codebook_is_small():
-    assert list_groups((5, 7, 11, 3)) == ((0, 1), (2, 3))
-    assert list_groups((256,) * 16 + (2,)) == tuple((d, d + 1) for d in range(0, 16, 2)) + ((16,),)
-    assert list_groups((300, 300, 2)) == ((0,), (1, 2))          # 300 x 300 joint codes > MAX_JOINT
-    assert list_groups((1 << 16, 1)) == ((0, 1),) and list_groups((7,)) == ((0,),)
+    assert list_groups((5, 7, 11, 3), 37) == ((0, 1), (2, 3))
+    assert list_groups((256,) * 16 + (2,), 10**6) == tuple((d, d + 1) for d in range(0, 16, 2)) + ((16,),)
+    assert list_groups((300, 300, 2), 10**6) == ((0,), (1, 2))   # 300 x 300 joint codes > MAX_JOINT
+    assert list_groups((1 << 16, 1), 10**6) == ((0, 1),) and list_groups((7,), 5) == ((0,),)
+    # fewer items than joint codes: one list per digit (pair lists would be mostly empty)
+    assert list_groups((256,) * 4, 65_535) == ((0,), (1,), (2,), (3,))
+    assert list_groups((256,) * 4, 65_536) == ((0, 1), (2, 3))
 
 
 def test_posting_lists_match_brute_force():
@@ -375,7 +378,7 @@ def test_posting_lists_match_brute_force():
     dedup = np.zeros((10, 3), dtype=np.int64)
     dedup[:, 0] = np.arange(10)
     dedup[9, 2] = 1
-    assert list_groups((10, 1 << 13, 300)) == ((0,), (1,), (2,))    # no joint codebook small enough
+    assert list_groups((10, 1 << 13, 300), 10) == ((0,), (1,), (2,))    # no joint codebook small enough
     spread = PostingIndex.build(dedup, (10, 1 << 13, 300))
     assert spread.selective.tolist() == [True, False, False]       # digit 1: one code; digit 2: 9 of 10 items
 
