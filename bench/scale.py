@@ -772,12 +772,13 @@ def _serve_child(cfg: StageConfig, work: Path) -> dict:
     runtime = ExportRuntime(work / "export")
     load_s = time.perf_counter() - t0
     rss_loaded = current_rss_mb()
-    paths = []
+    paths, reads = [], []
     search = exhaustive.pruned_search
 
-    def recorded(*args, **kwargs):          # the runtime's exact search, its per-request path kept
+    def recorded(*args, **kwargs):          # the runtime's exact search, its per-request path and reads kept
         out = search(*args, **kwargs)
         paths.extend(out.path.tolist())
+        reads.extend(out.entries_read.tolist())
         return out
 
     exhaustive.pruned_search = recorded
@@ -794,7 +795,10 @@ def _serve_child(cfg: StageConfig, work: Path) -> dict:
            "p50_ms": round(float(np.median(ms)), 2), "p99_ms": round(float(np.percentile(ms, 99)), 2),
            "decoding": runtime.decoding, "memory_mapped": memmapped_arrays(runtime)}
     if paths:
+        pruned = np.asarray(paths) == "pruned"
         out["dense_pass_share"] = round(float(np.mean(np.asarray(paths) == "full")), 3)
+        if pruned.any():    # how much of the catalogue the bound let through, on the requests it pruned
+            out["pruned_entries_read_p50"] = float(np.median(np.asarray(reads)[pruned]))
     return out
 
 
