@@ -214,6 +214,28 @@ def runs_section(results: dict[str, dict], seeds: dict[str, dict]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def protocol_section(results: dict[str, dict]) -> str:
+    """Each run's systems ranked with and without the users' history items (bench/run.py scores both)."""
+    runs = {d: r for d, r in results.items() if r.get("metrics_exclude_history")}
+    if not runs:
+        return ""
+    lines = ["## History items in the ranking", "",
+             "The results table ranks the whole catalogue, each user's history items included. RecBole's and "
+             "S3-Rec's full-sort evaluation (and gSASRec's) remove them first; published figures on these splits "
+             "may use either convention. `bench/run.py` scores the same checkpoints both ways (test split; "
+             "training and early stopping are unchanged):", ""]
+    lines += header(["dataset", "system", "NDCG@10 history kept", "NDCG@10 history removed", "Recall@10 kept",
+                     "Recall@10 removed", "commit"])
+    for dataset, r in runs.items():
+        for system, kept in r["metrics"].items():
+            removed = r["metrics_exclude_history"].get(system)
+            if removed is None:
+                continue
+            lines.append(row([dataset, SYSTEM_LABELS.get(system, system), f4(kept["ndcg@10"]), f4(removed["ndcg@10"]),
+                              f4(kept["recall@10"]), f4(removed["recall@10"]), commit(r["git_commit"])]))
+    return "\n".join(lines) + "\n"
+
+
 def seeds_section(seeds: dict[str, dict]) -> str:
     lines = ["## Seed spread", "",
              "Command: `python bench/seeds.py --dataset NAME --seeds 0 1 2` (after `bench/run.py`; writes "
@@ -570,6 +592,8 @@ def render(folder: Path = RESULTS) -> str:
     seeds = load_kind(folder, "seeds")
     if results:
         parts.append(runs_section(results, seeds))
+        if protocol := protocol_section(results):
+            parts.append(protocol)
     if seeds:
         parts.append(seeds_section(seeds))
     if segments := load_kind(folder, "segments"):

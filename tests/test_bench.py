@@ -209,3 +209,19 @@ def test_summary_reads_only_json_and_follows_it(tmp_path):
     assert "old table" not in readme.read_text() and readme.read_text().endswith(f"{README_END}\n\nmore text\n")
     assert "| Office | 4,905 / 2,420 | 0.0123 |" in readme.read_text()
     assert main([*args, "--check"]) == 0
+
+
+def test_summary_shows_both_protocols_only_for_runs_that_scored_both():
+    from summary import protocol_section
+
+    def metrics(ndcg, recall):
+        return {"ndcg@10": ndcg, "recall@10": recall}
+
+    both = {"git_commit": "abc1234567", "metrics": {"genrec": metrics(0.03, 0.06), "sasrec": metrics(0.036, 0.07)},
+            "metrics_exclude_history": {"genrec": metrics(0.041, 0.08), "sasrec": metrics(0.052, 0.1)}}
+    assert protocol_section({"Office": {"git_commit": "x", "metrics": both["metrics"]}}) == ""
+    lines = protocol_section({"Beauty": both, "Office": {"git_commit": "x", "metrics": both["metrics"]}}).splitlines()
+    rows = [line for line in lines if line.startswith("| Beauty")]
+    assert rows == ["| Beauty | genrec | 0.0300 | 0.0410 | 0.0600 | 0.0800 | abc1234 |",
+                    "| Beauty | SASRec (ours) | 0.0360 | 0.0520 | 0.0700 | 0.1000 | abc1234 |"]
+    assert not any(line.startswith("| Office") for line in lines)

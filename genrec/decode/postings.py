@@ -83,6 +83,7 @@ class PostingIndex:
         # groups (a group's last list ends where the next group's first begins: one array of starts suffices).
         self.list_start: np.ndarray = np.concatenate([g * n + s[:-1] for g, s in enumerate(self.starts)] + [[len(self.starts) * n]])
         self.list_size: np.ndarray = np.diff(self.list_start)
+        self.mean_list: np.ndarray = n / np.array([len(sz) for sz in self.sizes], dtype=np.float64)  # items per code
         self.group_offset: np.ndarray = np.cumsum([0] + [len(s) for s in self.sizes[:-1]]).astype(np.int64)
         # Per digit, the codes some item uses (a group's lists sum over its other digit's codes).
         self.digit_used: list[np.ndarray] = [np.zeros(k, dtype=bool) for k in self.level_sizes]

@@ -12,14 +12,14 @@ neighbouring digits a, b form one group whose joint code's log-prob is ``logp_a 
    is a lower bound of the true k-th score;
 2. bound: write ``gap_d(i) = max_d - logp_d[codes[i, d]] >= 0`` (max_d over codes some item uses), a group's
    gap the sum of its digits', and ``delta = sum_d max_d - kth``: an item reaches ``kth`` only if its gaps
-   sum to at most ``delta``. Pick ``x = delta / (S - m + 1)`` (S groups, leaving out those whose every code
-   is within delta / S, as their lists hold every item; m from MIN_HITS up while the reads stay within
-   ``read_growth`` of m = MIN_HITS's, so an item must be near its best in about m groups) and read the lists
-   of every joint code with gap <= x (enumerated from the digits' sorted gaps, not by a pass over the
-   K_a * K_b codes), adding ``x - gap`` to each listed item (one weighted bincount). An item absent from a
-   group's lists has a gap > x there, so ``x * S - (its sum)`` bounds its gap total from below: items
-   whose sum is at most ``x * S - delta`` cannot reach ``kth`` (the threshold algorithm's bound, sharpened
-   with what the lists say about the groups where the item was seen);
+   sum to at most ``delta``. Pick a per-group gap x_g (S groups, leaving out those whose every code is
+   within delta / S, as their lists hold every item; the same estimated read budget for every group, the
+   smallest with ``sum(x) - max(x) >= delta``, so an item must be near its best in two groups) and read
+   the lists of every joint code with gap <= x_g (enumerated from the digits' sorted gaps, not by a pass
+   over the K_a * K_b codes), adding ``x_g - gap`` to each listed item (one weighted bincount). An item
+   absent from a group's lists has a gap > x_g there, so ``sum(x) - (its sum)`` bounds its gap total from
+   below: items whose sum is at most ``sum(x) - delta`` cannot reach ``kth`` (the threshold algorithm's
+   bound, sharpened with what the lists say about the groups where the item was seen);
 3. score the remaining candidates exactly and keep the top k.
 Bounds carry a margin far above float rounding (1e-9 relative), so float sums in another order never
 drop an item; the returned scores are summed in score_catalogue's order, so they are the same floats.
@@ -48,12 +48,8 @@ from genrec.decode.postings import PostingIndex
 from genrec.decode.trie import Trie
 
 METHODS = ("postings", "trie")
-READ_GROWTH = 1.5         # x = delta / (S - m + 1), m as large as keeps the lists to read within this factor
-                          # of m = MIN_HITS's: more reads buy fewer candidates, and a scored candidate costs ~15 reads
-MIN_HITS = 2              # m starts here: with one hit enough nearly every item read is a candidate (bench/scale.py
-                          # at 1M items: 7k candidates from 29k reads at m = 1, 0.8k from 41k at m = 2)
-MAX_HITS = 3              # ... and stops here (the codes within x are enumerated once, at this m's x; at 1M items
-                          # bench/scale.py's requests never read few enough entries at m = 3 to pick it)
+GRID = 32                 # candidate per-group thresholds x_g tried (geometric, delta / GRID_SPAN .. delta)
+GRID_SPAN = 256.0
 MAX_READS = 0.4           # fall back to the dense pass when the lists to read hold more than this many
                           # entries per catalogue item: reading 0.4 N entries (and scoring the candidates)
                           # took about as long as the float32 dense pass at 1M items (bench/scale.py)
@@ -87,7 +83,7 @@ class PrunedResult:
 
 
 def pruned_search(step: StepFn, trie: Trie, batch_size: int, k: int, *, item_mask: np.ndarray | None = None,
-                  method: str = "postings", read_growth: float = READ_GROWTH, max_reads: float = MAX_READS,
+                  method: str = "postings", max_reads: float = MAX_READS,
                   max_candidates: float = MAX_CANDIDATES, direct_fraction: float = DIRECT_FRACTION,
                   min_items: int = MIN_ITEMS) -> PrunedResult:
     """Top-``k`` items per request, equal to ``score_catalogue(step, trie, batch_size, k, item_mask=...)``.
@@ -101,8 +97,6 @@ def pruned_search(step: StepFn, trie: Trie, batch_size: int, k: int, *, item_mas
         raise ValueError(f"batch_size and k must be >= 1, got {batch_size} and {k}")
     if method not in METHODS:
         raise ValueError(f"method must be one of {METHODS}, got {method!r}")
-    if read_growth < 1:
-        raise ValueError(f"read_growth must be >= 1, got {read_growth}")
     n_items = trie.n_items
     if item_mask is not None and (item_mask.shape != (batch_size, n_items) or item_mask.dtype != bool):
         raise ValueError(f"item_mask must be a bool array of shape ({batch_size}, {n_items}), "
@@ -123,7 +117,7 @@ def pruned_search(step: StepFn, trie: Trie, batch_size: int, k: int, *, item_mas
     pruned = np.flatnonzero(path == "pruned")
     if len(pruned):
         if method == "postings":
-            gave_up = search.postings(pruned, read_growth, max_reads * n_items, max_candidates * n_items)
+            gave_up = search.postings(pruned, max_reads * n_items, max_candidates * n_items)
         else:
             gave_up = search.trie_walk(pruned, max_reads * n_items)
         path[gave_up] = "full"
@@ -271,7 +265,7 @@ class _Search:
             self.scored[sl] = self.n
 
     # ------------------------------------------------------------------ posting lists
-    def postings(self, rows: np.ndarray, read_growth: float, max_reads: float, max_candidates: float) -> np.ndarray:
+    def postings(self, rows: np.ndarray, max_reads: float, max_candidates: float) -> np.ndarray:
         """The seed + bound + score search for ``rows``; returns the rows that need the dense pass instead."""
         index: PostingIndex = self.trie.postings
         selective = np.flatnonzero(index.selective)
@@ -307,17 +301,17 @@ class _Search:
             if not groups:
                 gave_up.append(row)         # every code of every group is near its best: no item can be ruled out
                 continue
-            x, picked = self._spread(delta, groups, gaps, index, read_growth)
-            group_ids, codes, weights, n_read = picked
+            x = self._thresholds(delta, groups, gaps, index)
+            group_ids, codes, credits, n_read = self._to_read(groups, x, gaps, index)
             if n_read > max_reads:
                 gave_up.append(row)
                 continue
-            items, credits = index.lists(group_ids, codes, x - weights)
+            items, credits = index.lists(group_ids, codes, credits)
             self.read[row] += len(items)
             credit = np.bincount(items, weights=credits, minlength=self.n)
-            # len(groups) * x - credit < (the item's gap sum): unless it exceeds delta the item may reach kth
+            # sum(x) - credit < (the item's gap sum): unless it exceeds delta the item may reach kth
             # (strict: delta carries the margin, so an item on the boundary still scores below kth)
-            candidates = np.flatnonzero(credit > len(groups) * x - delta)   # a scan: gathering at the reads misses cache
+            candidates = np.flatnonzero(credit > float(x.sum()) - delta)   # a scan: gathering at the reads misses cache
             if mask_row is not None:
                 candidates = candidates[mask_row[candidates]]
             if len(candidates) > max_candidates:
@@ -328,27 +322,46 @@ class _Search:
         return np.asarray(gave_up, dtype=np.int64)
 
     @staticmethod
-    def _spread(delta: float, groups: list[int], gaps: "_Gaps", index: PostingIndex, read_growth: float
-                ) -> tuple[float, tuple[np.ndarray, np.ndarray, np.ndarray, int]]:
-        """The per-group gap x = ``delta / (S - m + 1)`` and the lists to read: (group, joint code, gap) of
-        every used code with gap <= x, and their total length. m (the hits an item needs) starts at MIN_HITS:
-        with one hit enough, nearly every item read is a candidate to score. It grows while the lists hold at
-        most ``read_growth`` times the entries of m = MIN_HITS: more reads buy fewer candidates."""
-        n_groups = len(groups)
-        low = min(MIN_HITS, n_groups)
-        high = min(MAX_HITS, n_groups)
-        xs = delta / (n_groups - np.arange(low - 1, high))                         # m = low .. high
-        found = [gaps.within(g, float(xs[-1])) for g in groups]                    # (codes, gaps) up to the widest x
+    def _thresholds(delta: float, groups: list[int], gaps: "_Gaps", index: PostingIndex) -> np.ndarray:
+        """Per group, the gap x_g up to which its lists are read: the same read budget for every group (a flat
+        group, with many items near its best, gets a small x_g; a peaked one a large x_g), the smallest budget
+        with ``sum(x) - max(x) >= delta``. An item must then be near its best in two groups to stay a candidate
+        (one hit adds at most max(x) of credit). Reads are estimated from counts of joint codes within x (from
+        the digits' sorted gaps) times the group's mean list length, on a geometric grid of x; the bound holds
+        for any x, so only the work depends on the estimate; one x for all groups (``delta / (S - 1)``) is kept
+        when its estimate is lower. On a trained model's flat text digits and peaked collaborative ones the
+        shared budget read ~4x fewer entries than one x for all groups (bench/scale.py's 1M export)."""
+        if len(groups) < 2:
+            return np.full(len(groups), delta)
+        uniform = delta / (len(groups) - 1)                                             # one x for all groups
+        grid = np.union1d(delta * np.geomspace(1.0 / GRID_SPAN, 1.0, GRID), [uniform])  # (X,) candidate x
+        reads = np.stack([gaps.count(g, grid) * index.mean_list[g] for g in groups])   # (S, X), rising along X
+        budgets = np.unique(reads)                                                     # (T,) candidate budgets
+        fits = (reads[:, :, None] <= budgets[None, None, :]).sum(axis=1) - 1           # (S, T) last x within budget
+        x = np.where(fits >= 0, grid[np.maximum(fits, 0)], 0.0)
+        ok = x.sum(axis=0) - x.max(axis=0) >= delta
+        if not ok.any():
+            return np.full(len(groups), uniform)
+        t = int(np.argmax(ok))
+        x = x[:, t]
+        # keep one x for all groups when its estimated reads are fewer (groups alike: the grid's steps cost)
+        at = int(np.searchsorted(grid, uniform))
+        if reads[:, at].sum() <= np.take_along_axis(reads, np.maximum(fits[:, t:t + 1], 0), axis=1).sum():
+            return np.full(len(groups), uniform)
+        return np.minimum(x, np.sort(x)[-2])           # the largest x need not exceed the second largest
+
+    @staticmethod
+    def _to_read(groups: list[int], x: np.ndarray, gaps: "_Gaps", index: PostingIndex
+                 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, int]:
+        """(group, joint code, credit x_g - gap) of every used code within its group's x_g, and the entries
+        their lists hold."""
+        found = [gaps.within(g, float(xg)) for g, xg in zip(groups, x)]
         group_ids = np.repeat(np.asarray(groups, dtype=np.int64), [len(c) for c, _ in found])
         codes = np.concatenate([c for c, _ in found])
-        code_gaps = np.concatenate([gap for _, gap in found])
+        credits = np.concatenate([xg - gap for (_, gap), xg in zip(found, x)])
         sizes = index.list_size[index.group_offset[group_ids] + codes]
-        reads = np.array([int(sizes[code_gaps <= x].sum()) for x in xs])
-        pick = int(np.flatnonzero(reads <= read_growth * reads[0])[-1])
-        x = float(xs[pick])
-        keep = (code_gaps <= x) & (sizes > 0)
-        group_ids, codes, picked_gaps = group_ids[keep], codes[keep], code_gaps[keep]
-        return x, (group_ids, codes, picked_gaps, int(reads[pick]))
+        keep = sizes > 0
+        return group_ids[keep], codes[keep], credits[keep], int(sizes.sum())
 
     def _seed(self, row: int, index: PostingIndex, gaps: "_Gaps", selective: np.ndarray, n_seeds: int) -> float | None:
         """The k-th best score among the items listed under most groups' best joint codes (the best 16, 32, ...
@@ -479,6 +492,16 @@ class _Gaps:
         ib = np.arange(int(counts.sum())) - np.repeat(np.cumsum(counts) - counts, counts)
         gaps = self.sorted[first][ia] + self.sorted[second][ib]
         return self._joint(first, second, ia, ib), gaps
+
+    def count(self, group: int, xs: np.ndarray) -> np.ndarray:
+        """(len(xs),) how many of the group's joint codes (used or not) have a summed gap of at most each x."""
+        digits = self.index.groups[group]
+        first = digits[0]
+        if len(digits) == 1:
+            return np.searchsorted(self.sorted[first], xs, side="right")
+        n_a = int(np.searchsorted(self.sorted[first], xs[-1], side="right"))
+        rest = xs[:, None] - self.sorted[first][None, :n_a]           # what the second digit may add, per x
+        return np.searchsorted(self.sorted[digits[1]], rest.reshape(-1), side="right").reshape(rest.shape).sum(axis=1)
 
     def best(self, group: int, width: int) -> np.ndarray:
         """The ``width`` joint codes of the group with the smallest finite gaps (fewer when it has fewer)."""

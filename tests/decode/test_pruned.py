@@ -335,8 +335,6 @@ def test_bad_arguments_are_rejected():
     tables = [np.zeros((2, k)) for k in SIZES]
     with pytest.raises(ValueError, match="method must be one of"):
         pruned_search(TableStep(tables), trie, 2, 3, method="fagin")
-    with pytest.raises(ValueError, match="read_growth must be >= 1"):
-        pruned_search(TableStep(tables), trie, 2, 3, read_growth=0.5)
     with pytest.raises(ValueError, match="item_mask"):
         pruned_search(TableStep(tables), trie, 2, 3, item_mask=np.ones((2, 3), dtype=bool))
     with pytest.raises(ValueError, match="without NaN"):
