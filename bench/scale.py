@@ -886,6 +886,28 @@ def item_grad_rows(n_items: int, n_interactions: int, cfg: StageConfig, work: Pa
     return rows
 
 
+def serve_again(previous: dict, cfg: StageConfig) -> list[dict]:
+    """The rows of ``previous`` with each size's serve row re-measured on the export kept in ``cfg.work``/SIZE
+    (the row records the commit the export was built at as ``export_git_commit``)."""
+    rows = list(previous.get("rows", []))
+    for n_items in cfg.sizes:
+        work = Path(cfg.work) / str(n_items)
+        if not (work / "export").is_dir() or not (work / SERVE_HISTORIES).exists():
+            raise SystemExit(f"{work}: no export/ and {SERVE_HISTORIES} to serve; run bench/scale.py --stages-only "
+                             f"--sizes {n_items} --work {cfg.work} first")
+        old = next((r for r in rows if r["stage"] == "serve" and r["n_items"] == n_items), None)
+        if old is None:
+            raise SystemExit(f"scale.json has no serve row for {n_items:,} items to replace; run --stages-only first")
+        (work / "spec.json").write_text(json.dumps({"config": asdict(cfg)}))
+        seconds, rss, extra = run_stage("serve", work)
+        row = {"n_items": n_items, "n_interactions": old["n_interactions"], "stage": "serve", "seconds": round(seconds, 2),
+               "peak_rss_mb": round(rss, 1), **extra, "git_commit": git_commit(),
+               "export_git_commit": old.get("export_git_commit", old.get("git_commit"))}
+        rows[rows.index(old)] = row
+        print(f"  serve at {n_items:,} items: p50 {row['p50_ms']} ms, p99 {row['p99_ms']} ms", flush=True)
+    return rows
+
+
 def stage_child_main(stage: str, work: Path) -> None:
     out = stage_child(stage, work)
     (work / f"{stage}.json").write_text(json.dumps(out, default=str))
@@ -1021,6 +1043,8 @@ def stage_table(out: dict) -> list[str]:
                          f"{r.get('rss_file_mb', float('nan')):,.0f}); p50 {r['p50_ms']} ms"
                          + (f", p99 {r['p99_ms']} ms over {r['requests']} users' histories" if "p99_ms" in r else "")
                          + (f", {100 * r['dense_pass_share']:.0f}% took the dense pass" if "dense_pass_share" in r else "")
+                         + (f"; served at {str(r['git_commit'])[:7]} from the export built at {str(r['export_git_commit'])[:7]}"
+                            if r.get("export_git_commit") not in (None, r.get("git_commit")) else "")
                          + f" ({r['decoding']})")
         lines.append(f"| {r['n_items']:,} | {r['n_interactions']:,} | {STAGE_LABELS.get(r['stage'], r['stage'])} | "
                      f"{r['seconds']:,.1f} | {r['peak_rss_mb']:,.0f} | {'; '.join(notes)} |")
@@ -1082,6 +1106,10 @@ def main(argv: list[str] | None = None) -> dict:
                       help="only the pipeline-stage rows (keeps the decode rows already in scale.json)")
     only.add_argument("--serving-only", action="store_true",
                       help="only the decode rows (keeps the stage rows already in scale.json)")
+    only.add_argument("--serve-only", action="store_true",
+                      help="only the serve stage, on the exports a previous --stages-only --work DIR run kept "
+                           "(DIR/SIZE/export and serve_histories.json): a decoding change measured on the same "
+                           "trained models without re-running the pipeline; every other row is kept")
     parser.add_argument("--train-steps", type=int, default=None,
                         help="training steps measured per training stage before extrapolating (default 300)")
     parser.add_argument("--item-grad-steps", type=int, default=None,
@@ -1112,7 +1140,11 @@ def main(argv: list[str] | None = None) -> dict:
     load_before = [round(x, 2) for x in os.getloadavg()]
     start = time.perf_counter()
     out: dict = {"git_commit": git_commit(), "rows": [], "serving": [], "pruned_equals_full": {}, "settings": []}
-    if args.stages_only:
+    if args.serve_only:
+        if not args.work:
+            parser.error("--serve-only needs --work DIR, the folder a previous --stages-only --work DIR run kept")
+        out = {**previous, "git_commit": out["git_commit"], "rows": serve_again(previous, stage_cfg)}
+    elif args.stages_only:
         for key in ("serving", "pruned_equals_full", "settings", "methods", "config"):
             if key in previous:
                 out[key] = previous[key]
@@ -1128,7 +1160,9 @@ def main(argv: list[str] | None = None) -> dict:
         out["methods"] = compare_methods(cfg.compare_size, cfg) if cfg.compare_size else []
         out["config"] = asdict(cfg)
         out["decode_git_commit"] = out["git_commit"]
-    if args.serving_only:
+    if args.serve_only:
+        pass
+    elif args.serving_only:
         out["rows"] += [r for r in previous.get("rows", []) if r["stage"] != "decode_index"]
         if "stage_config" in previous:
             out["stage_config"], out["stages_git_commit"] = previous["stage_config"], previous.get("stages_git_commit")

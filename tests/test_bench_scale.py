@@ -117,3 +117,24 @@ def test_partial_runs_keep_the_other_part(tmp_path):
         scale.measure_stages = original
     assert calls == [600]
     assert [(r["stage"], r["n_items"]) for r in out["rows"]] == [("decode_index", 5), ("prepare", 7), ("prepare", 600)]
+
+
+def test_serve_only_re_measures_the_kept_exports_and_keeps_every_other_row(tmp_path):
+    """--stages-only --work DIR keeps each size's export; --serve-only then re-serves it at this commit and
+    replaces only the serve rows (the export's commit is recorded beside the new one)."""
+    work = tmp_path / "work"
+    first = scale.main(["--smoke", "--stages-only", "--work", str(work), "--out", str(tmp_path)])
+    n = scale.STAGE_SMOKE["sizes"][0]
+    assert (work / str(n) / "export").is_dir() and (work / str(n) / scale.SERVE_HISTORIES).exists()
+    again = scale.main(["--smoke", "--serve-only", "--work", str(work), "--out", str(tmp_path)])
+    before = {(r["n_items"], r["stage"]): r for r in first["rows"]}
+    after = {(r["n_items"], r["stage"]): r for r in again["rows"]}
+    assert set(before) == set(after)
+    for key, row in after.items():
+        if key[1] == "serve":
+            assert row["export_git_commit"] == before[key]["git_commit"] and row["requests"] == before[key]["requests"]
+        else:
+            assert row == before[key]
+    assert again["serving"] == first["serving"]
+    with pytest.raises(SystemExit):
+        scale.main(["--smoke", "--serve-only", "--work", str(tmp_path / "elsewhere"), "--out", str(tmp_path)])

@@ -48,8 +48,7 @@ from genrec.decode.postings import PostingIndex
 from genrec.decode.trie import Trie
 
 METHODS = ("postings", "trie")
-GRID = 32                 # candidate per-group thresholds x_g tried (geometric, delta / GRID_SPAN .. delta)
-GRID_SPAN = 256.0
+GRID_FRACTIONS = np.geomspace(1 / 256, 1.0, 25)   # per-group thresholds x_g tried, as fractions of delta (steps of 1.26x)
 MAX_READS = 0.4           # fall back to the dense pass when the lists to read hold more than this many
                           # entries per catalogue item: reading 0.4 N entries (and scoring the candidates)
                           # took about as long as the float32 dense pass at 1M items (bench/scale.py)
@@ -334,9 +333,10 @@ class _Search:
         if len(groups) < 2:
             return np.full(len(groups), delta)
         uniform = delta / (len(groups) - 1)                                             # one x for all groups
-        grid = np.union1d(delta * np.geomspace(1.0 / GRID_SPAN, 1.0, GRID), [uniform])  # (X,) candidate x
+        grid = delta * GRID_FRACTIONS                                                   # (X,) candidate x, rising
+        grid = np.insert(grid, int(np.searchsorted(grid, uniform)), uniform)
         reads = np.stack([gaps.count(g, grid) * index.mean_list[g] for g in groups])   # (S, X), rising along X
-        budgets = np.unique(reads)                                                     # (T,) candidate budgets
+        budgets = np.sort(reads.reshape(-1))                                           # (T,) candidate budgets
         fits = (reads[:, :, None] <= budgets[None, None, :]).sum(axis=1) - 1           # (S, T) last x within budget
         x = np.where(fits >= 0, grid[np.maximum(fits, 0)], 0.0)
         ok = x.sum(axis=0) - x.max(axis=0) >= delta
@@ -373,8 +373,8 @@ class _Search:
             group_ids = np.concatenate([np.full(len(c), g, dtype=np.int64) for g, c in zip(selective, best)])
             listed, _ = index.lists(group_ids, np.concatenate(best))
             self.read[row] += len(listed)
-            # counts by sorting what was read, not by a pass over all N items
-            touched, count = np.unique(listed, return_counts=True)
+            # counts by sorting what was read (numpy's vectorised sort), not by a pass over all N items
+            touched, count = _run_lengths(np.sort(listed))
             if mask_row is not None:
                 allowed = mask_row[touched]
                 touched, count = touched[allowed], count[allowed]
@@ -444,6 +444,14 @@ class _Search:
             scores[row, :len(top)] = np.where(found, top_scores, -np.inf)
         codes = np.where(items[..., None] >= 0, self.trie.item_codes[items.clip(min=0)], -1)
         return BeamResult(items=items, scores=scores, codes=codes)
+
+
+def _run_lengths(ordered: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(distinct values, how often each occurs) of a sorted array."""
+    if len(ordered) == 0:
+        return ordered, np.zeros(0, dtype=np.int64)
+    starts = np.flatnonzero(np.concatenate(([True], ordered[1:] != ordered[:-1])))
+    return ordered[starts], np.diff(np.append(starts, len(ordered)))
 
 
 def _abs_scale(tables: list[np.ndarray]) -> np.ndarray:
