@@ -48,6 +48,8 @@ from genrec.decode.postings import PostingIndex
 from genrec.decode.trie import Trie
 
 METHODS = ("postings", "trie")
+HITS = 2                  # groups an item must be near its best in to stay a candidate: one hit leaves nearly every
+                          # item read a candidate; three read more lists than the candidates they save cost
 GRID_FRACTIONS = np.geomspace(1 / 256, 1.0, 25)   # per-group thresholds x_g tried, as fractions of delta (steps of 1.26x)
 MAX_READS = 0.4           # fall back to the dense pass when the lists to read hold more than this many
                           # entries per catalogue item: reading 0.4 N entries (and scoring the candidates)
@@ -330,16 +332,18 @@ class _Search:
         for any x, so only the work depends on the estimate; one x for all groups (``delta / (S - 1)``) is kept
         when its estimate is lower. On a trained model's flat text digits and peaked collaborative ones the
         shared budget read ~4x fewer entries than one x for all groups (bench/scale.py's 1M export)."""
-        if len(groups) < 2:
-            return np.full(len(groups), delta)
-        uniform = delta / (len(groups) - 1)                                             # one x for all groups
+        hits = min(HITS, len(groups))
+        uniform = delta / (len(groups) - hits + 1)                                      # one x for all groups
+        if hits < 2:
+            return np.full(len(groups), uniform)
         grid = delta * GRID_FRACTIONS                                                   # (X,) candidate x, rising
         grid = np.insert(grid, int(np.searchsorted(grid, uniform)), uniform)
         reads = np.stack([gaps.count(g, grid) * index.mean_list[g] for g in groups])   # (S, X), rising along X
         budgets = np.sort(reads.reshape(-1))                                           # (T,) candidate budgets
         fits = (reads[:, :, None] <= budgets[None, None, :]).sum(axis=1) - 1           # (S, T) last x within budget
         x = np.where(fits >= 0, grid[np.maximum(fits, 0)], 0.0)
-        ok = x.sum(axis=0) - x.max(axis=0) >= delta
+        # hits in fewer than HITS groups add at most the HITS - 1 largest x of credit: not enough to stay a candidate
+        ok = x.sum(axis=0) - np.sort(x, axis=0)[len(groups) - hits + 1:].sum(axis=0) >= delta
         if not ok.any():
             return np.full(len(groups), uniform)
         t = int(np.argmax(ok))
@@ -348,7 +352,7 @@ class _Search:
         at = int(np.searchsorted(grid, uniform))
         if reads[:, at].sum() <= np.take_along_axis(reads, np.maximum(fits[:, t:t + 1], 0), axis=1).sum():
             return np.full(len(groups), uniform)
-        return np.minimum(x, np.sort(x)[-2])           # the largest x need not exceed the second largest
+        return np.minimum(x, np.sort(x)[-hits])        # the HITS - 1 largest x need not exceed the next one
 
     @staticmethod
     def _to_read(groups: list[int], x: np.ndarray, gaps: "_Gaps", index: PostingIndex
