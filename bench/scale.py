@@ -5,6 +5,8 @@
                                                             # stage rows at 1M: ~30 min on 2 cores)
     python bench/scale.py --stages-only --sizes 1000000     # only the stage rows (keeps the decode rows and the
                                                             # stage rows of other sizes already in scale.json)
+    python bench/scale.py --serve-only --sizes 1000000 --work DIR   # re-serve the export a --stages-only --work DIR
+                                                            # run kept, at this commit (a decoding change, same model)
 
 Pipeline stages (``rows``), per catalogue size N: a seeded synthetic RecBole catalogue (``synth.inter``,
 users of 20 events, ~10 interactions per item) and its clustered item vectors, imported by the embed
