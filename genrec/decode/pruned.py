@@ -50,6 +50,9 @@ from genrec.decode.trie import Trie
 METHODS = ("postings", "trie")
 HITS = 2                  # groups an item must be near its best in to stay a candidate: one hit leaves nearly every
                           # item read a candidate; three read more lists than the candidates they save cost
+ALIKE = 30.0              # groups whose estimated reads at one shared x differ less than this share it: the per-group
+                          # search cost more than it saved on bench/scale.py's synthetic head (groups alike), while
+                          # a trained model's flat text pairs and peaked collaborative pairs differ by over 100x
 GRID_FRACTIONS = np.geomspace(1 / 256, 1.0, 25)   # per-group thresholds x_g tried, as fractions of delta (steps of 1.26x)
 MAX_READS = 0.4           # fall back to the dense pass when the lists to read hold more than this many
                           # entries per catalogue item: reading 0.4 N entries (and scoring the candidates)
@@ -335,6 +338,10 @@ class _Search:
         hits = min(HITS, len(groups))
         uniform = delta / (len(groups) - hits + 1)                                      # one x for all groups
         if hits < 2:
+            return np.full(len(groups), uniform)
+        # groups alike (their estimated reads at the shared x within ALIKE of each other): keep the shared x
+        shared = np.array([gaps.count(g, np.array([uniform]))[0] * index.mean_list[g] for g in groups])
+        if shared.max() <= ALIKE * max(shared.min(), 1.0):
             return np.full(len(groups), uniform)
         grid = delta * GRID_FRACTIONS                                                   # (X,) candidate x, rising
         grid = np.insert(grid, int(np.searchsorted(grid, uniform)), uniform)
