@@ -61,6 +61,9 @@ VARIANTS: dict[str, dict] = {
     # cornac's loop: one example per training target, its history as input, scored at its end
     "prefix": {"training_examples": "prefix"},
     "dropout0.5_len20_prefix": {"dropout": 0.5, "train_max_len": 20, "training_examples": "prefix"},
+    # plain shuffled batches (pmixer's, cornac's and gSASRec's loaders) instead of one window length per batch
+    "random_batches": {"batching": "random"},
+    "prefix_random_batches": {"training_examples": "prefix", "batching": "random"},
 }
 SMOKE_VARIANTS = ("default", "dropout0.5", "sampled2048")
 SMOKE_OVERRIDES = {"max_epochs": 2}   # on top of every variant: the smoke run only checks the path

@@ -57,6 +57,9 @@ class SASRecTrainConfig:
     logq_correction: bool = False       # sampled: subtract log(expected occurrences among the candidates) from
                                         # each candidate's logit (sampling-bias correction); cornac's 'ce' has none
     batch_size: int = 128               # training windows per step
+    batching: Literal["length", "random"] = "length"  # length: the epoch sorted by window length, so every batch
+                                        # holds one length (SASRec's loader as it has been); random: plain
+                                        # shuffled batches, as pmixer's, cornac's and gSASRec's loaders draw
     eval_batch_size: int = 1024         # histories scored at once during validation and testing
     lr: float = 1e-3                    # AdamW peak learning rate
     weight_decay: float = 0.0           # AdamW decoupled weight decay on matrices (not biases or LayerNorm,
@@ -87,6 +90,8 @@ class SASRecTrainConfig:
         if not self.sample_alpha >= 0:
             raise ValueError(f"SASRecTrainConfig.sample_alpha must be >= 0 (0: uniform over training items), "
                              f"got {self.sample_alpha}")
+        if self.batching not in ("length", "random"):
+            raise ValueError(f"SASRecTrainConfig.batching must be 'length' or 'random', got {self.batching!r}")
         if self.training_examples not in ("windows", "prefix"):
             raise ValueError(f"SASRecTrainConfig.training_examples must be 'windows' or 'prefix', "
                              f"got {self.training_examples!r}")
@@ -211,7 +216,8 @@ class SASRecDataModule(L.LightningDataModule):
         # SASRec's batches as it has always drawn them: the whole epoch sorted as one pool, and one
         # generator drawn from epoch after epoch (genrec reseeds per epoch and sorts pools of 50 batches).
         sampler = LengthBucketBatchSampler(lengths, self.config.batch_size, seed=self.config.seed,
-                                           pool_batches=None, reseed_each_epoch=False)
+                                           pool_batches=None, reseed_each_epoch=False,
+                                           bucket=self.config.batching == "length")
         collate = partial(collate_train, pad_id=self.pad_id, last_only=self.train_windows.last_only)
         return DataLoader(self.train_windows, batch_sampler=sampler, collate_fn=collate)
 

@@ -8,6 +8,7 @@ batch lists epoch after epoch, and the same users.
 
 from __future__ import annotations
 
+from dataclasses import replace
 from types import SimpleNamespace
 
 import numpy as np
@@ -197,6 +198,13 @@ def test_each_datamodule_draws_its_former_batches(tmp_path):
     sasrec = SASRecDataModule(split, n_items=37, config=config).train_dataloader().batch_sampler
     lengths = [len(w) for w in OldTrainWindows(train, 6).windows]
     assert epochs(sasrec) == epochs(OldLengthBucketBatches(lengths, 16, 7))
+    # batching "random": the same seeded shuffle, not sorted, so batches mix window lengths
+    shuffled = SASRecDataModule(split, n_items=37, config=replace(config, batching="random")).train_dataloader()
+    batches = list(shuffled.batch_sampler)
+    assert sorted(i for b in batches for i in b) == list(range(len(lengths)))
+    assert sum(len({lengths[i] for i in b}) > 1 for b in batches) > len(batches) // 2
+    sorted_batches = list(SASRecDataModule(split, n_items=37, config=config).train_dataloader().batch_sampler)
+    assert sum(len({lengths[i] for i in b}) == 1 for b in sorted_batches) > len(sorted_batches) // 2
 
     for batching in ("bucket", "random"):
         dm = SIDDataModule.__new__(SIDDataModule)     # only the loader logic, no run folder needed
