@@ -1,6 +1,6 @@
 """Constrained decoding over semantic IDs: a prefix trie of the catalogue and batched beam search,
 plus exact top-k for prefix-independent (parallel) code heads: every item scored, or pruned over
-per-digit posting lists with the same result.
+posting lists of digit pairs with the same result.
 
 numpy only (no torch), so the ONNX server imports it too. See beam.py for the step protocol.
 """

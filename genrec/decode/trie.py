@@ -158,8 +158,8 @@ class Trie:
 
     @property
     def postings(self) -> PostingIndex:
-        """Per-digit posting lists of these items (the index of genrec.decode.pruned's exact search): loaded
-        with the trie when its files are in the folder, else built here once (one stable sort per digit)."""
+        """Posting lists of these items, per pair of digits (the index of genrec.decode.pruned's exact search): loaded
+        with the trie when its files are in the folder, else built here once (one stable sort per digit group)."""
         if self._postings is None:
             self._postings = PostingIndex.build(self.item_codes, self.level_sizes)
         return self._postings

@@ -173,7 +173,7 @@ def export_module(model, out: str | Path, config: ExportConfig | None = None, *,
         graphs = resolve(get_arch(module.arch).export)(module, tmp, config)
         files.extend(sorted(f for f in os.listdir(tmp) if f.endswith(layout.EXTERNAL_DATA_SUFFIX)))
         trie = Trie(module.item_codes.cpu().numpy(), module.level_sizes, source="model.item_codes")
-        # Exact decoding reads per-digit posting lists; shipped in the export, the server memory-maps
+        # Exact decoding reads posting lists of digit pairs; shipped in the export, the server memory-maps
         # them instead of building them on its first request.
         written = trie.save(tmp, postings=module.parallel)
         files.extend(sorted(set(written) - set(files)))
