@@ -5,8 +5,7 @@ The index behind the exact pruned search (:mod:`genrec.decode.pruned`). Digits a
 (:func:`list_groups`): two neighbouring digits form one group whose joint code is ``code_a * K_b + code_b``
 when ``K_a * K_b`` is at most MAX_JOINT and at most the number of items, else a digit is its own group.
 A pair's lists are ~K_b times shorter than one digit's, and an item near its best in both digits is
-what the search looks for: on bench/scale.py's 1M-item catalogue the search reads 69k entries per
-request where per-digit lists read 464k.
+what the search looks for (entries read per request: bench/RESULTS.md, "Scale").
 It is built once per catalogue, holds numpy arrays only and can be saved beside the trie tables and
 memory-mapped back:
 
@@ -24,6 +23,7 @@ there and builds the index on first use when they are not.
 
 from __future__ import annotations
 
+import math
 import os
 from pathlib import Path
 from typing import Sequence
@@ -217,10 +217,7 @@ class PostingIndex:
 
 
 def _joint_size(group: tuple[int, ...], level_sizes: Sequence[int]) -> int:
-    size = 1
-    for d in group:
-        size *= int(level_sizes[d])
-    return size
+    return math.prod(int(level_sizes[d]) for d in group)
 
 
 def _id_dtype(n: int) -> type:

@@ -51,8 +51,8 @@ METHODS = ("postings", "trie")
 HITS = 2                  # groups an item must be near its best in to stay a candidate: one hit leaves nearly every
                           # item read a candidate; three read more lists than the candidates they save cost
 ALIKE = 30.0              # groups whose estimated reads at one shared x differ less than this share it: the per-group
-                          # search cost more than it saved on bench/scale.py's synthetic head (groups alike), while
-                          # a trained model's flat text pairs and peaked collaborative pairs differ by over 100x
+                          # search costs more than it saves on alike groups (bench/scale.py's synthetic head), and
+                          # a trained model's flat text pairs and peaked collaborative pairs differ by far more
 GRID_FRACTIONS = np.geomspace(1 / 256, 1.0, 25)   # per-group thresholds x_g tried, as fractions of delta (steps of 1.26x)
 MAX_READS = 0.4           # fall back to the dense pass when the lists to read hold more than this many
                           # entries per catalogue item: reading 0.4 N entries (and scoring the candidates)
@@ -333,8 +333,7 @@ class _Search:
         (one hit adds at most max(x) of credit). Reads are estimated from counts of joint codes within x (from
         the digits' sorted gaps) times the group's mean list length, on a geometric grid of x; the bound holds
         for any x, so only the work depends on the estimate; one x for all groups (``delta / (S - 1)``) is kept
-        when its estimate is lower. On a trained model's flat text digits and peaked collaborative ones the
-        shared budget read ~4x fewer entries than one x for all groups (bench/scale.py's 1M export)."""
+        when its estimate is lower (bench/scale.py's serve stage measures both on a trained model)."""
         hits = min(HITS, len(groups))
         uniform = delta / (len(groups) - hits + 1)                                      # one x for all groups
         if hits < 2:
