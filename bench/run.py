@@ -192,6 +192,22 @@ def bench_source(dataset: str, smoke: bool, raw: dict, run_dir: Path) -> Path:
     return source
 
 
+def kept_stages(run_dir: Path, stages_cfg, previous: dict | None) -> dict[str, dict]:
+    """The leading stages (prepare, embed, tokenize) ``run_dir`` holds up to date for ``stages_cfg``, each with
+    the wall seconds and commit of the previous result that built them; a stage the previous result does not
+    time (or another dataset's result) is rebuilt, so every figure in a result was measured."""
+    from genrec.pipeline import STAGE_FOLDERS, stale_stages
+
+    stale = stale_stages(run_dir, stages_cfg)
+    kept: dict[str, dict] = {}
+    for stage in STAGE_FOLDERS:
+        took = ((previous or {}).get("stages") or {}).get(stage)
+        if stage in stale or not isinstance(took, (int, float)):
+            break
+        kept[stage] = {"seconds": took, "git_commit": previous.get("git_commit")}
+    return kept
+
+
 def stage_timer(seconds: dict[str, float]):
     """``timed(name, fn)``: run ``fn()``, record its wall seconds in ``seconds[name]``, print them, return its result."""
     def timed(name, fn):
@@ -205,18 +221,21 @@ def stage_timer(seconds: dict[str, float]):
 
 def run_bench(dataset: str, *, smoke: bool, run_dir: Path, train_args: list[str], results: Path = RESULTS,
               raw: dict | None = None, systems: tuple[str, ...] = ("genrec", "sasrec", "popularity"),
-              name: str | None = None) -> dict:
+              name: str | None = None, reuse_stages: bool = False) -> dict:
     """Run every stage into ``run_dir`` and write ``results/NAME.json`` and ``.md``.
 
     ``raw`` replaces the checked-in stage config (bench/ablation.py passes variants of it); a run that
     evaluates fewer ``systems`` than all three is not a results-table row and skips the schema check.
+    ``reuse_stages``: keep prepare / embed / tokenize where ``run_dir`` already holds them with the same
+    config and inputs (genrec.pipeline.stale_stages); their wall time is the previous result's, and the
+    result names them under ``reused_stages``.
     """
     from genrec.data.dataset import load_dataset
     from genrec.data.prepare import prepare
     from genrec.evaluate import EvaluateConfig, evaluate
     from genrec.features.stage import embed
     from genrec.io import machine_info, package_versions, write_json_atomic, write_text_atomic
-    from genrec.pipeline import train_run
+    from genrec.pipeline import STAGE_FOLDERS, train_run
     from genrec.tokenizer.stage import tokenize
 
     cfg_path, checked_in = bench_config(dataset, smoke)
@@ -226,10 +245,23 @@ def run_bench(dataset: str, *, smoke: bool, run_dir: Path, train_args: list[str]
     seconds: dict[str, float] = {}
     timed = stage_timer(seconds)
 
+    name = name or ("smoke" if smoke else dataset)
+    previous_path = results / f"{name}.json"
+    previous = json.loads(previous_path.read_text()) if previous_path.exists() else None
+    reused = kept_stages(run_dir, stages_cfg, previous) if reuse_stages else {}
+    if reused:
+        print(f"reusing {', '.join(reused)} of {run_dir} (same config and inputs)", flush=True)
+
+    def stage(name_: str, fn):
+        if name_ in reused:
+            seconds[name_] = reused[name_]["seconds"]
+            return json.loads((run_dir / STAGE_FOLDERS[name_] / "manifest.json").read_text())
+        return timed(name_, fn)
+
     source = bench_source(dataset, smoke, raw, run_dir)
-    manifest = timed("prepare", lambda: prepare(source, run_dir, stages_cfg.prepare, name=dataset))
-    emb = timed("embed", lambda: embed(run_dir, stages_cfg.embed))
-    tok = timed("tokenize", lambda: tokenize(run_dir, stages_cfg.tokenize))
+    manifest = stage("prepare", lambda: prepare(source, run_dir, stages_cfg.prepare, name=dataset))
+    emb = stage("embed", lambda: embed(run_dir, stages_cfg.embed))
+    tok = stage("tokenize", lambda: tokenize(run_dir, stages_cfg.tokenize))
     cli = timed("train", lambda: train_run(run_dir, train_yaml, train_args))
     search = cli.model.hparams.get("search", "beam")   # decode as validation did (model.search)
     metrics = timed("evaluate", lambda: evaluate(run_dir, EvaluateConfig(split="test", systems=systems, search=search)))
@@ -258,12 +290,12 @@ def run_bench(dataset: str, *, smoke: bool, run_dir: Path, train_args: list[str]
                   "epochs": cli.trainer.current_epoch, "train_targets_per_second": throughput},
         "n_items_check": ds.n_items,
     }
+    if reused:
+        result["reused_stages"] = reused
     if len(systems) == 3:
         validate_result(result)
     results.mkdir(parents=True, exist_ok=True)
-    name = name or ("smoke" if smoke else dataset)
-    previous_path = results / f"{name}.json"
-    peers = carried_peers(json.loads(previous_path.read_text()) if previous_path.exists() else None, result)
+    peers = carried_peers(previous, result)
     if peers:
         result["peers"] = peers
         print(f"kept peers from the previous {previous_path.name}: {', '.join(peers)}", flush=True)
@@ -283,13 +315,18 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--with-cornac", action="store_true",
                    help="then run cornac's SASRec and TIGER on the same run (bench/cornac_sasrec.py, "
                         "bench/cornac_tiger.py; needs the bench extra)")
+    p.add_argument("--reuse-stages", action="store_true",
+                   help="keep prepare / embed / tokenize where the run folder holds them with the same config and "
+                        "inputs (their wall time is carried from the previous NAME.json); e.g. after changing only "
+                        "training flags")
     p.epilog = "Any other flags go to the Lightning training CLI, e.g. --trainer.max_epochs=5"
     a, train_args = p.parse_known_args(argv)
     if a.smoke == (a.dataset is not None):
         p.error("give --dataset NAME or --smoke (exactly one)")
     name = "smoke" if a.smoke else a.dataset
     run_dir = a.run_dir or default_run_dir(name)
-    run_bench(name, smoke=a.smoke, run_dir=run_dir, train_args=train_args, results=a.results_dir)
+    run_bench(name, smoke=a.smoke, run_dir=run_dir, train_args=train_args, results=a.results_dir,
+              reuse_stages=a.reuse_stages)
     if a.with_cornac:   # SASRec first: minutes, where TIGER's budget is a multiple of genrec's training
         import cornac_sasrec
         import cornac_tiger

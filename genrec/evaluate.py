@@ -57,7 +57,8 @@ class EvaluateConfig:
     beam_width: int = 20            # constrained beam width (>= max K = 20 per the protocol)
     search: str = "beam"            # autoregressive heads: "beam" search of beam_width; "exact" top-k over the
                                     # trie (a beam pass, then every prefix the k-th item's score allows); or
-                                    # "rerank": the beam's items re-scored by the item logit (item-loss models)
+                                    # "rerank": the beam's items re-scored by the item logit (item-loss models;
+                                    # a parallel head adds it to every item's exact score)
     batch_size: int = 256           # histories decoded at once
     exclude_history: bool = False   # drop each user's history items from every system's ranking
     systems: tuple[str, ...] = SYSTEMS  # which systems to evaluate

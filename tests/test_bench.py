@@ -63,6 +63,19 @@ def test_bench_smoke_writes_a_valid_result(tmp_path):
         assert stats["mean"] == pytest.approx(np.mean(pair)) and stats["std"] == pytest.approx(np.std(pair, ddof=1))
     assert (tmp_path / "results" / "seeds_smoke.png").read_bytes()[:4] == b"\x89PNG"
 
+    # --reuse-stages after a training-flag change: the up-to-date stages are kept with their first timing.
+    out = subprocess.run([sys.executable, "bench/run.py", "--smoke", "--run-dir", str(tmp_path / "smoke"),
+                          "--results-dir", str(tmp_path / "results"), "--reuse-stages", "--trainer.max_epochs=1"],
+                         cwd=REPO, capture_output=True, text=True, timeout=900)
+    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
+    again = json.loads((tmp_path / "results" / "smoke.json").read_text())
+    validate_result(again)
+    assert list(again["reused_stages"]) == ["prepare", "embed", "tokenize"]
+    for stage in ("prepare", "embed", "tokenize"):
+        assert again["stages"][stage] == result["stages"][stage]
+        assert again["reused_stages"][stage] == {"seconds": result["stages"][stage], "git_commit": result["git_commit"]}
+    assert again["train"]["epochs"] <= 1 and again["config"]["train_args"] == ["--trainer.max_epochs=1"]
+
 
 def test_design_bench_smoke_trains_every_design_for_the_same_budget(tmp_path):
     """bench/design.py --smoke: every design trains for the budget, is scored along its curve, and one wins."""

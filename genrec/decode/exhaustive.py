@@ -22,11 +22,12 @@ SCORE_BLOCK = 1 << 22   # max requests x items scored at once (float64 sums and 
 
 
 def score_catalogue(step: StepFn, trie: Trie, batch_size: int, k: int, *,
-                    item_mask: np.ndarray | None = None) -> BeamResult:
+                    item_mask: np.ndarray | None = None, item_scores: np.ndarray | None = None) -> BeamResult:
     """Top-``k`` items per request by exact scoring of every item ``trie`` holds.
 
     ``item_mask`` (B, N) bool marks the items each request may receive (see
-    :func:`genrec.decode.exclude_mask`). Rows with fewer than k allowed items are padded
+    :func:`genrec.decode.exclude_mask`). ``item_scores`` (B, N), when given, is added to every item's summed
+    code log-prob (search "rerank" on a parallel head: the state's item logit). Rows with fewer than k allowed items are padded
     with item -1, score -inf and codes -1, as in beam search (an item scored -inf counts as not
     found); ties go to the lower item id.
     """
@@ -37,6 +38,9 @@ def score_catalogue(step: StepFn, trie: Trie, batch_size: int, k: int, *,
     if item_mask is not None and (item_mask.shape != (batch_size, n_items) or item_mask.dtype != bool):
         raise ValueError(f"item_mask must be a bool array of shape ({batch_size}, {n_items}), "
                          f"got {item_mask.dtype} {item_mask.shape}")
+    if item_scores is not None and (np.shape(item_scores) != (batch_size, n_items) or np.isnan(item_scores).any()):
+        raise ValueError(f"item_scores must be a ({batch_size}, {n_items}) array without NaN, "
+                         f"got shape {np.shape(item_scores)}")
     rows = np.arange(batch_size)
     no_prefix = np.zeros(batch_size, dtype=np.int64)
     # float64 like beam search, so near-ties are not collapsed and scores agree with the beam path
@@ -58,6 +62,8 @@ def score_catalogue(step: StepFn, trie: Trie, batch_size: int, k: int, *,
         for level, logp in enumerate(level_logp):
             total_t += np.take(np.ascontiguousarray(logp[sl].T), codes[:, level], axis=0)
         total = np.ascontiguousarray(total_t.T)                 # (requests, items)
+        if item_scores is not None:
+            total += item_scores[sl]
         if item_mask is not None:
             total[~item_mask[sl]] = -np.inf
         top = _top_sorted(total, k_eff)                         # best first; ties by lower item id

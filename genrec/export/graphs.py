@@ -13,6 +13,8 @@ CausalSID:
   codes get a bias of -inf, so their log-probs are -inf and they can never be chosen.
 - ParallelDecoderStep is the same signature for the parallel (RPG-style) head: the state never
   changes and each level has its own projection, so the runtime and its step function are shared.
+  ParallelEncoder also returns every level's log-probs from the encoder call, which the server reads
+  instead of stepping level by level.
 
 TIGER (T5): TigerEncoder runs the encoder and precomputes every decoder layer's cross-attention
 keys/values once per request; TigerDecoderStep is one decoder step with the key/value cache as
@@ -48,6 +50,29 @@ class CausalEncoder(nn.Module):
         valid = history >= 0                                                           # (b, t)
         x = self.item_table[history.clamp(min=0)]                                      # (b, t, d)
         return self.model.encode_tokens(x, valid)[:, -1]                               # (b, d)
+
+
+class ParallelEncoder(nn.Module):
+    """CausalEncoder plus every level's log-probs from its state: history (b, t) -> (state (b, d),
+    level_log_probs (b, D, K_max)), -inf beyond K_level.
+
+    A parallel head's levels all read the same state, so one encoder call holds everything exact
+    decoding needs; the server does not call decoder_step.onnx once per level (17 calls for the sparse
+    configs' 16 digits + dedup). The math is ParallelDecoderStep's, batched over the levels.
+    """
+
+    def __init__(self, genrec):
+        super().__init__()
+        self.encoder = CausalEncoder(genrec)
+        self.step = ParallelDecoderStep(genrec.model)
+
+    def forward(self, history: torch.Tensor):
+        state = self.encoder(history)                                                  # (b, d)
+        s = self.step
+        h = F.layer_norm(state, (s.d_model,), s.ln_w, s.ln_b, s.eps)
+        query = torch.einsum("bi,lio->blo", h, s.w) + s.b                               # (b, D, d)
+        logits = torch.einsum("bld,ldk->blk", query, s.out_emb) + s.bias                # (b, D, K_max)
+        return state, F.log_softmax(logits, dim=-1)
 
 
 class CausalDecoderStep(nn.Module):

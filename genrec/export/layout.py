@@ -10,9 +10,10 @@ from __future__ import annotations
 from genrec.decode.trie import TRIE_FILES
 
 STAGE = "export"                 # manifest "stage" of an export folder
-FORMAT_VERSION = 5               # bump when the folder layout, a graph signature or a manifest field changes
+FORMAT_VERSION = 6               # bump when the folder layout, a graph signature or a manifest field changes
                                  # (4: the trie reads codes.npy; no separate trie_item_codes.npy copy;
-                                 # 5: the posting lists are kept per pair of digits, not per digit)
+                                 # 5: the posting lists are kept per pair of digits, not per digit;
+                                 # 6: a parallel head's encoder.onnx also returns level_log_probs)
 ENCODER_FILE = "encoder.onnx"
 DECODER_STEP_FILE = "decoder_step.onnx"
 # (n_items, D) int64: item id -> semantic ID (row i is item i); "codes.npy", the file the trie reads too
@@ -34,6 +35,8 @@ EXPORT_FILES = (ENCODER_FILE, DECODER_STEP_FILE, ITEMS_FILE, *sorted(TRIE_FILES.
 # Graph signatures for arch "causal". Dimension names are symbolic; numbers are fixed.
 #   encoder.onnx       history (batch, max_items) int64, item ids left-padded with -1
 #                      -> state (batch, d_model) float32: the decoding state after the history
+#                      -> level_log_probs (batch, D, k_max) float32, parallel heads only: every level's
+#                         log-probs from that state (-inf beyond K_level), what decoder_step returns per level
 #   decoder_step.onnx  state (rows, d_model) float32  the parent beams' states (already gathered)
 #                      last_code (rows,) int64       code chosen at level-1 (ignored at level 0; send 0)
 #                      level () int64                 the level being decoded, 0 .. D-1
@@ -41,6 +44,7 @@ EXPORT_FILES = (ENCODER_FILE, DECODER_STEP_FILE, ITEMS_FILE, *sorted(TRIE_FILES.
 #                      -> new_state (rows, d_model) float32: the state after appending last_code
 CAUSAL_ENCODER_INPUTS = ("history",)
 CAUSAL_ENCODER_OUTPUTS = ("state",)
+PARALLEL_ENCODER_OUTPUTS = ("state", "level_log_probs")
 CAUSAL_STEP_INPUTS = ("state", "last_code", "level")
 CAUSAL_STEP_OUTPUTS = ("log_probs", "new_state")
 

@@ -31,7 +31,8 @@ from genrec.config import to_dict
 from genrec.io import write_folder_atomic
 from genrec.decode import Trie
 from genrec.export import layout
-from genrec.export.graphs import CausalDecoderStep, CausalEncoder, ParallelDecoderStep, TigerDecoderStep, TigerEncoder
+from genrec.export.graphs import (CausalDecoderStep, CausalEncoder, ParallelDecoderStep, ParallelEncoder, TigerDecoderStep,
+                                  TigerEncoder)
 from genrec.registry import get_arch, resolve
 from genrec.io import MANIFEST, ArtifactError, save_npy_atomic, sha256_file, write_json_atomic, write_manifest
 
@@ -53,8 +54,9 @@ class ExportConfig:
     checkpoint: str = "best"         # best | last | a path to a .ckpt (as in `genrec evaluate`)
     name: str | None = None          # model name reported by the server (default: the output folder's name)
     beam_width: int = 20             # default beam width the server decodes with (raised to k when k is larger)
-    search: str = "beam"             # autoregressive heads: "beam", or "rerank" (the beam re-scored by the item
-                                     # logit; for models trained with item_loss_weight > 0, as `genrec evaluate`)
+    search: str = "beam"             # "beam" (parallel heads: every item scored exactly), or "rerank": the item logit
+                                     # added to the code score of the beam's items (autoregressive) or of every
+                                     # item (parallel); for models trained with item_loss_weight > 0, as `genrec evaluate`
     int8: bool = False               # try dynamic int8 weight quantization; kept only if every parity top-k is unchanged
     parity_check: bool = True        # decode random histories with torch eager and ONNX before publishing the folder
     parity_tolerance: float = 1e-4   # max |eager - onnx| for log-probs and states; scores (sums over levels) x levels
@@ -261,15 +263,18 @@ def export_causal(module, folder: Path, config: ExportConfig) -> dict:
     """Write CausalSID's encoder.onnx and decoder_step.onnx; returns their signatures for the manifest."""
     model = module.model
     cfg = model.cfg
-    encoder = CausalEncoder(module).eval()
-    step = (ParallelDecoderStep if model.head.parallel else CausalDecoderStep)(model).eval()
-    d, k_max = cfg.d_model, max(cfg.level_sizes)
+    parallel = model.head.parallel
+    encoder = (ParallelEncoder if parallel else CausalEncoder)(module).eval()
+    step = (ParallelDecoderStep if parallel else CausalDecoderStep)(model).eval()
+    d, k_max, depth = cfg.d_model, max(cfg.level_sizes), len(cfg.level_sizes)
 
     history = torch.full((_TRACE_BATCH, cfg.max_items), -1, dtype=torch.long)
     history[:, -2:] = torch.arange(2 * _TRACE_BATCH).view(_TRACE_BATCH, 2) % module.n_items
     _onnx_export(encoder, (history,), folder / layout.ENCODER_FILE, config,
-                 inputs=layout.CAUSAL_ENCODER_INPUTS, outputs=layout.CAUSAL_ENCODER_OUTPUTS,
-                 dynamic={"history": {0: "batch"}, "state": {0: "batch"}})
+                 inputs=layout.CAUSAL_ENCODER_INPUTS,
+                 outputs=layout.PARALLEL_ENCODER_OUTPUTS if parallel else layout.CAUSAL_ENCODER_OUTPUTS,
+                 dynamic={"history": {0: "batch"}, "state": {0: "batch"}}
+                 | ({"level_log_probs": {0: "batch"}} if parallel else {}))
     step_args = (torch.zeros(_TRACE_ROWS, d), torch.zeros(_TRACE_ROWS, dtype=torch.long), torch.tensor(1))
     _onnx_export(step, step_args, folder / layout.DECODER_STEP_FILE, config,
                  inputs=layout.CAUSAL_STEP_INPUTS, outputs=layout.CAUSAL_STEP_OUTPUTS,
@@ -279,7 +284,8 @@ def export_causal(module, folder: Path, config: ExportConfig) -> dict:
     return {
         "encoder": {"file": layout.ENCODER_FILE,
                     "inputs": [_spec("history", ["batch", cfg.max_items], "int64")],
-                    "outputs": [_spec("state", ["batch", d], "float32")]},
+                    "outputs": [_spec("state", ["batch", d], "float32")]
+                    + ([_spec("level_log_probs", ["batch", depth, k_max], "float32")] if parallel else [])},
         "decoder_step": {"file": layout.DECODER_STEP_FILE,
                          "inputs": [_spec("state", ["rows", d], "float32"), _spec("last_code", ["rows"], "int64"),
                                     _spec("level", [], "int64")],
@@ -501,8 +507,9 @@ def _manifest_fields(module, out: Path, config: ExportConfig, graphs: dict, sour
         "max_items": cfg.max_items,
         "beam_width": config.beam_width,
         # "exact": score every item from per-level log-probs (parallel head); "beam": trie beam search;
-        # "rerank": the beam's items re-scored by state . item_table (layout.ITEM_TABLE_FILE)
-        "decoding": "exact" if module.parallel else config.search,
+        # "rerank": state . item_table (layout.ITEM_TABLE_FILE) added to the code score of the beam's items
+        # (autoregressive head) or of every item (parallel head)
+        "decoding": "rerank" if config.search == "rerank" else "exact" if module.parallel else config.search,
         "model": _model_fields(module),
         "graphs": graphs,
         "source": source or {"run": None, "checkpoint": None},

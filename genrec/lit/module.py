@@ -135,8 +135,9 @@ class GenRecModule(L.LightningModule):
             warmup_steps: linear learning-rate warmup.
             scheduler: "cosine" (decay to 10% over max_steps / estimated steps) or "constant".
             beam_width: beam width for validation/test decoding (>= 20 per the protocol).
-            search: autoregressive heads' validation/test decoding, as ``genrec evaluate --search``: "beam",
-                "exact", or "rerank" (the beam re-scored by the item logit: needs item_loss_weight > 0).
+            search: validation/test decoding, as ``genrec evaluate --search``: "beam", "exact", or "rerank"
+                (the item logit added to the code score of the beam's items, or of every item for a parallel
+                head: needs item_loss_weight > 0). A parallel head scores every item exactly with the first two.
         """
         super().__init__()
         if item_loss_weight and arch != "causal":

@@ -29,6 +29,8 @@ CHECKPOINT_KEY = "genrec"      # where a checkpoint keeps the model's config (ne
 STATE_PREFIX = "genrec."       # GenRecModule holds the model as ``self.genrec``
 # Autoregressive heads: trie beam search; the exact top-k over the trie; or "rerank": the beam's items
 # re-scored by the item-level score the item loss trains (needs item_loss_weight > 0 in training).
+# Parallel heads score every item exactly ("beam" and "exact" alike); "rerank" adds the item logit to
+# every item's code score (a hybrid of semantic-ID digits and an item-id score).
 SEARCHES = ("beam", "exact", "rerank")
 
 
@@ -201,8 +203,9 @@ class GenRec(nn.Module):
             if search == "exact" and not self.parallel:
                 return threshold_search(lambda: self.step(hist, users), self.trie, len(hist), k,
                                         beam_width=max(beam_width, k), item_mask=mask)[0]
-            if search == "rerank" and not self.parallel:
-                return self._rerank(hist, users, k, max(beam_width, k), mask)
+            if search == "rerank":
+                return (self._hybrid(hist, users, k, mask) if self.parallel
+                        else self._rerank(hist, users, k, max(beam_width, k), mask))
             return top_items(self.step(hist, users), self.trie, len(hist), k, exact=self.parallel,
                              beam_width=max(beam_width, k), item_mask=mask)
         finally:
@@ -210,14 +213,11 @@ class GenRec(nn.Module):
 
     def check_rerank(self) -> None:
         """Raise ValueError unless search "rerank" can run on this model: a causal arch (its state has an item
-        logit), an autoregressive head (a beam to re-score) and a trained item logit (item_loss_weight not 0).
-        Evaluation, training (model.search) and export all ask here."""
+        logit) and a trained item logit (item_loss_weight not 0). Evaluation, training (model.search) and
+        export all ask here."""
         if self.arch != "causal":
             raise ValueError(f"search 'rerank' needs the causal arch's item-level state; arch {self.arch!r} has "
                              "none (use search 'beam' or 'exact')")
-        if self.parallel:
-            raise ValueError("search 'rerank' re-scores an autoregressive causal head's beam; this model's head is "
-                             "parallel (every item is scored exactly): use search 'beam'")
         if self.item_loss_weight == 0:
             raise ValueError("search 'rerank' scores the state's item logit, but this model was trained without the "
                              "item loss (item_loss_weight 0), so that score is untrained; use search 'beam', or "
@@ -238,6 +238,18 @@ class GenRec(nn.Module):
 
         return rerank_search(step, self.trie, len(hist), k, beam_width=width, state=state.float().cpu().numpy(),
                              item_table=rows, item_mask=mask)
+
+    def _hybrid(self, hist, users, k: int, mask):
+        """Parallel head: every item scored by its digits' summed log-probs plus the state's item logit
+        (h . item_table), exactly; the item softmax's normaliser is per request, so it drops out. Dense over
+        the catalogue (O(N d) per request), unlike the pruned code-only search."""
+        from genrec.decode import score_catalogue
+
+        self.check_rerank()
+        step = self.step(hist, users)
+        logits = step.state.float() @ self.item_table().float().T          # (b, N)
+        return score_catalogue(step, self.trie, len(hist), k, item_mask=mask,
+                               item_scores=logits.double().cpu().numpy())
 
     # ------------------------------------------------------------------ checkpoints
     def checkpoint_entry(self) -> dict:

@@ -18,7 +18,8 @@ import numpy as np
 import onnxruntime as ort
 
 from genrec.data.split import left_pad
-from genrec.decode import BeamResult, Trie, candidate_mask, exclude_mask, rerank_search, top_items
+from genrec.decode import (BeamResult, Trie, candidate_mask, exclude_mask, rerank_search, score_catalogue,
+                           top_items)
 from genrec.export import layout
 from genrec.registry import get_arch, resolve
 from genrec.io import MANIFEST, ArtifactError, read_manifest, verify_files
@@ -56,17 +57,27 @@ class OnnxCausalStep:
     (``state[parent_rows]``) and lets the graph add the chosen code's embedding.
     """
 
-    def __init__(self, session: ort.InferenceSession, state: np.ndarray, level_sizes: Sequence[int]):
+    def __init__(self, session: ort.InferenceSession, state: np.ndarray, level_sizes: Sequence[int],
+                 level_log_probs: np.ndarray | None = None):
         self.session = session
         self.state = state                      # (B, d) float32, then (R, d) per level
         self.level_sizes = tuple(level_sizes)
+        # parallel heads: every level's log-probs (B, D, K_max) from the encoder call, so a step is a gather
+        # by the request each row belongs to (``origin``) and decoder_step.onnx is never run
+        self.level_log_probs = level_log_probs
+        self.origin = np.arange(len(state))
 
     @classmethod
     def from_export(cls, session, encoded: dict[str, np.ndarray], level_sizes: Sequence[int], model: dict):
         """The step for one batch of encoder outputs (the registry's ``onnx_step`` entry point)."""
-        return cls(session, encoded["state"], level_sizes)
+        return cls(session, encoded["state"], level_sizes, encoded.get("level_log_probs"))
 
     def __call__(self, level: int, parent_rows: np.ndarray, last_codes: np.ndarray | None) -> np.ndarray:
+        if self.level_log_probs is not None:
+            if level > 0:
+                self.origin = self.origin[parent_rows]
+                self.state = self.state[parent_rows]
+            return self.level_log_probs[self.origin, level, : self.level_sizes[level]]
         state = self.state if level == 0 else self.state[parent_rows]
         codes = np.zeros(len(state), dtype=np.int64) if last_codes is None else np.asarray(last_codes, dtype=np.int64)
         log_probs, self.state = self.session.run(
@@ -148,7 +159,6 @@ class ExportRuntime:
         self.max_items: int = int(self.manifest["max_items"])
         self.beam_width: int = int(self.manifest["beam_width"])
         self.decoding: str = self.manifest["decoding"]            # layout.DECODINGS
-        self.exact: bool = self.decoding == "exact"               # score every item, else trie beam search
         # Every large table is memory-mapped (read-only): N server workers on one export share one copy
         # through the page cache. Exact exports never build the trie's node tables (beam exports do, once).
         self.trie = Trie.load(self.folder)
@@ -164,6 +174,10 @@ class ExportRuntime:
         self.encoder = self._session(layout.ENCODER_FILE, opts, "encoder")
         self.decoder_step = self._session(layout.DECODER_STEP_FILE, opts, "decoder_step")
         self._encoder_outputs = [o.name for o in self.encoder.get_outputs()]
+        # Score every item (a parallel head: its encoder returns every level's log-probs), else trie beam search.
+        # A parallel "rerank" export adds the item logit to every item's score, so it is exact too.
+        self.exact: bool = self.decoding == "exact" or (self.decoding == "rerank"
+                                                        and "level_log_probs" in self._encoder_outputs)
         self._step = resolve(get_arch(self.arch).onnx_step)   # genrec.registry: no torch imported
 
     # ------------------------------------------------------------------ loading
@@ -289,6 +303,10 @@ class ExportRuntime:
         width = max(beam_width or self.beam_width, k)
         mask = self.item_mask(histories, exclude_history, candidates)
         step = self.step_fn(histories)
+        if self.decoding == "rerank" and self.exact:
+            # parallel head: every item's code score plus its item logit (float32 dot, as the torch model)
+            logits = (step.state @ self.item_table.T).astype(np.float64)
+            return score_catalogue(step, self.trie, batch, k, item_mask=mask, item_scores=logits)
         if self.decoding == "rerank":
             # the encoder's state, read before the first step replaces it, scored against the beam's items
             return rerank_search(step, self.trie, batch, k, beam_width=width, state=step.state,

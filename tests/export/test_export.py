@@ -142,6 +142,49 @@ def test_parallel_head_onnx_matches_torch_eager(parallel_export, lengths, monkey
         compare(tiny_module(), runtime, histories, k=10, beam_width=20)
 
 
+def test_a_parallel_export_decodes_from_one_encoder_call(parallel_export, monkeypatch):
+    """encoder.onnx returns every level's log-probs (level_log_probs); they are decoder_step.onnx's, level by
+    level, and serving reads them without running decoder_step.onnx."""
+    folder, _ = parallel_export
+    runtime = ExportRuntime(folder)
+    histories = random_histories(N_ITEMS, [1, 3, MAX_ITEMS + 2], seed=7)
+    encoded = runtime.encode(histories)
+    fused = encoded["level_log_probs"]
+    assert fused.shape == (len(histories), len(LEVELS), max(LEVELS))
+    for level, k in enumerate(LEVELS):
+        stepped, _ = runtime.decoder_step.run(None, {"state": encoded["state"], "last_code": np.zeros(len(histories), np.int64),
+                                                     "level": np.array(level, dtype=np.int64)})
+        np.testing.assert_allclose(fused[:, level, :k], stepped[:, :k], atol=1e-5)
+        assert np.isneginf(fused[:, level, k:]).all()
+    want = runtime.recommend(histories, 10)
+
+    class NoStep:
+        def run(self, *args, **kwargs):
+            raise AssertionError("a parallel export must not run decoder_step.onnx per level")
+
+    monkeypatch.setattr(runtime, "decoder_step", NoStep())
+    got = runtime.recommend(histories, 10)
+    np.testing.assert_array_equal(got.items, want.items)
+
+
+def test_a_parallel_rerank_export_serves_the_torch_hybrid_ranking(tmp_path):
+    """search "rerank" on a parallel head: the server adds the item logit to every item's code score, as
+    GenRec.recommend does in torch (parity checked at export and here), history exclusion included."""
+    module = tiny_module(head="parallel", item_loss_weight=1.0)
+    folder = tmp_path / "parallel-rerank"
+    export_module(module, folder, ExportConfig(search="rerank"), source_ids=source_ids(), titles=titles())
+    runtime = ExportRuntime(folder)
+    assert runtime.decoding == "rerank" and runtime.exact
+    histories = random_histories(N_ITEMS, [1, 4, MAX_ITEMS + 3], seed=41)
+    _assert_parity(compare(module, runtime, histories, k=10, beam_width=20))
+    hist = torch.as_tensor(left_pad(histories, MAX_ITEMS))
+    want = module.genrec.recommend(hist, k=10, exclude=[np.array(h) for h in histories], search="rerank")
+    got = runtime.recommend(histories, 10, exclude_history=True)
+    np.testing.assert_array_equal(got.items, want.items)
+    codes_only = module.genrec.recommend(hist, k=10, exclude=[np.array(h) for h in histories])
+    assert not np.array_equal(got.items, codes_only.items)
+
+
 @pytest.mark.parametrize("lengths", [[1], [2, MAX_ITEMS + 5, 4, 1, 3, 6, 6, 2]])
 def test_rerank_export_matches_torch_eager(rerank_export, lengths):
     """search "rerank": the server re-scores the beam from item_table.npy as GenRec.recommend does in torch."""
@@ -171,9 +214,6 @@ def test_rerank_export_with_history_exclusion_serves_the_torch_ranking(rerank_ex
 def test_rerank_is_refused_for_heads_it_cannot_rerank(tmp_path):
     with pytest.raises(ValueError, match="search must be one of"):
         ExportConfig(search="exact")
-    with pytest.raises(ValueError, match="search 'rerank' re-scores an autoregressive causal head"):
-        export_module(tiny_module(head="parallel"), tmp_path / "x", ExportConfig(search="rerank"),
-                      source_ids=source_ids(), titles=titles())
     with pytest.raises(ValueError, match="trained without the item loss"):
         export_module(tiny_module(), tmp_path / "x", ExportConfig(search="rerank"), source_ids=source_ids(),
                       titles=titles())

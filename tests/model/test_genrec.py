@@ -175,6 +175,21 @@ def test_rerank_with_a_beam_over_the_whole_catalogue_is_the_brute_force_product_
         model.recommend(hist, k=5, search="rerank")
 
 
+def test_rerank_on_a_parallel_head_scores_every_item_by_codes_plus_item_logit():
+    """A parallel head has no beam to re-score: search="rerank" ranks every allowed item by its digits'
+    summed log-probs plus the item logit (the hybrid score), the same as the item-by-item brute force."""
+    model = _model("causal", head="parallel")
+    hist = torch.tensor([[-1, -1, 3, 4, 5, 6], [1, 2, 3, 4, 5, 6], [-1, -1, -1, -1, -1, 9]])
+    exclude = [np.array([3, 4]), np.array([], dtype=np.int64), np.array([9, 0, 1])]
+    got = model.recommend(hist, k=7, beam_width=1, exclude=exclude, search="rerank")
+    np.testing.assert_array_equal(got.items, _brute_force_rerank(model, hist, exclude, 7))
+    codes_only = model.recommend(hist, k=7, exclude=exclude)
+    assert not np.array_equal(got.items, codes_only.items)    # the item logit moves the ranking
+    model.item_loss_weight = 0.0
+    with pytest.raises(ValueError, match="trained without the item loss"):
+        model.recommend(hist, k=5, search="rerank")
+
+
 def test_the_item_loss_weight_travels_with_the_checkpoint(tmp_path):
     model = _model("causal")
     assert model.item_loss_weight is None                       # built in memory: unknown
