@@ -192,6 +192,14 @@ def bench_source(dataset: str, smoke: bool, raw: dict, run_dir: Path) -> Path:
     return source
 
 
+STEPS = "steps"   # results/steps/NAME__STEP.json: one result per named step (bench/run.py --step)
+
+
+def slug_step(step: str) -> str:
+    """A step label as a file-name part: letters, digits, '-', '.' and '_' kept, anything else '-'."""
+    return "".join(c if c.isalnum() or c in "-._" else "-" for c in step).strip("-") or "step"
+
+
 def kept_stages(run_dir: Path, stages_cfg, previous: dict | None) -> dict[str, dict]:
     """The leading stages (prepare, embed, tokenize) ``run_dir`` holds up to date for ``stages_cfg``, each with
     the wall seconds and commit of the previous result that built them; a stage the previous result does not
@@ -221,7 +229,7 @@ def stage_timer(seconds: dict[str, float]):
 
 def run_bench(dataset: str, *, smoke: bool, run_dir: Path, train_args: list[str], results: Path = RESULTS,
               raw: dict | None = None, systems: tuple[str, ...] = ("genrec", "sasrec", "popularity"),
-              name: str | None = None, reuse_stages: bool = False) -> dict:
+              name: str | None = None, reuse_stages: bool = False, step: str | None = None) -> dict:
     """Run every stage into ``run_dir`` and write ``results/NAME.json`` and ``.md``.
 
     ``raw`` replaces the checked-in stage config (bench/ablation.py passes variants of it); a run that
@@ -301,6 +309,9 @@ def run_bench(dataset: str, *, smoke: bool, run_dir: Path, train_args: list[str]
         print(f"kept peers from the previous {previous_path.name}: {', '.join(peers)}", flush=True)
     write_json_atomic(results / f"{name}.json", result)
     write_text_atomic(results / f"{name}.md", markdown(result))
+    if step:   # kept beside the table row, so the results docs list each step's figures (bench/summary.py)
+        write_json_atomic(results / STEPS / f"{name}__{slug_step(step)}.json",
+                          result | {"step": step, "finished_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())})
     copy_plots(run_dir, results, name)
     print(markdown(result))
     return result
@@ -319,6 +330,9 @@ def main(argv: list[str] | None = None) -> int:
                    help="keep prepare / embed / tokenize where the run folder holds them with the same config and "
                         "inputs (their wall time is carried from the previous NAME.json); e.g. after changing only "
                         "training flags")
+    p.add_argument("--step", default=None,
+                   help="also keep this result as a named step (results/steps/NAME__STEP.json), listed in "
+                        "bench/RESULTS.md's table of steps")
     p.epilog = "Any other flags go to the Lightning training CLI, e.g. --trainer.max_epochs=5"
     a, train_args = p.parse_known_args(argv)
     if a.smoke == (a.dataset is not None):
@@ -326,7 +340,7 @@ def main(argv: list[str] | None = None) -> int:
     name = "smoke" if a.smoke else a.dataset
     run_dir = a.run_dir or default_run_dir(name)
     run_bench(name, smoke=a.smoke, run_dir=run_dir, train_args=train_args, results=a.results_dir,
-              reuse_stages=a.reuse_stages)
+              reuse_stages=a.reuse_stages, step=a.step)
     if a.with_cornac:   # SASRec first: minutes, where TIGER's budget is a multiple of genrec's training
         import cornac_sasrec
         import cornac_tiger

@@ -20,7 +20,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "bench"))
 
-from run import RESULTS, training_side_seconds, validate_result  # noqa: E402
+from run import RESULTS, STEPS, training_side_seconds, validate_result  # noqa: E402
 
 OUT = REPO / "bench" / "RESULTS.md"
 README = REPO / "README.md"
@@ -233,6 +233,32 @@ def protocol_section(results: dict[str, dict]) -> str:
                 continue
             lines.append(row([dataset, SYSTEM_LABELS.get(system, system), f4(kept["ndcg@10"]), f4(removed["ndcg@10"]),
                               f4(kept["recall@10"]), f4(removed["recall@10"]), commit(r["git_commit"])]))
+    return "\n".join(lines) + "\n"
+
+
+def steps_section(folder: Path) -> str:
+    """Every result kept as a named step (``bench/run.py --step``), oldest first: what each change did."""
+    steps = [json.loads(p.read_text()) for p in sorted((folder / STEPS).glob("*.json"))]
+    if not steps:
+        return ""
+    order = {name: i for i, name in enumerate(DATASET_ORDER)}
+    first = {}   # a step's rows stay together, in the order the steps were first run
+    for r in steps:
+        first[r["step"]] = min(first.get(r["step"], r["finished_at"]), r["finished_at"])
+    steps.sort(key=lambda r: (first[r["step"]], r["step"], order.get(r["dataset"], len(order))))
+    lines = ["## Steps", "",
+             "Each change to a config family measured end to end (`python bench/run.py --dataset NAME --step "
+             "LABEL`, then the flags shown), oldest first. NDCG@10 on validation (genrec: its best epoch; SASRec: "
+             "its early-stopping epoch) and on test, history items kept in the ranking.", ""]
+    lines += header(["step", "dataset", "training flags", "genrec valid", "genrec test", "SASRec valid",
+                     "SASRec test", "pipeline min", "commit"])
+    for r in steps:
+        collab = r.get("embed", {}).get("modalities", {}).get("collab", {})
+        flags = " ".join(r.get("config", {}).get("train_args", [])) or "—"
+        lines.append(row([r["step"], r["dataset"], flags if flags == "—" else f"`{flags}`",
+                          f4(r["train"].get("best_val_ndcg@10")), f4(r["metrics"]["genrec"]["ndcg@10"]),
+                          f4(collab.get("best_val", {}).get("ndcg@10")), f4(r["metrics"]["sasrec"]["ndcg@10"]),
+                          f"{sum(r['stages'].values()) / 60:.0f}", commit(r["git_commit"])]))
     return "\n".join(lines) + "\n"
 
 
@@ -594,6 +620,8 @@ def render(folder: Path = RESULTS) -> str:
         parts.append(runs_section(results, seeds))
         if protocol := protocol_section(results):
             parts.append(protocol)
+    if steps := steps_section(folder):
+        parts.append(steps)
     if seeds:
         parts.append(seeds_section(seeds))
     if segments := load_kind(folder, "segments"):

@@ -238,3 +238,28 @@ def test_summary_shows_both_protocols_only_for_runs_that_scored_both():
     assert rows == ["| Beauty | genrec | 0.0300 | 0.0410 | 0.0600 | 0.0800 | abc1234 |",
                     "| Beauty | SASRec (ours) | 0.0360 | 0.0520 | 0.0700 | 0.1000 | abc1234 |"]
     assert not any(line.startswith("| Office") for line in lines)
+
+
+def test_steps_keep_each_step_together_in_the_order_steps_were_first_run(tmp_path):
+    from summary import steps_section
+
+    def result(dataset, step, when, genrec, sasrec, flags=()):
+        return {"dataset": dataset, "step": step, "finished_at": when, "git_commit": "abc1234567",
+                "config": {"train_args": list(flags)}, "stages": {"embed": 600.0, "train": 600.0},
+                "train": {"best_val_ndcg@10": genrec + 0.01}, "metrics": {"genrec": {"ndcg@10": genrec},
+                                                                         "sasrec": {"ndcg@10": sasrec}},
+                "embed": {"modalities": {"collab": {"best_val": {"ndcg@10": sasrec + 0.01}}}}}
+
+    assert steps_section(tmp_path) == ""
+    (tmp_path / "steps").mkdir()
+    for name, r in {"Sports_and_Outdoors__b": result("Sports_and_Outdoors", "b", "2026-01-03T00:00:00Z", 0.02, 0.021),
+                    "Beauty__b": result("Beauty", "b", "2026-01-02T00:00:00Z", 0.04, 0.041, ["--x=1"]),
+                    "Beauty__a": result("Beauty", "a", "2026-01-01T00:00:00Z", 0.03, 0.031),
+                    "Sports_and_Outdoors__a": result("Sports_and_Outdoors", "a", "2026-01-04T00:00:00Z", 0.01, 0.011)
+                    }.items():
+        (tmp_path / "steps" / f"{name}.json").write_text(json.dumps(r))
+    rows = [line for line in steps_section(tmp_path).splitlines() if line.startswith("| a") or line.startswith("| b")]
+    assert rows == ["| a | Beauty | — | 0.0400 | 0.0300 | 0.0410 | 0.0310 | 20 | abc1234 |",
+                    "| a | Sports_and_Outdoors | — | 0.0200 | 0.0100 | 0.0210 | 0.0110 | 20 | abc1234 |",
+                    "| b | Beauty | `--x=1` | 0.0500 | 0.0400 | 0.0510 | 0.0410 | 20 | abc1234 |",
+                    "| b | Sports_and_Outdoors | — | 0.0300 | 0.0200 | 0.0310 | 0.0210 | 20 | abc1234 |"]
