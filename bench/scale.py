@@ -777,25 +777,45 @@ def _serve_child(cfg: StageConfig, work: Path) -> dict:
     paths, reads = [], []
     search = exhaustive.pruned_search
 
+    recording = [True]
+
     def recorded(*args, **kwargs):          # the runtime's exact search, its per-request path and reads kept
         out = search(*args, **kwargs)
-        paths.extend(out.path.tolist())
-        reads.extend(out.entries_read.tolist())
+        if recording[0]:
+            paths.extend(out.path.tolist())
+            reads.extend(out.entries_read.tolist())
         return out
 
     exhaustive.pruned_search = recorded
     histories = json.loads((work / SERVE_HISTORIES).read_text())
-    ms = []
+    # A parallel export's encoder returns every level's log-probs (one graph call per request); the same
+    # requests are also decoded, interleaved, with decoder_step.onnx run once per level, as before format 6.
+    fused = "level_log_probs" in runtime._encoder_outputs
+    encode = runtime.encode
+
+    def stepped_encode(histories_):
+        return {k: v for k, v in encode(histories_).items() if k != "level_log_probs"}
+
+    ms, ms_stepped = [], []
     for hist in histories:
         t = time.perf_counter()
         runtime.recommend([hist], 10)
         ms.append(1000 * (time.perf_counter() - t))
+        if fused:
+            runtime.encode, recording[0] = stepped_encode, False
+            t = time.perf_counter()
+            runtime.recommend([hist], 10)
+            ms_stepped.append(1000 * (time.perf_counter() - t))
+            runtime.encode, recording[0] = encode, True
     # RssAnon is each worker's own memory; RssFile is page cache (the memory-mapped tables), shared by workers
     out = {"load_seconds": round(load_s, 2), "rss_after_load_mb": rss_loaded, "rss_after_requests_mb": current_rss_mb(),
            "rss_anon_mb": round(_status("RssAnon"), 1), "rss_file_mb": round(_status("RssFile"), 1),
            "requests": len(ms), "requests_from": "users' test histories",
            "p50_ms": round(float(np.median(ms)), 2), "p99_ms": round(float(np.percentile(ms, 99)), 2),
            "decoding": runtime.decoding, "memory_mapped": memmapped_arrays(runtime)}
+    if ms_stepped:
+        out["per_level_steps"] = {"p50_ms": round(float(np.median(ms_stepped)), 2),
+                                  "p99_ms": round(float(np.percentile(ms_stepped, 99)), 2)}
     if paths:
         pruned = np.asarray(paths) == "pruned"
         out["dense_pass_share"] = round(float(np.mean(np.asarray(paths) == "full")), 3)
@@ -1045,6 +1065,9 @@ def stage_table(out: dict) -> list[str]:
                          f"{r.get('rss_file_mb', float('nan')):,.0f}); p50 {r['p50_ms']} ms"
                          + (f", p99 {r['p99_ms']} ms over {r['requests']} users' histories" if "p99_ms" in r else "")
                          + (f", {100 * r['dense_pass_share']:.0f}% took the dense pass" if "dense_pass_share" in r else "")
+                         + (f"; with decoder_step.onnx once per level instead of the encoder's level log-probs, "
+                            f"interleaved: p50 {r['per_level_steps']['p50_ms']} ms, p99 {r['per_level_steps']['p99_ms']} ms"
+                            if "per_level_steps" in r else "")
                          + (f"; served at {str(r['git_commit'])[:7]} from the export built at {str(r['export_git_commit'])[:7]}"
                             if r.get("export_git_commit") not in (None, r.get("git_commit")) else "")
                          + f" ({r['decoding']})")

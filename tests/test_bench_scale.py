@@ -91,6 +91,9 @@ def test_smoke_stage_rows_time_every_stage_in_its_own_process(tmp_path):
     # the served requests are users' test histories from the prepared run, each decoded once
     assert rows["serve"]["requests"] == scale.STAGE_SMOKE["serve_requests"]
     assert rows["serve"]["p99_ms"] >= rows["serve"]["p50_ms"] > 0 and 0 <= rows["serve"]["dense_pass_share"] <= 1
+    # the same requests, interleaved, with decoder_step.onnx once per level (the exact export's encoder gives all)
+    stepped = rows["serve"]["per_level_steps"]
+    assert stepped["p99_ms"] >= stepped["p50_ms"] > 0
     assert rows["train"]["item_grad"] == rows["collab"]["item_grad"] == "dense"   # "auto" on a small catalogue
     compared = {(r["training"], r["item_grad"]): r for r in result["rows"] if r["stage"] == "item_grad_steps"}
     assert set(compared) == {(t, g) for t in ("collab", "train") for g in ("dense", "sparse")}
