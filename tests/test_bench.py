@@ -70,7 +70,7 @@ def test_bench_smoke_writes_a_valid_result(tmp_path):
     assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
     again = json.loads((tmp_path / "results" / "smoke.json").read_text())
     validate_result(again)
-    assert list(again["reused_stages"]) == ["prepare", "embed", "tokenize"]
+    assert set(again["reused_stages"]) == {"prepare", "embed", "tokenize"}
     for stage in ("prepare", "embed", "tokenize"):
         assert again["stages"][stage] == result["stages"][stage]
         assert again["reused_stages"][stage] == {"seconds": result["stages"][stage], "git_commit": result["git_commit"]}
