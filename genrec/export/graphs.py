@@ -68,11 +68,7 @@ class ParallelEncoder(nn.Module):
 
     def forward(self, history: torch.Tensor):
         state = self.encoder(history)                                                  # (b, d)
-        s = self.step
-        h = F.layer_norm(state, (s.d_model,), s.ln_w, s.ln_b, s.eps)
-        query = torch.einsum("bi,lio->blo", h, s.w) + s.b                               # (b, D, d)
-        logits = torch.einsum("bld,ldk->blk", query, s.out_emb) + s.bias                # (b, D, K_max)
-        return state, F.log_softmax(logits, dim=-1)
+        return state, self.step.all_levels(state)
 
 
 class CausalDecoderStep(nn.Module):
@@ -148,6 +144,13 @@ class ParallelDecoderStep(nn.Module):
         self.register_buffer("no_advance", torch.zeros(k_max, d))
         self.eps = head.norm.eps
         self.d_model = d
+
+    def all_levels(self, state: torch.Tensor) -> torch.Tensor:
+        """(r, d) -> every level's log-probs (r, D, K_max): ``forward`` for all levels at once."""
+        h = F.layer_norm(state, (self.d_model,), self.ln_w, self.ln_b, self.eps)
+        query = torch.einsum("bi,lio->blo", h, self.w) + self.b                         # (r, D, d)
+        logits = torch.einsum("bld,ldk->blk", query, self.out_emb) + self.bias          # (r, D, K_max)
+        return F.log_softmax(logits, dim=-1)
 
     def forward(self, state: torch.Tensor, last_code: torch.Tensor, level: torch.Tensor):
         state = state + self.no_advance[last_code]
