@@ -13,8 +13,11 @@ users of 20 events, ~10 interactions per item) and its clustered item vectors, i
 stage as precomputed "text" features (no encoder runs). Then prepare (5-core, leave-one-out), the
 collaborative SASRec table (one epoch, the sampled loss where genrec has it), embed (import + fuse),
 tokenize (configs/sparse.yaml's PQ, one tokenizer per modality), one epoch of genrec training
-(configs/sparse.yaml), export, and the server runtime loading the export and decoding a few requests.
-Each stage runs in a fresh child process: its row holds the wall time and the child's peak RSS
+(configs/sparse.yaml), export, and the server runtime loading the export and decoding users' test histories.
+The serve stage times each decoding path of that export in process, at batch 1 and batched: its exact
+scoring and trie beam search (``--decoding beam``); then a ``serve.py`` process per path takes loopback HTTP
+load from 32 clients (req/s, latency, the server's RSS). Those are the ``source: "export"`` rows of
+``serving``. Each stage runs in a fresh child process: its row holds the wall time and the child's peak RSS
 (``ru_maxrss``, python and torch imports included). Training stages measure at most ``--train-steps``
 steps and extrapolate the epoch from their step time (``extrapolated_from_steps`` in the row);
 validation runs on a fixed subset of users (the epoch is what is timed).
@@ -548,11 +551,17 @@ class StageConfig:
     codebook_size: int = 256           # codes per subspace (configs/sparse.yaml)
     kmeans_iters: int = 30             # TokenizeConfig's default
     train_config: str = "configs/sparse.yaml"  # genrec's training YAML (model and data sections)
+    # ... less its hybrid item logit, whose full item softmax and dense per-request pass are O(items): the
+    # code-only layout is what scales to 10^6 items
+    train_overrides: list[str] = field(default_factory=lambda: ["--model.item_loss_weight=0", "--model.search=beam"])
     train_steps: int = 300             # measure at most this many training steps, then extrapolate to the epoch
     collab_steps: int = 300            # the same for the collaborative SASRec
     collab_negatives: int = 0          # negatives of the collaborative SASRec's sampled loss (0: the loss's default)
     val_users: int = 512               # validation users of both trainings (a fixed subset: the epoch is timed)
     serve_requests: int = 200          # batch-1 requests the "serve" stage decodes after loading (users' test histories)
+    serve_batch: int = 32              # the batched in-process setting of the serve stage (requests per call)
+    http_clients: int = 32             # concurrent loopback clients of the HTTP load test, per decoding path
+    http_requests: int = 2000          # requests of that load test (after a warm-up of 2 per client)
     item_grad: str = "auto"            # both trainings' item-table update (genrec.lit.optim): auto, dense, sparse
     item_grad_steps: int = 0           # > 0: after the stages, time this many steps of each training with the
                                        # item table dense and sparse (``item_grad_steps`` in scale.json)
@@ -561,7 +570,8 @@ class StageConfig:
 
     def __post_init__(self):
         for name in ("dim", "items_per_cluster", "interactions_per_item", "history", "n_levels", "codebook_size",
-                     "train_steps", "collab_steps", "val_users", "serve_requests"):
+                     "train_steps", "collab_steps", "val_users", "serve_requests", "serve_batch", "http_clients",
+                     "http_requests"):
             if getattr(self, name) < 1:
                 raise ValueError(f"StageConfig.{name} must be >= 1, got {getattr(self, name)}")
         if self.dim % self.n_levels:
@@ -572,7 +582,8 @@ SERVE_HISTORIES = "serve_histories.json"   # in the stage work folder: the serve
 
 # --smoke --stages-only: a tiny catalogue through every stage (each child imports torch: ~5 s apiece)
 STAGE_SMOKE = dict(sizes=[600], dim=16, n_levels=2, codebook_size=16, kmeans_iters=5, train_steps=5,
-                   collab_steps=5, collab_negatives=8, val_users=32, serve_requests=4)
+                   collab_steps=5, collab_negatives=8, val_users=32, serve_requests=4, serve_batch=2, http_clients=4,
+                   http_requests=40)
 
 
 def write_source(n_items: int, cfg: StageConfig, folder: Path) -> dict:
@@ -732,7 +743,7 @@ def _train_child(cfg: StageConfig, work: Path, t0: float) -> dict:
             "--trainer.limit_val_batches=1", f"--data.val_max_users={cfg.val_users}", "--trainer.enable_progress_bar=false",
             # exact validation holds (batch, n_items) masks and scores: 64 rows keep that ~0.5 GB at 1M items
             f"--data.eval_batch_size={min(64, cfg.val_users)}",
-            "--trainer.logger=false", f"--model.item_id_grad={cfg.item_grad}"]
+            "--trainer.logger=false", f"--model.item_id_grad={cfg.item_grad}", *cfg.train_overrides]
     import genrec.lit.cli as lit_cli
 
     # the step timer joins the CLI's callbacks (GenRecCLI.instantiate_trainer adds its own to these)
@@ -790,7 +801,7 @@ def _serve_child(cfg: StageConfig, work: Path) -> dict:
     histories = json.loads((work / SERVE_HISTORIES).read_text())
     # A parallel export's encoder returns every level's log-probs (one graph call per request); the same
     # requests are also decoded, interleaved, with decoder_step.onnx run once per level, as before format 6.
-    fused = "level_log_probs" in runtime._encoder_outputs
+    fused = runtime.one_call
     encode = runtime.encode
 
     def stepped_encode(histories_):
@@ -821,6 +832,86 @@ def _serve_child(cfg: StageConfig, work: Path) -> dict:
         out["dense_pass_share"] = round(float(np.mean(np.asarray(paths) == "full")), 3)
         if pruned.any():    # how much of the catalogue the bound let through, on the requests it pruned
             out["pruned_entries_read_p50"] = float(np.median(np.asarray(reads)[pruned]))
+    recording[0] = False
+    out["paths"] = decoding_paths(runtime, work, cfg, histories)
+    return out
+
+
+def decoding_paths(runtime, work: Path, cfg: StageConfig, histories: list[list[int]]) -> list[dict]:
+    """In-process p50/p99 of each decoding path on one export, at batch 1 and at ``serve_batch``: the export's own
+    (exact scoring for a parallel head) and trie beam search (``--decoding beam``) over the same per-level
+    log-probs. Batches cycle through the users' histories (at least 12 batched calls)."""
+    from genrec.serving.runtime import ExportRuntime, RuntimeConfig
+
+    rows = []
+    b = cfg.serve_batch
+    n_calls = max(12, len(histories) // b)
+    batches = [[histories[(i * b + j) % len(histories)] for j in range(b)] for i in range(n_calls)]
+    runtimes = [runtime]
+    if runtime.exact:
+        runtimes.append(ExportRuntime(work / "export", RuntimeConfig(decoding="beam", verify_checksums=False)))
+    for rt in runtimes:
+        t = time.perf_counter()
+        rt.recommend([histories[0]], 10)             # a beam runtime builds the trie's node tables on its first call
+        first_ms = 1000 * (time.perf_counter() - t)
+        for batch, calls in ((1, [[h] for h in histories]), (b, batches)):
+            ms = []
+            for call in calls:
+                t = time.perf_counter()
+                rt.recommend(call, 10)
+                ms.append(1000 * (time.perf_counter() - t))
+            rows.append({"decoding": "exact" if rt.exact else "beam", "batch": batch, "calls": len(ms),
+                         "p50_ms": round(float(np.median(ms)), 2), "p99_ms": round(float(np.percentile(ms, 99)), 2),
+                         "first_call_ms": round(first_ms, 1)})
+    return rows
+
+
+def http_load(work: Path, cfg: StageConfig, decodings: list[str]) -> dict[str, dict]:
+    """Per decoding path: a `serve.py --decoding ...` process on the export, ``http_clients`` loopback clients
+    sending ``http_requests`` users' test histories to POST /recommend (k = 10); req/s, latency, errors, and the
+    server's RSS after the load (VmRSS) and at its peak (VmHWM)."""
+    from loadgen import run_load
+    from serve import rss_mb as process_rss
+    from serve import start_server, stop_server
+
+    histories = json.loads((work / SERVE_HISTORIES).read_text())
+    ids = json.loads((work / "export" / "items.json").read_text())["source_id"]
+    rng = np.random.default_rng(cfg.seed)
+    bodies = [{"history": [ids[i] for i in histories[j]], "k": 10}
+              for j in rng.integers(0, len(histories), cfg.http_requests)]
+    out = {}
+    for decoding in decodings:
+        flag = "beam" if decoding == "beam" else "auto"
+        proc, url = start_server(work / "export", work / f"server_{decoding}.log", "--decoding", flag)
+        try:
+            run_load(url, bodies[: 2 * cfg.http_clients], clients=cfg.http_clients)     # warm-up
+            load = run_load(url, bodies, clients=cfg.http_clients)
+            memory, alive = process_rss(proc.pid), proc.poll() is None
+        finally:
+            stop_server(proc)
+        out[decoding] = {"clients": cfg.http_clients, "requests": load.n_requests,
+                         "req_per_s": round(load.requests_per_s, 1), "p50_ms": round(load.percentile_ms(50), 2),
+                         "p99_ms": round(load.percentile_ms(99), 2), "errors": load.n_errors,
+                         "alive_after_load": alive, **memory}
+        print(f"  HTTP {decoding:>5}: {out[decoding]['req_per_s']:8.1f} req/s with {cfg.http_clients} clients, "
+              f"p50 {out[decoding]['p50_ms']} ms, server RSS {memory['rss_mb']:.0f} MB", flush=True)
+    return out
+
+
+def export_serving_rows(rows: list[dict]) -> list[dict]:
+    """scale.json ``serving`` rows of the exported model (``source: "export"``), from each size's serve stage row:
+    per decoding path and batch size, the in-process p50/p99, and the HTTP server's req/s and RSS."""
+    out = []
+    for r in rows:
+        if r["stage"] != "serve" or "paths" not in r or "http" not in r:
+            continue
+        for p in r["paths"]:
+            http = r["http"][p["decoding"]]
+            out.append({"source": "export", "n_items": r["n_items"], "decoding": p["decoding"], "batch": p["batch"],
+                        "p50_ms": p["p50_ms"], "p99_ms": p["p99_ms"], "rss_mb": http["rss_mb"],
+                        "peak_rss_mb": http["peak_rss_mb"], "req_per_s": http["req_per_s"],
+                        "http_clients": http["clients"], "http_p50_ms": http["p50_ms"], "http_p99_ms": http["p99_ms"],
+                        "http_errors": http["errors"], "git_commit": r.get("git_commit")})
     return out
 
 
@@ -877,6 +968,8 @@ def measure_stages(n_items: int, cfg: StageConfig) -> list[dict]:
             if stage == "serve":
                 write_serve_histories(work, cfg)
             seconds, rss, extra = run_stage(stage, work)
+            if stage == "serve":
+                extra["http"] = http_load(work, cfg, [p["decoding"] for p in extra["paths"] if p["batch"] == 1])
             row = {"n_items": n_items, "n_interactions": info["n_interactions"], "stage": stage,
                    "seconds": round(seconds, 2), "peak_rss_mb": round(rss, 1), **extra}
             row["seconds"] = extra.get("seconds", row["seconds"])
@@ -922,6 +1015,7 @@ def serve_again(previous: dict, cfg: StageConfig) -> list[dict]:
             raise SystemExit(f"scale.json has no serve row for {n_items:,} items to replace; run --stages-only first")
         (work / "spec.json").write_text(json.dumps({"config": asdict(cfg)}))
         seconds, rss, extra = run_stage("serve", work)
+        extra["http"] = http_load(work, cfg, [p["decoding"] for p in extra["paths"] if p["batch"] == 1])
         row = {"n_items": n_items, "n_interactions": old["n_interactions"], "stage": "serve", "seconds": round(seconds, 2),
                "peak_rss_mb": round(rss, 1), **extra, "git_commit": git_commit(),
                "export_git_commit": old.get("export_git_commit", old.get("git_commit"))}
@@ -937,6 +1031,8 @@ def stage_child_main(stage: str, work: Path) -> None:
 
 # ---------------------------------------------------------------------- report
 SERVING_KEYS = ("n_items", "decoding", "batch", "p50_ms", "p99_ms", "rss_mb", "items_scored")
+# the exported model's rows (source "export"): in-process latency per batch size, the HTTP server's req/s and RSS
+EXPORT_SERVING_KEYS = ("n_items", "batch", "p50_ms", "p99_ms", "rss_mb", "req_per_s")
 
 
 def validate(out: dict) -> None:
@@ -956,6 +1052,13 @@ def validate(out: dict) -> None:
                     raise ValueError(f"rows[{i}] ({row['stage']}).{key} must be a non-negative number, "
                                      f"got {row.get(key)!r}")
     for i, row in enumerate(out["serving"]):
+        if row.get("source") == "export":
+            for key in EXPORT_SERVING_KEYS:
+                if not isinstance(row.get(key), (int, float)) or row[key] < 0:
+                    raise ValueError(f"serving[{i}] (export).{key} must be a non-negative number, got {row.get(key)!r}")
+            if row["decoding"] not in ("exact", "beam"):
+                raise ValueError(f"serving[{i}] (export).decoding must be exact or beam, got {row['decoding']!r}")
+            continue
         for key in SERVING_KEYS:
             if key not in row:
                 raise ValueError(f"serving[{i}] is missing '{key}'")
@@ -966,31 +1069,71 @@ def validate(out: dict) -> None:
                 raise ValueError(f"serving[{i}].{key} must be a non-negative number, got {row[key]!r}")
 
 
+def decode_rows(out: dict) -> list[dict]:
+    """``serving`` rows of the decode layer alone (synthetic heads; rows from before ``source`` existed included)."""
+    return [r for r in out["serving"] if r.get("source", "decode") == "decode"]
+
+
+def export_rows(out: dict) -> list[dict]:
+    """``serving`` rows of the exported model (ONNX runtime in process, and the HTTP server)."""
+    return [r for r in out["serving"] if r.get("source") == "export"]
+
+
+def export_table(out: dict) -> list[str]:
+    """The exported model's serving rows as a markdown section, with the p50 growth across sizes."""
+    rows = export_rows(out)
+    if not rows:
+        return []
+    lines = ["", "## Serving the exported model", "",
+             "The serve stage's export (configs/sparse.yaml's parallel head) loaded by the server runtime: in-process "
+             "p50/p99 per call over users' test histories (top-10, history excluded) at batch 1 and batched, for "
+             "the export's exact scoring and for trie beam search on the same export (`serve.py --decoding beam`); "
+             "then a `serve.py` process per path under loopback HTTP load (k = 10). RSS is that server's, after the load.", "",
+             "| items | decoding | batch | p50 ms | p99 ms | HTTP req/s | HTTP p50 / p99 ms | server RSS MB (peak) |",
+             "|---:|---|---:|---:|---:|---:|---:|---:|"]
+    for r in rows:
+        lines.append(f"| {r['n_items']:,} | {r['decoding']} | {r['batch']} | {r['p50_ms']:.2f} | {r['p99_ms']:.2f} | "
+                     f"{r['req_per_s']:,.0f} ({r['http_clients']} clients) | {r['http_p50_ms']:.1f} / "
+                     f"{r['http_p99_ms']:.1f} | {r['rss_mb']:,.0f} ({r['peak_rss_mb']:,.0f}) |")
+    sizes = sorted({r["n_items"] for r in rows})
+    if len(sizes) > 1:
+        lo, hi = sizes[0], sizes[-1]
+        lines += ["", f"In-process p50 from {lo:,} to {hi:,} items:", ""]
+        for (path, batch) in sorted({(r["decoding"], r["batch"]) for r in rows}):
+            a = [r for r in rows if (r["n_items"], r["decoding"], r["batch"]) == (lo, path, batch)]
+            b = [r for r in rows if (r["n_items"], r["decoding"], r["batch"]) == (hi, path, batch)]
+            if a and b:
+                lines.append(f"- {path}, batch {batch}: {a[0]['p50_ms']:.2f} -> {b[0]['p50_ms']:.2f} ms "
+                             f"({b[0]['p50_ms'] / a[0]['p50_ms']:.1f}x)")
+    return lines
+
+
 def markdown(out: dict) -> str:
     lines = ["# Scaling (bench/scale.py)", "",
              f"commit {str(out['git_commit'])[:10]}; {out['machine'].get('cpu_count', '?')} cores shared; bench wall time "
              f"{out['wall_time_s']:.0f} s; load average before/after {out['load_avg_before']} / {out['load_avg_after']}.",
              *stage_table(out),
+             *export_table(out),
              "", "## Serving: in-process decode latency", "",
              f"(decode rows measured at commit {str(out.get('decode_git_commit') or out['git_commit'])[:10]}) "
              "Synthetic clustered catalogues; PQ codes (parallel head, exact) and RQ codes (beam 20); k = 10; "
              "history excluded.", "",
              "| items | decoding | batch | p50 ms | p99 ms | items scored / request | peak RSS MB | index MB |",
              "|---:|---|---:|---:|---:|---:|---:|---:|"]
-    for r in out["serving"]:
+    for r in decode_rows(out):
         scored = f"{r['items_scored']:,.0f}"
         if r["decoding"] == "pruned":
             scored += f" (median {r['items_scored_p50']:,.0f}; {r['fallback_full_share']:.0%} scored every item)"
         lines.append(f"| {r['n_items']:,} | {PATH_LABELS[r['decoding']]} | {r['batch']} | {r['p50_ms']:.2f} | "
                      f"{r['p99_ms']:.2f} | {scored} | {r['rss_mb']:.0f} | {r['index_mb']} |")
-    sizes = sorted({r["n_items"] for r in out["serving"]})
+    sizes = sorted({r["n_items"] for r in decode_rows(out)})
     if len(sizes) > 1:
         lo, hi = sizes[0], sizes[-1]
         lines += ["", f"p50 growth from {lo:,} to {hi:,} items ({hi // lo}x the catalogue):", ""]
-        for batch in sorted({r["batch"] for r in out["serving"]}):
+        for batch in sorted({r["batch"] for r in decode_rows(out)}):
             for path in PATHS:
-                a = [r for r in out["serving"] if r["n_items"] == lo and r["decoding"] == path and r["batch"] == batch]
-                b = [r for r in out["serving"] if r["n_items"] == hi and r["decoding"] == path and r["batch"] == batch]
+                a = [r for r in decode_rows(out) if r["n_items"] == lo and r["decoding"] == path and r["batch"] == batch]
+                b = [r for r in decode_rows(out) if r["n_items"] == hi and r["decoding"] == path and r["batch"] == batch]
                 if a and b:
                     lines.append(f"- batch {batch}, {PATH_LABELS[path]}: {a[0]['p50_ms']:.2f} -> {b[0]['p50_ms']:.2f} ms "
                                  f"({b[0]['p50_ms'] / a[0]['p50_ms']:.1f}x)")
@@ -1039,7 +1182,8 @@ def stage_table(out: dict) -> list[str]:
     lines = ["", "## Pipeline stages", "",
              f"(measured at commit {measured_at(rows, out.get('stages_git_commit') or out['git_commit'])}) A seeded synthetic "
              "RecBole catalogue (~10 interactions per item, users of 20 events), clustered item vectors imported as "
-             "the text modality (no encoder runs), configs/sparse.yaml's layout (PQ separate + parallel head). Each "
+             "the text modality (no encoder runs), configs/sparse.yaml's layout (PQ separate + parallel head; "
+             f"training overrides {' '.join(out.get('stage_config', {}).get('train_overrides', [])) or 'none'}). Each "
              "stage runs in a fresh process: peak RSS is its ru_maxrss (python + torch imports included).", "",
              "| items | interactions | stage | seconds | peak RSS MB | notes |", "|---:|---:|---|---:|---:|---|"]
     for r in rows:
@@ -1098,13 +1242,20 @@ def plot(out: dict, path: Path) -> None:
     colours = {"full": "tab:red", "pruned": "tab:green", "beam": "tab:blue"}
     for batch, style in ((1, "-"), (out["config"].get("batch", ScaleConfig.batch), "--")):
         for p in PATHS:
-            rows = sorted((r for r in out["serving"] if r["decoding"] == p and r["batch"] == batch),
+            rows = sorted((r for r in decode_rows(out) if r["decoding"] == p and r["batch"] == batch),
                           key=lambda r: r["n_items"])
             if rows:
                 x = [r["n_items"] for r in rows]
                 ax.plot(x, [r["p50_ms"] for r in rows], style, marker="o", color=colours[p],
                         label=f"{PATH_LABELS[p]}, batch {batch}")
                 ax.scatter(x, [r["p99_ms"] for r in rows], marker="_", s=80, color=colours[p])
+    for p, colour in (("exact", "tab:purple"), ("beam", "tab:cyan")):     # the exported model, batch 1
+        rows = sorted((r for r in export_rows(out) if r["decoding"] == p and r["batch"] == 1), key=lambda r: r["n_items"])
+        if rows:
+            x = [r["n_items"] for r in rows]
+            ax.plot(x, [r["p50_ms"] for r in rows], ":", marker="s", color=colour,
+                    label=f"exported model, {p}, batch 1 (ONNX + decode)")
+            ax.scatter(x, [r["p99_ms"] for r in rows], marker="_", s=80, color=colour)
     ax.set_xscale("log")
     ax.set_yscale("log")
     ax.set_xlabel("catalogue size (items)")
@@ -1208,6 +1359,9 @@ def main(argv: list[str] | None = None) -> dict:
                 "load_avg_after": [round(x, 2) for x in os.getloadavg()], "machine": machine_info(),
                 "versions": package_versions()})
     out.setdefault("config", asdict(cfg))
+    # the exported model's rows follow the serve stage rows they come from (kept or re-measured)
+    out["serving"] = ([r for r in out["serving"] if r.get("source", "decode") == "decode"]
+                      + export_serving_rows(out["rows"]))
     validate(out)
     write_outputs(results, "scale", out, markdown(out), lambda p: plot(out, p))
     print(f"wrote {results / 'scale.json'}, scale.md and scale.png in {out['wall_time_s']:.0f} s")

@@ -227,10 +227,11 @@ def bench_peer(cfg: BenchConfig, tiger_module, histories: list[np.ndarray]) -> t
                      "valid_items_per_request": float(np.mean(found[-len(histories):]))}
 
 
-def start_server(cfg: BenchConfig, folder: Path, log_path: Path) -> tuple[subprocess.Popen, str]:
+def start_server(folder: Path, log_path: Path, *flags: str, intra_op_threads: int = 1) -> tuple[subprocess.Popen, str]:
+    """`serve.py` on ``folder`` at a free loopback port (extra ``flags`` appended); (process, base URL) once it listens."""
     log_file = open(log_path, "wb")
     proc = subprocess.Popen([sys.executable, str(REPO / "serve.py"), "--export", str(folder), "--host", "127.0.0.1",
-                             "--port", "0", "--intra-op-threads", str(cfg.intra_op_threads), "--log-level", "info"],
+                             "--port", "0", "--intra-op-threads", str(intra_op_threads), "--log-level", "info", *flags],
                             stdout=log_file, stderr=subprocess.STDOUT, cwd=REPO)
     log_file.close()
     deadline = time.time() + SERVER_START_TIMEOUT_S
@@ -245,6 +246,15 @@ def start_server(cfg: BenchConfig, folder: Path, log_path: Path) -> tuple[subpro
     raise RuntimeError(f"the server did not start; its log:\n{log_path.read_text(errors='replace')[-3000:]}")
 
 
+def stop_server(proc: subprocess.Popen) -> None:
+    """SIGTERM (a graceful shutdown), SIGKILL if it has not exited within 10 s."""
+    proc.terminate()
+    try:
+        proc.wait(timeout=10)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+
+
 def rss_mb(pid: int) -> dict[str, float]:
     """Current (VmRSS) and peak (VmHWM) resident memory of a process, from /proc."""
     fields = {}
@@ -256,7 +266,7 @@ def rss_mb(pid: int) -> dict[str, float]:
 
 
 def bench_http(cfg: BenchConfig, folder: Path, work: Path, histories: list[np.ndarray], ids: list[str]) -> dict:
-    proc, url = start_server(cfg, folder, work / "server.log")
+    proc, url = start_server(folder, work / "server.log", intra_op_threads=cfg.intra_op_threads)
     try:
         def body(h):
             return {"history": [ids[i] for i in h], "k": cfg.k}
@@ -273,11 +283,7 @@ def bench_http(cfg: BenchConfig, folder: Path, work: Path, histories: list[np.nd
         memory = rss_mb(proc.pid)
         alive = proc.poll() is None
     finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
+        stop_server(proc)
     return {
         "single": single, "load": load, "flood": flood, "memory": memory, "alive_after_load": alive,
         "n_5xx": sum(n for s, n in load.statuses.items() if s >= 500),

@@ -575,7 +575,8 @@ def scale_section(out: dict) -> str:
     body = [("#" + line) if line.startswith("## ") else line for line in body]
     return "\n".join(["## Scale: 10k to 1M items", "",
                        "Command: `python bench/scale.py` (`--stages-only --sizes 1000000` for the 1M stage rows, "
-                       "`--serving-only` for the decode rows; writes `results/scale.json`).", *body, "",
+                       "`--serving-only` for the decode rows, `--serve-only --work DIR` to re-serve kept exports; "
+                       "writes `results/scale.json`).", *body, "",
                        "![stage time and decode latency against catalogue size](results/scale.png)", ""])
 
 

@@ -94,11 +94,20 @@ def test_smoke_stage_rows_time_every_stage_in_its_own_process(tmp_path):
     # the same requests, interleaved, with decoder_step.onnx once per level (the exact export's encoder gives all)
     stepped = rows["serve"]["per_level_steps"]
     assert stepped["p99_ms"] >= stepped["p50_ms"] > 0
+    # the exported model per decoding path (its own exact scoring, and trie beam search on the same export):
+    # in-process latency at batch 1 and batched, and a real server process under loopback HTTP load
+    served = {(r["decoding"], r["batch"]): r for r in scale.export_rows(result) if r["n_items"] == n}
+    assert set(served) == {(d, b) for d in ("exact", "beam") for b in (1, scale.STAGE_SMOKE["serve_batch"])}
+    for r in served.values():
+        assert r["p99_ms"] >= r["p50_ms"] > 0 and r["req_per_s"] > 0 and r["rss_mb"] > 0 and r["http_errors"] == 0
+    http = rows["serve"]["http"]
+    assert all(h["requests"] == scale.STAGE_SMOKE["http_requests"] and h["alive_after_load"] for h in http.values())
     assert rows["train"]["item_grad"] == rows["collab"]["item_grad"] == "dense"   # "auto" on a small catalogue
     compared = {(r["training"], r["item_grad"]): r for r in result["rows"] if r["stage"] == "item_grad_steps"}
     assert set(compared) == {(t, g) for t in ("collab", "train") for g in ("dense", "sparse")}
     assert all(r["steps_measured"] == 2 and r["seconds_per_step"] > 0 for r in compared.values())
     assert "## Pipeline stages" in (tmp_path / "scale.md").read_text()
+    assert "## Serving the exported model" in (tmp_path / "scale.md").read_text()
 
 
 def test_partial_runs_keep_the_other_part(tmp_path):
@@ -138,6 +147,10 @@ def test_serve_only_re_measures_the_kept_exports_and_keeps_every_other_row(tmp_p
             assert row["export_git_commit"] == before[key]["git_commit"] and row["requests"] == before[key]["requests"]
         else:
             assert row == before[key]
-    assert again["serving"] == first["serving"]
+    assert scale.decode_rows(again) == scale.decode_rows(first)
+    # the exported model's serving rows follow the re-measured serve rows
+    assert ({(r["decoding"], r["batch"]) for r in scale.export_rows(again)}
+            == {(r["decoding"], r["batch"]) for r in scale.export_rows(first)} != set())
+    assert all(r["git_commit"] == again["git_commit"] for r in scale.export_rows(again))
     with pytest.raises(SystemExit):
         scale.main(["--smoke", "--serve-only", "--work", str(tmp_path / "elsewhere"), "--out", str(tmp_path)])

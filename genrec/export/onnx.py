@@ -20,7 +20,7 @@ import os
 import shutil
 import tempfile
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Sequence
 
@@ -37,7 +37,7 @@ from genrec.registry import get_arch, resolve
 from genrec.io import MANIFEST, ArtifactError, save_npy_atomic, sha256_file, write_json_atomic, write_manifest
 
 EXPORTERS = ("dynamo", "legacy")
-EXPORT_SEARCHES = ("beam", "rerank")   # what an autoregressive export decodes with (manifest "decoding")
+EXPORT_SEARCHES = ("auto", "beam", "rerank")   # what an export decodes with (manifest "decoding")
 # Example sizes used to trace the graphs; odd and > 1 so no dynamic axis gets specialised to them.
 _TRACE_BATCH, _TRACE_ROWS = 3, 7
 # Batch sizes and history lengths the export-time parity check decodes (lengths past max_items test truncation).
@@ -54,9 +54,10 @@ class ExportConfig:
     checkpoint: str = "best"         # best | last | a path to a .ckpt (as in `genrec evaluate`)
     name: str | None = None          # model name reported by the server (default: the output folder's name)
     beam_width: int = 20             # default beam width the server decodes with (raised to k when k is larger)
-    search: str = "beam"             # "beam" (parallel heads: every item scored exactly), or "rerank": the item logit
+    search: str = "auto"             # "beam" (parallel heads: every item scored exactly), or "rerank": the item logit
                                      # added to the code score of the beam's items (autoregressive) or of every
-                                     # item (parallel); for models trained with item_loss_weight > 0, as `genrec evaluate`
+                                     # item (parallel), for models trained with item_loss_weight > 0, as `genrec
+                                     # evaluate`; "auto": "rerank" for such a model, else "beam"
     int8: bool = False               # try dynamic int8 weight quantization; kept only if every parity top-k is unchanged
     parity_check: bool = True        # decode random histories with torch eager and ONNX before publishing the folder
     parity_tolerance: float = 1e-4   # max |eager - onnx| for log-probs and states; scores (sums over levels) x levels
@@ -167,6 +168,8 @@ def export_module(model, out: str | Path, config: ExportConfig | None = None, *,
     _check_destination(out, config)
 
     module = module.cpu().eval()
+    if config.search == "auto":     # a trained item logit is part of the model's ranking (configs/sparse.yaml's hybrid)
+        config = replace(config, search="rerank" if module.arch == "causal" and module.item_loss_weight else "beam")
     if config.search == "rerank":
         module.check_rerank()
         files.append(layout.ITEM_TABLE_FILE)

@@ -122,7 +122,7 @@ class Reloader:
         self._failed: str | None = None      # digest of a manifest that failed to load: --watch does not retry it
 
     def _load(self) -> tuple[ExportRuntime, Catalogue]:
-        runtime = ExportRuntime(self.folder, RuntimeConfig(self.config.intra_op_threads, self.config.inter_op_threads))
+        runtime = ExportRuntime(self.folder, runtime_config(self.config))
         catalogue = Catalogue.load(runtime)
         recommend_queries(runtime, [Query(history=[0], k=1)])   # onnxruntime's first run allocates: not on a request
         return runtime, catalogue
@@ -234,11 +234,16 @@ def create_app(runtime: ExportRuntime, config: ServeConfig | None = None) -> Fas
     return app
 
 
+def runtime_config(config: ServeConfig) -> RuntimeConfig:
+    """The runtime settings a ServeConfig carries (threads, decoding)."""
+    return RuntimeConfig(config.intra_op_threads, config.inter_op_threads, decoding=config.decoding)
+
+
 def app_from_env() -> FastAPI:
     """App factory of each worker process (--workers > 1): the ServeConfig comes in CONFIG_ENV."""
     config = ServeConfig(**json.loads(os.environ[CONFIG_ENV]))
     configure_logging(config.log_level)
-    return create_app(ExportRuntime(config.export, RuntimeConfig(config.intra_op_threads, config.inter_op_threads)),
+    return create_app(ExportRuntime(config.export, runtime_config(config)),
                       config)
 
 
@@ -257,7 +262,7 @@ def serve_from_args(args: argparse.Namespace) -> None:
         if config.export is None:
             raise ValueError("--export is required: the folder written by `genrec export`")
         configure_logging(config.log_level)
-        runtime = ExportRuntime(config.export, RuntimeConfig(config.intra_op_threads, config.inter_op_threads))
+        runtime = ExportRuntime(config.export, runtime_config(config))
     except (ValueError, ArtifactError) as e:   # bad flags or a bad folder: a message, not a traceback
         raise SystemExit(f"serve: error: {e}") from e
     runtime = runtime if config.workers == 1 else None   # checked here; each worker loads its own copy
@@ -274,8 +279,7 @@ def serve(config: ServeConfig, runtime: ExportRuntime | None = None) -> None:
                    timeout_graceful_shutdown=config.shutdown_timeout_s,
                    h11_max_incomplete_event_size=config.max_header_bytes)
     if config.workers == 1:
-        app = create_app(runtime or ExportRuntime(config.export, RuntimeConfig(config.intra_op_threads,
-                                                                               config.inter_op_threads)), config)
+        app = create_app(runtime or ExportRuntime(config.export, runtime_config(config)), config)
         uvicorn.Server(uvicorn.Config(app, **options)).run()
         return
     os.environ[CONFIG_ENV] = json.dumps(asdict(config), default=str)

@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
+DECODINGS = ("auto", "beam")          # genrec.serving.runtime.RUNTIME_DECODINGS (not imported: no onnxruntime here)
 
 
 @dataclass
@@ -20,6 +21,8 @@ class ServeConfig:
     workers: int = 1                    # server processes sharing the port, each with its own model and micro-batcher
     intra_op_threads: int = 1           # onnxruntime threads inside one operator
     inter_op_threads: int = 1           # onnxruntime threads across independent operators
+    decoding: str = "auto"              # "auto": the export's (exact scoring for a parallel head); "beam": trie beam
+                                        # search instead (approximate top-k, cost flat in catalogue size)
     max_batch: int = 8                  # most queries per decode pass: a small request waits for at most the
                                         # pass already running, so short passes bound its tail latency
     batch_wait_ms: float = 2.0          # longest a pass waits for requests that are already arriving (ms)
@@ -60,5 +63,7 @@ class ServeConfig:
                              f"({self.max_batch_requests}), or a full batch request could never be queued")
         if self.max_header_bytes < 1024:
             raise ValueError(f"max_header_bytes must be >= 1024 (a normal request head), got {self.max_header_bytes}")
+        if self.decoding not in DECODINGS:
+            raise ValueError(f"decoding must be one of {', '.join(DECODINGS)}, got {self.decoding!r}")
         if self.log_level.lower() not in LOG_LEVELS:
             raise ValueError(f"log_level must be one of {', '.join(LOG_LEVELS)}, got {self.log_level!r}")

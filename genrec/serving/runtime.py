@@ -25,16 +25,23 @@ from genrec.registry import get_arch, resolve
 from genrec.io import MANIFEST, ArtifactError, read_manifest, verify_files
 
 
+RUNTIME_DECODINGS = ("auto", "beam")
+
+
 @dataclass
 class RuntimeConfig:
     intra_op_threads: int = 1       # onnxruntime threads inside one operator (1 = no thread pool)
     inter_op_threads: int = 1       # onnxruntime threads running independent operators in parallel
     verify_checksums: bool = True   # check every file's sha256 against manifest.json when loading
+    decoding: str = "auto"          # "auto": the export's own; "beam": trie beam search even for a parallel head
+                                    # (approximate, cost flat in catalogue size, instead of exact scoring)
 
     def __post_init__(self):
         if self.intra_op_threads < 1 or self.inter_op_threads < 1:
             raise ValueError(f"intra_op_threads and inter_op_threads must be >= 1, got "
                              f"{self.intra_op_threads} and {self.inter_op_threads}")
+        if self.decoding not in RUNTIME_DECODINGS:
+            raise ValueError(f"decoding must be one of {RUNTIME_DECODINGS}, got {self.decoding!r}")
 
 
 def session_options(config: RuntimeConfig) -> ort.SessionOptions:
@@ -176,9 +183,16 @@ class ExportRuntime:
         self._encoder_outputs = [o.name for o in self.encoder.get_outputs()]
         # Score every item (a parallel head: its encoder returns every level's log-probs), else trie beam search.
         # A parallel "rerank" export adds the item logit to every item's score, so it is exact too.
-        self.exact: bool = self.decoding == "exact" or (self.decoding == "rerank"
-                                                        and "level_log_probs" in self._encoder_outputs)
+        self.exact: bool = self.decoding == "exact" or (self.decoding == "rerank" and self.one_call)
+        if self.config.decoding == "beam":     # a parallel export's levels read as a beam search's steps
+            self.exact = False
         self._step = resolve(get_arch(self.arch).onnx_step)   # genrec.registry: no torch imported
+
+    @property
+    def one_call(self) -> bool:
+        """True for a parallel head's export (format 6): encoder.onnx returns every level's log-probs, so a
+        request is one graph call and decoder_step.onnx is never run."""
+        return "level_log_probs" in self._encoder_outputs
 
     # ------------------------------------------------------------------ loading
     def _check_manifest(self) -> None:
@@ -347,7 +361,7 @@ class ExportRuntime:
             "name": m.get("name"), "arch": self.arch, "n_items": self.n_items,
             "semantic_id": {"n_levels": len(self.level_sizes), "level_sizes": list(self.level_sizes)},
             "max_items": self.max_items, "beam_width": self.beam_width,
-            "decoding": self.decoding, "opset": m.get("opset"),
+            "decoding": self.decoding, "search": "exact" if self.exact else "beam", "opset": m.get("opset"),
             "exporter": m.get("exporter"), "created": m.get("created"), "versions": m.get("versions", {}),
             "model": m.get("model", {}), "format_version": m.get("format_version"),
         }

@@ -14,7 +14,7 @@ from genrec.export import ExportConfig, export_module
 from genrec.export import layout
 from genrec.export.parity import compare, random_histories
 from genrec.io import ArtifactError, sha256_file, write_manifest
-from genrec.serving.runtime import ExportRuntime, left_pad
+from genrec.serving.runtime import ExportRuntime, RuntimeConfig, left_pad
 
 from tiny import LEVELS, MAX_ITEMS, N_ITEMS, item_codes, source_ids, tiny_module, titles
 
@@ -110,6 +110,7 @@ def test_served_top_k_is_the_exact_ranking(which, request):
     history exclusion and candidate lists must act as filters on that ranking."""
     folder, module = request.getfixturevalue(which)
     runtime = ExportRuntime(folder)
+    assert runtime.one_call == (which == "parallel_export")          # only a parallel head fuses its levels
     history = [4, 30, 11, 5, 17]
     exact = _exact_log_probs(module, history)
     order = np.lexsort((np.arange(N_ITEMS), -exact))                                      # score desc, id asc
@@ -147,6 +148,7 @@ def test_a_parallel_export_decodes_from_one_encoder_call(parallel_export, monkey
     level, and serving reads them without running decoder_step.onnx."""
     folder, _ = parallel_export
     runtime = ExportRuntime(folder)
+    assert runtime.one_call
     histories = random_histories(N_ITEMS, [1, 3, MAX_ITEMS + 2], seed=7)
     encoded = runtime.encode(histories)
     fused = encoded["level_log_probs"]
@@ -165,6 +167,41 @@ def test_a_parallel_export_decodes_from_one_encoder_call(parallel_export, monkey
     monkeypatch.setattr(runtime, "decoder_step", NoStep())
     got = runtime.recommend(histories, 10)
     np.testing.assert_array_equal(got.items, want.items)
+
+
+def test_a_parallel_export_can_be_served_by_trie_beam_search(parallel_export, monkeypatch):
+    """RuntimeConfig(decoding="beam") (serve.py --decoding beam) runs trie beam search over a parallel export's
+    level log-probs: with the beam as wide as the catalogue it is the exact ranking; narrower, it returns
+    only real items, never one from the history."""
+    import genrec.decode.exhaustive as exhaustive
+
+    folder, _ = parallel_export
+    exact = ExportRuntime(folder)
+    beam = ExportRuntime(folder, RuntimeConfig(decoding="beam"))
+    assert exact.exact and not beam.exact
+    assert exact.metadata()["search"] == "exact" and beam.metadata()["search"] == "beam"
+    histories = random_histories(N_ITEMS, [1, 4, MAX_ITEMS + 3], seed=11)
+    want = exact.recommend(histories, 10)
+    monkeypatch.setattr(exhaustive, "pruned_search", lambda *a, **k: pytest.fail("beam decoding must not score every item"))
+    wide = beam.recommend(histories, 10, beam_width=N_ITEMS)
+    np.testing.assert_array_equal(wide.items, want.items)
+    np.testing.assert_allclose(wide.scores, want.scores, atol=TOL)
+    narrow = beam.recommend(histories, 5, beam_width=5)
+    for row, hist in enumerate(histories):
+        got = narrow.items[row][narrow.items[row] >= 0]
+        assert len(got) and (got < N_ITEMS).all() and not set(got.tolist()) & set(hist)
+    with pytest.raises(ValueError, match="decoding must be one of"):
+        RuntimeConfig(decoding="greedy")
+
+
+def test_the_default_export_search_follows_the_trained_item_logit(tmp_path):
+    """ExportConfig's search "auto": a model trained with an item loss (configs/sparse.yaml's hybrid) is served
+    with its item logit, as `genrec evaluate` measured it; one without is served from its codes alone."""
+    hybrid = export_module(tiny_module(head="parallel", item_loss_weight=1.0), tmp_path / "hybrid",
+                           ExportConfig(add_items=False), source_ids=source_ids())
+    codes_only = export_module(tiny_module(head="parallel"), tmp_path / "codes", ExportConfig(add_items=False),
+                               source_ids=source_ids())
+    assert (hybrid["decoding"], codes_only["decoding"]) == ("rerank", "exact")
 
 
 def test_a_parallel_rerank_export_serves_the_torch_hybrid_ranking(tmp_path):
