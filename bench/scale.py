@@ -551,8 +551,8 @@ class StageConfig:
     codebook_size: int = 256           # codes per subspace (configs/sparse.yaml)
     kmeans_iters: int = 30             # TokenizeConfig's default
     train_config: str = "configs/sparse.yaml"  # genrec's training YAML (model and data sections)
-    # ... less its hybrid item logit, whose full item softmax and dense per-request pass are O(items): the
-    # code-only layout is what scales to 10^6 items
+    # ... less its hybrid item logit, whose serving is a dense pass over every item per request: the code-only
+    # layout is what scales to 10^6 items
     train_overrides: list[str] = field(default_factory=lambda: ["--model.item_loss_weight=0", "--model.search=beam"])
     train_steps: int = 300             # measure at most this many training steps, then extrapolate to the epoch
     collab_steps: int = 300            # the same for the collaborative SASRec
