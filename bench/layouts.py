@@ -180,8 +180,8 @@ def decode_sweep(run_dir: Path, requested: list[int | str], rerank: bool = False
             cfg = EvaluateConfig(split="test", systems=("genrec",), search="exact", output="metrics_exact.json")
         else:
             print(f"== beam {width}", flush=True)
-            cfg = EvaluateConfig(split="test", systems=("genrec",), beam_width=width, batch_size=eval_batch(width),
-                                 output=f"metrics_beam{width}.json")
+            cfg = EvaluateConfig(split="test", systems=("genrec",), search="beam", beam_width=width,
+                                 batch_size=eval_batch(width), output=f"metrics_beam{width}.json")
         m = evaluate(run_dir, cfg)["systems"]["genrec"]
         valid = evaluate(run_dir, replace(cfg, split="valid", output=cfg.output.replace(".json", "_valid.json")))
         out.append({**m, "beam_width": width, "exact": search == "beam" and width >= exact, "search": cfg.search,

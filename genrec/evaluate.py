@@ -55,10 +55,11 @@ class EvaluateConfig:
     split: str = "test"             # test | valid
     checkpoint: str = "best"        # best | last | a path to a .ckpt
     beam_width: int = 20            # constrained beam width (>= max K = 20 per the protocol)
-    search: str = "beam"            # autoregressive heads: "beam" search of beam_width; "exact" top-k over the
+    search: str = "auto"            # autoregressive heads: "beam" search of beam_width; "exact" top-k over the
                                     # trie (a beam pass, then every prefix the k-th item's score allows); or
                                     # "rerank": the beam's items re-scored by the item logit (item-loss models;
-                                    # a parallel head adds it to every item's exact score)
+                                    # a parallel head adds it to every item's exact score); "auto": "rerank" for
+                                    # a model trained with an item loss, else "beam"
     batch_size: int = 256           # histories decoded at once
     exclude_history: bool = False   # drop each user's history items from every system's ranking
     systems: tuple[str, ...] = SYSTEMS  # which systems to evaluate
@@ -69,8 +70,8 @@ class EvaluateConfig:
     def __post_init__(self):
         if self.split not in ("test", "valid"):
             raise ValueError(f"split must be 'test' or 'valid', got {self.split!r}")
-        if self.search not in SEARCHES:
-            raise ValueError(f"search must be one of {SEARCHES}, got {self.search!r}")
+        if self.search not in ("auto", *SEARCHES):
+            raise ValueError(f"search must be one of {('auto', *SEARCHES)}, got {self.search!r}")
         if self.beam_width < max(DEFAULT_KS):
             raise ValueError(f"beam_width must be >= {max(DEFAULT_KS)} (the largest K), got {self.beam_width}")
         self.systems = tuple(self.systems)
@@ -123,6 +124,7 @@ def evaluate_genrec(model, examples: EvalExamples, cfg: EvaluateConfig) -> np.nd
     from genrec.data.split import left_pad
 
     k, max_items = max(DEFAULT_KS), model.max_items
+    search = model.default_search() if cfg.search == "auto" else cfg.search
     ranked = np.full((len(examples), k), -1, dtype=np.int64)
     for start in tqdm(range(0, len(examples), cfg.batch_size), desc="genrec decoding", unit="batch"):
         stop = min(start + cfg.batch_size, len(examples))
@@ -130,7 +132,7 @@ def evaluate_genrec(model, examples: EvalExamples, cfg: EvaluateConfig) -> np.nd
         exclude = examples.histories[start:stop] if cfg.exclude_history else None
         users = torch.as_tensor(examples.user_ids[start:stop])
         result = model.recommend(hist, k=k, beam_width=cfg.beam_width, exclude=exclude, users=users,
-                                 search=cfg.search)
+                                 search=search)
         ranked[start:stop] = result.items
     return ranked
 
@@ -216,9 +218,10 @@ def evaluate(run: str | Path, config: EvaluateConfig = EvaluateConfig()) -> dict
         else:
             model, ckpt = load_genrec(run, config.checkpoint)
             ranked = evaluate_genrec(model, examples, config)
+            search = model.default_search() if config.search == "auto" else config.search
             extra = {"checkpoint": str(ckpt), "beam_width": config.beam_width, "arch": model.arch,
-                     "max_items": model.max_items, "decoding": "exact" if model.parallel or config.search == "exact" else config.search,
-                     "search": "catalogue" if model.parallel else config.search}
+                     "max_items": model.max_items, "decoding": "exact" if model.parallel or search == "exact" else search,
+                     "search": "catalogue" if model.parallel else search}
         seconds = time.perf_counter() - t0
         metrics = ranking_metrics(ranked, examples.targets)
         results[system] = metrics | {

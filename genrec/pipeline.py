@@ -241,5 +241,5 @@ def run_pipeline(source: Path | None, run: Path, config: PipelineConfig, *, fmt:
     cli = train_run(run, config.train_config, config.train_args)
     trained = cli.model.hparams.get("search", "beam")
     # evaluate as validation decoded (model.search) unless the evaluate section chose a search itself
-    cfg = config.evaluate if config.evaluate.search != "beam" else replace(config.evaluate, search=trained)
+    cfg = config.evaluate if config.evaluate.search != "auto" else replace(config.evaluate, search=trained)
     return evaluate(run, cfg)

@@ -169,7 +169,7 @@ def export_module(model, out: str | Path, config: ExportConfig | None = None, *,
 
     module = module.cpu().eval()
     if config.search == "auto":     # a trained item logit is part of the model's ranking (configs/sparse.yaml's hybrid)
-        config = replace(config, search="rerank" if module.arch == "causal" and module.item_loss_weight else "beam")
+        config = replace(config, search=module.default_search())
     if config.search == "rerank":
         module.check_rerank()
         files.append(layout.ITEM_TABLE_FILE)

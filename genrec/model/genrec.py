@@ -211,6 +211,11 @@ class GenRec(nn.Module):
         finally:
             self.train(was_training)
 
+    def default_search(self) -> str:
+        """The search a model is decoded with unless one is chosen ("auto" in evaluation and export): "rerank"
+        when its item logit was trained (item_loss_weight > 0, causal arch), else "beam"."""
+        return "rerank" if self.arch == "causal" and self.item_loss_weight else "beam"
+
     def check_rerank(self) -> None:
         """Raise ValueError unless search "rerank" can run on this model: a causal arch (its state has an item
         logit) and a trained item logit (item_loss_weight not 0). Evaluation, training (model.search) and

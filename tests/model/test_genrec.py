@@ -200,3 +200,29 @@ def test_the_item_loss_weight_travels_with_the_checkpoint(tmp_path):
     ckpt["hyper_parameters"] = {"item_loss_weight": 0.0}       # a Lightning checkpoint's hparams win
     torch.save(ckpt, tmp_path / "l.ckpt")
     assert GenRec.from_checkpoint(tmp_path / "l.ckpt").item_loss_weight == 0.0
+
+
+def test_evaluation_decodes_a_model_with_a_trained_item_logit_by_rerank_unless_told_otherwise():
+    """EvaluateConfig's search "auto" (also `genrec evaluate`'s, bench/seeds.py's and bench/segments.py's):
+    a model trained with the item loss is ranked as it was validated (code score + item logit); a model
+    without one by its codes. An explicit search still wins."""
+    from genrec.evaluate import EvaluateConfig, evaluate_genrec
+    from genrec.data.split import EvalExamples
+
+    model = _model("causal")
+    histories = [np.array([3, 4, 5, 6]), np.array([1, 2]), np.array([9])]
+    examples = EvalExamples(np.arange(3), histories, np.array([0, 1, 2]))
+    hist = torch.tensor([[-1, -1, 3, 4, 5, 6], [-1, -1, -1, -1, 1, 2], [-1, -1, -1, -1, -1, 9]])[:, -model.max_items:]
+
+    def ranked(search):
+        return evaluate_genrec(model, examples, EvaluateConfig(search=search))
+
+    k = ranked("auto").shape[1]
+    model.item_loss_weight = 1.0
+    assert model.default_search() == "rerank"
+    np.testing.assert_array_equal(ranked("auto"), model.recommend(hist, k=k, search="rerank").items)
+    np.testing.assert_array_equal(ranked("beam"), model.recommend(hist, k=k, search="beam").items)
+    assert not np.array_equal(ranked("auto"), ranked("beam"))      # the two rankings tell the paths apart
+    model.item_loss_weight = 0.0
+    assert model.default_search() == "beam"
+    np.testing.assert_array_equal(ranked("auto"), model.recommend(hist, k=k).items)
