@@ -124,7 +124,7 @@ def evaluate_genrec(model, examples: EvalExamples, cfg: EvaluateConfig) -> np.nd
     from genrec.data.split import left_pad
 
     k, max_items = max(DEFAULT_KS), model.max_items
-    search = model.default_search() if cfg.search == "auto" else cfg.search
+    search = model.default_search(cfg.search)
     ranked = np.full((len(examples), k), -1, dtype=np.int64)
     for start in tqdm(range(0, len(examples), cfg.batch_size), desc="genrec decoding", unit="batch"):
         stop = min(start + cfg.batch_size, len(examples))
@@ -218,7 +218,7 @@ def evaluate(run: str | Path, config: EvaluateConfig = EvaluateConfig()) -> dict
         else:
             model, ckpt = load_genrec(run, config.checkpoint)
             ranked = evaluate_genrec(model, examples, config)
-            search = model.default_search() if config.search == "auto" else config.search
+            search = model.default_search(config.search)
             extra = {"checkpoint": str(ckpt), "beam_width": config.beam_width, "arch": model.arch,
                      "max_items": model.max_items, "decoding": "exact" if model.parallel or search == "exact" else search,
                      "search": "catalogue" if model.parallel else search}

@@ -168,8 +168,8 @@ def export_module(model, out: str | Path, config: ExportConfig | None = None, *,
     _check_destination(out, config)
 
     module = module.cpu().eval()
-    if config.search == "auto":     # a trained item logit is part of the model's ranking (configs/sparse.yaml's hybrid)
-        config = replace(config, search=module.default_search())
+    # "auto": a trained item logit is part of the model's ranking (configs/sparse.yaml's hybrid)
+    config = replace(config, search=module.default_search(config.search))
     if config.search == "rerank":
         module.check_rerank()
         files.append(layout.ITEM_TABLE_FILE)

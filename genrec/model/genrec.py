@@ -211,9 +211,11 @@ class GenRec(nn.Module):
         finally:
             self.train(was_training)
 
-    def default_search(self) -> str:
-        """The search a model is decoded with unless one is chosen ("auto" in evaluation and export): "rerank"
-        when its item logit was trained (item_loss_weight > 0, causal arch), else "beam"."""
+    def default_search(self, search: str = "auto") -> str:
+        """The search to decode with: ``search`` itself, or for "auto" (evaluation's and export's default)
+        "rerank" when the model's item logit was trained (item_loss_weight > 0, causal arch), else "beam"."""
+        if search != "auto":
+            return search
         return "rerank" if self.arch == "causal" and self.item_loss_weight else "beam"
 
     def check_rerank(self) -> None:

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
-DECODINGS = ("auto", "beam")          # genrec.serving.runtime.RUNTIME_DECODINGS (not imported: no onnxruntime here)
+DECODINGS = ("auto", "beam")          # ServeConfig/RuntimeConfig.decoding (here: this module imports no onnxruntime)
 
 
 @dataclass

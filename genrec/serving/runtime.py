@@ -23,9 +23,7 @@ from genrec.decode import (BeamResult, Trie, candidate_mask, exclude_mask, reran
 from genrec.export import layout
 from genrec.registry import get_arch, resolve
 from genrec.io import MANIFEST, ArtifactError, read_manifest, verify_files
-
-
-RUNTIME_DECODINGS = ("auto", "beam")
+from genrec.serving.config import DECODINGS
 
 
 @dataclass
@@ -40,8 +38,8 @@ class RuntimeConfig:
         if self.intra_op_threads < 1 or self.inter_op_threads < 1:
             raise ValueError(f"intra_op_threads and inter_op_threads must be >= 1, got "
                              f"{self.intra_op_threads} and {self.inter_op_threads}")
-        if self.decoding not in RUNTIME_DECODINGS:
-            raise ValueError(f"decoding must be one of {RUNTIME_DECODINGS}, got {self.decoding!r}")
+        if self.decoding not in DECODINGS:
+            raise ValueError(f"decoding must be one of {DECODINGS}, got {self.decoding!r}")
 
 
 def session_options(config: RuntimeConfig) -> ort.SessionOptions:
@@ -183,9 +181,9 @@ class ExportRuntime:
         self._encoder_outputs = [o.name for o in self.encoder.get_outputs()]
         # Score every item (a parallel head: its encoder returns every level's log-probs), else trie beam search.
         # A parallel "rerank" export adds the item logit to every item's score, so it is exact too.
-        self.exact: bool = self.decoding == "exact" or (self.decoding == "rerank" and self.one_call)
-        if self.config.decoding == "beam":     # a parallel export's levels read as a beam search's steps
-            self.exact = False
+        # --decoding beam: a parallel export's levels read as a beam search's steps instead.
+        self.exact: bool = self.config.decoding != "beam" and (
+            self.decoding == "exact" or (self.decoding == "rerank" and self.one_call))
         self._step = resolve(get_arch(self.arch).onnx_step)   # genrec.registry: no torch imported
 
     @property
