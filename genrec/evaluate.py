@@ -60,6 +60,8 @@ class EvaluateConfig:
                                     # "rerank": the beam's items re-scored by the item logit (item-loss models;
                                     # a parallel head adds it to every item's exact score); "auto": "rerank" for
                                     # a model trained with an item loss, else "beam"
+    modality_weights: dict[str, float] | None = None  # decode with these per-modality digit weights, e.g.
+                                    # '{text: 0.33}' ({} = none); None: the model's own (its model.modality_weights)
     batch_size: int = 256           # histories decoded at once
     exclude_history: bool = False   # drop each user's history items from every system's ranking
     systems: tuple[str, ...] = SYSTEMS  # which systems to evaluate
@@ -217,10 +219,14 @@ def evaluate(run: str | Path, config: EvaluateConfig = EvaluateConfig()) -> dict
             extra = {"max_items": max_items}
         else:
             model, ckpt = load_genrec(run, config.checkpoint)
+            if config.modality_weights is not None:
+                from genrec.tokenizer.semantic_ids import load_semantic_ids
+
+                model.set_level_weights(load_semantic_ids(run).level_weights(config.modality_weights))
             ranked = evaluate_genrec(model, examples, config)
             search = model.default_search(config.search)
             extra = {"checkpoint": str(ckpt), "beam_width": config.beam_width, "arch": model.arch,
-                     "max_items": model.max_items, "decoding": "exact" if model.parallel or search == "exact" else search,
+                     "max_items": model.max_items, "level_weights": model.config.level_weights, "decoding": "exact" if model.parallel or search == "exact" else search,
                      "search": "catalogue" if model.parallel else search}
         seconds = time.perf_counter() - t0
         metrics = ranking_metrics(ranked, examples.targets)

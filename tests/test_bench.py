@@ -47,6 +47,19 @@ def test_bench_smoke_writes_a_valid_result(tmp_path):
         rows = segments["splits"][split].values()
         assert sum(r["n_users"] for r in rows) == segments["overall"][split]["n_users"]
 
+    # bench/weights.py on the same run (fused codes: one weight on every digit); 1 is always tried, and test is
+    # read for the validation pick and for 1 only.
+    out = subprocess.run([sys.executable, "bench/weights.py", "--dataset", "smoke", "--run-dir", str(tmp_path / "smoke"),
+                          "--results-dir", str(tmp_path / "results"), "--modality", "fused", "--values", "0.5"],
+                         cwd=REPO, capture_output=True, text=True, timeout=600)
+    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
+    weights = json.loads((tmp_path / "results" / "weights_smoke.json").read_text())
+    assert [r["value"] for r in weights["rows"]] == [1.0, 0.5] and weights["git_commit"]
+    plain = next(r for r in weights["rows"] if r["value"] == 1.0)
+    assert plain["test"]["ndcg@10"] == pytest.approx(result["metrics"]["genrec"]["ndcg@10"])
+    assert all(("test" in r) == (r["value"] in (1.0, weights["chosen"])) for r in weights["rows"])
+    assert "(chosen)" in (tmp_path / "results" / "weights_smoke.md").read_text()
+
     # bench/seeds.py on the same run: seed 0 is the bench run's own models, seed 1 is retrained.
     out = subprocess.run([sys.executable, "bench/seeds.py", "--dataset", "smoke", "--run-dir", str(tmp_path / "smoke"),
                           "--results-dir", str(tmp_path / "results"), "--out-root", str(tmp_path / "seeds"),

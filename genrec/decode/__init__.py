@@ -19,6 +19,7 @@ from genrec.decode.postings import POSTING_FILES, PostingIndex
 from genrec.decode.pruned import PrunedResult, pruned_search
 from genrec.decode.rerank import rerank_candidates, rerank_search
 from genrec.decode.trie import TRIE_FILES, Trie
+from genrec.decode.weighted import WeightedStep, check_level_weights, weighted_step
 
 __all__ = [
     "BeamResult",
@@ -29,8 +30,10 @@ __all__ = [
     "StepFn",
     "TRIE_FILES",
     "Trie",
+    "WeightedStep",
     "beam_search",
     "candidate_mask",
+    "check_level_weights",
     "exclude_mask",
     "greedy_decode",
     "pruned_search",
@@ -38,4 +41,5 @@ __all__ = [
     "rerank_search",
     "score_catalogue",
     "top_items",
+    "weighted_step",
 ]

@@ -514,6 +514,8 @@ def _manifest_fields(module, out: Path, config: ExportConfig, graphs: dict, sour
         # (autoregressive head) or of every item (parallel head)
         "decoding": "rerank" if config.search == "rerank" else "exact" if module.parallel else config.search,
         "model": _model_fields(module),
+        # each digit's log-prob times this weight before summing (None = all 1): genrec.decode.weighted
+        "level_weights": module.config.level_weights,
         "graphs": graphs,
         "source": source or {"run": None, "checkpoint": None},
         "config": to_dict(config),

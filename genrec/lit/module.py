@@ -97,6 +97,7 @@ class GenRecModule(L.LightningModule):
         scheduler: str = "cosine",
         beam_width: int = 20,
         search: str = "beam",
+        modality_weights: dict[str, float] | None = None,
     ):
         """
         Args:
@@ -138,6 +139,9 @@ class GenRecModule(L.LightningModule):
             search: validation/test decoding, as ``genrec evaluate --search``: "beam", "exact", or "rerank"
                 (the item logit added to the code score of the beam's items, or of every item for a parallel
                 head: needs item_loss_weight > 0). A parallel head scores every item exactly with the first two.
+            modality_weights: decoding only: each named modality's digit log-probs times this weight (e.g.
+                {"text": 0.33}; the rest 1), in validation, test, `genrec evaluate` and the export alike
+                (genrec.decode.weighted). Needs codes tokenized per modality (`--modalities separate`).
         """
         super().__init__()
         if item_loss_weight and arch != "causal":
@@ -162,6 +166,9 @@ class GenRecModule(L.LightningModule):
             raise ValueError(f"target_weighting must be equal or batch, got {target_weighting!r}")
         if scheduler not in ("cosine", "constant"):
             raise ValueError(f"scheduler must be cosine or constant, got {scheduler!r}")
+        bad = {k: v for k, v in (modality_weights or {}).items() if not (math.isfinite(float(v)) and float(v) > 0)}
+        if bad:
+            raise ValueError(f"modality_weights must be finite and > 0, got {bad}")
         if dims is None:
             raise ValueError("dims is required: it is linked from the DataModule (data.model_dims) by the Lightning CLI")
         if isinstance(dims, dict):
@@ -215,6 +222,8 @@ class GenRecModule(L.LightningModule):
                 raise ValueError(f"checkpoint was trained for level sizes {self.dims.level_sizes} / {self.dims.n_items} "
                                  f"items, but {dm.run}/sid has {dm.model_dims.level_sizes} / {dm.model_dims.n_items}")
             self.genrec.set_catalogue(dm.item_codes, dm.content if self.genrec.config.content_dim else None)
+            if self.hparams.get("modality_weights"):
+                self.genrec.set_level_weights(dm.sid.level_weights(self.hparams.modality_weights))
             if stage == "fit" and self.arch == "causal":
                 self.targets_per_batch = dm.batch_size * dm.targets_per_window
                 self._check_code_layout(dm.sid.method, dm.run)

@@ -45,6 +45,9 @@ class GenRecConfig:
     n_items: int = 0              # catalogue size (rows of the item -> code table)
     content_dim: int = 0          # width of each item's content vector (0 = no content input)
     sid_checksum: str = ""        # checksum of the semantic IDs the model was trained on (RUN/sid)
+    # decoding: each digit's log-prob times its weight (None = all 1; genrec.decode.weighted), one per level,
+    # from model.modality_weights (SemanticIDs.level_weights)
+    level_weights: list[float] | None = None
 
     def __post_init__(self):
         arch = get_arch(self.arch)
@@ -60,6 +63,10 @@ class GenRecConfig:
             raise ValueError(f"n_items must be >= 1, got {self.n_items}")
         if self.content_dim and not arch.item_inputs:
             raise ValueError(f"arch {self.arch!r} reads no per-item content vectors; set content_dim 0")
+        if self.level_weights is not None:
+            from genrec.decode.weighted import check_level_weights
+
+            self.level_weights = list(check_level_weights(self.level_weights, len(self.level_sizes)))
 
     @property
     def level_sizes(self) -> tuple[int, ...]:
@@ -74,7 +81,8 @@ class GenRecConfig:
         backbone = asdict(self.backbone)
         backbone["level_sizes"] = list(backbone["level_sizes"])
         return {"arch": self.arch, "backbone": backbone, "n_items": self.n_items,
-                "content_dim": self.content_dim, "sid_checksum": self.sid_checksum}
+                "content_dim": self.content_dim, "sid_checksum": self.sid_checksum,
+                "level_weights": self.level_weights}
 
 
 class GenRec(nn.Module):
@@ -177,8 +185,16 @@ class GenRec(nn.Module):
 
     # ------------------------------------------------------------------ decoding
     def step(self, hist: torch.Tensor, users: torch.Tensor | None = None):
-        """The genrec.decode StepFn for these histories (b, t)."""
-        return resolve(get_arch(self.arch).step)(self, hist, users)
+        """The genrec.decode StepFn for these histories (b, t), its log-probs weighted by ``level_weights``."""
+        from genrec.decode.weighted import weighted_step
+
+        return weighted_step(resolve(get_arch(self.arch).step)(self, hist, users), self.config.level_weights)
+
+    def set_level_weights(self, weights: list[float] | None) -> None:
+        """Decode with these per-digit weights from now on (None: all 1); stored with the model's config."""
+        from genrec.decode.weighted import check_level_weights
+
+        self.config.level_weights = None if weights is None else list(check_level_weights(weights, len(self.level_sizes)))
 
     @torch.inference_mode()
     def recommend(self, hist: torch.Tensor, *, k: int, beam_width: int = 20,

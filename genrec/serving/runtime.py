@@ -18,8 +18,8 @@ import numpy as np
 import onnxruntime as ort
 
 from genrec.data.split import left_pad
-from genrec.decode import (BeamResult, Trie, candidate_mask, exclude_mask, rerank_search, score_catalogue,
-                           top_items)
+from genrec.decode import (BeamResult, Trie, candidate_mask, check_level_weights, exclude_mask, rerank_search,
+                           score_catalogue, top_items, weighted_step)
 from genrec.export import layout
 from genrec.registry import get_arch, resolve
 from genrec.io import MANIFEST, ArtifactError, read_manifest, verify_files
@@ -164,6 +164,11 @@ class ExportRuntime:
         self.max_items: int = int(self.manifest["max_items"])
         self.beam_width: int = int(self.manifest["beam_width"])
         self.decoding: str = self.manifest["decoding"]            # layout.DECODINGS
+        try:   # per-digit weights of the log-probs (genrec.decode.weighted); absent or null: all 1
+            weights = self.manifest.get("level_weights")
+            self.level_weights = None if weights is None else check_level_weights(weights, len(self.level_sizes))
+        except (TypeError, ValueError) as e:
+            raise ArtifactError(f"{self.folder / MANIFEST}: {e}; re-run `genrec export`.") from e
         # Every large table is memory-mapped (read-only): N server workers on one export share one copy
         # through the page cache. Exact exports never build the trie's node tables (beam exports do, once).
         self.trie = Trie.load(self.folder)
@@ -287,7 +292,8 @@ class ExportRuntime:
 
     def step_fn(self, histories: Sequence[Sequence[int]]):
         """A genrec.decode StepFn that decodes ``histories`` with decoder_step.onnx."""
-        return self._step.from_export(self.decoder_step, self.encode(histories), self.level_sizes, self.manifest["model"])
+        step = self._step.from_export(self.decoder_step, self.encode(histories), self.level_sizes, self.manifest["model"])
+        return weighted_step(step, self.level_weights)
 
     def recommend(self, histories: Sequence[Sequence[int]], k: int, *,
                   exclude_history: bool | Sequence[bool] = True,
@@ -357,7 +363,8 @@ class ExportRuntime:
         m = self.manifest
         return {
             "name": m.get("name"), "arch": self.arch, "n_items": self.n_items,
-            "semantic_id": {"n_levels": len(self.level_sizes), "level_sizes": list(self.level_sizes)},
+            "semantic_id": {"n_levels": len(self.level_sizes), "level_sizes": list(self.level_sizes),
+                            "level_weights": None if self.level_weights is None else list(self.level_weights)},
             "max_items": self.max_items, "beam_width": self.beam_width,
             "decoding": self.decoding, "search": "exact" if self.exact else "beam", "opset": m.get("opset"),
             "exporter": m.get("exporter"), "created": m.get("created"), "versions": m.get("versions", {}),

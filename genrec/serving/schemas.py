@@ -39,9 +39,10 @@ class BatchRequest(BaseModel):
 class RecommendedItem(BaseModel):
     item_id: str = Field(description="the item's source id")
     title: str | None = Field(description="item title from the catalogue (null when unknown)")
-    score: float | None = Field(description="log-probability of the item's semantic ID given the history, "
-                                            "plus the state's item logit for an export decoding 'rerank' "
-                                            "(GET /metadata); higher is better; null if it underflows")
+    score: float | None = Field(description="log-probability of the item's semantic ID given the history "
+                                            "(each digit's times its weight, semantic_id.level_weights in GET "
+                                            "/metadata), plus the state's item logit for an export decoding "
+                                            "'rerank'; higher is better; null if it underflows")
 
 
 class RecommendResponse(BaseModel):

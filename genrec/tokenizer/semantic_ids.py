@@ -206,6 +206,21 @@ class SemanticIDs:
         """Start of each digit's codes in one flat vocabulary of size sum(level_sizes)."""
         return tuple(int(o) for o in np.concatenate([[0], np.cumsum(self.level_sizes)[:-1]]))
 
+    def level_weights(self, modality_weights: dict[str, float] | None) -> list[float] | None:
+        """One decoding weight per digit from weights per modality (``model.modality_weights``, e.g.
+        ``{"text": 0.33}``): each modality's ``n_levels`` digits get its weight (1 when not named), the dedup
+        digit 1. None or {} -> None (all 1). Weights need codes tokenized per modality."""
+        if not modality_weights:
+            return None
+        names = self.modalities
+        unknown = sorted(set(modality_weights) - set(names))
+        if unknown:
+            hint = (" (fused codes mix every modality in each digit: tokenize with `--modalities separate` to "
+                    "weight one)" if names == ["fused"] else "")
+            raise ValueError(f"modality_weights names {unknown}, but {self.folder} has digits for {names}{hint}")
+        weights = [float(modality_weights.get(name, 1.0)) for name in names for _ in range(self.n_levels)]
+        return weights + [1.0] * (self.n_digits - len(weights))     # the dedup digit
+
     def code_to_item(self) -> dict[tuple[int, ...], int]:
         return {tuple(int(c) for c in row): i for i, row in enumerate(self.codes)}
 

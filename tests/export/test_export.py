@@ -222,6 +222,30 @@ def test_a_parallel_rerank_export_serves_the_torch_hybrid_ranking(tmp_path):
     assert not np.array_equal(got.items, codes_only.items)
 
 
+@pytest.mark.parametrize("head", ["parallel", "autoregressive"])
+def test_an_export_decodes_with_the_models_level_weights(tmp_path, head):
+    """model.modality_weights -> config.level_weights -> manifest "level_weights": the server weights each digit's
+    log-prob as GenRec.recommend does (parity checked at export and here); a bad entry is refused at load."""
+    module = tiny_module(head=head, item_loss_weight=1.0)
+    weights = [round(0.3 + 0.4 * d, 2) for d in range(len(LEVELS))]
+    module.genrec.set_level_weights(weights)
+    folder = tmp_path / head
+    manifest = export_module(module, folder, ExportConfig(search="rerank", add_items=False), source_ids=source_ids())
+    runtime = ExportRuntime(folder)
+    assert manifest["level_weights"] == list(runtime.level_weights) == runtime.metadata()["semantic_id"]["level_weights"] == weights
+    histories = random_histories(N_ITEMS, [1, 4, MAX_ITEMS + 3], seed=43)
+    _assert_parity(compare(module, runtime, histories, k=10, beam_width=20))
+    hist = torch.as_tensor(left_pad(histories, MAX_ITEMS))
+    want = module.genrec.recommend(hist, k=10, beam_width=20, search="rerank")
+    got = runtime.recommend(histories, 10, exclude_history=False)
+    np.testing.assert_array_equal(got.items, want.items)
+    np.testing.assert_allclose(got.scores, want.scores, rtol=1e-4)
+    bad = json.loads((folder / "manifest.json").read_text()) | {"level_weights": [1.0, -1.0] + weights[2:]}
+    (folder / "manifest.json").write_text(json.dumps(bad))
+    with pytest.raises(ArtifactError, match="level_weights must be finite and > 0"):
+        ExportRuntime(folder)
+
+
 @pytest.mark.parametrize("lengths", [[1], [2, MAX_ITEMS + 5, 4, 1, 3, 6, 6, 2]])
 def test_rerank_export_matches_torch_eager(rerank_export, lengths):
     """search "rerank": the server re-scores the beam from item_table.npy as GenRec.recommend does in torch."""

@@ -308,6 +308,26 @@ def test_a_head_that_does_not_match_the_codes_is_warned_about():
         _module()._check_code_layout("rqkmeans", "runs/x")
 
 
+def test_modality_weights_become_the_models_level_weights_at_setup(monkeypatch, tmp_path):
+    """model.modality_weights names modalities; setup resolves them against the run's sid/ (which digits are
+    whose) into GenRec's level_weights, which validation decodes with and the checkpoint carries."""
+    from genrec.tokenizer.semantic_ids import load_semantic_ids, write_semantic_ids
+
+    codes = _codes()
+    write_semantic_ids(tmp_path, codes, LEVELS, extra_files=[], n_levels=1, modalities=["collab", "text", "image"],
+                       method="pq")
+    sid = load_semantic_ids(tmp_path)
+    m = _module(head="parallel", modality_weights={"text": 0.25, "image": 2.0})
+    dm = SimpleNamespace(model_dims=SimpleNamespace(level_sizes=LEVELS, n_items=N_ITEMS), item_codes=codes,
+                         content=None, sid=sid, run=tmp_path)
+    monkeypatch.setattr(m, "_trainer", SimpleNamespace(datamodule=dm))
+    m.setup("validate")
+    assert m.genrec.config.level_weights == [1.0, 0.25, 2.0, 1.0]
+    assert m.genrec.checkpoint_entry()["config"]["level_weights"] == [1.0, 0.25, 2.0, 1.0]
+    with pytest.raises(ValueError, match="modality_weights must be finite and > 0"):
+        _module(modality_weights={"text": 0})
+
+
 def test_resuming_a_fit_with_changed_hyperparameters_warns(monkeypatch):
     m = _module(target_weighting="equal", lr=1e-3)
     monkeypatch.setattr(m, "_trainer", SimpleNamespace(state=SimpleNamespace(fn="fit")))

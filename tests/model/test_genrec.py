@@ -149,7 +149,8 @@ def _brute_force_rerank(model: GenRec, hist: torch.Tensor, exclude: list[np.ndar
                 for level in range(len(model.level_sizes)):
                     if level:
                         h = model.model.head.advance(level - 1, h, model.item_codes[item, level - 1:level])
-                    s += float(torch.log_softmax(model.model.head.logits(level, h).double(), -1)[0, model.item_codes[item, level]])
+                    w = (model.config.level_weights or [1.0] * len(model.level_sizes))[level]
+                    s += w * float(torch.log_softmax(model.model.head.logits(level, h).double(), -1)[0, model.item_codes[item, level]])
                 scores[item] = s + float(state[b].double() @ table[item].double())
             out.append(sorted(scores, key=lambda i: (-scores[i], i))[:k])
     return np.array(out)
@@ -188,6 +189,36 @@ def test_rerank_on_a_parallel_head_scores_every_item_by_codes_plus_item_logit():
     model.item_loss_weight = 0.0
     with pytest.raises(ValueError, match="trained without the item loss"):
         model.recommend(hist, k=5, search="rerank")
+
+
+def test_level_weights_scale_each_digits_log_prob_in_every_search():
+    """config.level_weights: an item scores sum_d w_d logp_d (+ its item logit for "rerank"), the brute force's
+    weighted sum, on a parallel head (exact) and on the autoregressive one (exact search over the trie)."""
+    hist = torch.tensor([[-1, -1, 3, 4, 5, 6], [1, 2, 3, 4, 5, 6], [-1, -1, -1, -1, -1, 9]])
+    exclude = [np.array([3, 4]), np.array([], dtype=np.int64), np.array([9, 0, 1])]
+    for head in ("parallel", "autoregressive"):
+        model = _model("causal", head=head)
+        model.item_loss_weight = 1.0
+        plain = model.recommend(hist, k=7, beam_width=N_ITEMS, exclude=exclude, search="rerank")
+        model.set_level_weights([1.0, 0.05, 30.0])
+        got = model.recommend(hist, k=7, beam_width=N_ITEMS, exclude=exclude, search="rerank")   # the whole trie
+        np.testing.assert_array_equal(got.items, _brute_force_rerank(model, hist, exclude, 7))
+        assert not np.array_equal(got.items, plain.items)              # the weights move the ranking
+    with pytest.raises(ValueError, match="finite and > 0"):
+        model.set_level_weights([1.0, 0.0, 1.0])
+    with pytest.raises(ValueError, match="has 2 entries; the codes have 3 digits"):
+        GenRecConfig(arch="causal", backbone=model.config.backbone, n_items=N_ITEMS, level_weights=[1, 1])
+
+
+def test_level_weights_travel_with_the_checkpoint_and_older_checkpoints_decode_unweighted(tmp_path):
+    model = _model("causal", head="parallel")
+    model.set_level_weights([1.0, 0.5, 0.25])
+    model.save(tmp_path / "m.pt")
+    assert GenRec.from_checkpoint(tmp_path / "m.pt").config.level_weights == [1.0, 0.5, 0.25]
+    ckpt = torch.load(tmp_path / "m.pt", weights_only=True)
+    del ckpt["genrec"]["config"]["level_weights"]                  # written before level weights existed
+    torch.save(ckpt, tmp_path / "old.pt")
+    assert GenRec.from_checkpoint(tmp_path / "old.pt").config.level_weights is None
 
 
 def test_the_item_loss_weight_travels_with_the_checkpoint(tmp_path):

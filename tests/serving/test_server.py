@@ -55,7 +55,7 @@ def test_every_endpoint(client, runtime):
     assert health.status_code == 200 and health.json()["status"] == "ok" and health.json()["n_items"] == N_ITEMS
 
     meta = client.get("/metadata").json()
-    assert meta["n_items"] == N_ITEMS and meta["semantic_id"] == {"n_levels": 4, "level_sizes": [5, 7, 11, 3]}
+    assert meta["n_items"] == N_ITEMS and meta["semantic_id"] == {"n_levels": 4, "level_sizes": [5, 7, 11, 3], "level_weights": None}
     assert meta["arch"] == "causal" and meta["name"] == "tiny" and meta["versions"]["onnxruntime"]
     assert meta["decoding"] == "beam"
     assert meta["max_items"] == MAX_ITEMS and meta["server"]["max_k"] == N_ITEMS

@@ -157,3 +157,23 @@ def test_manifest_written_before_n_digits_is_read_with_the_new_meaning(tmp_path)
     write_json_atomic(tmp_path / "manifest.json", m | {"n_digits": 4})
     with pytest.raises(ArtifactError, match="n_digits=4 but level_sizes has 3 entries"):
         load_semantic_ids(tmp_path)
+
+
+def test_modality_weights_become_one_weight_per_digit(tmp_path):
+    """Per-modality codes (PQ, modalities separate): each modality's n_levels digits take its weight, the dedup
+    digit 1; unnamed modalities 1; nothing named -> None (decode unweighted)."""
+    codes = add_dedup_level(np.concatenate([CODES, CODES[:, ::-1]], axis=1))       # 2 modalities x 2 levels + dedup
+    write_semantic_ids(tmp_path, codes, (4, 4, 4, 4, 3), extra_files=[], n_levels=2, modalities=["collab", "text"],
+                       method="pq")
+    sid = load_semantic_ids(tmp_path)
+    assert sid.level_weights({"text": 0.25}) == [1.0, 1.0, 0.25, 0.25, 1.0]
+    assert sid.level_weights({"collab": 2, "text": 0.5}) == [2.0, 2.0, 0.5, 0.5, 1.0]
+    assert sid.level_weights(None) is None and sid.level_weights({}) is None
+    with pytest.raises(ValueError, match=r"names \['image'\], but .* has digits for \['collab', 'text'\]"):
+        sid.level_weights({"image": 0.5})
+
+
+def test_modality_weights_on_fused_codes_say_how_to_get_per_modality_digits(tmp_path):
+    write_semantic_ids(tmp_path, add_dedup_level(CODES), (4, 5, 3), extra_files=[])
+    with pytest.raises(ValueError, match="tokenize with `--modalities separate`"):
+        load_semantic_ids(tmp_path).level_weights({"text": 0.5})
