@@ -21,6 +21,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "bench"))
 
 from run import RESULTS, STEPS, training_side_seconds, validate_result  # noqa: E402
+from weights import markdown as weights_markdown  # noqa: E402
 
 OUT = REPO / "bench" / "RESULTS.md"
 README = REPO / "README.md"
@@ -316,6 +317,19 @@ def segments_section(segments: dict[str, dict]) -> str:
             lines.append(row([split, "all", num(o["n_users"]), "100%",
                               *[f4(o[sys_][m]) for sys_ in systems for m in ("ndcg@10", "recall@20")]]))
         lines.append("")
+    return "\n".join(lines)
+
+
+def weights_section(weights: dict[str, dict]) -> str:
+    lines = ["## Decoding weight per modality", "",
+             "Command: `python bench/weights.py --dataset NAME --modality text` (after `bench/run.py`; reads that "
+             "run's genrec checkpoint, retrains nothing; writes `results/weights_NAME.json`). Each weight decodes "
+             "the whole validation split with the modality's digit log-probs times that weight; validation "
+             "NDCG@10 picks one, and test is read only for the pick and for 1 (the plain sum).", ""]
+    for name, w in weights.items():
+        lines += [f"Run `{w['run']}`, commit {commit(w['git_commit'])}, {num(w['seconds'])} s. "
+                  f"Gain of the pick over 1: validation {w['gain']['valid']:+.4f}, test {w['gain']['test']:+.4f}.", "",
+                  weights_markdown(w)]
     return "\n".join(lines)
 
 
@@ -627,6 +641,8 @@ def render(folder: Path = RESULTS) -> str:
         parts.append(seeds_section(seeds))
     if segments := load_kind(folder, "segments"):
         parts.append(segments_section(segments))
+    if weights := load_kind(folder, "weights"):
+        parts.append(weights_section(weights))
     if ablations := load_kind(folder, "ablation"):
         parts.append(ablation_section(ablations, results))
     if layouts := load_kind(folder, "layouts"):
