@@ -46,8 +46,10 @@ def markdown(result: dict) -> str:
 
     present = result["rows"][0]["valid"]["ndcg@10_by_target_seen"]
     labels = [b for b in bucket_labels() if b in present]           # the JSON's keys are sorted as text
+    replaced = (f"; each value replaces the checkpoint's own level weights {result['trained_level_weights']}"
+                if result.get("trained_level_weights") else "")
     lines = [f"**{result['dataset']}: decoding weight of the {result['modality']} digits** (validation picks "
-             f"{result['chosen']}; test is read for the pick and for 1 only)", "",
+             f"{result['chosen']}; test is read for the pick and for 1 only{replaced})", "",
              "| weight | split | NDCG@10 | Recall@20 | " + " | ".join(f"NDCG@10, target seen {b}" for b in labels) + " |",
              "|---|---|---|---|" + "---|" * len(labels)]
     for row in result["rows"]:

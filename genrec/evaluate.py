@@ -27,6 +27,7 @@ from tqdm.auto import tqdm
 from genrec.config import to_dict
 from genrec.data.dataset import load_dataset
 from genrec.data.split import EvalExamples
+from genrec.decode.weighted import check_modality_weights
 from genrec.io import MANIFEST, ArtifactError, input_checksums, package_versions, write_json_atomic
 from genrec.lit.batching import user_subset
 from genrec.model.genrec import SEARCHES
@@ -74,6 +75,8 @@ class EvaluateConfig:
             raise ValueError(f"split must be 'test' or 'valid', got {self.split!r}")
         if self.search not in ("auto", *SEARCHES):
             raise ValueError(f"search must be one of {('auto', *SEARCHES)}, got {self.search!r}")
+        if self.modality_weights is not None:
+            check_modality_weights(self.modality_weights)
         if self.beam_width < max(DEFAULT_KS):
             raise ValueError(f"beam_width must be >= {max(DEFAULT_KS)} (the largest K), got {self.beam_width}")
         self.systems = tuple(self.systems)

@@ -23,6 +23,7 @@ from genrec.features.image import ImageConfig
 from genrec.features.stage import EmbedConfig, embed
 from genrec.lit.sasrec import SASRecTrainConfig
 from genrec.tokenizer.config import RQVAEMethodConfig
+from genrec.tokenizer.semantic_ids import load_semantic_ids
 from genrec.tokenizer.stage import TokenizeConfig, tokenize
 
 REPO = Path(__file__).resolve().parents[1]
@@ -130,14 +131,21 @@ def test_pq_codes_with_parallel_head_score_every_item_exactly(small_run, tmp_pat
 
     run = tmp_path / "run"
     shutil.copytree(small_run, run, ignore=shutil.ignore_patterns("checkpoints", "logs", "metrics.json", "sid"))
-    report = tokenize(run, TokenizeConfig(method="pq", n_levels=8, codebook_size=16))
-    assert len(report["level_sizes"]) == 9 and report["level_sizes"][:8] == [16] * 8   # 8 digits + dedup level
-    _train(run, "--trainer.max_epochs=25", "--model.head=parallel")
+    report = tokenize(run, TokenizeConfig(method="pq", modalities="separate", n_levels=4, codebook_size=16))
+    assert load_semantic_ids(run).modalities == ["collab", "text"]
+    assert len(report["level_sizes"]) == 9 and report["level_sizes"][:8] == [16] * 8   # 2 x 4 digits + dedup level
+    # the text digits weighted as configs/sparse.yaml can (model.modality_weights): the YAML-style flag reaches
+    # the checkpoint, and evaluation decodes with it unless told otherwise
+    _train(run, "--trainer.max_epochs=25", "--model.head=parallel", "--model.modality_weights={text: 0.5}")
     out = evaluate(run, EvaluateConfig(split="test"))
     g, pop = out["systems"]["genrec"], out["systems"]["popularity"]
     print(f"\nsmall demo, pq + parallel head, test NDCG@10: genrec {g['ndcg@10']:.4f}  popularity {pop['ndcg@10']:.4f}")
     assert g["decoding"] == "exact" and g["invalid_rate"] == 0.0
     assert g["ndcg@10"] > 2 * pop["ndcg@10"] and g["ndcg@10"] - pop["ndcg@10"] > 0.05
+    assert g["level_weights"] == [1.0] * 4 + [0.5] * 4 + [1.0]
+    plain = evaluate(run, EvaluateConfig(split="test", systems=("genrec",), modality_weights={},
+                                         output="plain.json"))["systems"]["genrec"]
+    assert plain["level_weights"] is None and plain["ndcg@10"] != g["ndcg@10"]
 
 
 def test_temporal_split_end_to_end(small_run, tmp_path):

@@ -19,7 +19,7 @@ from genrec.decode.postings import POSTING_FILES, PostingIndex
 from genrec.decode.pruned import PrunedResult, pruned_search
 from genrec.decode.rerank import rerank_candidates, rerank_search
 from genrec.decode.trie import TRIE_FILES, Trie
-from genrec.decode.weighted import WeightedStep, check_level_weights, weighted_step
+from genrec.decode.weighted import WeightedStep, check_level_weights, check_modality_weights, weighted_step
 
 __all__ = [
     "BeamResult",
@@ -34,6 +34,7 @@ __all__ = [
     "beam_search",
     "candidate_mask",
     "check_level_weights",
+    "check_modality_weights",
     "exclude_mask",
     "greedy_decode",
     "pruned_search",

@@ -6,7 +6,10 @@ evidence several times over. A weight below 1 on a modality's digits (``model.mo
 one weight per digit by ``SemanticIDs.level_weights``) tempers it; bench/weights.py picks it on validation.
 
 Weights must be > 0 and finite: each weighted log-prob then stays <= 0, which is all the exact searches'
-bounds rely on (genrec.decode.threshold, genrec.decode.pruned), so they stay exact. numpy only.
+bounds rely on (genrec.decode.threshold, genrec.decode.pruned), so they stay exact. Their cost is another
+matter: threshold search's "at most exp(-tau) prefixes per level" counts probabilities summing to 1, and
+weights below 1 flatten them (up to K^(1 - w) times more prefixes pass at a K-code level), so an
+autoregressive head decoded exactly with small weights visits more of the trie. numpy only.
 """
 
 from __future__ import annotations
@@ -29,6 +32,19 @@ def check_level_weights(weights: Sequence[float], n_levels: int) -> tuple[float,
         raise ValueError(f"level_weights must be finite and > 0 (a digit's weighted log-prob must stay <= 0 for "
                          f"the exact searches), got {bad[:3]}")
     return weights
+
+
+def check_modality_weights(weights: dict) -> dict[str, float]:
+    """``{modality: weight}`` with every weight a finite number > 0, else ValueError naming the modality."""
+    if not isinstance(weights, dict):
+        raise ValueError(f"modality_weights must be a mapping like {{text: 0.33}}, got {weights!r}")
+    out = {}
+    for name, w in weights.items():
+        ok = isinstance(w, (int, float)) and not isinstance(w, bool) and math.isfinite(w) and w > 0
+        if not ok:
+            raise ValueError(f"modality_weights[{name!r}] must be a finite number > 0, got {w!r}")
+        out[str(name)] = float(w)
+    return out
 
 
 class WeightedStep:

@@ -10,10 +10,11 @@ from __future__ import annotations
 from genrec.decode.trie import TRIE_FILES
 
 STAGE = "export"                 # manifest "stage" of an export folder
-FORMAT_VERSION = 6               # bump when the folder layout, a graph signature or a manifest field changes
+FORMAT_VERSION = 7               # bump when the folder layout, a graph signature or a manifest field changes
                                  # (4: the trie reads codes.npy; no separate trie_item_codes.npy copy;
                                  # 5: the posting lists are kept per pair of digits, not per digit;
-                                 # 6: a parallel head's encoder.onnx also returns level_log_probs)
+                                 # 6: a parallel head's encoder.onnx also returns level_log_probs;
+                                 # 7: manifest "level_weights", per-digit weights a 6-reader would ignore)
 ENCODER_FILE = "encoder.onnx"
 DECODER_STEP_FILE = "decoder_step.onnx"
 # (n_items, D) int64: item id -> semantic ID (row i is item i); "codes.npy", the file the trie reads too

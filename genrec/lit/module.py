@@ -18,6 +18,7 @@ import torch.nn.functional as F
 from torchmetrics import MeanMetric
 
 from genrec.baselines import popularity_counts
+from genrec.decode.weighted import check_modality_weights
 from genrec.lit.data import ModelDims
 from genrec.lit.optim import ITEM_GRADS, AdamWSparse, sparse_item_grad
 from genrec.lit.sasrec import PopularitySampler, SASRecTrainConfig, sampled_softmax_loss
@@ -141,7 +142,8 @@ class GenRecModule(L.LightningModule):
                 head: needs item_loss_weight > 0). A parallel head scores every item exactly with the first two.
             modality_weights: decoding only: each named modality's digit log-probs times this weight (e.g.
                 {"text": 0.33}; the rest 1), in validation, test, `genrec evaluate` and the export alike
-                (genrec.decode.weighted). Needs codes tokenized per modality (`--modalities separate`).
+                (genrec.decode.weighted). Names are RUN/sid's modalities (`--modalities separate`); fused
+                codes have one, "fused", which scales every digit against the item logit.
         """
         super().__init__()
         if item_loss_weight and arch != "causal":
@@ -166,9 +168,8 @@ class GenRecModule(L.LightningModule):
             raise ValueError(f"target_weighting must be equal or batch, got {target_weighting!r}")
         if scheduler not in ("cosine", "constant"):
             raise ValueError(f"scheduler must be cosine or constant, got {scheduler!r}")
-        bad = {k: v for k, v in (modality_weights or {}).items() if not (math.isfinite(float(v)) and float(v) > 0)}
-        if bad:
-            raise ValueError(f"modality_weights must be finite and > 0, got {bad}")
+        if modality_weights is not None:
+            check_modality_weights(modality_weights)
         if dims is None:
             raise ValueError("dims is required: it is linked from the DataModule (data.model_dims) by the Lightning CLI")
         if isinstance(dims, dict):

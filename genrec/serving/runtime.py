@@ -164,7 +164,7 @@ class ExportRuntime:
         self.max_items: int = int(self.manifest["max_items"])
         self.beam_width: int = int(self.manifest["beam_width"])
         self.decoding: str = self.manifest["decoding"]            # layout.DECODINGS
-        try:   # per-digit weights of the log-probs (genrec.decode.weighted); absent or null: all 1
+        try:   # per-digit weights of the log-probs (genrec.decode.weighted); null: all 1
             weights = self.manifest.get("level_weights")
             self.level_weights = None if weights is None else check_level_weights(weights, len(self.level_sizes))
         except (TypeError, ValueError) as e:

@@ -209,16 +209,20 @@ class SemanticIDs:
     def level_weights(self, modality_weights: dict[str, float] | None) -> list[float] | None:
         """One decoding weight per digit from weights per modality (``model.modality_weights``, e.g.
         ``{"text": 0.33}``): each modality's ``n_levels`` digits get its weight (1 when not named), the dedup
-        digit 1. None or {} -> None (all 1). Weights need codes tokenized per modality."""
+        digit 1. None or {} -> None (all 1). Per-modality weights need codes tokenized per modality; fused
+        codes have one name, "fused", whose weight scales every digit against the item logit."""
+        from genrec.decode.weighted import check_modality_weights
+
         if not modality_weights:
             return None
+        modality_weights = check_modality_weights(modality_weights)
         names = self.modalities
         unknown = sorted(set(modality_weights) - set(names))
         if unknown:
             hint = (" (fused codes mix every modality in each digit: tokenize with `--modalities separate` to "
                     "weight one)" if names == ["fused"] else "")
             raise ValueError(f"modality_weights names {unknown}, but {self.folder} has digits for {names}{hint}")
-        weights = [float(modality_weights.get(name, 1.0)) for name in names for _ in range(self.n_levels)]
+        weights = [modality_weights.get(name, 1.0) for name in names for _ in range(self.n_levels)]
         return weights + [1.0] * (self.n_digits - len(weights))     # the dedup digit
 
     def code_to_item(self) -> dict[tuple[int, ...], int]:

@@ -10,8 +10,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from genrec.decode import (Trie, WeightedStep, check_level_weights, exclude_mask, pruned_search, score_catalogue,
-                           weighted_step)
+from genrec.decode import (Trie, WeightedStep, beam_search, check_level_weights, check_modality_weights, exclude_mask,
+                           pruned_search, score_catalogue, weighted_step)
 from genrec.decode.threshold import threshold_search
 
 from .test_beam import TableModel, brute_force_topk, random_codes, random_mask
@@ -82,6 +82,21 @@ def test_exact_autoregressive_search_ranks_by_the_weighted_sum(seed, k, weights)
     assert [[int(i) for i in row if i >= 0] for row in result.items] == brute_force_topk(total, mask, k)
 
 
+@settings(max_examples=30, deadline=None)
+@given(seed=st.integers(0, 10_000), k=st.integers(1, 10), weights=weights_st)
+def test_a_beam_as_wide_as_the_trie_ranks_by_the_weighted_sum(seed, k, weights):
+    """Beam search adds the weighted log-probs level by level; kept wide enough, it is the brute force."""
+    codes = random_codes(seed, N_ITEMS, SIZES)
+    trie = Trie(codes, SIZES)
+    model = TableModel(seed + 1, BATCH, SIZES)
+    result = beam_search(weighted_step(model.step(), weights), trie, BATCH, beam_width=N_ITEMS, k=k)
+    total = np.zeros((BATCH, N_ITEMS))
+    for d, w in enumerate(weights):
+        total += w * model.tables[d][:, model.prefix_index(codes[:, :d]), codes[:, d]]
+    assert [[int(i) for i in row if i >= 0] for row in result.items] == brute_force_topk(
+        total, np.ones((BATCH, N_ITEMS), bool), k)
+
+
 def test_all_ones_or_none_leave_the_step_itself():
     step = TableStep(parallel_tables(0))
     assert weighted_step(step, None) is step and weighted_step(step, [1, 1.0, 1, 1]) is step
@@ -105,3 +120,11 @@ def test_a_weighted_step_forwards_the_wrapped_steps_state():
 def test_bad_weights_are_refused(bad, match):
     with pytest.raises(ValueError, match=match):
         check_level_weights(bad, len(SIZES))
+
+
+@pytest.mark.parametrize("bad", [{"text": 0}, {"text": -1.0}, {"text": None}, {"text": "abc"}, {"text": math.nan},
+                                 {"text": True}])
+def test_bad_modality_weights_name_the_modality(bad):
+    with pytest.raises(ValueError, match=r"modality_weights\['text'\] must be a finite number > 0"):
+        check_modality_weights(bad)
+    assert check_modality_weights({"text": 1, "collab": 0.5}) == {"text": 1.0, "collab": 0.5}

@@ -324,8 +324,17 @@ def test_modality_weights_become_the_models_level_weights_at_setup(monkeypatch, 
     m.setup("validate")
     assert m.genrec.config.level_weights == [1.0, 0.25, 2.0, 1.0]
     assert m.genrec.checkpoint_entry()["config"]["level_weights"] == [1.0, 0.25, 2.0, 1.0]
-    with pytest.raises(ValueError, match="modality_weights must be finite and > 0"):
+    with pytest.raises(ValueError, match=r"modality_weights\['text'\] must be a finite number > 0"):
         _module(modality_weights={"text": 0})
+    for unset in (None, {}):                                  # nothing named: decode with the plain sum
+        plain = _module(head="parallel", modality_weights=unset)
+        monkeypatch.setattr(plain, "_trainer", SimpleNamespace(datamodule=dm))
+        plain.setup("validate")
+        assert plain.genrec.config.level_weights is None
+    wrong = _module(head="parallel", modality_weights={"audio": 0.5})
+    monkeypatch.setattr(wrong, "_trainer", SimpleNamespace(datamodule=dm))
+    with pytest.raises(ValueError, match=r"names \['audio'\], but .* has digits for \['collab', 'text', 'image'\]"):
+        wrong.setup("validate")
 
 
 def test_resuming_a_fit_with_changed_hyperparameters_warns(monkeypatch):
