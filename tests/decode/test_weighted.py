@@ -34,6 +34,11 @@ def weighted_sums(tables, codes, weights) -> np.ndarray:
     return sum(w * t[:, codes[:, d]] for d, (t, w) in enumerate(zip(tables, weights)))
 
 
+def weighted_path_scores(model: TableModel, codes: np.ndarray, weights) -> np.ndarray:
+    """(B, n) brute force for a prefix-dependent model: sum over levels of weight x log-prob along the path."""
+    return sum(w * model.tables[d][:, model.prefix_index(codes[:, :d]), codes[:, d]] for d, w in enumerate(weights))
+
+
 def test_weights_worked_by_hand():
     """Two items on two digits: logp = [log .9, log .1] at digit 0, [log .2, log .8] at digit 1.
     Unweighted, item (0, 0) wins: .9 * .2 = .18 > .1 * .8 = .08. With digit 0 weighted 0.25,
@@ -76,9 +81,7 @@ def test_exact_autoregressive_search_ranks_by_the_weighted_sum(seed, k, weights)
     mask = exclude_mask(hist, N_ITEMS)
     result, _ = threshold_search(lambda: weighted_step(model.step(), weights), trie, BATCH, k,
                                  beam_width=max(k, 4), item_mask=mask)
-    total = np.zeros((BATCH, N_ITEMS))
-    for d, w in enumerate(weights):
-        total += w * model.tables[d][:, model.prefix_index(codes[:, :d]), codes[:, d]]
+    total = weighted_path_scores(model, codes, weights)
     assert [[int(i) for i in row if i >= 0] for row in result.items] == brute_force_topk(total, mask, k)
 
 
@@ -90,9 +93,7 @@ def test_a_beam_as_wide_as_the_trie_ranks_by_the_weighted_sum(seed, k, weights):
     trie = Trie(codes, SIZES)
     model = TableModel(seed + 1, BATCH, SIZES)
     result = beam_search(weighted_step(model.step(), weights), trie, BATCH, beam_width=N_ITEMS, k=k)
-    total = np.zeros((BATCH, N_ITEMS))
-    for d, w in enumerate(weights):
-        total += w * model.tables[d][:, model.prefix_index(codes[:, :d]), codes[:, d]]
+    total = weighted_path_scores(model, codes, weights)
     assert [[int(i) for i in row if i >= 0] for row in result.items] == brute_force_topk(
         total, np.ones((BATCH, N_ITEMS), bool), k)
 
