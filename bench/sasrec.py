@@ -119,8 +119,27 @@ def select(variants: dict[str, dict]) -> str:
     return max(variants, key=lambda v: variants[v]["valid"][SELECT_BY])
 
 
+NOT_SETTINGS = frozenset({"progress_bar", "num_threads", "eval_batch_size"})   # change speed or display only
+
+
+def changed_fields(config: dict, base: dict) -> str:
+    """The settings a row was trained with that differ from the current bench setting ``base`` (a resolved config).
+
+    Read from the row's stored config, not the fields it asked for: a row kept from a run under an older bench
+    setting then names what it differs in. A field the row's config lacks (added to SASRecTrainConfig later)
+    had its dataclass default then.
+    """
+    from genrec.lit.sasrec import SASRecTrainConfig
+
+    config = {**asdict(SASRecTrainConfig()), **config}
+    return ", ".join(f"{k}={config[k]}" for k in base if k not in NOT_SETTINGS and config.get(k) != base[k])
+
+
 def markdown(out: dict) -> str:
+    from genrec.lit.sasrec import SASRecTrainConfig
+
     chosen = out["selected"]
+    base = asdict(SASRecTrainConfig(**out["base"]["fields"], eval_max_items=out["dataset_stats"]["max_items"]))
     lines = [f"**{out['dataset']}: SASRec variants, selected by validation {SELECT_BY} "
              f"(base: {out['base']['config']} `stages.embed.sasrec`)**", "",
              "| variant | changed fields | " + " | ".join(f"valid {m}" for m in SHOWN) + " | "
@@ -128,8 +147,7 @@ def markdown(out: dict) -> str:
              "|---|---|" + "---|" * (2 * len(SHOWN) + 2)]
     for name, row in out["variants"].items():
         mark = " **(selected)**" if name == chosen else ""
-        changed = ", ".join(f"{k}={v}" for k, v in row["fields"].items() if out["base"]["fields"].get(k) != v
-                            or k not in out["base"]["fields"]) or "—"
+        changed = changed_fields(row["config"], base) or "—"
         cells = [f"{row[s][m]:.4f}" for s in ("valid", "test") for m in SHOWN]
         lines.append(f"| {name}{mark} | {changed} | " + " | ".join(cells)
                      + f" | {row['best_epoch']} / {row['epochs']} | {row['train_seconds']:.0f} |")

@@ -71,6 +71,14 @@ def _parser_for(tp: Any):
         elem = elem if elem in (int, float, str) else str
 
         def base(text: str, _elem=elem):
+            if text.strip().startswith("["):   # the YAML flow list a config file would hold: '[genrec, sasrec]'
+                try:
+                    items = yaml.safe_load(text)
+                except yaml.YAMLError:
+                    items = None
+                if not isinstance(items, list):
+                    raise argparse.ArgumentTypeError(f"expected a list like 'a,b' or '[a, b]', got {text!r}")
+                return [_elem(x) for x in items]
             return [_elem(x) for x in text.split(",") if x.strip()] if text else []
 
     elif origin is dict or inner is dict:

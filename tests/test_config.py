@@ -36,6 +36,17 @@ def test_flags_override_defaults_and_nest():
     assert cfg == Outer(ratio=0.25, flag=True, sizes=(3, 11), inner=Inner(width=13, name=None))
 
 
+@pytest.mark.parametrize("text, want", [("3,11", (3, 11)), ("[3, 11]", (3, 11)), ("[3]", (3,)), ("[]", ())])
+def test_list_flags_take_commas_or_a_yaml_list(text, want):
+    assert _parse(["--sizes", text]).sizes == want
+
+
+def test_a_list_flag_that_is_not_a_list_is_refused(capsys):
+    with pytest.raises(SystemExit):
+        _parse(["--sizes", "[3, 11"])
+    assert "--sizes" in capsys.readouterr().err
+
+
 def test_yaml_then_flags(tmp_path):
     path = tmp_path / "c.yaml"
     path.write_text("ratio: 0.1\ninner: {width: 3}\nitems: [{width: 1}, {width: 2, name: b}]\n")

@@ -70,32 +70,27 @@ def test_exact_and_pruned_parallel_searches_rank_by_the_weighted_sum(seed, k, we
     np.testing.assert_array_equal(pruned.scores, dense.scores)
 
 
+AUTOREGRESSIVE = {
+    # threshold_search's bound needs each weighted log-prob <= 0 only, so it stays exact under weights
+    "threshold": lambda model, weights, trie, k, mask: threshold_search(
+        lambda: weighted_step(model.step(), weights), trie, BATCH, k, beam_width=max(k, 4), item_mask=mask)[0],
+    # beam search adds the weighted log-probs level by level; kept as wide as the trie, it is the brute force
+    "beam": lambda model, weights, trie, k, mask: beam_search(
+        weighted_step(model.step(), weights), trie, BATCH, beam_width=N_ITEMS, k=k, item_mask=mask),
+}
+
+
+@pytest.mark.parametrize("search", sorted(AUTOREGRESSIVE))
 @settings(max_examples=30, deadline=None)
 @given(seed=st.integers(0, 10_000), k=st.integers(1, 10), weights=weights_st)
-def test_exact_autoregressive_search_ranks_by_the_weighted_sum(seed, k, weights):
-    """threshold_search's bound needs each weighted log-prob <= 0 only, so it stays exact under weights."""
+def test_autoregressive_searches_rank_by_the_weighted_path_sum(search, seed, k, weights):
     codes = random_codes(seed, N_ITEMS, SIZES)
     trie = Trie(codes, SIZES)
     model = TableModel(seed + 1, BATCH, SIZES)
-    hist = [[0, 1], [], [5]]
-    mask = exclude_mask(hist, N_ITEMS)
-    result, _ = threshold_search(lambda: weighted_step(model.step(), weights), trie, BATCH, k,
-                                 beam_width=max(k, 4), item_mask=mask)
+    mask = exclude_mask([[0, 1], [], [5]], N_ITEMS)
+    result = AUTOREGRESSIVE[search](model, weights, trie, k, mask)
     total = weighted_path_scores(model, codes, weights)
     assert [[int(i) for i in row if i >= 0] for row in result.items] == brute_force_topk(total, mask, k)
-
-
-@settings(max_examples=30, deadline=None)
-@given(seed=st.integers(0, 10_000), k=st.integers(1, 10), weights=weights_st)
-def test_a_beam_as_wide_as_the_trie_ranks_by_the_weighted_sum(seed, k, weights):
-    """Beam search adds the weighted log-probs level by level; kept wide enough, it is the brute force."""
-    codes = random_codes(seed, N_ITEMS, SIZES)
-    trie = Trie(codes, SIZES)
-    model = TableModel(seed + 1, BATCH, SIZES)
-    result = beam_search(weighted_step(model.step(), weights), trie, BATCH, beam_width=N_ITEMS, k=k)
-    total = weighted_path_scores(model, codes, weights)
-    assert [[int(i) for i in row if i >= 0] for row in result.items] == brute_force_topk(
-        total, np.ones((BATCH, N_ITEMS), bool), k)
 
 
 def test_all_ones_or_none_leave_the_step_itself():
