@@ -122,24 +122,29 @@ def select(variants: dict[str, dict]) -> str:
 NOT_SETTINGS = frozenset({"progress_bar", "num_threads", "eval_batch_size"})   # change speed or display only
 
 
+def resolved_base(fields: dict, max_items: int) -> dict:
+    """The bench setting as SASRecTrainConfig resolves it, and the dataclass defaults (the JSON keeps both, so
+    bench/summary.py can tell what each row changed without importing torch)."""
+    from genrec.lit.sasrec import SASRecTrainConfig
+
+    return {"resolved": asdict(SASRecTrainConfig(**fields, eval_max_items=max_items)),
+            "defaults": asdict(SASRecTrainConfig())}
+
+
 def changed_fields(config: dict, base: dict) -> str:
-    """The settings a row was trained with that differ from the current bench setting ``base`` (a resolved config).
+    """The settings a row was trained with that differ from the bench setting (``base``: resolved_base's).
 
     Read from the row's stored config, not the fields it asked for: a row kept from a run under an older bench
     setting then names what it differs in. A field the row's config lacks (added to SASRecTrainConfig later)
     had its dataclass default then.
     """
-    from genrec.lit.sasrec import SASRecTrainConfig
-
-    config = {**asdict(SASRecTrainConfig()), **config}
-    return ", ".join(f"{k}={config[k]}" for k in base if k not in NOT_SETTINGS and config.get(k) != base[k])
+    config = {**base["defaults"], **config}
+    return ", ".join(f"{k}={config[k]}" for k, v in base["resolved"].items() if k not in NOT_SETTINGS
+                     and config.get(k) != v)
 
 
 def markdown(out: dict) -> str:
-    from genrec.lit.sasrec import SASRecTrainConfig
-
     chosen = out["selected"]
-    base = asdict(SASRecTrainConfig(**out["base"]["fields"], eval_max_items=out["dataset_stats"]["max_items"]))
     lines = [f"**{out['dataset']}: SASRec variants, selected by validation {SELECT_BY} "
              f"(base: {out['base']['config']} `stages.embed.sasrec`)**", "",
              "| variant | changed fields | " + " | ".join(f"valid {m}" for m in SHOWN) + " | "
@@ -147,7 +152,11 @@ def markdown(out: dict) -> str:
              "|---|---|" + "---|" * (2 * len(SHOWN) + 2)]
     for name, row in out["variants"].items():
         mark = " **(selected)**" if name == chosen else ""
-        changed = changed_fields(row["config"], base) or "—"
+        if "resolved" in out["base"]:
+            changed = changed_fields(row["config"], out["base"])
+        else:   # a JSON from before the base was stored resolved: every row ran under this one base
+            changed = ", ".join(f"{k}={v}" for k, v in row["fields"].items() if out["base"]["fields"].get(k) != v)
+        changed = changed or "—"
         cells = [f"{row[s][m]:.4f}" for s in ("valid", "test") for m in SHOWN]
         lines.append(f"| {name}{mark} | {changed} | " + " | ".join(cells)
                      + f" | {row['best_epoch']} / {row['epochs']} | {row['train_seconds']:.0f} |")
@@ -183,7 +192,8 @@ def main(argv: list[str] | None = None) -> int:
     if previous and not kept:
         print(f"{path} holds other data (or none): its variants are not kept", flush=True)
     out = {"dataset": name, "git_commit": git_commit(), "machine": machine_info(), "dataset_stats": stats,
-           "base": {"config": cfg_path, "fields": base}, "selection": f"validation {SELECT_BY}",
+           "base": {"config": cfg_path, "fields": base, **resolved_base(base, dataset.max_items)},
+           "selection": f"validation {SELECT_BY}",
            "variants": dict(kept)}
     a.results_dir.mkdir(parents=True, exist_ok=True)
     for variant in names:

@@ -323,7 +323,9 @@ def segments_section(segments: dict[str, dict]) -> str:
 def weights_section(weights: dict[str, dict]) -> str:
     lines = ["## Decoding weight per modality", "",
              "Command: `python bench/weights.py --dataset NAME --modality text` (after `bench/run.py`; reads that "
-             "run's genrec checkpoint, retrains nothing; writes `results/weights_NAME.json`). Each weight decodes "
+             "run's genrec checkpoint, retrains nothing; writes `results/weights_NAME.json`, or "
+             "`weights_NAME_MODALITY.json` for another modality, whose table may hold the others fixed with `--hold`). "
+             "Each weight decodes "
              "the whole validation split with the modality's digit log-probs times that weight; validation "
              "NDCG@10 picks one, and test is read only for the pick and for 1 (the plain sum).", ""]
     for name, w in weights.items():

@@ -1,14 +1,15 @@
 """Decoding weight of one modality's digits, chosen on validation, then measured once on test.
 
     python bench/weights.py --dataset Beauty --modality text --values 1 0.5 0.33 0.25 0.15   # ~7 min on Beauty
+    python bench/weights.py --dataset Beauty --modality collab --values 1.5 0.75 --hold text=0.25
 
 A parallel head trains each digit as its own softmax and decoding sums their log-probs as if they were
 independent; the digits of one modality quantize one vector, so they are not. For each value v the run's
-genrec checkpoint decodes with that modality's digit log-probs times v (the others 1; genrec.decode.weighted,
-what `model.modality_weights` and `genrec evaluate --modality-weights` set) and ranks the whole catalogue for
-every validation user. Only validation NDCG@10 picks v. Test is then read for the pick and for v = 1, so the
+genrec checkpoint decodes with that modality's digit log-probs times v (the others 1, or --hold's;
+genrec.decode.weighted, what `model.modality_weights` and `genrec evaluate --modality-weights` set) and ranks
+the whole catalogue for every validation user. Only validation NDCG@10 picks v. Test is then read for the pick and for v = 1, so the
 test gain is measured, not chosen. Each row also gives NDCG@10 per target-popularity bucket (bench/segments.py's).
-Writes bench/results/weights_NAME.json and .md.
+Writes bench/results/weights_NAME.json and .md (weights_NAME_MODALITY.* for a modality other than text).
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ sys.path.insert(0, str(REPO / "bench"))
 from run import RESULTS, add_existing_run_args, default_run_dir, git_commit  # noqa: E402
 
 METRICS = ("ndcg@10", "recall@20")
+DEFAULT_MODALITY = "text"   # its table is weights_NAME.json; another modality's is weights_NAME_MODALITY.json
 
 
 def score(module, examples, counts, weights) -> dict:
@@ -48,6 +50,8 @@ def markdown(result: dict) -> str:
     labels = [b for b in bucket_labels() if b in present]           # the JSON's keys are sorted as text
     replaced = (f"; each value replaces the checkpoint's own level weights {result['trained_level_weights']}"
                 if result.get("trained_level_weights") else "")
+    held = ", ".join(f"{m} x {w:g}" for m, w in (result.get("held") or {}).items())
+    replaced += f"; held fixed: {held}" if held else ""
     lines = [f"**{result['dataset']}: decoding weight of the {result['modality']} digits** (validation picks "
              f"{result['chosen']}; test is read for the pick and for 1 only{replaced})", "",
              "| weight | split | NDCG@10 | Recall@20 | " + " | ".join(f"NDCG@10, target seen {b}" for b in labels) + " |",
@@ -64,7 +68,8 @@ def markdown(result: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
-def run_weights(dataset: str, run_dir: Path, modality: str, values: list[float], results: Path = RESULTS) -> dict:
+def run_weights(dataset: str, run_dir: Path, modality: str, values: list[float], results: Path = RESULTS,
+                hold: dict[str, float] | None = None) -> dict:
     import torch
 
     from genrec.baselines import popularity_counts
@@ -80,7 +85,10 @@ def run_weights(dataset: str, run_dir: Path, modality: str, values: list[float],
     counts = popularity_counts(ds.split.train, ds.n_items)
     trained = module.config.level_weights
     values = sorted(set(values) | {1.0}, reverse=True)
-    weights = {v: sid.level_weights({modality: v}) for v in values}     # raises on an unknown modality
+    hold = dict(hold or {})
+    if modality in hold:
+        raise ValueError(f"--hold names {modality!r}, the modality whose weight is varied; hold the others only")
+    weights = {v: sid.level_weights({**hold, modality: v}) for v in values}   # raises on an unknown modality
     t0 = time.perf_counter()
     rows = []
     for v in values:
@@ -91,14 +99,15 @@ def run_weights(dataset: str, run_dir: Path, modality: str, values: list[float],
         if row is best or row["value"] == 1.0:
             row["test"] = score(module, ds.split.test, counts, weights[row["value"]])
     out = {"dataset": dataset, "run": str(run_dir), "checkpoint": str(ckpt), "git_commit": git_commit(),
-           "modality": modality, "modalities": sid.modalities, "trained_level_weights": trained,
+           "modality": modality, "held": hold, "modalities": sid.modalities, "trained_level_weights": trained,
            "chosen": best["value"], "selected_by": "validation ndcg@10", "rows": rows,
            "gain": {split: best[split]["ndcg@10"] - next(r for r in rows if r["value"] == 1.0)[split]["ndcg@10"]
                     for split in ("valid", "test")},
            "seconds": round(time.perf_counter() - t0, 1)}
     results.mkdir(parents=True, exist_ok=True)
-    write_json_atomic(results / f"weights_{dataset}.json", out)
-    write_text_atomic(results / f"weights_{dataset}.md", markdown(out))
+    stem = f"weights_{dataset}" if modality == DEFAULT_MODALITY else f"weights_{dataset}_{modality}"
+    write_json_atomic(results / f"{stem}.json", out)
+    write_text_atomic(results / f"{stem}.md", markdown(out))
     print(markdown(out))
     return out
 
@@ -106,18 +115,29 @@ def run_weights(dataset: str, run_dir: Path, modality: str, values: list[float],
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python bench/weights.py", description=__doc__.strip().splitlines()[0])
     add_existing_run_args(p)
-    p.add_argument("--modality", default="text", help="whose digits are weighted (a name in RUN/sid's modalities; "
-                                                      "'fused' for fused codes)")
+    p.add_argument("--modality", default=DEFAULT_MODALITY,
+                   help="whose digits are weighted (a name in RUN/sid's modalities; 'fused' for fused codes)")
     p.add_argument("--values", type=float, nargs="+", default=[1.0, 0.5, 0.33, 0.25, 0.15],
                    help="weights tried on validation (1 is always tried)")
+    p.add_argument("--hold", nargs="+", default=[], metavar="MODALITY=WEIGHT",
+                   help="other modalities' weights, fixed while --modality's varies (default: 1)")
     a = p.parse_args(argv)
+    hold = {}
+    for item in a.hold:
+        name, _, value = item.partition("=")
+        try:
+            hold[name] = float(value)
+        except ValueError:
+            p.error(f"--hold takes MODALITY=WEIGHT, e.g. text=0.25; got {item!r}")
+        if not hold[name] > 0:
+            p.error(f"--hold weights must be > 0, got {item!r}")
     run_dir = a.run_dir or default_run_dir(a.dataset)
     if not (run_dir / "checkpoints").exists():
         raise SystemExit(f"{run_dir}/checkpoints not found: run `python bench/run.py --dataset {a.dataset}` first")
     if any(not v > 0 for v in a.values):
         raise SystemExit(f"--values must all be > 0, got {a.values}")
     try:
-        run_weights(a.dataset, run_dir, a.modality, a.values, a.results_dir)
+        run_weights(a.dataset, run_dir, a.modality, a.values, a.results_dir, hold)
     except ValueError as e:
         raise SystemExit(f"bench/weights.py: {e}") from None
     return 0

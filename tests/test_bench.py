@@ -53,12 +53,12 @@ def test_bench_smoke_writes_a_valid_result(tmp_path):
                           "--results-dir", str(tmp_path / "results"), "--modality", "fused", "--values", "0.5"],
                          cwd=REPO, capture_output=True, text=True, timeout=600)
     assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
-    weights = json.loads((tmp_path / "results" / "weights_smoke.json").read_text())
+    weights = json.loads((tmp_path / "results" / "weights_smoke_fused.json").read_text())
     assert [r["value"] for r in weights["rows"]] == [1.0, 0.5] and weights["git_commit"]
     plain = next(r for r in weights["rows"] if r["value"] == 1.0)
     assert plain["test"]["ndcg@10"] == pytest.approx(result["metrics"]["genrec"]["ndcg@10"])
     assert all(("test" in r) == (r["value"] in (1.0, weights["chosen"])) for r in weights["rows"])
-    assert "(chosen)" in (tmp_path / "results" / "weights_smoke.md").read_text()
+    assert "(chosen)" in (tmp_path / "results" / "weights_smoke_fused.md").read_text()
 
     # bench/seeds.py on the same run: seed 0 is the bench run's own models, seed 1 is retrained.
     out = subprocess.run([sys.executable, "bench/seeds.py", "--dataset", "smoke", "--run-dir", str(tmp_path / "smoke"),
@@ -112,6 +112,14 @@ def test_design_bench_smoke_trains_every_design_for_the_same_budget(tmp_path):
     assert result["designs"]["one token per item, every prefix, code head"]["training_examples"] == "prefix"
     assert (tmp_path / "results" / "design_smoke.png").read_bytes()[:4] == b"\x89PNG"
     assert (tmp_path / "results" / "design_smoke.md").read_text().startswith("**Design benchmark on smoke**")
+
+
+@pytest.mark.parametrize("hold, message", [("text", "MODALITY=WEIGHT"), ("text=abc", "MODALITY=WEIGHT"),
+                                           ("text=0", "must be > 0")])
+def test_weights_hold_flag_is_checked_before_any_work(hold, message):
+    out = subprocess.run([sys.executable, "bench/weights.py", "--dataset", "nowhere", "--hold", hold], cwd=REPO,
+                         capture_output=True, text=True, timeout=120)
+    assert out.returncode == 2 and message in out.stderr and "Traceback" not in out.stderr
 
 
 def test_schema_rejects_missing_fields():

@@ -11,7 +11,7 @@ from genrec.lit.sasrec import SASRecTrainConfig
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "bench"))
-from sasrec import SMOKE_VARIANTS, changed_fields, select  # noqa: E402
+from sasrec import SMOKE_VARIANTS, changed_fields, resolved_base, select  # noqa: E402
 
 METRICS = ("recall@5", "recall@10", "recall@20", "ndcg@5", "ndcg@10", "ndcg@20")
 
@@ -26,11 +26,13 @@ def test_changed_fields_compare_trained_configs_with_the_current_base():
     """A row kept from an older bench setting names what it differs in, even settings it never asked for."""
     from dataclasses import asdict
 
-    base = asdict(SASRecTrainConfig(batching="random", eval_max_items=20))
+    base = resolved_base({"batching": "random"}, max_items=20)
+    assert base["resolved"] == asdict(SASRecTrainConfig(batching="random", eval_max_items=20))
     old_default = {k: v for k, v in asdict(SASRecTrainConfig(eval_max_items=20)).items() if k != "batching"}
     assert changed_fields(old_default, base) == "batching=length"      # missing field: its dataclass default
-    assert changed_fields({**base, "dropout": 0.5, "progress_bar": False, "num_threads": 2}, base) == "dropout=0.5"
-    assert changed_fields(base, base) == ""
+    again = {**base["resolved"], "dropout": 0.5, "progress_bar": False, "num_threads": 2}
+    assert changed_fields(again, base) == "dropout=0.5"
+    assert changed_fields(base["resolved"], base) == ""
 
 
 def test_help_names_the_variants():
