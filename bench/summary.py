@@ -20,7 +20,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "bench"))
 
-from run import RESULTS, STEPS, training_side_seconds, validate_result  # noqa: E402
+from run import RESULTS, STEPS, pipeline_minutes, training_side_seconds, validate_result  # noqa: E402
 from weights import markdown as weights_markdown  # noqa: E402
 
 OUT = REPO / "bench" / "RESULTS.md"
@@ -127,7 +127,7 @@ def table(results: dict[str, dict]) -> str:
     lines = header(["dataset", "system", "Recall@5", "Recall@10", "Recall@20", "NDCG@5", "NDCG@10", "NDCG@20",
                     "invalid", "pipeline min"])
     for dataset, result in results.items():
-        pipeline_min = sum(result["stages"].values()) / 60
+        pipeline_min = pipeline_minutes(result)
         for system, m in systems_of(result).items():
             cells = [f"{m[f'{kind}@{k}']:.4f}" for kind in ("recall", "ndcg") for k in (5, 10, 20)]
             minutes = (f"{pipeline_min:.1f}" if system == "genrec" else peer_minutes(m, result) if "fit_seconds" in m
@@ -259,7 +259,7 @@ def steps_section(folder: Path) -> str:
         lines.append(row([r["step"], r["dataset"], flags if flags == "—" else f"`{flags}`",
                           f4(r["train"].get("best_val_ndcg@10")), f4(r["metrics"]["genrec"]["ndcg@10"]),
                           f4(collab.get("best_val", {}).get("ndcg@10")), f4(r["metrics"]["sasrec"]["ndcg@10"]),
-                          f"{sum(r['stages'].values()) / 60:.0f}", commit(r["git_commit"])]))
+                          f"{pipeline_minutes(r):.0f}", commit(r["git_commit"])]))
     return "\n".join(lines) + "\n"
 
 
@@ -610,7 +610,7 @@ def readme_table(results: dict[str, dict]) -> str:
         cells += [f4(systems[p]["ndcg@10"]) if p in systems else "—" for p in peers]
         stats = r["dataset_stats"]
         lines.append(row([dataset, f"{stats['n_users']:,} / {stats['n_items']:,}", *cells,
-                          f"{sum(r['stages'].values()) / 60:.1f}"]))
+                          f"{pipeline_minutes(r):.1f}"]))
     return "\n".join(lines) + "\n"
 
 
