@@ -7,8 +7,9 @@ A parallel head trains each digit as its own softmax and decoding sums their log
 independent; the digits of one modality quantize one vector, so they are not. For each value v the run's
 genrec checkpoint decodes with that modality's digit log-probs times v (the others 1, or --hold's;
 genrec.decode.weighted, what `model.modality_weights` and `genrec evaluate --modality-weights` set) and ranks
-the whole catalogue for every validation user. Only validation NDCG@10 picks v. Test is then read for the pick and for v = 1, so the
-test gain is measured, not chosen. Each row also gives NDCG@10 per target-popularity bucket (bench/segments.py's).
+the whole catalogue for every validation user. Only validation NDCG@10 picks v. Test is then read for the pick
+and for v = 1, so the test gain is measured, not chosen. Each row also gives NDCG@10 per target-popularity
+bucket (bench/segments.py's).
 Writes bench/results/weights_NAME.json and .md (weights_NAME_MODALITY.* for a modality other than text).
 """
 
@@ -86,8 +87,6 @@ def run_weights(dataset: str, run_dir: Path, modality: str, values: list[float],
     trained = module.config.level_weights
     values = sorted(set(values) | {1.0}, reverse=True)
     hold = dict(hold or {})
-    if modality in hold:
-        raise ValueError(f"--hold names {modality!r}, the modality whose weight is varied; hold the others only")
     weights = {v: sid.level_weights({**hold, modality: v}) for v in values}   # raises on an unknown modality
     t0 = time.perf_counter()
     rows = []
@@ -131,6 +130,8 @@ def main(argv: list[str] | None = None) -> int:
             p.error(f"--hold takes MODALITY=WEIGHT, e.g. text=0.25; got {item!r}")
         if not hold[name] > 0:
             p.error(f"--hold weights must be > 0, got {item!r}")
+    if a.modality in hold:   # checked before the checkpoint is loaded
+        p.error(f"--hold names {a.modality!r}, the modality whose weight is varied; hold the others only")
     run_dir = a.run_dir or default_run_dir(a.dataset)
     if not (run_dir / "checkpoints").exists():
         raise SystemExit(f"{run_dir}/checkpoints not found: run `python bench/run.py --dataset {a.dataset}` first")

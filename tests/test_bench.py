@@ -115,7 +115,7 @@ def test_design_bench_smoke_trains_every_design_for_the_same_budget(tmp_path):
 
 
 @pytest.mark.parametrize("hold, message", [("text", "MODALITY=WEIGHT"), ("text=abc", "MODALITY=WEIGHT"),
-                                           ("text=0", "must be > 0")])
+                                           ("text=0", "must be > 0"), ("text=0.5", "hold the others only")])
 def test_weights_hold_flag_is_checked_before_any_work(hold, message):
     out = subprocess.run([sys.executable, "bench/weights.py", "--dataset", "nowhere", "--hold", hold], cwd=REPO,
                          capture_output=True, text=True, timeout=120)
