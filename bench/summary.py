@@ -327,10 +327,12 @@ def weights_section(weights: dict[str, dict]) -> str:
              "`weights_NAME_MODALITY.json` for another modality, whose table may hold the others fixed with `--hold`). "
              "Each weight decodes "
              "the whole validation split with the modality's digit log-probs times that weight; validation "
-             "NDCG@10 picks one, and test is read only for the pick and for 1 (the plain sum).", ""]
+             "NDCG@10 picks one, and test is read only for the pick and for 1 (the plain sum). "
+             "`--popularity B...` (`weights_NAME_popularity.json`) varies a popularity prior instead: every "
+             "item's score plus B x log(1 + its training count), the plain score being B = 0.", ""]
     for name, w in weights.items():
         lines += [f"Run `{w['run']}`, commit {commit(w['git_commit'])}, {num(w['seconds'])} s. "
-                  f"Gain of the pick over 1: validation {w['gain']['valid']:+.4f}, test {w['gain']['test']:+.4f}.", "",
+                  f"Gain of the pick over the plain score ({0 if w['modality'] == 'popularity' else 1}): validation {w['gain']['valid']:+.4f}, test {w['gain']['test']:+.4f}.", "",
                   weights_markdown(w)]
     return "\n".join(lines)
 

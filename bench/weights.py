@@ -2,6 +2,7 @@
 
     python bench/weights.py --dataset Beauty --modality text --values 1 0.5 0.33 0.25 0.15   # ~7 min on Beauty
     python bench/weights.py --dataset Beauty --modality collab --values 1.5 0.75 --hold text=0.25
+    python bench/weights.py --dataset Beauty --popularity -0.2 -0.1 0.1   # a popularity prior instead
 
 A parallel head trains each digit as its own softmax and decoding sums their log-probs as if they were
 independent; the digits of one modality quantize one vector, so they are not. For each value v the run's
@@ -10,12 +11,18 @@ genrec.decode.weighted, what `model.modality_weights` and `genrec evaluate --mod
 the whole catalogue for every validation user. Only validation NDCG@10 picks v. Test is then read for the pick
 and for v = 1, so the test gain is measured, not chosen. Each row also gives NDCG@10 per target-popularity
 bucket (bench/segments.py's).
-Writes bench/results/weights_NAME.json and .md (weights_NAME_MODALITY.* for a modality other than text).
+
+``--popularity B...`` varies a popularity prior instead: every item's score gains B * log(1 + its training
+count) (GenRec.set_item_prior; search "rerank" only), the digit weights staying the checkpoint's (or --hold's).
+B < 0 pushes rare items up. 0, the plain score, is always tried and read on test.
+Writes bench/results/weights_NAME.json and .md (weights_NAME_MODALITY.* for a modality other than text,
+weights_NAME_popularity.* for the prior).
 """
 
 from __future__ import annotations
 
 import argparse
+import math
 import sys
 import time
 from pathlib import Path
@@ -27,14 +34,17 @@ from run import RESULTS, add_existing_run_args, default_run_dir, git_commit  # n
 
 METRICS = ("ndcg@10", "recall@20")
 DEFAULT_MODALITY = "text"   # its table is weights_NAME.json; another modality's is weights_NAME_MODALITY.json
+POPULARITY = "popularity"   # --popularity's sweep, written as weights_NAME_popularity.json
 
 
-def score(module, examples, counts, weights) -> dict:
-    """Decode ``examples`` with per-digit ``weights`` and return METRICS overall and NDCG@10 per bucket."""
+def score(module, examples, counts, weights, prior=None) -> dict:
+    """Decode ``examples`` with per-digit ``weights`` (and an item ``prior``) and return METRICS overall and
+    NDCG@10 per bucket."""
     from genrec.evaluate import EvaluateConfig, evaluate_genrec
     from genrec.metrics import popularity_bucket_metrics, ranking_metrics
 
     module.set_level_weights(weights)
+    module.set_item_prior(prior)
     t0 = time.perf_counter()
     ranked = evaluate_genrec(module, examples, EvaluateConfig())
     overall = ranking_metrics(ranked, examples.targets)
@@ -49,12 +59,16 @@ def markdown(result: dict) -> str:
 
     present = result["rows"][0]["valid"]["ndcg@10_by_target_seen"]
     labels = [b for b in bucket_labels() if b in present]           # the JSON's keys are sorted as text
-    replaced = (f"; each value replaces the checkpoint's own level weights {result['trained_level_weights']}"
-                if result.get("trained_level_weights") else "")
+    verb = "digit weights are" if result["modality"] == POPULARITY else "each value replaces"
+    replaced = (f"; {verb} the checkpoint's own level weights {result['trained_level_weights']}"
+                if result.get("trained_level_weights") and not result.get("held") else "")
     held = ", ".join(f"{m} x {w:g}" for m, w in (result.get("held") or {}).items())
     replaced += f"; held fixed: {held}" if held else ""
-    lines = [f"**{result['dataset']}: decoding weight of the {result['modality']} digits** (validation picks "
-             f"{result['chosen']}; test is read for the pick and for 1 only{replaced})", "",
+    what = ("popularity prior B x log(1 + training count)" if result["modality"] == POPULARITY
+            else f"decoding weight of the {result['modality']} digits")
+    plain = 0 if result["modality"] == POPULARITY else 1
+    lines = [f"**{result['dataset']}: {what}** (validation picks "
+             f"{result['chosen']}; test is read for the pick and for {plain} only{replaced})", "",
              "| weight | split | NDCG@10 | Recall@20 | " + " | ".join(f"NDCG@10, target seen {b}" for b in labels) + " |",
              "|---|---|---|---|" + "---|" * len(labels)]
     for row in result["rows"]:
@@ -71,11 +85,13 @@ def markdown(result: dict) -> str:
 
 def run_weights(dataset: str, run_dir: Path, modality: str, values: list[float], results: Path = RESULTS,
                 hold: dict[str, float] | None = None) -> dict:
+    """Sweep ``modality``'s digit weight over ``values``, or (modality POPULARITY) the popularity prior's B."""
+    import numpy as np
     import torch
 
     from genrec.baselines import popularity_counts
     from genrec.data.dataset import load_dataset
-    from genrec.evaluate import load_genrec
+    from genrec.evaluate import EvaluateConfig, load_genrec
     from genrec.io import write_json_atomic, write_text_atomic
     from genrec.tokenizer.semantic_ids import load_semantic_ids
 
@@ -85,22 +101,33 @@ def run_weights(dataset: str, run_dir: Path, modality: str, values: list[float],
     module, ckpt = load_genrec(run_dir)
     counts = popularity_counts(ds.split.train, ds.n_items)
     trained = module.config.level_weights
-    values = sorted(set(values) | {1.0}, reverse=True)
     hold = dict(hold or {})
-    weights = {v: sid.level_weights({**hold, modality: v}) for v in values}   # raises on an unknown modality
+    popularity = modality == POPULARITY
+    plain = 0.0 if popularity else 1.0
+    values = sorted(set(values) | {plain}, reverse=True)
+    if popularity:
+        if module.default_search(EvaluateConfig().search) != "rerank":
+            raise ValueError(f"{ckpt} decodes with search {module.default_search(EvaluateConfig().search)!r}; a "
+                             "popularity prior is added to search 'rerank' scores only (a model trained with "
+                             "--model.item_loss_weight 1)")
+        base = sid.level_weights(hold) if hold else trained
+        settings = {v: (base, v * np.log1p(counts) if v else None) for v in values}
+    else:
+        settings = {v: (sid.level_weights({**hold, modality: v}), None) for v in values}   # raises on an unknown modality
     t0 = time.perf_counter()
     rows = []
     for v in values:
-        rows.append({"value": v, "level_weights": weights[v], "valid": score(module, ds.split.valid, counts, weights[v])})
+        rows.append({"value": v, "level_weights": settings[v][0],
+                     "valid": score(module, ds.split.valid, counts, *settings[v])})
         print(f"{modality} x {v:g}: valid NDCG@10 {rows[-1]['valid']['ndcg@10']:.4f}", flush=True)
-    best = max(rows, key=lambda r: (r["valid"]["ndcg@10"], r["value"] == 1.0))   # a tie keeps the plain sum
+    best = max(rows, key=lambda r: (r["valid"]["ndcg@10"], r["value"] == plain))   # a tie keeps the plain score
     for row in rows:
-        if row is best or row["value"] == 1.0:
-            row["test"] = score(module, ds.split.test, counts, weights[row["value"]])
+        if row is best or row["value"] == plain:
+            row["test"] = score(module, ds.split.test, counts, *settings[row["value"]])
     out = {"dataset": dataset, "run": str(run_dir), "checkpoint": str(ckpt), "git_commit": git_commit(),
            "modality": modality, "held": hold, "modalities": sid.modalities, "trained_level_weights": trained,
            "chosen": best["value"], "selected_by": "validation ndcg@10", "rows": rows,
-           "gain": {split: best[split]["ndcg@10"] - next(r for r in rows if r["value"] == 1.0)[split]["ndcg@10"]
+           "gain": {split: best[split]["ndcg@10"] - next(r for r in rows if r["value"] == plain)[split]["ndcg@10"]
                     for split in ("valid", "test")},
            "seconds": round(time.perf_counter() - t0, 1)}
     results.mkdir(parents=True, exist_ok=True)
@@ -118,6 +145,9 @@ def main(argv: list[str] | None = None) -> int:
                    help="whose digits are weighted (a name in RUN/sid's modalities; 'fused' for fused codes)")
     p.add_argument("--values", type=float, nargs="+", default=[1.0, 0.5, 0.33, 0.25, 0.15],
                    help="weights tried on validation (1 is always tried)")
+    p.add_argument("--popularity", type=float, nargs="+", metavar="B",
+                   help="vary a popularity prior B x log(1 + training count) instead (0 is always tried; search "
+                        "'rerank' checkpoints only); the digit weights are the checkpoint's, or --hold's")
     p.add_argument("--hold", nargs="+", default=[], metavar="MODALITY=WEIGHT",
                    help="other modalities' weights, fixed while --modality's varies (default: 1)")
     a = p.parse_args(argv)
@@ -130,12 +160,16 @@ def main(argv: list[str] | None = None) -> int:
             p.error(f"--hold takes MODALITY=WEIGHT, e.g. text=0.25; got {item!r}")
         if not hold[name] > 0:
             p.error(f"--hold weights must be > 0, got {item!r}")
-    if a.modality in hold:   # checked before the checkpoint is loaded
+    if a.popularity is not None:
+        a.modality, a.values = POPULARITY, a.popularity
+        if not all(math.isfinite(v) for v in a.values):
+            p.error(f"--popularity values must be finite, got {a.values}")
+    elif a.modality in hold:   # checked before the checkpoint is loaded
         p.error(f"--hold names {a.modality!r}, the modality whose weight is varied; hold the others only")
     run_dir = a.run_dir or default_run_dir(a.dataset)
     if not (run_dir / "checkpoints").exists():
         raise SystemExit(f"{run_dir}/checkpoints not found: run `python bench/run.py --dataset {a.dataset}` first")
-    if any(not v > 0 for v in a.values):
+    if a.modality != POPULARITY and any(not v > 0 for v in a.values):
         raise SystemExit(f"--values must all be > 0, got {a.values}")
     try:
         run_weights(a.dataset, run_dir, a.modality, a.values, a.results_dir, hold)

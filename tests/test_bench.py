@@ -59,6 +59,11 @@ def test_bench_smoke_writes_a_valid_result(tmp_path):
     assert plain["test"]["ndcg@10"] == pytest.approx(result["metrics"]["genrec"]["ndcg@10"])
     assert all(("test" in r) == (r["value"] in (1.0, weights["chosen"])) for r in weights["rows"])
     assert "(chosen)" in (tmp_path / "results" / "weights_smoke_fused.md").read_text()
+    # --popularity adds to search "rerank" scores; the smoke model has no trained item logit, so one line says so
+    out = subprocess.run([sys.executable, "bench/weights.py", "--dataset", "smoke", "--run-dir", str(tmp_path / "smoke"),
+                          "--results-dir", str(tmp_path / "results"), "--popularity", "-0.1"],
+                         cwd=REPO, capture_output=True, text=True, timeout=600)
+    assert out.returncode == 1 and "search 'rerank' scores only" in out.stderr and "Traceback" not in out.stderr
 
     # bench/seeds.py on the same run: seed 0 is the bench run's own models, seed 1 is retrained.
     out = subprocess.run([sys.executable, "bench/seeds.py", "--dataset", "smoke", "--run-dir", str(tmp_path / "smoke"),

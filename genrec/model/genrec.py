@@ -98,6 +98,9 @@ class GenRec(nn.Module):
         # the item loss's weight in training (None: unknown, e.g. built in memory): 0 means the state's item
         # logit is untrained, so search "rerank" is refused
         self.item_loss_weight: float | None = None
+        # (N,) score added to every item's total in search "rerank" (None: nothing); bench/weights.py
+        # --popularity measures a popularity prior with it. Not stored in checkpoints or exports.
+        self.item_prior: np.ndarray | None = None
 
     # ------------------------------------------------------------------ catalogue
     @property
@@ -196,6 +199,15 @@ class GenRec(nn.Module):
 
         self.config.level_weights = None if weights is None else list(check_level_weights(weights, len(self.level_sizes)))
 
+    def set_item_prior(self, prior: np.ndarray | None) -> None:
+        """Add ``prior[i]`` to item i's score from now on (search "rerank" only; None: nothing)."""
+        if prior is not None:
+            prior = np.asarray(prior, dtype=np.float64)
+            if prior.shape != (self.n_items,) or not np.isfinite(prior).all():
+                raise ValueError(f"item prior must be {self.n_items} finite numbers, one per item, "
+                                 f"got shape {prior.shape}")
+        self.item_prior = prior
+
     @torch.inference_mode()
     def recommend(self, hist: torch.Tensor, *, k: int, beam_width: int = 20,
                   exclude: list[np.ndarray] | None = None, candidates: list[np.ndarray] | None = None,
@@ -208,6 +220,8 @@ class GenRec(nn.Module):
 
         if search not in SEARCHES:
             raise ValueError(f"search must be one of {SEARCHES}, got {search!r}")
+        if self.item_prior is not None and search != "rerank":
+            raise ValueError(f"an item prior is added in search 'rerank' only, not {search!r}")
 
         was_training = self.training
         self.eval()
@@ -259,8 +273,17 @@ class GenRec(nn.Module):
         def rows(ids: np.ndarray) -> np.ndarray:   # only the beam's items: not the whole (N, d) table per batch
             return self.item_table(torch.as_tensor(ids, device=state.device)).float().cpu().numpy()
 
-        return rerank_search(step, self.trie, len(hist), k, beam_width=width, state=state.float().cpu().numpy(),
-                             item_table=rows, item_mask=mask)
+        prior = self.item_prior
+        state = state.float().cpu().numpy()
+
+        def scored(ids: np.ndarray) -> np.ndarray:   # the prior as one more coordinate of state . row
+            table = rows(ids)
+            return table if prior is None else np.concatenate([table, prior[ids, None]], axis=1)
+
+        if prior is not None:
+            state = np.concatenate([state, np.ones((len(state), 1), state.dtype)], axis=1)
+        return rerank_search(step, self.trie, len(hist), k, beam_width=width, state=state,
+                             item_table=scored, item_mask=mask)
 
     def _hybrid(self, hist, users, k: int, mask):
         """Parallel head: every item scored by its digits' summed log-probs plus the state's item logit
@@ -270,9 +293,10 @@ class GenRec(nn.Module):
 
         self.check_rerank()
         step = self.step(hist, users)
-        logits = step.state.float() @ self.item_table().float().T          # (b, N)
-        return score_catalogue(step, self.trie, len(hist), k, item_mask=mask,
-                               item_scores=logits.double().cpu().numpy())
+        logits = (step.state.float() @ self.item_table().float().T).double().cpu().numpy()   # (b, N)
+        if self.item_prior is not None:
+            logits = logits + self.item_prior
+        return score_catalogue(step, self.trie, len(hist), k, item_mask=mask, item_scores=logits)
 
     # ------------------------------------------------------------------ checkpoints
     def checkpoint_entry(self) -> dict:

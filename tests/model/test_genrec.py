@@ -151,7 +151,8 @@ def _brute_force_rerank(model: GenRec, hist: torch.Tensor, exclude: list[np.ndar
                         h = model.model.head.advance(level - 1, h, model.item_codes[item, level - 1:level])
                     w = (model.config.level_weights or [1.0] * len(model.level_sizes))[level]
                     s += w * float(torch.log_softmax(model.model.head.logits(level, h).double(), -1)[0, model.item_codes[item, level]])
-                scores[item] = s + float(state[b].double() @ table[item].double())
+                prior = 0.0 if model.item_prior is None else float(model.item_prior[item])
+                scores[item] = s + float(state[b].double() @ table[item].double()) + prior
             out.append(sorted(scores, key=lambda i: (-scores[i], i))[:k])
     return np.array(out)
 
@@ -208,6 +209,31 @@ def test_level_weights_scale_each_digits_log_prob_in_every_search():
         model.set_level_weights([1.0, 0.0, 1.0])
     with pytest.raises(ValueError, match="has 2 entries; the codes have 3 digits"):
         GenRecConfig(arch="causal", backbone=model.config.backbone, n_items=N_ITEMS, level_weights=[1, 1])
+
+
+def test_an_item_prior_is_added_to_every_items_rerank_score_on_both_heads():
+    """GenRec.set_item_prior (bench/weights.py --popularity): item i scores codes + item logit + prior[i], the
+    brute force's sum, exactly on a parallel head and over the whole trie on the autoregressive one."""
+    hist = torch.tensor([[-1, -1, 3, 4, 5, 6], [1, 2, 3, 4, 5, 6], [-1, -1, -1, -1, -1, 9]])
+    exclude = [np.array([3, 4]), np.array([], dtype=np.int64), np.array([9, 0, 1])]
+    prior = np.linspace(-3.0, 3.0, N_ITEMS)[np.random.default_rng(0).permutation(N_ITEMS)]
+    for head in ("parallel", "autoregressive"):
+        model = _model("causal", head=head)
+        model.item_loss_weight = 1.0
+        plain = model.recommend(hist, k=7, beam_width=N_ITEMS, exclude=exclude, search="rerank")
+        model.set_item_prior(prior)
+        got = model.recommend(hist, k=7, beam_width=N_ITEMS, exclude=exclude, search="rerank")
+        np.testing.assert_array_equal(got.items, _brute_force_rerank(model, hist, exclude, 7))
+        assert not np.array_equal(got.items, plain.items)              # the prior moves the ranking
+        with pytest.raises(ValueError, match="in search 'rerank' only"):
+            model.recommend(hist, k=7, search="beam")
+        model.set_item_prior(None)
+        np.testing.assert_array_equal(model.recommend(hist, k=7, beam_width=N_ITEMS, exclude=exclude,
+                                                      search="rerank").items, plain.items)
+    with pytest.raises(ValueError, match="one per item"):
+        model.set_item_prior(prior[:-1])
+    with pytest.raises(ValueError, match="one per item"):
+        model.set_item_prior(np.full(N_ITEMS, np.inf))
 
 
 def test_level_weights_travel_with_the_checkpoint_and_older_checkpoints_decode_unweighted(tmp_path):
