@@ -21,6 +21,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "bench"))
 
 from run import RESULTS, STEPS, pipeline_minutes, training_side_seconds, validate_result  # noqa: E402
+from components import markdown as components_markdown  # noqa: E402
 from weights import markdown as weights_markdown  # noqa: E402
 
 OUT = REPO / "bench" / "RESULTS.md"
@@ -317,6 +318,18 @@ def segments_section(segments: dict[str, dict]) -> str:
             lines.append(row([split, "all", num(o["n_users"]), "100%",
                               *[f4(o[sys_][m]) for sys_ in systems for m in ("ndcg@10", "recall@20")]]))
         lines.append("")
+    return "\n".join(lines)
+
+
+def components_section(components: dict[str, dict]) -> str:
+    lines = ["## Which part of the score finds which targets", "",
+             "Command: `python bench/components.py --dataset NAME` (after `bench/run.py`; reads that run's "
+             "genrec checkpoint, retrains nothing; writes `results/components_NAME.json`). Every validation "
+             "user's catalogue ranked by one part of a parallel head's score at a time: one modality's digits, "
+             "the item logit, or the full score as decoded (the results table's ranking).", ""]
+    for name, c in components.items():
+        lines += [f"Run `{c['run']}`, commit {commit(c['git_commit'])}, {num(c['seconds'])} s.", "",
+                  components_markdown(c)]
     return "\n".join(lines)
 
 
@@ -647,6 +660,8 @@ def render(folder: Path = RESULTS) -> str:
         parts.append(segments_section(segments))
     if weights := load_kind(folder, "weights"):
         parts.append(weights_section(weights))
+    if components := load_kind(folder, "components"):
+        parts.append(components_section(components))
     if ablations := load_kind(folder, "ablation"):
         parts.append(ablation_section(ablations, results))
     if layouts := load_kind(folder, "layouts"):

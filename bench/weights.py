@@ -2,7 +2,7 @@
 
     python bench/weights.py --dataset Beauty --modality text --values 1 0.5 0.33 0.25 0.15   # ~7 min on Beauty
     python bench/weights.py --dataset Beauty --modality collab --values 1.5 0.75 --hold text=0.25
-    python bench/weights.py --dataset Beauty --popularity -0.2 -0.1 0.1   # a popularity prior instead
+    python bench/weights.py --dataset Beauty --popularity -4 -3 -2 -1.5 -1 -0.5   # a popularity prior; ~5 min
 
 A parallel head trains each digit as its own softmax and decoding sums their log-probs as if they were
 independent; the digits of one modality quantize one vector, so they are not. For each value v the run's
