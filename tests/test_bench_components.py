@@ -14,7 +14,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "bench"))
 from components import AS_DECODED, ITEM_LOGIT, component_scores, target_ranks  # noqa: E402
 
-from tests.tiny import MAX_ITEMS, N_ITEMS, tiny_module  # noqa: E402
+from tiny import MAX_ITEMS, N_ITEMS, tiny_module  # noqa: E402
 
 # the tiny model's 4 digits read as two "modalities" of one digit each, then two digits outside them (as a dedup)
 MODALITIES, N_LEVELS = ["a", "b"], 1
