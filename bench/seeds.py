@@ -12,6 +12,10 @@ bench/results/NAME.json); otherwise that seed is retrained like the others. Both
 scored on the validation and test splits with `genrec evaluate`'s metric functions. The report
 gives each seed's figures, mean and standard deviation per system, and genrec minus SASRec per
 seed, so a lead can be told apart from seed noise. Writes bench/results/seeds_NAME.{json,md,png}.
+
+Each retrained seed's figures are also kept in its folder (OUT_ROOT/seed_N/GENREC_or_SASREC.json) as soon
+as they are measured; ``--resume`` reads them back instead of retraining, while they were written for the
+same run folder and training settings, so a run cut off after some seeds goes on from there.
 """
 
 from __future__ import annotations
@@ -19,7 +23,7 @@ from __future__ import annotations
 import argparse
 import sys
 import time
-from dataclasses import replace
+from dataclasses import asdict, replace
 from pathlib import Path
 
 import numpy as np
@@ -44,6 +48,35 @@ def seed_run_dir(base: Path, out_root: Path, seed: int) -> Path:
         if not link.exists():
             link.symlink_to((base / stage).resolve(), target_is_directory=True)
     return run
+
+
+def seed_key(base: Path, system: str, settings: dict) -> dict:
+    """What a kept seed figure was measured for: the bench run folder and the system's training settings."""
+    import hashlib
+    import json
+
+    blob = json.dumps(settings, sort_keys=True, default=str).encode()
+    return {"run_dir": str(base.resolve()), "system": system, "settings_sha256": hashlib.sha256(blob).hexdigest()}
+
+
+def kept_figures(path: Path, key: dict) -> dict | None:
+    """A seed's kept figures at ``path`` if they were measured for ``key``, else None."""
+    import json
+
+    if not path.is_file():
+        return None
+    try:
+        kept = json.loads(path.read_text())
+    except ValueError:
+        return None          # not ours or cut off mid-write (writes are atomic, so only a foreign file)
+    return kept if kept.get("key") == key and all(s in kept for s in SPLITS) else None
+
+
+def keep_figures(path: Path, key: dict, figures: dict, seconds: float) -> None:
+    from genrec.io import write_json_atomic
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    write_json_atomic(path, {"key": key, "git_commit": git_commit(), "train_seconds": seconds} | figures)
 
 
 def spread(values: list[float]) -> dict:
@@ -148,31 +181,46 @@ def reusable_systems(base: Path, table_path: Path) -> set[str]:
 
 
 def run_seed(seed: int, base: Path, out_root: Path, train_yaml: str, genrec_seed: int, dataset,
-             reusable: set[str]) -> dict:
-    """One seed's genrec and SASRec figures (the bench run's own models when the seed is theirs and reusable)."""
+             reusable: set[str], resume: bool = False) -> dict:
+    """One seed's genrec and SASRec figures: the bench run's own models when the seed is theirs and reusable,
+    the figures a cut-off run kept (``resume``), or retrained and scored (and kept)."""
+    from genrec.config import load_yaml
     from genrec.features.collab import CHECKPOINT, load_sasrec_with_config, train_sasrec
 
-    row: dict = {"seed": seed, "train_seconds": {}, "reused": []}
-    if seed == genrec_seed and "genrec" in reusable:
-        genrec_run, row["train_seconds"]["genrec"] = base, None
-        row["reused"].append("genrec")
-    else:
-        genrec_run = seed_run_dir(base, out_root, seed)
-        row["train_seconds"]["genrec"] = round(train_genrec(genrec_run, train_yaml, seed), 1)
-    row["genrec"] = score_genrec(genrec_run)
-
+    row: dict = {"seed": seed, "train_seconds": {}, "reused": [], "resumed": []}
+    folder = out_root / f"seed_{seed}"
     bench_sasrec, config = load_sasrec_with_config(base / "features" / "sasrec" / CHECKPOINT)
-    if seed == config.seed and "sasrec" in reusable:
-        model, row["train_seconds"]["sasrec"] = bench_sasrec, None
-        row["reused"].append("sasrec")
-    else:
-        t0 = time.perf_counter()
-        model = train_sasrec(dataset, replace(config, seed=seed), out_dir=out_root / f"seed_{seed}" / "sasrec").model
-        row["train_seconds"]["sasrec"] = round(time.perf_counter() - t0, 1)
-    row["sasrec"] = score_sasrec(model, config.eval_max_items, dataset)
+    keys = {"genrec": seed_key(base, "genrec", {"train_config": load_yaml(REPO / train_yaml), "seed": seed}),
+            "sasrec": seed_key(base, "sasrec", {"config": asdict(replace(config, seed=seed))})}
     for system in SYSTEMS:
-        print(f"seed {seed} {system}: " + ", ".join(f"{s} NDCG@10 {row[system][s]['ndcg@10']:.4f}" for s in SPLITS),
-              flush=True)
+        kept = kept_figures(folder / f"{system}.json", keys[system]) if resume else None
+        if kept is not None:
+            row[system] = {split: kept[split] for split in SPLITS}
+            row["train_seconds"][system] = kept["train_seconds"]
+            row["resumed"].append(system)
+            continue
+        if system == "genrec":
+            if seed == genrec_seed and "genrec" in reusable:
+                row["genrec"], row["train_seconds"]["genrec"] = score_genrec(base), None
+                row["reused"].append("genrec")
+                continue
+            seconds = round(train_genrec(seed_run_dir(base, out_root, seed), train_yaml, seed), 1)
+            row["genrec"] = score_genrec(folder)
+        else:
+            if seed == config.seed and "sasrec" in reusable:
+                row["sasrec"], row["train_seconds"]["sasrec"] = score_sasrec(bench_sasrec, config.eval_max_items,
+                                                                             dataset), None
+                row["reused"].append("sasrec")
+                continue
+            t0 = time.perf_counter()
+            model = train_sasrec(dataset, replace(config, seed=seed), out_dir=folder / "sasrec").model
+            seconds = round(time.perf_counter() - t0, 1)
+            row["sasrec"] = score_sasrec(model, config.eval_max_items, dataset)
+        row["train_seconds"][system] = seconds
+        keep_figures(folder / f"{system}.json", keys[system], row[system], seconds)
+    for system in SYSTEMS:
+        print(f"seed {seed} {system}: " + ", ".join(f"{s} NDCG@10 {row[system][s]['ndcg@10']:.4f}" for s in SPLITS)
+              + (" (kept from an earlier run)" if system in row["resumed"] else ""), flush=True)
     return row
 
 
@@ -182,6 +230,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], help="seeds to train and score (default 0 1 2)")
     p.add_argument("--out-root", type=Path, default=None,
                    help="where the retrained seeds' run folders go (default bench/runs/seeds/NAME)")
+    p.add_argument("--resume", action="store_true",
+                   help="reuse the figures each seed's folder kept from an earlier, cut-off run of this command "
+                        "(same run folder and training settings) instead of retraining that seed")
     a = p.parse_args(argv)
     from genrec.config import load_yaml
     from genrec.data.dataset import load_dataset
@@ -200,7 +251,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{base} no longer holds the results table's {', '.join(sorted(set(SYSTEMS) - reusable))} model: "
               "its seed is retrained too", flush=True)
     t0 = time.perf_counter()
-    per_seed = [run_seed(seed, base, out_root, train_yaml, genrec_seed, dataset, reusable)
+    per_seed = [run_seed(seed, base, out_root, train_yaml, genrec_seed, dataset, reusable, a.resume)
                 for seed in dict.fromkeys(a.seeds)]
     result = {"dataset": a.dataset, "git_commit": git_commit(), "train_config": train_yaml,
               "bench_run_seed": {"genrec": genrec_seed}, "reusable_from_bench_run": sorted(reusable),

@@ -80,6 +80,15 @@ def test_bench_smoke_writes_a_valid_result(tmp_path):
         pair = [seed0[system]["test"]["ndcg@10"], seed1[system]["test"]["ndcg@10"]]
         assert stats["mean"] == pytest.approx(np.mean(pair)) and stats["std"] == pytest.approx(np.std(pair, ddof=1))
     assert (tmp_path / "results" / "seeds_smoke.png").read_bytes()[:4] == b"\x89PNG"
+    # --resume: seed 1's kept figures are read back, not retrained
+    out = subprocess.run([sys.executable, "bench/seeds.py", "--dataset", "smoke", "--run-dir", str(tmp_path / "smoke"),
+                          "--results-dir", str(tmp_path / "results"), "--out-root", str(tmp_path / "seeds"),
+                          "--seeds", "1", "--resume"], cwd=REPO, capture_output=True, text=True, timeout=600)
+    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
+    (resumed,) = json.loads((tmp_path / "results" / "seeds_smoke.json").read_text())["per_seed"]
+    assert resumed["resumed"] == ["genrec", "sasrec"] and "kept from an earlier run" in out.stdout
+    for system in ("genrec", "sasrec"):
+        assert resumed[system] == seed1[system] and resumed["train_seconds"][system] == seed1["train_seconds"][system]
 
     # --reuse-stages after a training-flag change: the up-to-date stages are kept with their first timing.
     out = subprocess.run([sys.executable, "bench/run.py", "--smoke", "--run-dir", str(tmp_path / "smoke"),
@@ -182,6 +191,23 @@ def test_a_genrec_rerun_keeps_the_peers_of_the_same_data_only():
     assert carried_peers(previous, {"dataset_stats": stats})["cornac_tiger"]["genrec_commit"] == "old"
     assert carried_peers(previous, {"dataset_stats": {**stats, "n_users": 11}}) == {}
     assert carried_peers(None, {"dataset_stats": stats}) == {}
+
+
+def test_seeds_resume_only_from_figures_kept_for_the_same_run_folder_and_settings(tmp_path):
+    from seeds import keep_figures, kept_figures, seed_key
+
+    figures = {"valid": {"ndcg@10": 0.05}, "test": {"ndcg@10": 0.04}}
+    key = seed_key(tmp_path / "run", "genrec", {"train_config": {"lr": 0.005}, "seed": 1})
+    keep_figures(tmp_path / "seed_1" / "genrec.json", key, figures, 12.5)
+    kept = kept_figures(tmp_path / "seed_1" / "genrec.json", key)
+    assert kept["valid"] == figures["valid"] and kept["train_seconds"] == 12.5
+    for other in (seed_key(tmp_path / "run", "genrec", {"train_config": {"lr": 0.001}, "seed": 1}),
+                  seed_key(tmp_path / "run", "genrec", {"train_config": {"lr": 0.005}, "seed": 2}),
+                  seed_key(tmp_path / "other", "genrec", {"train_config": {"lr": 0.005}, "seed": 1})):
+        assert kept_figures(tmp_path / "seed_1" / "genrec.json", other) is None
+    (tmp_path / "seed_1" / "sasrec.json").write_text("{not json")
+    assert kept_figures(tmp_path / "seed_1" / "sasrec.json", key) is None
+    assert kept_figures(tmp_path / "seed_2" / "genrec.json", key) is None
 
 
 def test_seeds_reuse_a_bench_model_only_while_the_run_folder_holds_the_table_run(tmp_path):

@@ -30,7 +30,8 @@ def titles() -> list[str | None]:
 
 
 def tiny_module(arch: str = "causal", seed: int = 0, content_dim: int = 0, item_id_embedding: bool = False,
-                n_user_buckets: int = 0, head: str = "autoregressive", item_loss_weight: float = 0.0):
+                n_user_buckets: int = 0, head: str = "autoregressive", item_loss_weight: float = 0.0,
+                item_output: str = "token"):
     import torch
 
     from genrec.lit.data import ModelDims
@@ -40,7 +41,7 @@ def tiny_module(arch: str = "causal", seed: int = 0, content_dim: int = 0, item_
     m = GenRecModule(dims=ModelDims(LEVELS, N_ITEMS, content_dim, "test", max_items=MAX_ITEMS), arch=arch, d_model=24, n_layers=2,
                      n_heads=2, d_ff=37, dropout=0.0, tiger_layers=2, tiger_heads=2,
                      tiger_d_ff=37, item_id_embedding=item_id_embedding, n_user_buckets=n_user_buckets, head=head,
-                     item_loss_weight=item_loss_weight)
+                     item_loss_weight=item_loss_weight, item_output=item_output)
     m.item_codes.copy_(torch.as_tensor(item_codes()))
     with torch.no_grad():
         for p in m.model.parameters():

@@ -38,7 +38,8 @@ BACKBONE_ARGS = {
     "causal": lambda dims, a: dict(
         level_sizes=dims.level_sizes, max_items=dims.max_items, d_model=a["d_model"], n_layers=a["n_layers"],
         n_heads=a["n_heads"], d_ff=a["d_ff"], dropout=a["dropout"], content_dim=dims.content_dim,
-        n_items=dims.n_items if a["item_id_embedding"] else 0, head=a["head"] or dims.code_head),
+        n_items=dims.n_items if a["item_id_embedding"] else 0, head=a["head"] or dims.code_head,
+        item_output=a["item_output"], n_output_items=0 if a["item_output"] == "token" else dims.n_items),
     "tiger": lambda dims, a: dict(
         level_sizes=dims.level_sizes, n_user_buckets=a["n_user_buckets"], max_items=dims.max_items,
         d_model=a["d_model"], d_ff=a["tiger_d_ff"], n_layers=a["tiger_layers"], n_decoder_layers=a["tiger_layers"],
@@ -91,6 +92,7 @@ class GenRecModule(L.LightningModule):
         item_loss_weight: float = 0.0,
         item_loss: str = "full",
         item_loss_negatives: int = 2048,
+        item_output: str = "token",
         target_weighting: str = "equal",
         lr: float = 1e-3,
         weight_decay: float = 0.01,
@@ -129,6 +131,9 @@ class GenRecModule(L.LightningModule):
                 batch's targets plus ``item_loss_negatives`` shared negatives drawn ~ training count^0.5, as
                 SASRec's ``loss: sampled``; only those items' rows are computed).
             item_loss_negatives: negatives of the sampled item loss.
+            item_output: CausalSID only; what the item logit scores a state against: "token" (each item's input
+                token, tied), "free" (an untied output vector per item, as SASRec's table but not shared with
+                the input) or "token+free" (their sum). Not "token" needs item_loss_weight > 0 to train it.
             target_weighting: CausalSID only. "equal": every next-item target weighs the same: the summed loss
                 is divided by batch_size x the mean targets per window. "batch": mean over the batch's
                 own targets; with length-bucketed batches that weighs a target from a batch of short windows
@@ -160,6 +165,9 @@ class GenRecModule(L.LightningModule):
             raise ValueError(f"search must be one of {SEARCHES}, got {search!r}")
         if item_loss not in ITEM_LOSSES:
             raise ValueError(f"item_loss must be one of {ITEM_LOSSES}, got {item_loss!r}")
+        if item_output != "token" and not (arch == "causal" and item_loss_weight):
+            raise ValueError(f"item_output={item_output!r} is a table only the item loss trains: it needs arch "
+                             "'causal' and item_loss_weight > 0 (or item_output 'token')")
         if item_loss_negatives < 1:
             raise ValueError(f"item_loss_negatives must be >= 1, got {item_loss_negatives}")
         if item_id_grad not in ITEM_GRADS:

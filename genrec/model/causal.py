@@ -24,6 +24,9 @@ from torch import nn
 
 
 HEADS = ("autoregressive", "parallel")
+# What the item logit (the item loss's score, and search "rerank"'s) scores a state against: the item's input
+# token; a free output vector per item (untied, as a classifier's rows); or the sum of the two.
+ITEM_OUTPUTS = ("token", "free", "token+free")
 
 
 @dataclass
@@ -39,6 +42,8 @@ class CausalSIDConfig:
     n_items: int = 0             # >0: also learn a per-item id embedding (hybrid; 0 = codes only)
     head: str = "autoregressive"  # "autoregressive": level d sees the codes before it (for RQ codes);
                                   # "parallel": every level from the same state (RPG-style, for PQ codes)
+    item_output: str = "token"   # the item logit's item vectors (ITEM_OUTPUTS); not "token": a free table
+    n_output_items: int = 0      # rows of that free output table (the catalogue size; 0 with "token")
 
     def __post_init__(self):
         self.level_sizes = tuple(int(k) for k in self.level_sizes)
@@ -48,6 +53,11 @@ class CausalSIDConfig:
             raise ValueError("max_items, n_layers and level_sizes must be positive")
         if self.head not in HEADS:
             raise ValueError(f"head must be one of {HEADS}, got {self.head!r}")
+        if self.item_output not in ITEM_OUTPUTS:
+            raise ValueError(f"item_output must be one of {ITEM_OUTPUTS}, got {self.item_output!r}")
+        if (self.item_output != "token") != (self.n_output_items > 0):
+            raise ValueError(f"item_output {self.item_output!r} needs n_output_items > 0 exactly when it is not "
+                             f"'token' (got {self.n_output_items})")
         if not 0.0 <= self.dropout < 1.0:
             raise ValueError(f"dropout must be in [0, 1), got {self.dropout}")
 
@@ -163,6 +173,8 @@ class CausalSID(nn.Module):
         self.code_emb = nn.ModuleList(nn.Embedding(k, d) for k in cfg.level_sizes)
         self.content_proj = nn.Linear(cfg.content_dim, d, bias=False) if cfg.content_dim else None
         self.item_emb = nn.Embedding(cfg.n_items, d) if cfg.n_items else None
+        # untied output rows: a rare item's logit need not share its code embeddings with popular items
+        self.item_out_emb = nn.Embedding(cfg.n_output_items, d) if cfg.n_output_items else None
         self.pos_emb = nn.Embedding(cfg.max_items, d)
         self.drop = nn.Dropout(cfg.dropout)
         self.blocks = nn.ModuleList(Block(cfg) for _ in range(cfg.n_layers))

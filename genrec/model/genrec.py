@@ -170,8 +170,18 @@ class GenRec(nn.Module):
         return self.model.item_tokens(codes[None], content, ids[None] if self.item_id_embedding else None)[0]
 
     def item_table(self, ids: torch.Tensor | None = None) -> torch.Tensor:
-        """``item_vectors`` without the encoder's sqrt(d) input scale: what the item-level loss scores."""
-        return self.item_vectors(ids) / math.sqrt(self.model.cfg.d_model)
+        """What the item logit scores a state against (N, d), or those rows of ``ids`` (M,): the item loss in
+        training and search "rerank". By the backbone's ``item_output``: ``item_vectors`` without the
+        encoder's sqrt(d) input scale ("token"), a free output table ("free"), or their sum."""
+        mode = getattr(self.model.cfg, "item_output", "token")
+        table = None
+        if mode != "token":
+            out = self.model.item_out_emb.weight
+            table = out if ids is None else out[ids]
+        if mode != "free":
+            token = self.item_vectors(ids) / math.sqrt(self.model.cfg.d_model)
+            table = token if table is None else table + token
+        return table
 
     def tiger_inputs(self, hist: torch.Tensor, users: torch.Tensor | None = None):
         """TIGER encoder tokens: D code tokens per history item, left-padded (b, t*D), plus an optional user token."""

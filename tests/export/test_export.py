@@ -204,10 +204,12 @@ def test_the_default_export_search_follows_the_trained_item_logit(tmp_path):
     assert (hybrid["decoding"], codes_only["decoding"]) == ("rerank", "exact")
 
 
-def test_a_parallel_rerank_export_serves_the_torch_hybrid_ranking(tmp_path):
+@pytest.mark.parametrize("item_output", ["token", "free"])
+def test_a_parallel_rerank_export_serves_the_torch_hybrid_ranking(tmp_path, item_output):
     """search "rerank" on a parallel head: the server adds the item logit to every item's code score, as
-    GenRec.recommend does in torch (parity checked at export and here), history exclusion included."""
-    module = tiny_module(head="parallel", item_loss_weight=1.0)
+    GenRec.recommend does in torch (parity checked at export and here), history exclusion included; with an
+    untied output table (item_output "free") item_table.npy holds that table's rows."""
+    module = tiny_module(head="parallel", item_loss_weight=1.0, item_output=item_output)
     folder = tmp_path / "parallel-rerank"
     export_module(module, folder, ExportConfig(search="rerank"), source_ids=source_ids(), titles=titles())
     runtime = ExportRuntime(folder)

@@ -202,6 +202,31 @@ def test_item_level_loss_is_sasrecs_cross_entropy_over_the_item_tokens():
         _module(arch="tiger", item_loss_weight=0.5)
 
 
+@pytest.mark.parametrize("item_output", ["free", "token+free"])
+def test_an_untied_item_output_table_is_what_the_item_loss_scores_and_trains(item_output):
+    """item_output "free": the item logit's rows are their own table, not the input tokens; "token+free": the
+    tokens plus that table. The item loss's gradient reaches the free table and the sampled loss reads the
+    same rows as the full one."""
+    window = torch.as_tensor(causal_windows([np.arange(10), np.arange(20, 30)], 6))
+    module = _module(item_id_embedding=True, item_loss_weight=0.5, item_output=item_output)
+    free = module.model.item_out_emb.weight
+    token = module.model.item_tokens(module.item_codes[None], None, torch.arange(N_ITEMS)[None])[0] / np.sqrt(24)
+    expected = free if item_output == "free" else free + token
+    torch.testing.assert_close(module.genrec.item_table(), expected)
+    ids = torch.tensor([3, 0, 36, 3])
+    torch.testing.assert_close(module.genrec.item_table(ids), expected[ids])
+    module.train()
+    module.training_step((window,), 0).backward()
+    assert free.grad.abs().sum() > 0
+    # an embedding: no weight decay, as the item-id table
+    decayed = module.configure_optimizers()["optimizer"].param_groups[0]["params"]
+    assert not any(p is free for p in decayed)
+    with pytest.raises(ValueError, match="item_loss_weight > 0"):
+        _module(item_output=item_output)                      # nothing would train the table
+    with pytest.raises(ValueError, match="item_output must be one of"):
+        _module(item_loss_weight=0.5, item_output="tied")
+
+
 def test_validation_decodes_with_the_configured_search():
     """model.search "rerank" reaches GenRec.recommend (what validation and the post-fit evaluation use), and
     is refused without the item loss that trains the score it re-ranks by."""

@@ -236,6 +236,29 @@ def test_an_item_prior_is_added_to_every_items_rerank_score_on_both_heads():
         model.set_item_prior(np.full(N_ITEMS, np.inf))
 
 
+@pytest.mark.parametrize("head", ["parallel", "autoregressive"])
+def test_rerank_with_an_untied_output_table_scores_by_its_rows_and_survives_a_checkpoint(tmp_path, head):
+    """item_output "free": search "rerank" adds state . item_out_emb[item] (not the input token's row), the
+    brute force's sum with that table, and a saved model decodes the same after loading."""
+    hist = torch.tensor([[-1, -1, 3, 4, 5, 6], [1, 2, 3, 4, 5, 6], [-1, -1, -1, -1, -1, 9]])
+    exclude = [np.array([3, 4]), np.array([], dtype=np.int64), np.array([9, 0, 1])]
+    model = _model("causal", head=head, item_output="free", n_output_items=N_ITEMS)
+    model.item_loss_weight = 1.0
+    torch.testing.assert_close(model.item_table(), model.model.item_out_emb.weight)
+    got = model.recommend(hist, k=7, beam_width=N_ITEMS, exclude=exclude, search="rerank")
+    np.testing.assert_array_equal(got.items, _brute_force_rerank(model, hist, exclude, 7))
+    tied = _model("causal", head=head)
+    tied.item_loss_weight = 1.0
+    assert not np.array_equal(got.items, tied.recommend(hist, k=7, beam_width=N_ITEMS, exclude=exclude,
+                                                        search="rerank").items)
+    model.save(tmp_path / "m.pt")
+    loaded = GenRec.from_checkpoint(tmp_path / "m.pt")
+    np.testing.assert_array_equal(loaded.recommend(hist, k=7, beam_width=N_ITEMS, exclude=exclude,
+                                                   search="rerank").items, got.items)
+    with pytest.raises(ValueError, match="n_output_items > 0"):
+        _model("causal", item_output="free")
+
+
 def test_level_weights_travel_with_the_checkpoint_and_older_checkpoints_decode_unweighted(tmp_path):
     model = _model("causal", head="parallel")
     model.set_level_weights([1.0, 0.5, 0.25])
