@@ -20,9 +20,8 @@ class CausalStep:
     """Step function for CausalSID: one transformer pass per request, then tiny head steps."""
 
     def __init__(self, genrec, hist: torch.Tensor, users: torch.Tensor | None = None):
-        codes, valid, content, ids = genrec.history_inputs(hist)
         self.head = genrec.model.head
-        self.state = genrec.model.last_state(codes, valid, content, ids)  # (b, d)
+        self.state = genrec.model.last_state(*genrec.history_inputs(hist))  # (b, d)
 
     @torch.inference_mode()
     def __call__(self, level: int, parent_rows: np.ndarray, last_codes: np.ndarray | None) -> np.ndarray:

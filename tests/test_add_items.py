@@ -88,6 +88,29 @@ def test_grown_model_rows(added, base):
     np.testing.assert_array_equal(grown.item_codes.numpy(), np.load(new / "codes.npy"))
 
 
+def test_a_free_output_table_and_attributes_grow_with_the_catalogue():
+    """item_output "free": a new item's output row is the mean trained row (or its neighbours' mean), as its
+    id-embedding row; old items keep their item vectors and output rows."""
+    from genrec.catalog.add import grow_model
+    from tiny import N_ITEMS, item_codes, tiny_module
+
+    model = tiny_module(head="parallel", item_id_embedding=True, item_loss_weight=1.0, item_output="free",
+                        attributes=True).genrec
+    codes = item_codes()
+    nearest = np.array([[3, 5], [-1, -1]])
+    grown = grow_model(model, codes[:2], np.zeros((2, 0), np.float32), nearest)
+    out = model.model.item_out_emb.weight.detach()
+    assert grown.config.backbone.n_output_items == N_ITEMS + 2
+    torch.testing.assert_close(grown.model.item_out_emb.weight[:N_ITEMS], out)
+    torch.testing.assert_close(grown.model.item_out_emb.weight[N_ITEMS], out[[3, 5]].mean(0))
+    torch.testing.assert_close(grown.model.item_out_emb.weight[N_ITEMS + 1], out.mean(0))
+    torch.testing.assert_close(grown.item_table()[:N_ITEMS], model.item_table())
+    # item attributes: the old items keep theirs, a new item has none (no vocabulary to map its tags into)
+    torch.testing.assert_close(grown.item_attributes[:N_ITEMS], model.item_attributes)
+    assert (grown.item_attributes[N_ITEMS:] == 0).all()
+    torch.testing.assert_close(grown.item_vectors()[:N_ITEMS], model.item_vectors())
+
+
 def test_featurizer_round_trip_keeps_modality_order(base, tmp_path):
     feat = Featurizer.load(base[0])
     assert list(feat.modalities) == ["text", "collab"]                  # fused order, not the JSON's sorted keys

@@ -175,3 +175,37 @@ def test_temporal_split_end_to_end(small_run, tmp_path):
     systems = out["systems"]
     assert {s: systems[s]["n_users"] for s in systems} == {s: len(split.test) for s in systems}
     assert systems["genrec"]["invalid_rate"] == 0.0
+
+
+def test_item_attributes_and_an_untied_output_table_end_to_end(small_run, tmp_path):
+    """`--data.use_attributes true --model.item_output token+free` through the training CLI: the checkpoint
+    holds the demo items' category and brand ids and the free table, evaluation decodes it by rerank,
+    and the export serves what torch ranks."""
+    import shutil
+
+    import torch
+
+    from genrec.data.attributes import attribute_table
+    from genrec.data.dataset import load_dataset
+    from genrec.export.onnx import ExportConfig, export_module
+    from genrec.model.genrec import GenRec
+    from genrec.serving.runtime import ExportRuntime
+
+    run = tmp_path / "run"
+    shutil.copytree(small_run, run, ignore=shutil.ignore_patterns("checkpoints", "logs", "metrics.json"))
+    _train(run, "--trainer.max_epochs=3", "--data.use_attributes=true", "--model.item_id_embedding=true",
+           "--model.item_loss_weight=1", "--model.item_output=token+free", "--model.search=rerank")
+    model = GenRec.from_checkpoint(run / "checkpoints" / "best.ckpt")
+    table = attribute_table(load_dataset(run).items)
+    assert table.n_attributes > 0 and table.items_without == 0          # every demo item has a category
+    np.testing.assert_array_equal(model.item_attributes.numpy(), table.ids)
+    assert model.model.item_out_emb.weight.shape[0] == model.n_items
+    out = evaluate(run, EvaluateConfig(split="test", systems=("genrec",)))["systems"]["genrec"]
+    assert out["decoding"] == "rerank" and out["invalid_rate"] == 0.0 and out["ndcg@10"] > 0
+    export_module(model, tmp_path / "export", ExportConfig(search="rerank", add_items=False))
+    runtime = ExportRuntime(tmp_path / "export")
+    histories = [[1, 2, 3], [40, 41], [7]]
+    got = runtime.recommend(histories, 10, exclude_history=False)
+    hist = torch.tensor([[-1] * (model.max_items - len(h)) + h for h in histories])
+    want = model.recommend(hist, k=10, search="rerank")
+    np.testing.assert_array_equal(got.items, want.items)

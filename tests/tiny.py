@@ -21,6 +21,18 @@ def item_codes(seed: int = 0) -> np.ndarray:
     return np.array(seen, dtype=np.int64)
 
 
+N_ATTRIBUTES = 5
+
+
+def item_attributes(seed: int = 0) -> np.ndarray:
+    """(N_ITEMS, 3) attribute ids in 1..N_ATTRIBUTES, right-padded with 0; item 0 has none."""
+    rng = np.random.default_rng(seed)
+    ids = rng.integers(1, N_ATTRIBUTES + 1, size=(N_ITEMS, 3))
+    ids[np.arange(3)[None, :] >= rng.integers(1, 4, size=N_ITEMS)[:, None]] = 0
+    ids[0] = 0
+    return ids
+
+
 def source_ids() -> list[str]:
     return [f"SKU-{i:03d}" for i in range(N_ITEMS)]
 
@@ -31,14 +43,16 @@ def titles() -> list[str | None]:
 
 def tiny_module(arch: str = "causal", seed: int = 0, content_dim: int = 0, item_id_embedding: bool = False,
                 n_user_buckets: int = 0, head: str = "autoregressive", item_loss_weight: float = 0.0,
-                item_output: str = "token"):
+                item_output: str = "token", attributes: bool = False):
     import torch
 
     from genrec.lit.data import ModelDims
     from genrec.lit.module import GenRecModule
 
     torch.manual_seed(seed)
-    m = GenRecModule(dims=ModelDims(LEVELS, N_ITEMS, content_dim, "test", max_items=MAX_ITEMS), arch=arch, d_model=24, n_layers=2,
+    dims = ModelDims(LEVELS, N_ITEMS, content_dim, "test", max_items=MAX_ITEMS,
+                     n_attributes=N_ATTRIBUTES if attributes else 0, attributes_per_item=3 if attributes else 0)
+    m = GenRecModule(dims=dims, arch=arch, d_model=24, n_layers=2,
                      n_heads=2, d_ff=37, dropout=0.0, tiger_layers=2, tiger_heads=2,
                      tiger_d_ff=37, item_id_embedding=item_id_embedding, n_user_buckets=n_user_buckets, head=head,
                      item_loss_weight=item_loss_weight, item_output=item_output)
@@ -48,4 +62,7 @@ def tiny_module(arch: str = "causal", seed: int = 0, content_dim: int = 0, item_
             p.normal_(0.0, WEIGHT_STD)
         if content_dim:
             m.genrec.content.copy_(torch.randn(N_ITEMS, content_dim))
+        if attributes:
+            m.model.attr_emb.weight[0] = 0.0                     # the padding row, as training keeps it
+            m.genrec.item_attributes.copy_(torch.as_tensor(item_attributes()))
     return m.eval()

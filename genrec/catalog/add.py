@@ -7,10 +7,11 @@ tokenizer -> codes (existing items' codes never change) -> the model with N + m 
 ``export_module`` (graphs, trie, postings, items.json, items_meta.json, checksums, parity check) ->
 a new folder published atomically (temporary sibling + rename), at ``out`` or in place of ``export_dir``.
 
-A new item's learned item-id embedding row is the mean of the trained rows: the id term then adds the
-component every trained item shares, so a new item's input vector stays where the model has seen item
-vectors (a zero row would shift it by minus that mean). Its content row is its fused vector, its
-popularity 0.
+A new item's learned item-id embedding row (and free output row, `item_output` "free") is the mean of the
+trained rows: the id term then adds the component every trained item shares, so a new item's input vector
+stays where the model has seen item vectors (a zero row would shift it by minus that mean). Its content row is its fused vector, its
+popularity 0. A model that reads item attributes (``data.use_attributes``) gets none for a new item: the
+export keeps no attribute vocabulary to map new tags into (the add manifest says so).
 
 With ``run`` (``--run RUN``, the run the export came from), a new item borrows what it cannot have from its
 ``neighbours`` nearest catalogue items by text (cosine of RUN/features/text.npy): the mean of their
@@ -120,6 +121,8 @@ def add_items(export_dir: str | Path, source: str | Path, out: str | Path | None
              "id_embedding_fill": None if not grown.item_id_embedding else (
                  "mean of the trained rows" if nearest is None else
                  f"mean of the {config.neighbours} nearest items' rows by text (mean of all rows without text)"),
+             "attributes_fill": None if not grown.config.attributes_per_item else (
+                 "none: new items get no attribute embedding (the export keeps no attribute vocabulary)"),
              "first_new_item_id": int(manifest["n_items"])}
     source_info = {**manifest.get("source", {}), "added_items": [*manifest.get("source", {}).get("added_items", []), added]}
     with torch.no_grad():
@@ -199,8 +202,9 @@ def grow_model(model, new_codes: np.ndarray, new_content: np.ndarray, nearest: n
     n, m = model.n_items, len(new_codes)
     cfg = model.config.to_dict()
     cfg["n_items"] = n + m
-    if cfg["backbone"].get("n_items"):          # a learned id embedding has one row per item
-        cfg["backbone"]["n_items"] = n + m
+    for rows in ("n_items", "n_output_items"):  # a learned id embedding / free output table: one row per item
+        if cfg["backbone"].get(rows):
+            cfg["backbone"][rows] = n + m
     state = model.state_dict()
     grown_state = copy.copy(state)
     grown_state["item_codes"] = torch.cat([state["item_codes"], torch.as_tensor(new_codes, dtype=torch.long)])
@@ -209,14 +213,18 @@ def grow_model(model, new_codes: np.ndarray, new_content: np.ndarray, nearest: n
             raise ArtifactError(f"the model reads {model.config.content_dim}-d content vectors but the featurizer "
                                 f"gives {new_content.shape[1]}-d ones; re-export the run")
         grown_state["content"] = torch.cat([state["content"], torch.as_tensor(new_content, dtype=torch.float32)])
-    key = "model.item_emb.weight"
-    if key in state:    # no learned signal for a new item: the mean row (see the module docstring)
-        emb = state[key]
+    for key in ("model.item_emb.weight", "model.item_out_emb.weight"):
+        if key not in state:
+            continue
+        emb = state[key]     # no learned signal for a new item: the mean row (see the module docstring)
         rows = emb.mean(dim=0, keepdim=True).expand(m, -1).clone()
         if nearest is not None:
             found = torch.as_tensor(nearest[:, 0] >= 0)
             rows[found] = emb[torch.as_tensor(nearest[nearest[:, 0] >= 0])].mean(dim=1)
         grown_state[key] = torch.cat([emb, rows])
+    if model.config.attributes_per_item:   # the export keeps no attribute vocabulary to map new tags into
+        grown_state["item_attributes"] = torch.cat([state["item_attributes"],
+                                                    state["item_attributes"].new_zeros(m, model.config.attributes_per_item)])
     grown = GenRec(GenRecConfig(**cfg))
     grown.load_state_dict(grown_state)   # strict: any other per-item tensor would fail here, loudly
     return grown.eval()

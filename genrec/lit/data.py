@@ -1,7 +1,7 @@
 """DataModule for the generative recommender: training windows, eval histories, semantic IDs.
 
 It reads RUN/dataset and RUN/sid (and RUN/features/fused.npy when the model uses content
-vectors); it never builds them (the entry point does, see genrec.pipeline.train_main).
+vectors, and the items' attributes when it uses those); it never builds them (the entry point does, see genrec.pipeline.train_main).
 Everything the model's shape depends on comes from those manifests, exposed as ``model_dims``
 and linked into the model by the Lightning CLI: the protocol's history length from the
 dataset manifest, the code levels and the tokenizer method from the sid manifest.
@@ -49,6 +49,8 @@ class ModelDims:
     sid_checksum: str
     max_items: int = 20            # the protocol's history length (dataset manifest)
     code_head: str = "autoregressive"  # the head the sid/ codes are made for: "parallel" for flat PQ digits
+    n_attributes: int = 0          # attribute vocabulary (use_attributes; genrec.data.attributes), 0 = none
+    attributes_per_item: int = 0   # the most attributes of one item (width of the id table)
 
 
 class SIDDataModule(L.LightningDataModule):
@@ -60,6 +62,7 @@ class SIDDataModule(L.LightningDataModule):
         training_examples: str = "auto",
         batching: str = "bucket",
         use_content: bool = False,
+        use_attributes: bool = False,
         val_max_users: int | None = None,
         seed: int = 0,
     ):
@@ -77,6 +80,8 @@ class SIDDataModule(L.LightningDataModule):
                 histories, so its gradient is biased toward one regime; random batches cost more padding
                 compute (docs/design.md has the measured trade-off).
             use_content: also feed each item's fused content vector (RUN/features/fused.npy).
+            use_attributes: also feed each item's attributes (its S3-Rec attribute ids, categories and brand
+                in RUN/dataset/items.parquet) as the mean of learned attribute embeddings (CausalSID only).
             val_max_users: evaluate validation on a fixed random subset of this many users (None = all).
             seed: seed for the validation subset.
         """
@@ -100,6 +105,14 @@ class SIDDataModule(L.LightningDataModule):
             if not path.exists():
                 raise FileNotFoundError(f"{path} not found; run `genrec embed --run {self.run}` or set use_content false")
             self.content = np.load(path).astype(np.float32)
+        self.attributes = None
+        if use_attributes:
+            from genrec.data.attributes import attribute_table
+
+            self.attributes = attribute_table(self.dataset.items)
+            if not self.attributes.n_attributes:
+                raise ValueError(f"{self.run}/dataset/items.parquet: no item has attributes, categories or a brand; "
+                                 "set data.use_attributes false")
         self.max_items = self.dataset.max_items
         self.batch_size = batch_size
         self.eval_batch_size = eval_batch_size
@@ -114,6 +127,8 @@ class SIDDataModule(L.LightningDataModule):
             sid_checksum=self.sid.checksum,
             max_items=self.max_items,
             code_head=CODE_HEADS.get(self.sid.method, "autoregressive"),
+            n_attributes=0 if self.attributes is None else self.attributes.n_attributes,
+            attributes_per_item=0 if self.attributes is None else int(self.attributes.ids.shape[1]),
         )
 
     @property

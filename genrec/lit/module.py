@@ -39,7 +39,8 @@ BACKBONE_ARGS = {
         level_sizes=dims.level_sizes, max_items=dims.max_items, d_model=a["d_model"], n_layers=a["n_layers"],
         n_heads=a["n_heads"], d_ff=a["d_ff"], dropout=a["dropout"], content_dim=dims.content_dim,
         n_items=dims.n_items if a["item_id_embedding"] else 0, head=a["head"] or dims.code_head,
-        item_output=a["item_output"], n_output_items=0 if a["item_output"] == "token" else dims.n_items),
+        item_output=a["item_output"], n_output_items=0 if a["item_output"] == "token" else dims.n_items,
+        n_attributes=dims.n_attributes),
     "tiger": lambda dims, a: dict(
         level_sizes=dims.level_sizes, n_user_buckets=a["n_user_buckets"], max_items=dims.max_items,
         d_model=a["d_model"], d_ff=a["tiger_d_ff"], n_layers=a["tiger_layers"], n_decoder_layers=a["tiger_layers"],
@@ -190,10 +191,13 @@ class GenRecModule(L.LightningModule):
         self.dims = dims
         self.arch = arch
         content_dim = dims.content_dim if ARCHS[arch].item_inputs else 0
+        if dims.n_attributes and not ARCHS[arch].item_inputs:
+            raise ValueError(f"arch {arch!r} reads no per-item inputs: set data.use_attributes false (or arch causal)")
         # Item codes (N, D) and content vectors (N, F) are filled from the DataModule at setup.
         self.genrec = GenRec(GenRecConfig(arch=arch, backbone=BACKBONE_ARGS[arch](dims, self.hparams),
                                           n_items=dims.n_items, content_dim=content_dim,
-                                          sid_checksum=dims.sid_checksum))
+                                          sid_checksum=dims.sid_checksum,
+                                          attributes_per_item=dims.attributes_per_item if dims.n_attributes else 0))
         self.genrec.item_loss_weight = float(item_loss_weight)   # search "rerank" needs a trained item logit
         if search == "rerank":
             self.genrec.check_rerank()
@@ -230,7 +234,14 @@ class GenRecModule(L.LightningModule):
             if tuple(dm.model_dims.level_sizes) != self.dims.level_sizes or dm.model_dims.n_items != self.dims.n_items:
                 raise ValueError(f"checkpoint was trained for level sizes {self.dims.level_sizes} / {self.dims.n_items} "
                                  f"items, but {dm.run}/sid has {dm.model_dims.level_sizes} / {dm.model_dims.n_items}")
-            self.genrec.set_catalogue(dm.item_codes, dm.content if self.genrec.config.content_dim else None)
+            if (dm.model_dims.n_attributes, dm.model_dims.attributes_per_item) != (self.dims.n_attributes,
+                                                                                 self.dims.attributes_per_item):
+                raise ValueError(f"checkpoint was trained on {self.dims.n_attributes} item attributes (up to "
+                                 f"{self.dims.attributes_per_item} per item), but {dm.run} with data.use_attributes "
+                                 f"gives {dm.model_dims.n_attributes} (up to {dm.model_dims.attributes_per_item}); "
+                                 "train with the same dataset and data.use_attributes setting")
+            self.genrec.set_catalogue(dm.item_codes, dm.content if self.genrec.config.content_dim else None,
+                                      dm.attributes.ids if self.genrec.config.attributes_per_item else None)
             if self.hparams.get("modality_weights"):
                 self.genrec.set_level_weights(dm.sid.level_weights(self.hparams.modality_weights))
             if stage == "fit" and self.arch == "causal":
@@ -330,9 +341,9 @@ class GenRecModule(L.LightningModule):
             select = (hist >= 0) & (targets >= 0)
             if last_only:    # TIGER-style prefix examples: only the last position has a target
                 select[:, :-1] = False
-            codes, valid, content, ids = self.genrec.history_inputs(hist)
+            codes, valid, content, ids, attributes = self.genrec.history_inputs(hist)
             logits, h = self.model.teacher_forced(codes, valid, self.item_codes[targets.clamp(min=0)], select,
-                                                  content, ids)
+                                                  content, ids, attributes)
             n = int(select.sum())
             # "equal": sum over targets / expected targets per full batch, so every target weighs the same
             # whichever length bucket (or short last batch) it came from; "batch": the batch's own mean.

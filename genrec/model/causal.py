@@ -44,6 +44,7 @@ class CausalSIDConfig:
                                   # "parallel": every level from the same state (RPG-style, for PQ codes)
     item_output: str = "token"   # the item logit's item vectors (ITEM_OUTPUTS); not "token": a free table
     n_output_items: int = 0      # rows of that free output table (the catalogue size; 0 with "token")
+    n_attributes: int = 0        # >0: add the mean of each item's attribute embeddings to its token (vocabulary size)
 
     def __post_init__(self):
         self.level_sizes = tuple(int(k) for k in self.level_sizes)
@@ -175,6 +176,8 @@ class CausalSID(nn.Module):
         self.item_emb = nn.Embedding(cfg.n_items, d) if cfg.n_items else None
         # untied output rows: a rare item's logit need not share its code embeddings with popular items
         self.item_out_emb = nn.Embedding(cfg.n_output_items, d) if cfg.n_output_items else None
+        # tags (category, brand) shared across items: a rare item's token borrows what popular ones with its tags learned
+        self.attr_emb = nn.Embedding(cfg.n_attributes + 1, d, padding_idx=0) if cfg.n_attributes else None
         self.pos_emb = nn.Embedding(cfg.max_items, d)
         self.drop = nn.Dropout(cfg.dropout)
         self.blocks = nn.ModuleList(Block(cfg) for _ in range(cfg.n_layers))
@@ -186,26 +189,34 @@ class CausalSID(nn.Module):
     def _init(m: nn.Module) -> None:
         if isinstance(m, (nn.Linear, nn.Embedding)):
             nn.init.normal_(m.weight, std=0.02)
+        if isinstance(m, nn.Embedding) and m.padding_idx is not None:
+            with torch.no_grad():
+                m.weight[m.padding_idx].zero_()     # an empty attribute slot adds nothing
         if isinstance(m, nn.Linear) and m.bias is not None:
             nn.init.zeros_(m.bias)
 
     def item_tokens(self, codes: torch.Tensor, content: torch.Tensor | None = None,
-                    item_ids: torch.Tensor | None = None) -> torch.Tensor:
-        """codes (b, t, D) -> one input vector per item (b, t, d): the sum of its code embeddings."""
+                    item_ids: torch.Tensor | None = None, attributes: torch.Tensor | None = None) -> torch.Tensor:
+        """codes (b, t, D) -> one input vector per item (b, t, d): the sum of its code embeddings, plus the
+        optional content projection, item-id embedding and mean attribute embedding (attributes (b, t, A),
+        0 = an empty slot)."""
         x = sum(emb(codes[..., i]) for i, emb in enumerate(self.code_emb))
         if self.content_proj is not None and content is not None:
             x = x + self.content_proj(content)
         if self.item_emb is not None and item_ids is not None:
             x = x + self.item_emb(item_ids.clamp(min=0))
+        if self.attr_emb is not None and attributes is not None:
+            count = (attributes > 0).sum(-1, keepdim=True).clamp(min=1)
+            x = x + self.attr_emb(attributes).sum(-2) / count      # padding_idx rows are zero
         return x * math.sqrt(self.cfg.d_model)
 
     def encode(self, codes: torch.Tensor, valid: torch.Tensor, content: torch.Tensor | None = None,
-               item_ids: torch.Tensor | None = None) -> torch.Tensor:
+               item_ids: torch.Tensor | None = None, attributes: torch.Tensor | None = None) -> torch.Tensor:
         """Left-padded history (b, t, D) with mask valid (b, t) -> hidden states (b, t, d).
 
         Position t's state summarises items 0..t and predicts item t+1.
         """
-        return self.encode_tokens(self.item_tokens(codes, content, item_ids), valid)
+        return self.encode_tokens(self.item_tokens(codes, content, item_ids, attributes), valid)
 
     def encode_tokens(self, x: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
         """Item input vectors (b, t, d) (``item_tokens``) with mask valid (b, t) -> hidden states (b, t, d).
@@ -223,7 +234,7 @@ class CausalSID(nn.Module):
             x = block(x, mask)
         return self.ln_f(x)
 
-    def teacher_forced(self, codes, valid, target_codes, select, content=None, item_ids=None
+    def teacher_forced(self, codes, valid, target_codes, select, content=None, item_ids=None, attributes=None
                        ) -> tuple[list[torch.Tensor], torch.Tensor]:
         """Teacher-forced per-level logits at the positions where ``select`` (b, t) is set: [(n, K_d)],
         and the hidden states (n, d) they came from (the optional item-level loss scores those).
@@ -231,13 +242,14 @@ class CausalSID(nn.Module):
         The code head runs only on selected (real, non-padding) positions: most of a
         left-padded window is padding, and the head is the costly part per position.
         """
-        h = self.encode(codes, valid, content, item_ids)[select]   # (n, d)
+        h = self.encode(codes, valid, content, item_ids, attributes)[select]   # (n, d)
         return self.head.teacher_forced(h, target_codes[select]), h
 
-    def forward(self, codes, valid, target_codes, select, content=None, item_ids=None) -> list[torch.Tensor]:
+    def forward(self, codes, valid, target_codes, select, content=None, item_ids=None, attributes=None
+                ) -> list[torch.Tensor]:
         """The per-level logits of ``teacher_forced``."""
-        return self.teacher_forced(codes, valid, target_codes, select, content, item_ids)[0]
+        return self.teacher_forced(codes, valid, target_codes, select, content, item_ids, attributes)[0]
 
-    def last_state(self, codes, valid, content=None, item_ids=None) -> torch.Tensor:
+    def last_state(self, codes, valid, content=None, item_ids=None, attributes=None) -> torch.Tensor:
         """The decoding state for the next item after each history: (b, d)."""
-        return self.encode(codes, valid, content, item_ids)[:, -1]
+        return self.encode(codes, valid, content, item_ids, attributes)[:, -1]

@@ -48,6 +48,7 @@ class GenRecConfig:
     # decoding: each digit's log-prob times its weight (None = all 1; genrec.decode.weighted), one per level,
     # from model.modality_weights (SemanticIDs.level_weights)
     level_weights: list[float] | None = None
+    attributes_per_item: int = 0  # width of the item -> attribute-id table (0: the model reads no attributes)
 
     def __post_init__(self):
         arch = get_arch(self.arch)
@@ -63,6 +64,9 @@ class GenRecConfig:
             raise ValueError(f"n_items must be >= 1, got {self.n_items}")
         if self.content_dim and not arch.item_inputs:
             raise ValueError(f"arch {self.arch!r} reads no per-item content vectors; set content_dim 0")
+        if bool(self.attributes_per_item) != bool(getattr(self.backbone, "n_attributes", 0)):
+            raise ValueError(f"attributes_per_item ({self.attributes_per_item}) and the backbone's n_attributes "
+                             f"({getattr(self.backbone, 'n_attributes', 0)}) must both be 0 or both be > 0")
         if self.level_weights is not None:
             from genrec.decode.weighted import check_level_weights
 
@@ -82,7 +86,7 @@ class GenRecConfig:
         backbone["level_sizes"] = list(backbone["level_sizes"])
         return {"arch": self.arch, "backbone": backbone, "n_items": self.n_items,
                 "content_dim": self.content_dim, "sid_checksum": self.sid_checksum,
-                "level_weights": self.level_weights}
+                "level_weights": self.level_weights, "attributes_per_item": self.attributes_per_item}
 
 
 class GenRec(nn.Module):
@@ -94,6 +98,8 @@ class GenRec(nn.Module):
         n, d = config.n_items, len(config.level_sizes)
         self.register_buffer("item_codes", torch.zeros(n, d, dtype=torch.long))               # (N, D)
         self.register_buffer("content", torch.zeros(n if config.content_dim else 0, config.content_dim))  # (N, F)
+        a = config.attributes_per_item                                                        # (N, A), 0 = empty
+        self.register_buffer("item_attributes", torch.zeros(n if a else 0, a, dtype=torch.long))
         self._trie = None
         # the item loss's weight in training (None: unknown, e.g. built in memory): 0 means the state's item
         # logit is untrained, so search "rerank" is refused
@@ -126,8 +132,10 @@ class GenRec(nn.Module):
         return bool(getattr(head, "parallel", False))
 
     @torch.no_grad()
-    def set_catalogue(self, item_codes: np.ndarray | torch.Tensor, content: np.ndarray | None = None) -> None:
-        """Fill the item -> code table (N, D) and the content vectors (N, F) from the run's artifacts."""
+    def set_catalogue(self, item_codes: np.ndarray | torch.Tensor, content: np.ndarray | None = None,
+                      attributes: np.ndarray | None = None) -> None:
+        """Fill the item -> code table (N, D), the content vectors (N, F) and the attribute ids (N, A) from the
+        run's artifacts."""
         codes = torch.as_tensor(np.asarray(item_codes), dtype=torch.long)
         if tuple(codes.shape) != tuple(self.item_codes.shape):
             raise ValueError(f"item codes have shape {tuple(codes.shape)}; this model expects "
@@ -137,6 +145,11 @@ class GenRec(nn.Module):
             if content is None:
                 raise ValueError(f"this model reads {self.config.content_dim}-d content vectors; pass them")
             self.content.copy_(torch.as_tensor(np.asarray(content, dtype=np.float32)))
+        if self.config.attributes_per_item:
+            if attributes is None or np.shape(attributes) != tuple(self.item_attributes.shape):
+                raise ValueError(f"this model reads {tuple(self.item_attributes.shape)} attribute ids; pass them "
+                                 f"(got {None if attributes is None else np.shape(attributes)})")
+            self.item_attributes.copy_(torch.as_tensor(np.asarray(attributes), dtype=torch.long))
         self._trie = None
 
     @property
@@ -154,11 +167,12 @@ class GenRec(nn.Module):
     # ------------------------------------------------------------------ inputs
     def history_inputs(self, hist: torch.Tensor):
         """Item ids (b, t), left-padded with -1 -> (codes (b, t, D), valid (b, t), content (b, t, F) | None,
-        item ids (b, t) | None) as the causal backbone reads them."""
+        item ids (b, t) | None, attribute ids (b, t, A) | None) as the causal backbone reads them."""
         valid = hist >= 0
         ids = hist.clamp(min=0)
         content = self.content[ids] if self.config.content_dim else None
-        return self.item_codes[ids], valid, content, (hist if self.item_id_embedding else None)
+        attributes = self.item_attributes[ids] if self.config.attributes_per_item else None
+        return self.item_codes[ids], valid, content, (hist if self.item_id_embedding else None), attributes
 
     def item_vectors(self, ids: torch.Tensor | None = None) -> torch.Tensor:
         """Every item's input vector (N, d), or those of ``ids`` (M,), exactly as the causal backbone reads
@@ -167,7 +181,10 @@ class GenRec(nn.Module):
         ids = torch.arange(self.n_items, device=self.item_codes.device) if whole else ids
         codes = self.item_codes if whole else self.item_codes[ids]
         content = (self.content if whole else self.content[ids])[None] if self.config.content_dim else None
-        return self.model.item_tokens(codes[None], content, ids[None] if self.item_id_embedding else None)[0]
+        attributes = ((self.item_attributes if whole else self.item_attributes[ids])[None]
+                      if self.config.attributes_per_item else None)
+        return self.model.item_tokens(codes[None], content, ids[None] if self.item_id_embedding else None,
+                                      attributes)[0]
 
     def item_table(self, ids: torch.Tensor | None = None) -> torch.Tensor:
         """What the item logit scores a state against (N, d), or those rows of ``ids`` (M,): the item loss in

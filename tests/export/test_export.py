@@ -92,7 +92,7 @@ def _exact_log_probs(module, history: list[int]) -> np.ndarray:
         hist = torch.as_tensor(left_pad([history], MAX_ITEMS))
         targets = module.item_codes                                                      # (N, D)
         if module.arch == "causal":
-            codes, valid, content, _ = module.genrec.history_inputs(hist)
+            codes, valid, content, _, _ = module.genrec.history_inputs(hist)
             h = module.model.last_state(codes, valid, content).expand(N_ITEMS, -1)       # (N, d)
             logits = module.model.head.teacher_forced(h, targets)
         else:
@@ -204,12 +204,13 @@ def test_the_default_export_search_follows_the_trained_item_logit(tmp_path):
     assert (hybrid["decoding"], codes_only["decoding"]) == ("rerank", "exact")
 
 
-@pytest.mark.parametrize("item_output", ["token", "free"])
-def test_a_parallel_rerank_export_serves_the_torch_hybrid_ranking(tmp_path, item_output):
+@pytest.mark.parametrize("item_output, attributes", [("token", False), ("free", False), ("token+free", True)])
+def test_a_parallel_rerank_export_serves_the_torch_hybrid_ranking(tmp_path, item_output, attributes):
     """search "rerank" on a parallel head: the server adds the item logit to every item's code score, as
     GenRec.recommend does in torch (parity checked at export and here), history exclusion included; with an
-    untied output table (item_output "free") item_table.npy holds that table's rows."""
-    module = tiny_module(head="parallel", item_loss_weight=1.0, item_output=item_output)
+    untied output table (item_output "free") item_table.npy holds that table's rows, and item attributes are
+    folded into the exported item vectors."""
+    module = tiny_module(head="parallel", item_loss_weight=1.0, item_output=item_output, attributes=attributes)
     folder = tmp_path / "parallel-rerank"
     export_module(module, folder, ExportConfig(search="rerank"), source_ids=source_ids(), titles=titles())
     runtime = ExportRuntime(folder)

@@ -102,7 +102,7 @@ def test_datamodule_rejects_unknown_batching(tmp_path):
 def test_causal_position_ignores_future_and_padding():
     m = _module()
     hist = torch.tensor([[4, 9, 2, 30, 11, 5]])
-    codes, valid, content, _ = m.genrec.history_inputs(hist)
+    codes, valid, content, _, _ = m.genrec.history_inputs(hist)
     h = m.model.encode(codes, valid)
     changed = hist.clone()
     changed[0, -1] = 17
@@ -129,7 +129,7 @@ def test_step_decoding_equals_teacher_forcing(arch, head):
             for j in range(3):
                 target = codes[row, j]
                 if m.arch == "causal":
-                    c, v, _, _ = m.genrec.history_inputs(hist[row: row + 1])
+                    c, v, _, _, _ = m.genrec.history_inputs(hist[row: row + 1])
                     logits = m.model(c, v, target[None, None].expand(1, hist.shape[1], -1).clone(),
                                      torch.zeros(1, hist.shape[1], dtype=torch.bool).index_fill_(1, torch.tensor([hist.shape[1] - 1]), True))
                     logits = [lg[0] for lg in logits]
@@ -227,6 +227,28 @@ def test_an_untied_item_output_table_is_what_the_item_loss_scores_and_trains(ite
         _module(item_loss_weight=0.5, item_output="tied")
 
 
+def test_the_attribute_embedding_trains_and_its_padding_row_stays_zero():
+    """data.use_attributes: the item tokens read the attribute table, the loss reaches the attribute
+    embedding, and the empty slot's row gets no gradient (it stays 0 after a step)."""
+    from tiny import item_attributes
+
+    window = torch.as_tensor(causal_windows([np.arange(10), np.arange(20, 30)], 6))
+    torch.manual_seed(0)
+    m = GenRecModule(dims=ModelDims(LEVELS, N_ITEMS, 0, "test", max_items=6, n_attributes=5, attributes_per_item=3),
+                     d_model=24, n_layers=2, n_heads=2, d_ff=37, dropout=0.0, item_loss_weight=0.5)
+    m.genrec.set_catalogue(_codes(), attributes=item_attributes())
+    m.targets_per_batch = 8.0
+    m.train()
+    opt = m.configure_optimizers()["optimizer"]
+    m.training_step((window,), 0).backward()
+    emb = m.model.attr_emb.weight
+    assert emb.grad[1:].abs().sum() > 0 and emb.grad[0].abs().sum() == 0
+    opt.step()
+    assert emb[0].abs().sum() == 0
+    with pytest.raises(ValueError, match="use_attributes false"):
+        GenRecModule(dims=ModelDims(LEVELS, N_ITEMS, 0, "test", n_attributes=5, attributes_per_item=3), arch="tiger")
+
+
 def test_validation_decodes_with_the_configured_search():
     """model.search "rerank" reaches GenRec.recommend (what validation and the post-fit evaluation use), and
     is refused without the item loss that trains the score it re-ranks by."""
@@ -304,7 +326,7 @@ def test_equal_target_weighting_does_not_favour_short_windows():
     for name, window in (("short", short), ("full", full)):
         hist, targets = window[:, :-1], window[:, 1:]
         select = (hist >= 0) & (targets >= 0)
-        codes, valid, content, ids = m.genrec.history_inputs(hist)
+        codes, valid, content, ids, _ = m.genrec.history_inputs(hist)
         logits, _ = m.model.teacher_forced(codes, valid, m.item_codes[targets.clamp(min=0)], select, content, None)
         summed = m.level_losses(logits, targets[select], "sum")
         assert torch.allclose(m.training_step((window,), 0), summed / (3 * 4.0))   # equal weighting
@@ -343,7 +365,7 @@ def test_modality_weights_become_the_models_level_weights_at_setup(monkeypatch, 
                        method="pq")
     sid = load_semantic_ids(tmp_path)
     m = _module(head="parallel", modality_weights={"text": 0.25, "image": 2.0})
-    dm = SimpleNamespace(model_dims=SimpleNamespace(level_sizes=LEVELS, n_items=N_ITEMS), item_codes=codes,
+    dm = SimpleNamespace(model_dims=ModelDims(LEVELS, N_ITEMS, 0, "test"), item_codes=codes,
                          content=None, sid=sid, run=tmp_path)
     monkeypatch.setattr(m, "_trainer", SimpleNamespace(datamodule=dm))
     m.setup("validate")

@@ -135,9 +135,8 @@ def test_exact_search_equals_a_beam_that_keeps_every_prefix(arch):
 def _brute_force_rerank(model: GenRec, hist: torch.Tensor, exclude: list[np.ndarray], k: int) -> np.ndarray:
     """Every item scored one by one: its codes' summed log-probs (teacher-forced through the head, level by
     level) plus the state's item logit; history excluded; best k by score, ties to the lower id."""
-    codes, valid, content, ids = model.history_inputs(hist)
     with torch.no_grad():
-        state = model.model.last_state(codes, valid, content, ids)
+        state = model.model.last_state(*model.history_inputs(hist))
         table = model.item_table()
         out = []
         for b in range(len(hist)):
@@ -257,6 +256,56 @@ def test_rerank_with_an_untied_output_table_scores_by_its_rows_and_survives_a_ch
                                                    search="rerank").items, got.items)
     with pytest.raises(ValueError, match="n_output_items > 0"):
         _model("causal", item_output="free")
+
+
+def _attributes(n_attributes=5, width=3, seed=0) -> np.ndarray:
+    """Random attribute ids (N, width), right-padded with 0; item 0 has none."""
+    rng = np.random.default_rng(seed)
+    ids = rng.integers(1, n_attributes + 1, size=(N_ITEMS, width))
+    ids[np.arange(width)[None, :] >= rng.integers(1, width + 1, size=N_ITEMS)[:, None]] = 0
+    ids[0] = 0
+    return ids
+
+
+def _attribute_model(**backbone) -> GenRec:
+    torch.manual_seed(0)
+    base = dict(level_sizes=LEVELS, max_items=6, d_model=24, n_layers=2, n_heads=2, d_ff=37, dropout=0.0,
+                n_items=N_ITEMS, n_attributes=5)
+    model = GenRec(GenRecConfig(arch="causal", backbone=base | backbone, n_items=N_ITEMS, sid_checksum="abc",
+                                attributes_per_item=3))
+    model.set_catalogue(_codes(), attributes=_attributes())
+    return model.eval()
+
+
+def test_an_items_token_adds_the_mean_of_its_attribute_embeddings(tmp_path):
+    """data.use_attributes: item i's input vector gains mean_j attr_emb[a_ij] over its non-empty slots (none: 0),
+    in the history the encoder reads and in the item table alike; the ids travel with the checkpoint."""
+    model, plain = _attribute_model(), _attribute_model()
+    plain.item_attributes.zero_()                 # the same weights, no item has an attribute
+    attrs, emb = _attributes(), model.model.attr_emb.weight.detach()
+    expected = plain.item_vectors().detach().clone()
+    for i in range(N_ITEMS):
+        slots = attrs[i][attrs[i] > 0]
+        if len(slots):
+            expected[i] += emb[torch.as_tensor(slots)].mean(0) * np.sqrt(24)
+    torch.testing.assert_close(model.item_vectors(), expected)
+    torch.testing.assert_close(model.item_vectors()[0], plain.item_vectors()[0])       # no attributes: unchanged
+    torch.testing.assert_close(model.item_vectors(torch.tensor([4, 1])), expected[[4, 1]])
+    hist = torch.tensor([[-1, -1, 3, 4, 5, 6], [1, 2, 3, 4, 5, 6]])
+    assert not torch.allclose(model.model.last_state(*model.history_inputs(hist)),
+                              plain.model.last_state(*plain.history_inputs(hist)))
+    model.item_loss_weight = 1.0
+    want = model.recommend(hist, k=5, beam_width=N_ITEMS, exclude=[np.array([3]), np.array([1])], search="rerank")
+    np.testing.assert_array_equal(want.items, _brute_force_rerank(model, hist, [np.array([3]), np.array([1])], 5))
+    model.save(tmp_path / "m.pt")
+    loaded = GenRec.from_checkpoint(tmp_path / "m.pt")
+    np.testing.assert_array_equal(loaded.item_attributes.numpy(), attrs)
+    np.testing.assert_array_equal(loaded.recommend(hist, k=5, beam_width=N_ITEMS, exclude=[np.array([3]), np.array([1])],
+                                                   search="rerank").items, want.items)
+    with pytest.raises(ValueError, match="attribute ids; pass them"):
+        model.set_catalogue(_codes())
+    with pytest.raises(ValueError, match="both be 0 or both be > 0"):
+        GenRecConfig(arch="causal", backbone=dict(level_sizes=LEVELS, n_attributes=5), n_items=N_ITEMS)
 
 
 def test_level_weights_travel_with_the_checkpoint_and_older_checkpoints_decode_unweighted(tmp_path):

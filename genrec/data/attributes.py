@@ -1,0 +1,59 @@
+"""Item attributes as model inputs: each item's tags as ids into one vocabulary.
+
+An item's tags are its ``attributes`` (S3-Rec's category and brand ids), its ``categories`` and its
+``brand`` from ``items.parquet``, each kind prefixed so equal strings of two kinds stay apart. They are
+catalogue metadata, not interactions, so building the vocabulary from every item leaks nothing from a
+test split. A rare item shares its tags with popular ones, which is what the model's attribute
+embedding (``data.use_attributes``) is for.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import polars as pl
+
+PAD = 0   # attribute id of an empty slot; tag i of the vocabulary is id i + 1
+
+
+def item_tags(items: pl.DataFrame) -> list[list[str]]:
+    """Every item's distinct tags in ``items.parquet`` order: "attr:<a>", "category:<c>", "brand:<b>"."""
+    n = items.height
+
+    def column(name: str) -> list:
+        return items[name].to_list() if name in items.columns else [None] * n
+
+    tags = []
+    for attrs, cats, brand in zip(column("attributes"), column("categories"), column("brand")):
+        row = [f"attr:{a}" for a in attrs or ()] + [f"category:{c}" for c in cats or ()]
+        if brand:
+            row.append(f"brand:{brand}")
+        tags.append(list(dict.fromkeys(row)))      # distinct, first occurrence kept
+    return tags
+
+
+@dataclass
+class AttributeTable:
+    ids: np.ndarray          # (N, A) int64 attribute ids, PAD-filled on the right; A = the most tags of an item
+    vocab: list[str]         # id i + 1 is vocab[i]
+
+    @property
+    def n_attributes(self) -> int:
+        return len(self.vocab)
+
+    @property
+    def items_without(self) -> int:
+        return int((self.ids == PAD).all(axis=1).sum())
+
+
+def attribute_table(items: pl.DataFrame) -> AttributeTable:
+    """The catalogue's tags as an (N, A) id table over a sorted vocabulary (deterministic for one dataset)."""
+    tags = item_tags(items)
+    vocab = sorted({t for row in tags for t in row})
+    index = {t: i + 1 for i, t in enumerate(vocab)}
+    width = max((len(row) for row in tags), default=0)
+    ids = np.full((len(tags), width), PAD, dtype=np.int64)
+    for i, row in enumerate(tags):
+        ids[i, :len(row)] = [index[t] for t in row]
+    return AttributeTable(ids, vocab)

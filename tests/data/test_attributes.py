@@ -1,0 +1,33 @@
+"""genrec.data.attributes: every item's tags (attributes, categories, brand) as ids into one vocabulary."""
+
+from __future__ import annotations
+
+import numpy as np
+import polars as pl
+
+from genrec.data.attributes import PAD, attribute_table, item_tags
+
+
+def _items() -> pl.DataFrame:
+    return pl.DataFrame({
+        "item_id": [0, 1, 2, 3],
+        "brand": ["acme", None, "acme", None],
+        "categories": [["Beauty", "Nails"], ["Beauty"], None, None],
+        "attributes": [["attr_4", "attr_4"], None, ["attr_17"], None],
+    }, schema_overrides={"item_id": pl.Int32})
+
+
+def test_an_items_tags_are_its_attributes_categories_and_brand_kept_apart_and_distinct():
+    assert item_tags(_items()) == [["attr:attr_4", "category:Beauty", "category:Nails", "brand:acme"],
+                                   ["category:Beauty"], ["attr:attr_17", "brand:acme"], []]
+    assert item_tags(pl.DataFrame({"item_id": [0], "brand": ["x"]})) == [["brand:x"]]   # absent columns: none
+
+
+def test_the_table_pads_on_the_right_and_shares_ids_across_items():
+    table = attribute_table(_items())
+    assert table.vocab == sorted(table.vocab) and table.n_attributes == 5
+    index = {t: i + 1 for i, t in enumerate(table.vocab)}
+    assert table.ids.shape == (4, 4) and table.ids.dtype == np.int64
+    np.testing.assert_array_equal(table.ids[1], [index["category:Beauty"], PAD, PAD, PAD])
+    assert table.ids[0, 3] == table.ids[2, 1] == index["brand:acme"]          # one brand, one id
+    assert (table.ids[3] == PAD).all() and table.items_without == 1
