@@ -3,6 +3,7 @@
     python bench/weights.py --dataset Beauty --modality text --values 1 0.5 0.33 0.25 0.15   # ~7 min on Beauty
     python bench/weights.py --dataset Beauty --modality collab --values 1.5 0.75 --hold text=0.25
     python bench/weights.py --dataset Beauty --popularity -4 -3 -2 -1.5 -1 -0.5   # a popularity prior; ~5 min
+    python bench/weights.py --dataset Beauty --digits 0.5 0.3 0.2 0.1   # every digit against the item logit
 
 A parallel head trains each digit as its own softmax and decoding sums their log-probs as if they were
 independent; the digits of one modality quantize one vector, so they are not. For each value v the run's
@@ -15,8 +16,10 @@ bucket (bench/segments.py's).
 ``--popularity B...`` varies a popularity prior instead: every item's score gains B * log(1 + its training
 count) (GenRec.set_item_prior; search "rerank" only), the digit weights staying the checkpoint's (or --hold's).
 B < 0 pushes rare items up. 0, the plain score, is always tried and read on test.
+``--digits S...`` scales every digit's weight (the checkpoint's, or --hold's) by S, which ranks as the item
+logit times 1/S: how much the digits count against the item logit (search "rerank" only; 1 always tried).
 Writes bench/results/weights_NAME.json and .md (weights_NAME_MODALITY.* for a modality other than text,
-weights_NAME_popularity.* for the prior).
+weights_NAME_popularity.* for the prior, weights_NAME_digits.* for --digits).
 """
 
 from __future__ import annotations
@@ -35,6 +38,7 @@ from run import RESULTS, add_existing_run_args, default_run_dir, git_commit  # n
 METRICS = ("ndcg@10", "recall@20")
 DEFAULT_MODALITY = "text"   # its table is weights_NAME.json; another modality's is weights_NAME_MODALITY.json
 POPULARITY = "popularity"   # --popularity's sweep, written as weights_NAME_popularity.json
+DIGITS = "digits"           # --digits' sweep (every digit against the item logit), weights_NAME_digits.json
 
 
 def score(module, examples, counts, weights, prior=None) -> dict:
@@ -59,12 +63,14 @@ def markdown(result: dict) -> str:
 
     present = result["rows"][0]["valid"]["ndcg@10_by_target_seen"]
     labels = [b for b in bucket_labels() if b in present]           # the JSON's keys are sorted as text
-    verb = "digit weights are" if result["modality"] == POPULARITY else "each value replaces"
+    verb = ("digit weights are" if result["modality"] == POPULARITY else
+            "each value multiplies" if result["modality"] == DIGITS else "each value replaces")
     replaced = (f"; {verb} the checkpoint's own level weights {result['trained_level_weights']}"
                 if result.get("trained_level_weights") and not result.get("held") else "")
     held = ", ".join(f"{m} x {w:g}" for m, w in (result.get("held") or {}).items())
     replaced += f"; held fixed: {held}" if held else ""
     what = ("popularity prior B x log(1 + training count)" if result["modality"] == POPULARITY
+            else "every digit's weight against the item logit" if result["modality"] == DIGITS
             else f"decoding weight of the {result['modality']} digits")
     plain = 0 if result["modality"] == POPULARITY else 1
     lines = [f"**{result['dataset']}: {what}** (validation picks "
@@ -105,13 +111,17 @@ def run_weights(dataset: str, run_dir: Path, modality: str, values: list[float],
     popularity = modality == POPULARITY
     plain = 0.0 if popularity else 1.0
     values = sorted(set(values) | {plain}, reverse=True)
-    if popularity:
+    if modality in (POPULARITY, DIGITS):
         if module.default_search(EvaluateConfig().search) != "rerank":
-            raise ValueError(f"{ckpt} decodes with search {module.default_search(EvaluateConfig().search)!r}; a "
-                             "popularity prior is added to search 'rerank' scores only (a model trained with "
-                             "--model.item_loss_weight 1)")
+            what = "a popularity prior is added to" if popularity else "the digits are weighed against the item logit in"
+            raise ValueError(f"{ckpt} decodes with search {module.default_search(EvaluateConfig().search)!r}; "
+                             f"{what} search 'rerank' scores only (a model trained with --model.item_loss_weight 1)")
         base = sid.level_weights(hold) if hold else trained
+    if popularity:
         settings = {v: (base, v * np.log1p(counts) if v else None) for v in values}
+    elif modality == DIGITS:
+        base = base or [1.0] * len(module.level_sizes)
+        settings = {v: ([w * v for w in base], None) for v in values}
     else:
         settings = {v: (sid.level_weights({**hold, modality: v}), None) for v in values}   # raises on an unknown modality
     t0 = time.perf_counter()
@@ -148,6 +158,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--popularity", type=float, nargs="+", metavar="B",
                    help="vary a popularity prior B x log(1 + training count) instead (0 is always tried; search "
                         "'rerank' checkpoints only); the digit weights are the checkpoint's, or --hold's")
+    p.add_argument("--digits", type=float, nargs="+", metavar="S",
+                   help="scale every digit's weight (the checkpoint's, or --hold's) by S instead, against the item "
+                        "logit (1 is always tried; search 'rerank' checkpoints only)")
     p.add_argument("--hold", nargs="+", default=[], metavar="MODALITY=WEIGHT",
                    help="other modalities' weights, fixed while --modality's varies (default: 1)")
     a = p.parse_args(argv)
@@ -160,11 +173,15 @@ def main(argv: list[str] | None = None) -> int:
             p.error(f"--hold takes MODALITY=WEIGHT, e.g. text=0.25; got {item!r}")
         if not hold[name] > 0:
             p.error(f"--hold weights must be > 0, got {item!r}")
+    if a.popularity is not None and a.digits is not None:
+        p.error("give --popularity or --digits, not both")
+    if a.digits is not None:
+        a.modality, a.values = DIGITS, a.digits
     if a.popularity is not None:
         a.modality, a.values = POPULARITY, a.popularity
         if not all(math.isfinite(v) for v in a.values):
             p.error(f"--popularity values must be finite, got {a.values}")
-    elif a.modality in hold:   # checked before the checkpoint is loaded
+    elif a.modality in hold and a.modality != DIGITS:   # checked before the checkpoint is loaded
         p.error(f"--hold names {a.modality!r}, the modality whose weight is varied; hold the others only")
     run_dir = a.run_dir or default_run_dir(a.dataset)
     if not (run_dir / "checkpoints").exists():
