@@ -51,7 +51,7 @@ def component_scores(model, hist, users, modalities: list[str], n_levels: int,
             rows, zeros = np.arange(len(hist)), np.zeros(len(hist), dtype=np.int64)
             logp = [np.asarray(step(level, rows, None if level == 0 else zeros), dtype=np.float64)[:, codes[:, level]]
                     for level in range(codes.shape[1])]               # D x (B, N): each item's log-prob per digit
-            table = model.item_table().float()
+            table = model.logit_table().float()     # times the decoding weight of the item logit
     finally:
         model.set_level_weights(trained)
     out = {f"{name} digits": sum(logp[i * n_levels:(i + 1) * n_levels]) for i, name in enumerate(modalities)}

@@ -342,7 +342,9 @@ def weights_section(weights: dict[str, dict]) -> str:
              "the whole validation split with the modality's digit log-probs times that weight; validation "
              "NDCG@10 picks one, and test is read only for the pick and for 1 (the plain sum). "
              "`--popularity B...` (`weights_NAME_popularity.json`) varies a popularity prior instead: every "
-             "item's score plus B x log(1 + its training count), the plain score being B = 0.", ""]
+             "item's score plus B x log(1 + its training count), the plain score being B = 0. "
+             "`--digits S...` (`weights_NAME_digits.json`) scales every digit's weight by S against the item "
+             "logit, which ranks as the item logit times 1/S (`model.item_logit_weight`).", ""]
     for name, w in weights.items():
         lines += [f"Run `{w['run']}`, commit {commit(w['git_commit'])}, {num(w['seconds'])} s. "
                   f"Gain of the pick over the plain score ({0 if w['modality'] == 'popularity' else 1}): validation {w['gain']['valid']:+.4f}, test {w['gain']['test']:+.4f}.", "",

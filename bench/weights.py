@@ -89,6 +89,16 @@ def markdown(result: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
+def swept_settings(modality: str, values: list[float], base: list[float], counts) -> dict:
+    """value -> (per-digit weights, item prior | None) for --popularity (base weights, prior B x log(1 + count))
+    or --digits (base weights times S, no prior)."""
+    import numpy as np
+
+    if modality == POPULARITY:
+        return {v: (base, v * np.log1p(counts) if v else None) for v in values}
+    return {v: ([w * v for w in base], None) for v in values}
+
+
 def run_weights(dataset: str, run_dir: Path, modality: str, values: list[float], results: Path = RESULTS,
                 hold: dict[str, float] | None = None) -> dict:
     """Sweep ``modality``'s digit weight over ``values``, or (modality POPULARITY) the popularity prior's B."""
@@ -117,11 +127,8 @@ def run_weights(dataset: str, run_dir: Path, modality: str, values: list[float],
             raise ValueError(f"{ckpt} decodes with search {module.default_search(EvaluateConfig().search)!r}; "
                              f"{what} search 'rerank' scores only (a model trained with --model.item_loss_weight 1)")
         base = sid.level_weights(hold) if hold else trained
-    if popularity:
-        settings = {v: (base, v * np.log1p(counts) if v else None) for v in values}
-    elif modality == DIGITS:
-        base = base or [1.0] * len(module.level_sizes)
-        settings = {v: ([w * v for w in base], None) for v in values}
+    if modality in (POPULARITY, DIGITS):
+        settings = swept_settings(modality, values, base or [1.0] * len(module.level_sizes), counts)
     else:
         settings = {v: (sid.level_weights({**hold, modality: v}), None) for v in values}   # raises on an unknown modality
     t0 = time.perf_counter()

@@ -64,6 +64,10 @@ def test_bench_smoke_writes_a_valid_result(tmp_path):
                           "--results-dir", str(tmp_path / "results"), "--popularity", "-0.1"],
                          cwd=REPO, capture_output=True, text=True, timeout=600)
     assert out.returncode == 1 and "search 'rerank' scores only" in out.stderr and "Traceback" not in out.stderr
+    out = subprocess.run([sys.executable, "bench/weights.py", "--dataset", "smoke", "--run-dir", str(tmp_path / "smoke"),
+                          "--results-dir", str(tmp_path / "results"), "--digits", "0.5"],
+                         cwd=REPO, capture_output=True, text=True, timeout=600)
+    assert out.returncode == 1 and "weighed against the item logit" in out.stderr and "Traceback" not in out.stderr
 
     # bench/seeds.py on the same run: seed 0 is the bench run's own models, seed 1 is retrained.
     out = subprocess.run([sys.executable, "bench/seeds.py", "--dataset", "smoke", "--run-dir", str(tmp_path / "smoke"),
@@ -134,6 +138,20 @@ def test_weights_hold_flag_is_checked_before_any_work(hold, message):
     out = subprocess.run([sys.executable, "bench/weights.py", "--dataset", "nowhere", "--hold", hold], cwd=REPO,
                          capture_output=True, text=True, timeout=120)
     assert out.returncode == 2 and message in out.stderr and "Traceback" not in out.stderr
+
+
+def test_the_digits_sweep_scales_every_digit_and_the_popularity_sweep_only_adds_a_prior():
+    from weights import DIGITS, POPULARITY, swept_settings
+
+    base, counts = [1.0, 0.25, 1.0], np.array([0, 3, 10])
+    digits = swept_settings(DIGITS, [1.0, 0.2], base, counts)
+    assert digits[1.0] == (base, None) and digits[0.2] == ([0.2, 0.05, 0.2], None)
+    prior = swept_settings(POPULARITY, [0.0, -2.0], base, counts)
+    assert prior[0.0] == (base, None)
+    assert prior[-2.0][0] == base and np.allclose(prior[-2.0][1], -2.0 * np.log1p(counts))
+    out = subprocess.run([sys.executable, "bench/weights.py", "--dataset", "nowhere", "--digits", "0.5",
+                          "--popularity", "-1"], cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert out.returncode == 2 and "not both" in out.stderr
 
 
 def test_schema_rejects_missing_fields():

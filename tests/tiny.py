@@ -43,7 +43,7 @@ def titles() -> list[str | None]:
 
 def tiny_module(arch: str = "causal", seed: int = 0, content_dim: int = 0, item_id_embedding: bool = False,
                 n_user_buckets: int = 0, head: str = "autoregressive", item_loss_weight: float = 0.0,
-                item_output: str = "token", attributes: bool = False):
+                item_output: str = "token", attributes: bool = False, item_logit_weight: float = 1.0):
     import torch
 
     from genrec.lit.data import ModelDims
@@ -55,7 +55,8 @@ def tiny_module(arch: str = "causal", seed: int = 0, content_dim: int = 0, item_
     m = GenRecModule(dims=dims, arch=arch, d_model=24, n_layers=2,
                      n_heads=2, d_ff=37, dropout=0.0, tiger_layers=2, tiger_heads=2,
                      tiger_d_ff=37, item_id_embedding=item_id_embedding, n_user_buckets=n_user_buckets, head=head,
-                     item_loss_weight=item_loss_weight, item_output=item_output)
+                     item_loss_weight=item_loss_weight, item_output=item_output,
+                     item_logit_weight=item_logit_weight)
     m.item_codes.copy_(torch.as_tensor(item_codes()))
     with torch.no_grad():
         for p in m.model.parameters():

@@ -184,7 +184,7 @@ def export_module(model, out: str | Path, config: ExportConfig | None = None, *,
         files.extend(sorted(set(written) - set(files)))
         if config.search == "rerank":
             with torch.no_grad():
-                save_npy_atomic(tmp / layout.ITEM_TABLE_FILE, module.item_table().float().numpy())
+                save_npy_atomic(tmp / layout.ITEM_TABLE_FILE, module.logit_table().float().numpy())
         write_json_atomic(tmp / layout.ITEMS_FILE, {"source_id": source_ids, "title": titles})
         if meta:
             write_json_atomic(tmp / ITEMS_META_FILE, meta)

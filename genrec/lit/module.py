@@ -102,6 +102,7 @@ class GenRecModule(L.LightningModule):
         beam_width: int = 20,
         search: str = "beam",
         modality_weights: dict[str, float] | None = None,
+        item_logit_weight: float = 1.0,
     ):
         """
         Args:
@@ -150,6 +151,8 @@ class GenRecModule(L.LightningModule):
                 {"text": 0.33}; the rest 1), in validation, test, `genrec evaluate` and the export alike
                 (genrec.decode.weighted). Names are RUN/sid's modalities (`--modalities separate`); fused
                 codes have one, "fused", which scales every digit against the item logit.
+            item_logit_weight: decoding only: search "rerank" adds this times the item logit to the weighted
+                digit log-probs (validation, test, `genrec evaluate` and the export alike); needs item_loss_weight > 0.
         """
         super().__init__()
         if item_loss_weight and arch != "causal":
@@ -179,6 +182,9 @@ class GenRecModule(L.LightningModule):
             raise ValueError(f"scheduler must be cosine or constant, got {scheduler!r}")
         if modality_weights is not None:
             check_modality_weights(modality_weights)
+        if item_logit_weight != 1.0 and not item_loss_weight:
+            raise ValueError(f"item_logit_weight={item_logit_weight} weighs the item logit that the item loss trains: "
+                             "it needs item_loss_weight > 0 (or item_logit_weight 1)")
         if dims is None:
             raise ValueError("dims is required: it is linked from the DataModule (data.model_dims) by the Lightning CLI")
         if isinstance(dims, dict):
@@ -197,7 +203,8 @@ class GenRecModule(L.LightningModule):
         self.genrec = GenRec(GenRecConfig(arch=arch, backbone=BACKBONE_ARGS[arch](dims, self.hparams),
                                           n_items=dims.n_items, content_dim=content_dim,
                                           sid_checksum=dims.sid_checksum,
-                                          attributes_per_item=dims.attributes_per_item if dims.n_attributes else 0))
+                                          attributes_per_item=dims.attributes_per_item if dims.n_attributes else 0,
+                                          item_logit_weight=float(item_logit_weight)))
         self.genrec.item_loss_weight = float(item_loss_weight)   # search "rerank" needs a trained item logit
         if search == "rerank":
             self.genrec.check_rerank()

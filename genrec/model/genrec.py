@@ -49,6 +49,8 @@ class GenRecConfig:
     # from model.modality_weights (SemanticIDs.level_weights)
     level_weights: list[float] | None = None
     attributes_per_item: int = 0  # width of the item -> attribute-id table (0: the model reads no attributes)
+    # decoding: search "rerank" adds this times the item logit to the (weighted) digit log-probs
+    item_logit_weight: float = 1.0
 
     def __post_init__(self):
         arch = get_arch(self.arch)
@@ -67,6 +69,8 @@ class GenRecConfig:
         if bool(self.attributes_per_item) != bool(getattr(self.backbone, "n_attributes", 0)):
             raise ValueError(f"attributes_per_item ({self.attributes_per_item}) and the backbone's n_attributes "
                              f"({getattr(self.backbone, 'n_attributes', 0)}) must both be 0 or both be > 0")
+        if not (math.isfinite(self.item_logit_weight) and self.item_logit_weight > 0):
+            raise ValueError(f"item_logit_weight must be a finite number > 0, got {self.item_logit_weight}")
         if self.level_weights is not None:
             from genrec.decode.weighted import check_level_weights
 
@@ -86,7 +90,8 @@ class GenRecConfig:
         backbone["level_sizes"] = list(backbone["level_sizes"])
         return {"arch": self.arch, "backbone": backbone, "n_items": self.n_items,
                 "content_dim": self.content_dim, "sid_checksum": self.sid_checksum,
-                "level_weights": self.level_weights, "attributes_per_item": self.attributes_per_item}
+                "level_weights": self.level_weights, "attributes_per_item": self.attributes_per_item,
+                "item_logit_weight": self.item_logit_weight}
 
 
 class GenRec(nn.Module):
@@ -200,6 +205,12 @@ class GenRec(nn.Module):
             table = token if table is None else table + token
         return table
 
+    def logit_table(self, ids: torch.Tensor | None = None) -> torch.Tensor:
+        """``item_table`` times the decoding weight of the item logit (``config.item_logit_weight``): what search
+        "rerank" scores a state against, and what an export ships as item_table.npy."""
+        table = self.item_table(ids)
+        return table if self.config.item_logit_weight == 1.0 else table * self.config.item_logit_weight
+
     def tiger_inputs(self, hist: torch.Tensor, users: torch.Tensor | None = None):
         """TIGER encoder tokens: D code tokens per history item, left-padded (b, t*D), plus an optional user token."""
         layout = self.model.layout
@@ -289,7 +300,7 @@ class GenRec(nn.Module):
 
     def _rerank(self, hist, users, k: int, width: int, mask):
         """Beam search of ``width`` generates candidates through the trie; each is then scored by its
-        codes' log-prob plus the state's item-level logit (h . item_table), the product of the two
+        codes' log-prob plus the state's item-level logit (h . item_table, times item_logit_weight), the product of the two
         distributions training fits (the item loss's normaliser is per request, so it drops out)."""
         from genrec.decode import rerank_search
 
@@ -298,7 +309,7 @@ class GenRec(nn.Module):
         state = step.state                         # the state before any code step: what the item loss scores
 
         def rows(ids: np.ndarray) -> np.ndarray:   # only the beam's items: not the whole (N, d) table per batch
-            return self.item_table(torch.as_tensor(ids, device=state.device)).float().cpu().numpy()
+            return self.logit_table(torch.as_tensor(ids, device=state.device)).float().cpu().numpy()
 
         prior = self.item_prior
         state = state.float().cpu().numpy()
@@ -320,7 +331,7 @@ class GenRec(nn.Module):
 
         self.check_rerank()
         step = self.step(hist, users)
-        logits = (step.state.float() @ self.item_table().float().T).double().cpu().numpy()   # (b, N)
+        logits = (step.state.float() @ self.logit_table().float().T).double().cpu().numpy()   # (b, N)
         if self.item_prior is not None:
             logits = logits + self.item_prior
         return score_catalogue(step, self.trie, len(hist), k, item_mask=mask, item_scores=logits)

@@ -204,13 +204,15 @@ def test_the_default_export_search_follows_the_trained_item_logit(tmp_path):
     assert (hybrid["decoding"], codes_only["decoding"]) == ("rerank", "exact")
 
 
-@pytest.mark.parametrize("item_output, attributes", [("token", False), ("free", False), ("token+free", True)])
-def test_a_parallel_rerank_export_serves_the_torch_hybrid_ranking(tmp_path, item_output, attributes):
+@pytest.mark.parametrize("item_output, attributes, weight", [("token", False, 1.0), ("free", False, 1.0),
+                                                              ("token+free", True, 4.0)])
+def test_a_parallel_rerank_export_serves_the_torch_hybrid_ranking(tmp_path, item_output, attributes, weight):
     """search "rerank" on a parallel head: the server adds the item logit to every item's code score, as
     GenRec.recommend does in torch (parity checked at export and here), history exclusion included; with an
-    untied output table (item_output "free") item_table.npy holds that table's rows, and item attributes are
-    folded into the exported item vectors."""
-    module = tiny_module(head="parallel", item_loss_weight=1.0, item_output=item_output, attributes=attributes)
+    untied output table (item_output "free") item_table.npy holds that table's rows, item attributes are
+    folded into the exported item vectors, and the item logit's decoding weight into item_table.npy."""
+    module = tiny_module(head="parallel", item_loss_weight=1.0, item_output=item_output, attributes=attributes,
+                         item_logit_weight=weight)
     folder = tmp_path / "parallel-rerank"
     export_module(module, folder, ExportConfig(search="rerank"), source_ids=source_ids(), titles=titles())
     runtime = ExportRuntime(folder)

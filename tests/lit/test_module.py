@@ -225,6 +225,9 @@ def test_an_untied_item_output_table_is_what_the_item_loss_scores_and_trains(ite
         _module(item_output=item_output)                      # nothing would train the table
     with pytest.raises(ValueError, match="item_output must be one of"):
         _module(item_loss_weight=0.5, item_output="tied")
+    with pytest.raises(ValueError, match="item_logit_weight=5"):
+        _module(item_logit_weight=5)                           # no item logit to weigh
+    assert _module(item_loss_weight=0.5, item_logit_weight=5).genrec.config.item_logit_weight == 5.0
 
 
 def test_the_attribute_embedding_trains_and_its_padding_row_stays_zero():

@@ -151,7 +151,8 @@ def _brute_force_rerank(model: GenRec, hist: torch.Tensor, exclude: list[np.ndar
                     w = (model.config.level_weights or [1.0] * len(model.level_sizes))[level]
                     s += w * float(torch.log_softmax(model.model.head.logits(level, h).double(), -1)[0, model.item_codes[item, level]])
                 prior = 0.0 if model.item_prior is None else float(model.item_prior[item])
-                scores[item] = s + float(state[b].double() @ table[item].double()) + prior
+                logit = model.config.item_logit_weight * float(state[b].double() @ table[item].double())
+                scores[item] = s + logit + prior
             out.append(sorted(scores, key=lambda i: (-scores[i], i))[:k])
     return np.array(out)
 
@@ -306,6 +307,30 @@ def test_an_items_token_adds_the_mean_of_its_attribute_embeddings(tmp_path):
         model.set_catalogue(_codes())
     with pytest.raises(ValueError, match="both be 0 or both be > 0"):
         GenRecConfig(arch="causal", backbone=dict(level_sizes=LEVELS, n_attributes=5), n_items=N_ITEMS)
+
+
+@pytest.mark.parametrize("head", ["parallel", "autoregressive"])
+def test_the_item_logit_weight_scales_the_item_logit_in_rerank_and_travels_with_the_checkpoint(tmp_path, head):
+    hist = torch.tensor([[-1, -1, 3, 4, 5, 6], [1, 2, 3, 4, 5, 6], [-1, -1, -1, -1, -1, 9]])
+    exclude = [np.array([3, 4]), np.array([], dtype=np.int64), np.array([9, 0, 1])]
+    model = _model("causal", head=head)
+    model.item_loss_weight = 1.0
+    plain = model.recommend(hist, k=7, beam_width=N_ITEMS, exclude=exclude, search="rerank")
+    model.config.item_logit_weight = 0.001      # the random model ranks by its item logit: make the digits count
+    torch.testing.assert_close(model.logit_table(), 0.001 * model.item_table())
+    heavy = model.recommend(hist, k=7, beam_width=N_ITEMS, exclude=exclude, search="rerank")
+    np.testing.assert_array_equal(heavy.items, _brute_force_rerank(model, hist, exclude, 7))
+    assert not np.array_equal(heavy.items, plain.items)
+    model.save(tmp_path / "m.pt")
+    loaded = GenRec.from_checkpoint(tmp_path / "m.pt")
+    assert loaded.config.item_logit_weight == 0.001
+    ckpt = torch.load(tmp_path / "m.pt", weights_only=True)
+    del ckpt["genrec"]["config"]["item_logit_weight"]               # written before the weight existed
+    torch.save(ckpt, tmp_path / "old.pt")
+    assert GenRec.from_checkpoint(tmp_path / "old.pt").config.item_logit_weight == 1.0
+    for bad in (0.0, -1.0, float("nan")):
+        with pytest.raises(ValueError, match="item_logit_weight must be"):
+            GenRecConfig(arch="causal", backbone=model.config.backbone, n_items=N_ITEMS, item_logit_weight=bad)
 
 
 def test_level_weights_travel_with_the_checkpoint_and_older_checkpoints_decode_unweighted(tmp_path):
