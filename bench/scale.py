@@ -552,8 +552,10 @@ class StageConfig:
     kmeans_iters: int = 30             # TokenizeConfig's default
     train_config: str = "configs/sparse.yaml"  # genrec's training YAML (model and data sections)
     # ... less its hybrid item logit, whose serving is a dense pass over every item per request: the code-only
-    # layout is what scales to 10^6 items
-    train_overrides: list[str] = field(default_factory=lambda: ["--model.item_loss_weight=0", "--model.search=beam"])
+    # layout is what scales to 10^6 items (no item loss, so no free output table nor item-logit weight)
+    train_overrides: list[str] = field(default_factory=lambda: ["--model.item_loss_weight=0", "--model.search=beam",
+                                                                "--model.item_output=token",
+                                                                "--model.item_logit_weight=1"])
     train_steps: int = 300             # measure at most this many training steps, then extrapolate to the epoch
     collab_steps: int = 300            # the same for the collaborative SASRec
     collab_negatives: int = 0          # negatives of the collaborative SASRec's sampled loss (0: the loss's default)

@@ -229,8 +229,11 @@ def evaluate(run: str | Path, config: EvaluateConfig = EvaluateConfig()) -> dict
             ranked = evaluate_genrec(model, examples, config)
             search = model.default_search(config.search)
             extra = {"checkpoint": str(ckpt), "beam_width": config.beam_width, "arch": model.arch,
-                     "max_items": model.max_items, "level_weights": model.config.level_weights, "decoding": "exact" if model.parallel or search == "exact" else search,
+                     "max_items": model.max_items, "level_weights": model.config.level_weights,
+                     "decoding": "exact" if model.parallel or search == "exact" else search,
                      "search": "catalogue" if model.parallel else search}
+            if search == "rerank":
+                extra["item_logit_weight"] = model.config.item_logit_weight
         seconds = time.perf_counter() - t0
         metrics = ranking_metrics(ranked, examples.targets)
         results[system] = metrics | {
