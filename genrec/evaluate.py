@@ -15,6 +15,7 @@ features (RUN/features/text.npy); ``beyond_protocol.diversity`` records which.
 from __future__ import annotations
 
 import json
+import math
 import time
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -63,6 +64,8 @@ class EvaluateConfig:
                                     # a model trained with an item loss, else "beam"
     modality_weights: dict[str, float] | None = None  # decode with these per-modality digit weights, e.g.
                                     # '{text: 0.33}' ({} = none); None: the model's own (its model.modality_weights)
+    item_logit_weight: float | None = None  # search "rerank": decode with this times the item logit; None: the
+                                    # model's own (its model.item_logit_weight)
     batch_size: int = 256           # histories decoded at once
     exclude_history: bool = False   # drop each user's history items from every system's ranking
     systems: tuple[str, ...] = SYSTEMS  # which systems to evaluate
@@ -77,6 +80,9 @@ class EvaluateConfig:
             raise ValueError(f"search must be one of {('auto', *SEARCHES)}, got {self.search!r}")
         if self.modality_weights is not None:
             check_modality_weights(self.modality_weights)
+        if self.item_logit_weight is not None and not (math.isfinite(self.item_logit_weight)
+                                                        and self.item_logit_weight > 0):
+            raise ValueError(f"item_logit_weight must be a finite number > 0, got {self.item_logit_weight}")
         if self.beam_width < max(DEFAULT_KS):
             raise ValueError(f"beam_width must be >= {max(DEFAULT_KS)} (the largest K), got {self.beam_width}")
         self.systems = tuple(self.systems)
@@ -226,8 +232,13 @@ def evaluate(run: str | Path, config: EvaluateConfig = EvaluateConfig()) -> dict
                 from genrec.tokenizer.semantic_ids import load_semantic_ids
 
                 model.set_level_weights(load_semantic_ids(run).level_weights(config.modality_weights))
-            ranked = evaluate_genrec(model, examples, config)
             search = model.default_search(config.search)
+            if config.item_logit_weight is not None:
+                if search != "rerank":
+                    raise ValueError(f"item_logit_weight weighs the item logit of search 'rerank', but this model "
+                                     f"decodes with search {search!r}; drop item_logit_weight or pass search rerank")
+                model.set_item_logit_weight(config.item_logit_weight)
+            ranked = evaluate_genrec(model, examples, config)
             extra = {"checkpoint": str(ckpt), "beam_width": config.beam_width, "arch": model.arch,
                      "max_items": model.max_items, "level_weights": model.config.level_weights,
                      "decoding": "exact" if model.parallel or search == "exact" else search,

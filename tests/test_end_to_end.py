@@ -202,6 +202,12 @@ def test_item_attributes_and_an_untied_output_table_end_to_end(small_run, tmp_pa
     assert model.model.item_out_emb.weight.shape[0] == model.n_items
     out = evaluate(run, EvaluateConfig(split="test", systems=("genrec",)))["systems"]["genrec"]
     assert out["decoding"] == "rerank" and out["invalid_rate"] == 0.0 and out["ndcg@10"] > 0
+    assert out["item_logit_weight"] == 1.0
+    heavy = evaluate(run, EvaluateConfig(split="test", systems=("genrec",), item_logit_weight=5.0,
+                                         output="w5.json"))["systems"]["genrec"]      # `genrec evaluate` override
+    assert heavy["item_logit_weight"] == 5.0 and heavy["invalid_rate"] == 0.0
+    with pytest.raises(ValueError, match="decodes with search 'beam'"):
+        evaluate(run, EvaluateConfig(split="test", systems=("genrec",), search="beam", item_logit_weight=5.0))
     export_module(model, tmp_path / "export", ExportConfig(search="rerank", add_items=False))
     runtime = ExportRuntime(tmp_path / "export")
     histories = [[1, 2, 3], [40, 41], [7]]

@@ -237,6 +237,14 @@ class GenRec(nn.Module):
 
         self.config.level_weights = None if weights is None else list(check_level_weights(weights, len(self.level_sizes)))
 
+    def set_item_logit_weight(self, weight: float) -> None:
+        """Decode search "rerank" with ``weight`` times the item logit from now on; stored with the model's config."""
+        weight = float(weight)
+        if not (math.isfinite(weight) and weight > 0):
+            raise ValueError(f"item_logit_weight must be a finite number > 0, got {weight}")
+        self.check_rerank()
+        self.config.item_logit_weight = weight
+
     def set_item_prior(self, prior: np.ndarray | None) -> None:
         """Add ``prior[i]`` to item i's score from now on (search "rerank" only; None: nothing)."""
         if prior is not None:
@@ -300,8 +308,8 @@ class GenRec(nn.Module):
 
     def _rerank(self, hist, users, k: int, width: int, mask):
         """Beam search of ``width`` generates candidates through the trie; each is then scored by its
-        codes' log-prob plus the state's item-level logit (h . item_table, times item_logit_weight), the product of the two
-        distributions training fits (the item loss's normaliser is per request, so it drops out)."""
+        codes' log-prob plus the state's item-level logit (h . item_table, times item_logit_weight), the product
+        of the two distributions training fits (the item loss's normaliser is per request, so it drops out)."""
         from genrec.decode import rerank_search
 
         self.check_rerank()

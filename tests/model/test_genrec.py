@@ -331,6 +331,14 @@ def test_the_item_logit_weight_scales_the_item_logit_in_rerank_and_travels_with_
     for bad in (0.0, -1.0, float("nan")):
         with pytest.raises(ValueError, match="item_logit_weight must be"):
             GenRecConfig(arch="causal", backbone=model.config.backbone, n_items=N_ITEMS, item_logit_weight=bad)
+        with pytest.raises(ValueError, match="item_logit_weight must be"):
+            model.set_item_logit_weight(bad)
+    model.set_item_logit_weight(1.0)            # what `genrec evaluate --item_logit_weight` calls
+    np.testing.assert_array_equal(model.recommend(hist, k=7, beam_width=N_ITEMS, exclude=exclude,
+                                                  search="rerank").items, plain.items)
+    model.item_loss_weight = 0.0
+    with pytest.raises(ValueError, match="rerank"):
+        model.set_item_logit_weight(2.0)        # no trained item logit to weigh
 
 
 def test_level_weights_travel_with_the_checkpoint_and_older_checkpoints_decode_unweighted(tmp_path):
