@@ -15,7 +15,6 @@ features (RUN/features/text.npy); ``beyond_protocol.diversity`` records which.
 from __future__ import annotations
 
 import json
-import math
 import time
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -31,7 +30,7 @@ from genrec.data.split import EvalExamples
 from genrec.decode.weighted import check_modality_weights
 from genrec.io import MANIFEST, ArtifactError, input_checksums, package_versions, write_json_atomic
 from genrec.lit.batching import user_subset
-from genrec.model.genrec import SEARCHES
+from genrec.model.genrec import SEARCHES, check_item_logit_weight
 from genrec.metrics import (
     BEYOND_KS,
     COLD_BELOW,
@@ -80,9 +79,8 @@ class EvaluateConfig:
             raise ValueError(f"search must be one of {('auto', *SEARCHES)}, got {self.search!r}")
         if self.modality_weights is not None:
             check_modality_weights(self.modality_weights)
-        if self.item_logit_weight is not None and not (math.isfinite(self.item_logit_weight)
-                                                        and self.item_logit_weight > 0):
-            raise ValueError(f"item_logit_weight must be a finite number > 0, got {self.item_logit_weight}")
+        if self.item_logit_weight is not None:
+            self.item_logit_weight = check_item_logit_weight(self.item_logit_weight)
         if self.beam_width < max(DEFAULT_KS):
             raise ValueError(f"beam_width must be >= {max(DEFAULT_KS)} (the largest K), got {self.beam_width}")
         self.systems = tuple(self.systems)

@@ -34,6 +34,14 @@ STATE_PREFIX = "genrec."       # GenRecModule holds the model as ``self.genrec``
 SEARCHES = ("beam", "exact", "rerank")
 
 
+def check_item_logit_weight(weight: float) -> float:
+    """The item logit's decoding weight as a float; a ValueError unless it is finite and > 0."""
+    weight = float(weight)
+    if not (math.isfinite(weight) and weight > 0):
+        raise ValueError(f"item_logit_weight must be a finite number > 0, got {weight}")
+    return weight
+
+
 class CheckpointError(ValueError):
     """A checkpoint that cannot be loaded (unsafe, foreign or inconsistent); the message says what to do."""
 
@@ -69,8 +77,7 @@ class GenRecConfig:
         if bool(self.attributes_per_item) != bool(getattr(self.backbone, "n_attributes", 0)):
             raise ValueError(f"attributes_per_item ({self.attributes_per_item}) and the backbone's n_attributes "
                              f"({getattr(self.backbone, 'n_attributes', 0)}) must both be 0 or both be > 0")
-        if not (math.isfinite(self.item_logit_weight) and self.item_logit_weight > 0):
-            raise ValueError(f"item_logit_weight must be a finite number > 0, got {self.item_logit_weight}")
+        self.item_logit_weight = check_item_logit_weight(self.item_logit_weight)
         if self.level_weights is not None:
             from genrec.decode.weighted import check_level_weights
 
@@ -239,9 +246,7 @@ class GenRec(nn.Module):
 
     def set_item_logit_weight(self, weight: float) -> None:
         """Decode search "rerank" with ``weight`` times the item logit from now on; stored with the model's config."""
-        weight = float(weight)
-        if not (math.isfinite(weight) and weight > 0):
-            raise ValueError(f"item_logit_weight must be a finite number > 0, got {weight}")
+        weight = check_item_logit_weight(weight)
         self.check_rerank()
         self.config.item_logit_weight = weight
 
