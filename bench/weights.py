@@ -67,6 +67,8 @@ def markdown(result: dict) -> str:
             "each value multiplies" if result["modality"] == DIGITS else "each value replaces")
     replaced = (f"; {verb} the checkpoint's own level weights {result['trained_level_weights']}"
                 if result.get("trained_level_weights") and not result.get("held") else "")
+    if result["modality"] == DIGITS and result.get("item_logit_weight", 1.0) != 1.0:
+        replaced += f"; the item logit keeps the checkpoint's weight {result['item_logit_weight']:g}"
     held = ", ".join(f"{m} x {w:g}" for m, w in (result.get("held") or {}).items())
     replaced += f"; held fixed: {held}" if held else ""
     what = ("popularity prior B x log(1 + training count)" if result["modality"] == POPULARITY
@@ -143,6 +145,7 @@ def run_weights(dataset: str, run_dir: Path, modality: str, values: list[float],
             row["test"] = score(module, ds.split.test, counts, *settings[row["value"]])
     out = {"dataset": dataset, "run": str(run_dir), "checkpoint": str(ckpt), "git_commit": git_commit(),
            "modality": modality, "held": hold, "modalities": sid.modalities, "trained_level_weights": trained,
+           "item_logit_weight": module.config.item_logit_weight,   # what --digits' values are relative to
            "chosen": best["value"], "selected_by": "validation ndcg@10", "rows": rows,
            "gain": {split: best[split]["ndcg@10"] - next(r for r in rows if r["value"] == plain)[split]["ndcg@10"]
                     for split in ("valid", "test")},

@@ -154,6 +154,18 @@ def test_the_digits_sweep_scales_every_digit_and_the_popularity_sweep_only_adds_
     assert out.returncode == 2 and "not both" in out.stderr
 
 
+def test_the_digits_table_names_the_item_logit_weight_its_values_are_relative_to():
+    from weights import DIGITS, markdown
+
+    row = {"ndcg@10": 0.05, "recall@20": 0.1, "ndcg@10_by_target_seen": {"1-4": 0.02, "20+": 0.08}}
+    result = {"dataset": "x", "modality": DIGITS, "chosen": 0.5, "held": {}, "trained_level_weights": [1.0, 0.25],
+              "item_logit_weight": 5.0, "rows": [{"value": 1.0, "valid": row, "test": row},
+                                                 {"value": 0.5, "valid": row, "test": row}]}
+    table = markdown(result)
+    assert "the item logit keeps the checkpoint's weight 5" in table and "| 0.5 (chosen) | valid | 0.0500" in table
+    assert "item logit keeps" not in markdown(result | {"item_logit_weight": 1.0})
+
+
 def test_schema_rejects_missing_fields():
     with pytest.raises(ValueError, match="missing 'dataset'"):
         validate_result({})
