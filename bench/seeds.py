@@ -13,9 +13,10 @@ scored on the validation and test splits with `genrec evaluate`'s metric functio
 gives each seed's figures, mean and standard deviation per system, and genrec minus SASRec per
 seed, so a lead can be told apart from seed noise. Writes bench/results/seeds_NAME.{json,md,png}.
 
-Each retrained seed's figures are also kept in its folder (OUT_ROOT/seed_N/GENREC_or_SASREC.json) as soon
-as they are measured; ``--resume`` reads them back instead of retraining, while they were written for the
-same run folder and training settings, so a run cut off after some seeds goes on from there.
+Each retrained seed's figures are also kept, as soon as they are measured, in RESULTS_DIR/seed_runs/NAME/
+seed_N_SYSTEM.json (tracked, so they outlive the run folders); ``--resume`` reads them back instead of
+retraining while they were measured for the same run folder content and training settings, so a run cut off
+after some seeds goes on from there, also in a later session.
 """
 
 from __future__ import annotations
@@ -51,12 +52,22 @@ def seed_run_dir(base: Path, out_root: Path, seed: int) -> Path:
 
 
 def seed_key(base: Path, system: str, settings: dict) -> dict:
-    """What a kept seed figure was measured for: the bench run folder and the system's training settings."""
+    """What a kept seed figure was measured for: the bench run folder, the content of its shared stages (the
+    arrays and tables their manifests hash, so a deterministic rebuild on a new machine still matches and any
+    other rebuild does not) and the system's training settings."""
     import hashlib
     import json
 
     blob = json.dumps(settings, sort_keys=True, default=str).encode()
-    return {"run_dir": str(base.resolve()), "system": system, "settings_sha256": hashlib.sha256(blob).hexdigest()}
+    stages = {}
+    for stage in SHARED_STAGES:
+        manifest = base / stage / "manifest.json"
+        files = json.loads(manifest.read_text()).get("files", {}) if manifest.is_file() else {}
+        stages[stage] = {name: digest for name, digest in sorted(files.items())
+                         if name.endswith((".npy", ".parquet"))}
+    stages_blob = json.dumps(stages, sort_keys=True).encode()
+    return {"run_dir": str(base.resolve()), "system": system, "settings_sha256": hashlib.sha256(blob).hexdigest(),
+            "stages_sha256": hashlib.sha256(stages_blob).hexdigest()}
 
 
 def kept_figures(path: Path, key: dict) -> dict | None:
@@ -180,8 +191,8 @@ def reusable_systems(base: Path, table_path: Path) -> set[str]:
             systems[system]["ndcg@10"] == table.get("metrics", {}).get(system, {}).get("ndcg@10")}
 
 
-def run_seed(seed: int, base: Path, out_root: Path, train_yaml: str, genrec_seed: int, dataset,
-             reusable: set[str], resume: bool = False) -> dict:
+def run_seed(seed: int, base: Path, out_root: Path, kept_dir: Path, train_yaml: str, genrec_seed: int,
+             dataset, reusable: set[str], resume: bool = False) -> dict:
     """One seed's genrec and SASRec figures: the bench run's own models when the seed is theirs and reusable,
     the figures a cut-off run kept (``resume``), or retrained and scored (and kept)."""
     from genrec.config import load_yaml
@@ -193,7 +204,7 @@ def run_seed(seed: int, base: Path, out_root: Path, train_yaml: str, genrec_seed
     keys = {"genrec": seed_key(base, "genrec", {"train_config": load_yaml(REPO / train_yaml), "seed": seed}),
             "sasrec": seed_key(base, "sasrec", {"config": asdict(replace(config, seed=seed))})}
     for system in SYSTEMS:
-        kept = kept_figures(folder / f"{system}.json", keys[system]) if resume else None
+        kept = kept_figures(kept_dir / f"seed_{seed}_{system}.json", keys[system]) if resume else None
         if kept is not None:
             row[system] = {split: kept[split] for split in SPLITS}
             row["train_seconds"][system] = kept["train_seconds"]
@@ -217,7 +228,7 @@ def run_seed(seed: int, base: Path, out_root: Path, train_yaml: str, genrec_seed
             seconds = round(time.perf_counter() - t0, 1)
             row["sasrec"] = score_sasrec(model, config.eval_max_items, dataset)
         row["train_seconds"][system] = seconds
-        keep_figures(folder / f"{system}.json", keys[system], row[system], seconds)
+        keep_figures(kept_dir / f"seed_{seed}_{system}.json", keys[system], row[system], seconds)
     for system in SYSTEMS:
         print(f"seed {seed} {system}: " + ", ".join(f"{s} NDCG@10 {row[system][s]['ndcg@10']:.4f}" for s in SPLITS)
               + (" (kept from an earlier run)" if system in row["resumed"] else ""), flush=True)
@@ -231,8 +242,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out-root", type=Path, default=None,
                    help="where the retrained seeds' run folders go (default bench/runs/seeds/NAME)")
     p.add_argument("--resume", action="store_true",
-                   help="reuse the figures each seed's folder kept from an earlier, cut-off run of this command "
-                        "(same run folder and training settings) instead of retraining that seed")
+                   help="reuse the figures an earlier, cut-off run of this command kept in RESULTS_DIR/seed_runs/NAME "
+                        "(same run folder content and training settings) instead of retraining that seed")
     a = p.parse_args(argv)
     from genrec.config import load_yaml
     from genrec.data.dataset import load_dataset
@@ -251,7 +262,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{base} no longer holds the results table's {', '.join(sorted(set(SYSTEMS) - reusable))} model: "
               "its seed is retrained too", flush=True)
     t0 = time.perf_counter()
-    per_seed = [run_seed(seed, base, out_root, train_yaml, genrec_seed, dataset, reusable, a.resume)
+    kept_dir = a.results_dir / "seed_runs" / a.dataset
+    per_seed = [run_seed(seed, base, out_root, kept_dir, train_yaml, genrec_seed, dataset, reusable, a.resume)
                 for seed in dict.fromkeys(a.seeds)]
     result = {"dataset": a.dataset, "git_commit": git_commit(), "train_config": train_yaml,
               "bench_run_seed": {"genrec": genrec_seed}, "reusable_from_bench_run": sorted(reusable),

@@ -223,7 +223,7 @@ def test_a_genrec_rerun_keeps_the_peers_of_the_same_data_only():
     assert carried_peers(None, {"dataset_stats": stats}) == {}
 
 
-def test_seeds_resume_only_from_figures_kept_for_the_same_run_folder_and_settings(tmp_path):
+def test_seeds_resume_only_from_figures_kept_for_the_same_run_folder_build_and_settings(tmp_path):
     from seeds import keep_figures, kept_figures, seed_key
 
     figures = {"valid": {"ndcg@10": 0.05}, "test": {"ndcg@10": 0.04}}
@@ -235,6 +235,18 @@ def test_seeds_resume_only_from_figures_kept_for_the_same_run_folder_and_setting
                   seed_key(tmp_path / "run", "genrec", {"train_config": {"lr": 0.005}, "seed": 2}),
                   seed_key(tmp_path / "other", "genrec", {"train_config": {"lr": 0.005}, "seed": 1})):
         assert kept_figures(tmp_path / "seed_1" / "genrec.json", other) is None
+    # the folder rebuilt at the same path (a new machine): the same arrays keep the seeds, other codes do not
+    (tmp_path / "run" / "sid").mkdir(parents=True)
+    manifest = tmp_path / "run" / "sid" / "manifest.json"
+    manifest.write_text('{"created": "now", "files": {"codes.npy": "aa", "report.png": "01"}}')
+    built = seed_key(tmp_path / "run", "genrec", {"train_config": {"lr": 0.005}, "seed": 1})
+    keep_figures(tmp_path / "seed_1" / "genrec.json", built, figures, 12.5)
+    manifest.write_text('{"created": "later", "files": {"codes.npy": "aa", "report.png": "02"}}')
+    same = seed_key(tmp_path / "run", "genrec", {"train_config": {"lr": 0.005}, "seed": 1})
+    assert kept_figures(tmp_path / "seed_1" / "genrec.json", same)["valid"] == figures["valid"]
+    manifest.write_text('{"created": "later", "files": {"codes.npy": "bb", "report.png": "02"}}')
+    other_codes = seed_key(tmp_path / "run", "genrec", {"train_config": {"lr": 0.005}, "seed": 1})
+    assert kept_figures(tmp_path / "seed_1" / "genrec.json", other_codes) is None
     (tmp_path / "seed_1" / "sasrec.json").write_text("{not json")
     assert kept_figures(tmp_path / "seed_1" / "sasrec.json", key) is None
     assert kept_figures(tmp_path / "seed_2" / "genrec.json", key) is None
