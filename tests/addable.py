@@ -71,8 +71,13 @@ def build_tokenizer(fused: np.ndarray, path: Path, seed: int = 0) -> Path:
     return path
 
 
-def build_addable_export(folder: Path, name: str = "addable"):
-    """Write the export into ``folder`` (a new path); returns (export folder, module)."""
+# The attribute vocabulary of an export whose model reads item attributes (tests/tiny.py's N_ATTRIBUTES ids).
+ATTRIBUTE_VOCAB = ["brand:Acme", "brand:Leaf", "category:Office", "category:Paper", "category:Tools"]
+
+
+def build_addable_export(folder: Path, name: str = "addable", attributes: list[str] | None = None):
+    """Write the export into ``folder`` (a new path); returns (export folder, module). ``attributes``: the
+    model reads item attributes (tests/tiny.py's table) and the export ships this vocabulary."""
     import torch
 
     from genrec.catalog.featurizer import AddItemsAssets
@@ -82,7 +87,8 @@ def build_addable_export(folder: Path, name: str = "addable"):
     feat, fused = build_featurizer()
     folder.parent.mkdir(parents=True, exist_ok=True)
     tokenizer = build_tokenizer(fused, folder.parent / f"{name}-tokenizer.pt")
-    module = tiny_module(content_dim=CONTENT_DIM, item_id_embedding=True, head="parallel")
+    module = tiny_module(content_dim=CONTENT_DIM, item_id_embedding=True, head="parallel",
+                         attributes=attributes is not None)
     with torch.no_grad():
         module.genrec.content.copy_(torch.as_tensor(fused))
     popularity = list(range(37, 0, -1))
@@ -90,7 +96,7 @@ def build_addable_export(folder: Path, name: str = "addable"):
     # The legacy exporter keeps these tests fast (the dynamo path is covered by tests/export and bench/cold_start.py).
     export_module(module, folder, ExportConfig(name=name, thumbnail_size=0, exporter="legacy"), source_ids=source_ids(),
                   titles=catalogue_titles(), categories=[c[-1] for c in categories], popularity=popularity,
-                  add_items=AddItemsAssets(tokenizer=tokenizer, featurizer=feat))
+                  add_items=AddItemsAssets(tokenizer=tokenizer, featurizer=feat, attributes=attributes))
     return folder, module
 
 

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from addable import NEW_ITEMS, build_addable_export, write_jsonl
+from addable import ATTRIBUTE_VOCAB, NEW_ITEMS, build_addable_export, write_jsonl
 from conftest import one_torch_thread
 from genrec.catalog.add import AddItemsConfig, add_items
 from genrec.catalog.featurizer import Featurizer, read_new_items
@@ -98,17 +98,47 @@ def test_a_free_output_table_and_attributes_grow_with_the_catalogue():
                         attributes=True).genrec
     codes = item_codes()
     nearest = np.array([[3, 5], [-1, -1]])
-    grown = grow_model(model, codes[:2], np.zeros((2, 0), np.float32), nearest)
+    grown = grow_model(model, codes[:2], np.zeros((2, 0), np.float32), nearest, np.array([[2, 4, 0], [0, 0, 0]]))
     out = model.model.item_out_emb.weight.detach()
     assert grown.config.backbone.n_output_items == N_ITEMS + 2
     torch.testing.assert_close(grown.model.item_out_emb.weight[:N_ITEMS], out)
     torch.testing.assert_close(grown.model.item_out_emb.weight[N_ITEMS], out[[3, 5]].mean(0))
     torch.testing.assert_close(grown.model.item_out_emb.weight[N_ITEMS + 1], out.mean(0))
     torch.testing.assert_close(grown.item_table()[:N_ITEMS], model.item_table())
-    # item attributes: the old items keep theirs, a new item has none (no vocabulary to map its tags into)
+    # item attributes: the old items keep theirs, the new ones get the ids they were given
     torch.testing.assert_close(grown.item_attributes[:N_ITEMS], model.item_attributes)
-    assert (grown.item_attributes[N_ITEMS:] == 0).all()
+    assert grown.item_attributes[N_ITEMS:].tolist() == [[2, 4, 0], [0, 0, 0]]
+    with pytest.raises(ValueError, match=r"new_attributes must be \(2, 3\)"):
+        grow_model(model, codes[:2], np.zeros((2, 0), np.float32), nearest, np.zeros((2, 2), np.int64))
     torch.testing.assert_close(grown.item_vectors()[:N_ITEMS], model.item_vectors())
+
+
+def test_new_items_tags_map_into_the_shipped_attribute_vocabulary(tmp_path):
+    """A model that reads item attributes: the export ships its vocabulary, a new item's categories and brand
+    map into it (unknown tags left out, counted), the grown export keeps it, and the new items are served."""
+    from genrec.model.genrec import GenRec
+
+    folder, module = build_addable_export(tmp_path / "base", attributes=ATTRIBUTE_VOCAB)
+    assert read_manifest(folder, "export")["add_items"]["attributes"] == "add_items/attributes.json"
+    rows = [{"source_id": "NEW-A", "title": "stapler", "brand": "Acme", "categories": ["Office", "Garden", "Tools"]},
+            {"source_id": "NEW-B", "title": "paper", "store": "Leaf", "categories": "Office, Paper"},
+            {"source_id": "NEW-C", "title": "pen"}]
+    manifest = add_items(folder, write_jsonl(tmp_path / "new.jsonl", rows), tmp_path / "grown")
+    grown = GenRec.from_checkpoint(tmp_path / "grown" / "add_items" / "model.pt")
+    torch.testing.assert_close(grown.item_attributes[:37], module.genrec.item_attributes)
+    # vocabulary ids: brand:Acme 1, brand:Leaf 2, category:Office 3, category:Paper 4, category:Tools 5
+    assert grown.item_attributes[37:].tolist() == [[3, 5, 1], [3, 4, 2], [0, 0, 0]]
+    fill = manifest["source"]["added_items"][-1]["attributes_fill"]
+    assert fill == {"vocabulary": 5, "items_with_tags": 2, "unknown_tags": 1, "tags_over_width": 0}
+    assert manifest["add_items"]["attributes"] == "add_items/attributes.json"      # a second add can map too
+    assert ExportRuntime(tmp_path / "grown").recommend([[37, 38]], 3).items.shape == (1, 3)
+    # an export without the vocabulary (or with one that does not fit the model) still adds, with no tags
+    old = build_addable_export(tmp_path / "old", attributes=ATTRIBUTE_VOCAB[:4])[0]
+    assert "reads 5" in read_manifest(old, "export")["add_items"]["attributes_missing"]
+    manifest = add_items(old, tmp_path / "new.jsonl", tmp_path / "grown_old")
+    assert manifest["source"]["added_items"][-1]["attributes_fill"].startswith("none: new items get no attribute")
+    grown = GenRec.from_checkpoint(tmp_path / "grown_old" / "add_items" / "model.pt")
+    assert (grown.item_attributes[37:] == 0).all()
 
 
 def test_featurizer_round_trip_keeps_modality_order(base, tmp_path):

@@ -199,6 +199,8 @@ def test_item_attributes_and_an_untied_output_table_end_to_end(small_run, tmp_pa
     table = attribute_table(load_dataset(run).items)
     assert table.n_attributes > 0 and table.items_without == 0          # every demo item has a category
     np.testing.assert_array_equal(model.item_attributes.numpy(), table.ids)
+    from genrec.catalog.featurizer import AddItemsAssets
+    assert AddItemsAssets.from_run(run).attributes == table.vocab      # what `genrec export` ships for add-items
     assert model.model.item_out_emb.weight.shape[0] == model.n_items
     out = evaluate(run, EvaluateConfig(split="test", systems=("genrec",)))["systems"]["genrec"]
     assert out["decoding"] == "rerank" and out["invalid_rate"] == 0.0 and out["ndcg@10"] > 0

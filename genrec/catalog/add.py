@@ -9,9 +9,10 @@ a new folder published atomically (temporary sibling + rename), at ``out`` or in
 
 A new item's learned item-id embedding row (and free output row, `item_output` "free") is the mean of the
 trained rows: the id term then adds the component every trained item shares, so a new item's input vector
-stays where the model has seen item vectors (a zero row would shift it by minus that mean). Its content row is its fused vector, its
-popularity 0. A model that reads item attributes (``data.use_attributes``) gets none for a new item: the
-export keeps no attribute vocabulary to map new tags into (the add manifest says so).
+stays where the model has seen item vectors (a zero row would shift it by minus that mean). Its content
+row is its fused vector, its popularity 0. For a model that reads item attributes (``data.use_attributes``)
+a new item's categories and brand map into the vocabulary the export ships (add_items/attributes.json);
+tags the catalogue never had have no learned embedding and are left out (the add manifest counts them).
 
 With ``run`` (``--run RUN``, the run the export came from), a new item borrows what it cannot have from its
 ``neighbours`` nearest catalogue items by text (cosine of RUN/features/text.npy): the mean of their
@@ -109,7 +110,8 @@ def add_items(export_dir: str | Path, source: str | Path, out: str | Path | None
     old_codes = np.load(folder / "codes.npy", allow_pickle=False)
     codes = place_new_items(old_codes, raw_codes, dists, dedup_capacity=level_sizes[-1])
 
-    grown = grow_model(model, codes, fused, nearest)
+    vocab, new_attributes, attributes_fill = _new_item_attributes(folder, entry, model, new)
+    grown = grow_model(model, codes, fused, nearest, new_attributes)
     meta = _items_meta(folder, manifest, new)
     export_config = ExportConfig(**{**manifest["config"], "overwrite": True,
                                     **({} if config.parity_check is None else {"parity_check": config.parity_check})})
@@ -121,16 +123,15 @@ def add_items(export_dir: str | Path, source: str | Path, out: str | Path | None
              "id_embedding_fill": None if not grown.item_id_embedding else (
                  "mean of the trained rows" if nearest is None else
                  f"mean of the {config.neighbours} nearest items' rows by text (mean of all rows without text)"),
-             "attributes_fill": None if not grown.config.attributes_per_item else (
-                 "none: new items get no attribute embedding (the export keeps no attribute vocabulary)"),
+             "attributes_fill": attributes_fill,
              "first_new_item_id": int(manifest["n_items"])}
     source_info = {**manifest.get("source", {}), "added_items": [*manifest.get("source", {}).get("added_items", []), added]}
+    assets = AddItemsAssets(tokenizer=folder / entry["tokenizer"], featurizer=featurizer, attributes=vocab)
     with torch.no_grad():
         new_manifest = export_module(grown, out, export_config,
                                      source_ids=items["source_id"] + new["source_id"].to_list(),
                                      titles=items["title"] + new["title"].to_list(), source=source_info,
-                                     add_items=AddItemsAssets(tokenizer=folder / entry["tokenizer"], featurizer=featurizer),
-                                     **meta)
+                                     add_items=assets, **meta)
     added["seconds"] = round(time.perf_counter() - start, 2)
     print(f"added {new.height} items to {folder.name} -> {out} ({new_manifest['n_items']} items"
           + (f"; {len(existing)} already present, skipped" if existing else "") + f"; {added['seconds']} s)")
@@ -190,9 +191,31 @@ def borrow_from_neighbours(run: Path, raw: dict, masks: dict, counts: dict, n_ol
     return nearest
 
 
-def grow_model(model, new_codes: np.ndarray, new_content: np.ndarray, nearest: np.ndarray | None = None):
+def _new_item_attributes(folder: Path, entry: dict, model, new: pl.DataFrame):
+    """(vocabulary, (m, A) attribute ids, the manifest's note) for a model that reads attributes, else Nones."""
+    from genrec.data.attributes import attribute_ids, item_tags
+
+    width = model.config.attributes_per_item
+    if not width:
+        return None, None, None
+    if not entry.get("attributes"):
+        return None, None, ("none: new items get no attribute embedding (this export ships no attribute "
+                            f"vocabulary: {entry.get('attributes_missing', 'it predates add_items/attributes.json')}"
+                            "; re-export the run to ship it)")
+    path = folder / entry["attributes"]
+    try:
+        vocab = json.loads(path.read_text(encoding="utf-8"))["vocab"]
+    except (OSError, ValueError, KeyError, TypeError) as err:
+        raise ArtifactError(f"{path}: cannot read the attribute vocabulary ({err}); re-export the run") from None
+    ids, counts = attribute_ids(item_tags(new), vocab, width)
+    return vocab, ids, {"vocabulary": len(vocab), **counts}
+
+
+def grow_model(model, new_codes: np.ndarray, new_content: np.ndarray, nearest: np.ndarray | None = None,
+               new_attributes: np.ndarray | None = None):
     """A GenRec with the same weights and ``len(new_codes)`` more items (ids N, N+1, ...); ``nearest`` (m, k)
-    catalogue ids give each new item the mean of their id-embedding rows (-1 rows: the mean of all rows)."""
+    catalogue ids give each new item the mean of their id-embedding rows (-1 rows: the mean of all rows);
+    ``new_attributes`` (m, A) are their attribute ids (None: none, all padding)."""
     import copy
 
     import torch
@@ -222,9 +245,13 @@ def grow_model(model, new_codes: np.ndarray, new_content: np.ndarray, nearest: n
             found = torch.as_tensor(nearest[:, 0] >= 0)
             rows[found] = emb[torch.as_tensor(nearest[nearest[:, 0] >= 0])].mean(dim=1)
         grown_state[key] = torch.cat([emb, rows])
-    if model.config.attributes_per_item:   # the export keeps no attribute vocabulary to map new tags into
-        grown_state["item_attributes"] = torch.cat([state["item_attributes"],
-                                                    state["item_attributes"].new_zeros(m, model.config.attributes_per_item)])
+    if model.config.attributes_per_item:
+        width = model.config.attributes_per_item
+        rows = (state["item_attributes"].new_zeros(m, width) if new_attributes is None
+                else torch.as_tensor(np.asarray(new_attributes), dtype=torch.long))
+        if tuple(rows.shape) != (m, width):
+            raise ValueError(f"new_attributes must be ({m}, {width}) attribute ids, got {tuple(rows.shape)}")
+        grown_state["item_attributes"] = torch.cat([state["item_attributes"], rows])
     grown = GenRec(GenRecConfig(**cfg))
     grown.load_state_dict(grown_state)   # strict: any other per-item tensor would fail here, loudly
     return grown.eval()

@@ -7,6 +7,8 @@
     add_items/featurizer.json   encoder settings (text template and model fingerprint, image settings),
                                 modality order, fusion weights, which vectors the tokenizer reads
     add_items/<m>_mean.npy ...  per-modality statistics of the fusion (and the PCA axes, if any)
+    add_items/attributes.json   the attribute vocabulary, when the model reads item attributes
+                                (data.use_attributes): a new item's tags map into it
 
 A new item has no interactions, so the modalities learned from them (the SASRec table, imported
 matrices) are *absent* for it and get the mean of the present rows, exactly as ``genrec embed``
@@ -29,6 +31,7 @@ ADD_ITEMS_DIR = "add_items"
 MODEL_FILE = f"{ADD_ITEMS_DIR}/model.pt"
 TOKENIZER_FILE = f"{ADD_ITEMS_DIR}/tokenizer.pt"
 FEATURIZER_FILE = f"{ADD_ITEMS_DIR}/featurizer.json"
+ATTRIBUTES_FILE = f"{ADD_ITEMS_DIR}/attributes.json"
 FUSED = "fused"
 # Largest |featurizer(run rows) - RUN/features/fused.npy| the export accepts: the fusion is re-done in
 # float64 from the stored statistics, so anything beyond float32 rounding means the statistics are wrong.
@@ -297,14 +300,18 @@ def _pca_axes(x: np.ndarray, dim: int, whiten: bool) -> dict[str, np.ndarray]:
 # ---------------------------------------------------------------------- what an export ships
 @dataclass
 class AddItemsAssets:
-    """What `genrec export` ships for add-items besides the model: the frozen tokenizer and the featurizer."""
+    """What `genrec export` ships for add-items besides the model: the frozen tokenizer, the featurizer and,
+    for a model that reads item attributes, the attribute vocabulary (genrec.data.attributes)."""
 
     tokenizer: Path | None = None        # sid/tokenizer.pt
     featurizer: Featurizer | None = None
     reason: str | None = None            # why the featurizer could not be built (recorded in the manifest)
+    attributes: list[str] | None = None  # attribute vocabulary: id i + 1 is attributes[i]
 
     @classmethod
     def from_run(cls, run: str | Path) -> "AddItemsAssets":
+        from genrec.data.attributes import attribute_table
+        from genrec.data.dataset import dataset_dir
         from genrec.tokenizer.semantic_ids import CHECKPOINT_FILE, SID_DIR
 
         run = Path(run)
@@ -316,7 +323,10 @@ class AddItemsAssets:
             except (ArtifactError, KeyError, ValueError) as e:     # the export itself must not fail over add-items
                 reason = f"{type(e).__name__}: {e}"
                 print(f"genrec export: warning: add-items support left out: {reason}", flush=True)
-        return cls(tokenizer=tokenizer if tokenizer.exists() else None, featurizer=featurizer, reason=reason)
+        items = dataset_dir(run) / "items.parquet"    # the vocabulary training built (genrec.lit.data), rebuilt
+        vocab = attribute_table(pl.read_parquet(items)).vocab if items.exists() else None
+        return cls(tokenizer=tokenizer if tokenizer.exists() else None, featurizer=featurizer, reason=reason,
+                   attributes=vocab)
 
     def write(self, folder: Path, module) -> tuple[list[str], dict]:
         """Write add_items/ into the export being built; returns (files, the manifest's add_items entry)."""
@@ -335,4 +345,14 @@ class AddItemsAssets:
             entry["missing"] = missing
         if self.reason:
             entry["reason"] = self.reason
+        if module.config.attributes_per_item:
+            n_attributes = int(module.config.backbone.n_attributes)
+            if self.attributes is not None and len(self.attributes) == n_attributes:
+                write_json_atomic(folder / ATTRIBUTES_FILE, {"vocab": list(self.attributes)})
+                files.append(ATTRIBUTES_FILE)
+                entry["attributes"] = ATTRIBUTES_FILE
+            else:      # add-items still works; its new items then get no attribute embedding (it says so)
+                entry["attributes_missing"] = (
+                    "no attribute vocabulary was given" if self.attributes is None else
+                    f"the vocabulary has {len(self.attributes)} tags but the model reads {n_attributes}")
         return files, entry

@@ -51,9 +51,22 @@ def attribute_table(items: pl.DataFrame) -> AttributeTable:
     """The catalogue's tags as an (N, A) id table over a sorted vocabulary (deterministic for one dataset)."""
     tags = item_tags(items)
     vocab = sorted({t for row in tags for t in row})
-    index = {t: i + 1 for i, t in enumerate(vocab)}
-    width = max((len(row) for row in tags), default=0)
-    ids = np.full((len(tags), width), PAD, dtype=np.int64)
-    for i, row in enumerate(tags):
-        ids[i, :len(row)] = [index[t] for t in row]
+    ids, _ = attribute_ids(tags, vocab, max((len(row) for row in tags), default=0))
     return AttributeTable(ids, vocab)
+
+
+def attribute_ids(tags: list[list[str]], vocab: list[str], width: int) -> tuple[np.ndarray, dict]:
+    """Each item's tags as ids into ``vocab`` (id i + 1 is vocab[i]): an (N, width) table, PAD-filled on the
+    right, and counts of what did not fit. A tag outside the vocabulary has no learned embedding, so it is
+    left out; tags past ``width`` (the model's attributes per item) are cut, in the item's tag order."""
+    index = {t: i + 1 for i, t in enumerate(vocab)}
+    ids = np.full((len(tags), width), PAD, dtype=np.int64)
+    unknown = cut = 0
+    for i, row in enumerate(tags):
+        known = [index[t] for t in row if t in index]
+        unknown += len(row) - len(known)
+        cut += max(len(known) - width, 0)
+        ids[i, :min(len(known), width)] = known[:width]
+    counts = {"items_with_tags": int((ids != PAD).any(axis=1).sum()) if width else 0,
+              "unknown_tags": unknown, "tags_over_width": cut}
+    return ids, counts

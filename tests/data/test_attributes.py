@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import polars as pl
 
-from genrec.data.attributes import PAD, attribute_table, item_tags
+from genrec.data.attributes import PAD, attribute_ids, attribute_table, item_tags
 
 
 def _items() -> pl.DataFrame:
@@ -31,3 +31,17 @@ def test_the_table_pads_on_the_right_and_shares_ids_across_items():
     np.testing.assert_array_equal(table.ids[1], [index["category:Beauty"], PAD, PAD, PAD])
     assert table.ids[0, 3] == table.ids[2, 1] == index["brand:acme"]          # one brand, one id
     assert (table.ids[3] == PAD).all() and table.items_without == 1
+
+
+def test_new_items_map_into_a_fixed_vocabulary_without_unknown_tags_and_cut_to_the_width():
+    """What `genrec add-items` gives a new item: ids of its known tags in tag order, worked by hand."""
+    vocab = ["brand:acme", "category:Beauty", "category:Nails"]          # ids 1, 2, 3
+    tags = [["category:Nails", "category:Garden", "brand:acme", "category:Beauty"],   # 1 unknown, 1 over width 2
+            ["brand:zenith"],                                                        # nothing known
+            ["category:Beauty"]]
+    ids, counts = attribute_ids(tags, vocab, width=2)
+    np.testing.assert_array_equal(ids, [[3, 1], [PAD, PAD], [2, PAD]])
+    assert counts == {"items_with_tags": 2, "unknown_tags": 2, "tags_over_width": 1}
+    # the catalogue's own table is the same mapping over its own vocabulary
+    table = attribute_table(_items())
+    np.testing.assert_array_equal(attribute_ids(item_tags(_items()), table.vocab, 4)[0], table.ids)
