@@ -264,16 +264,38 @@ def steps_section(folder: Path) -> str:
     return "\n".join(lines) + "\n"
 
 
-def seeds_section(seeds: dict[str, dict]) -> str:
+def seeds_outdated(seeds: dict, result: dict | None) -> str | None:
+    """Why a seeds JSON does not measure the results table's run (None: it does). It must have trained with
+    the table run's config, and its bench-run seed must have the table's test NDCG@10 for genrec and SASRec
+    (bench/seeds.py reuses the run's own models for that seed, so the figures are equal, not close)."""
+    if result is None:
+        return "no results-table run"
+    if seeds.get("train_config") != result["config"]["train"]:
+        return f"trained with {seeds.get('train_config')}, the table run with {result['config']['train']}"
+    seed = seeds.get("bench_run_seed", {}).get("genrec")
+    own = next((r for r in seeds["per_seed"] if r["seed"] == seed), None)
+    if own is None:
+        return f"has no row for the table run's seed {seed}"
+    table = result["metrics"]
+    if any(own[system]["test"]["ndcg@10"] != table[system]["ndcg@10"] for system in ("genrec", "sasrec")):
+        return (f"its seed {seed} ({own['genrec']['test']['ndcg@10']:.4f} / {own['sasrec']['test']['ndcg@10']:.4f}) "
+                f"is not the table's run ({table['genrec']['ndcg@10']:.4f} / {table['sasrec']['ndcg@10']:.4f})")
+    return None
+
+
+def seeds_section(seeds: dict[str, dict], results: dict[str, dict]) -> str:
     lines = ["## Seed spread", "",
              "Command: `python bench/seeds.py --dataset NAME --seeds 0 1 2` (after `bench/run.py`; writes "
              "`results/seeds_NAME.json`). genrec and SASRec are retrained per seed on the bench run's semantic "
              "IDs and features (fixed), and scored on test and validation; a seed whose model the bench run "
-             "folder still held is reused, not retrained. Mean ± sample standard deviation over the seeds.", ""]
+             "folder still held is reused, not retrained. Mean ± sample standard deviation over the seeds. "
+             "A row that no longer measures the results table's run (another config, or a re-run since) says "
+             "so in the last column; only current rows reach the README's table.", ""]
     lines += header(["dataset", "seeds", "genrec test NDCG@10", "SASRec test NDCG@10", "genrec − SASRec, test",
                      "seeds genrec ahead (test / valid)", "genrec valid NDCG@10", "SASRec valid NDCG@10",
-                     "reused from the bench run", "wall time min"])
+                     "reused from the bench run", "wall time min", "measures the table's run"])
     for name, s in seeds.items():
+        outdated = seeds_outdated(s, results.get(name))
         sy, diff = s["summary"]["systems"], s["summary"]["genrec_minus_sasrec"]
         n = diff["test"]["ndcg@10"]["n"]
         reused = "; ".join(f"seed {r['seed']}: {', '.join(r['reused'])}" for r in s["per_seed"] if r["reused"])
@@ -287,7 +309,8 @@ def seeds_section(seeds: dict[str, dict]) -> str:
                           f"{diff['test']['ndcg@10']['mean']:+.4f} ± {diff['test']['ndcg@10']['std']:.4f}",
                           f"{diff['test']['seeds_genrec_ahead']} of {n} / {diff['valid']['seeds_genrec_ahead']} of {n}",
                           ms("genrec", "valid"), ms("sasrec", "valid"), reused or "none",
-                          num(s["seconds"] / 60, 1)]))
+                          num(s["seconds"] / 60, 1),
+                          "yes" if outdated is None else f"no: {outdated} (commit {commit(s['git_commit'])})"]))
     lines += ["", "Per seed (test NDCG@10):", ""]
     lines += header(["dataset", "seed", "genrec", "SASRec", "genrec retrain s", "SASRec retrain s"])
     for name, s in seeds.items():
@@ -613,18 +636,25 @@ def scale_section(out: dict) -> str:
                        "![stage time and decode latency against catalogue size](results/scale.png)", ""])
 
 
-def readme_table(results: dict[str, dict]) -> str:
-    """The README's one table: test NDCG@10 per system and dataset, and genrec's pipeline minutes."""
+def readme_table(results: dict[str, dict], seeds: dict[str, dict] | None = None) -> str:
+    """The README's one table: test NDCG@10 per system and dataset, the mean over seeds of genrec and SASRec
+    where bench/seeds.py measured the table's run, and genrec's pipeline minutes."""
     peers = [s for s in SYSTEM_LABELS if s not in ("genrec", "sasrec", "popularity")
              and any(s in r.get("peers", {}) for r in results.values())]
     lines = header(["dataset", "users / items", "genrec", "SASRec (ours)", "popularity",
-                    *[SYSTEM_LABELS[p] for p in peers], "genrec pipeline min"])
+                    *[SYSTEM_LABELS[p] for p in peers], "genrec / SASRec, seed mean", "genrec pipeline min"])
     for dataset, r in results.items():
         systems = systems_of(r)
         cells = [f"**{f4(systems['genrec']['ndcg@10'])}**" if systems["genrec"]["ndcg@10"] == max(
             m["ndcg@10"] for m in systems.values()) else f4(systems["genrec"]["ndcg@10"])]
         cells += [f4(systems[s]["ndcg@10"]) for s in ("sasrec", "popularity")]
         cells += [f4(systems[p]["ndcg@10"]) if p in systems else "—" for p in peers]
+        seeded = (seeds or {}).get(dataset)
+        if seeded is not None and seeds_outdated(seeded, r) is None:
+            mean = {sys_: seeded["summary"]["systems"][sys_]["test"]["ndcg@10"] for sys_ in ("genrec", "sasrec")}
+            cells.append(f"{f4(mean['genrec']['mean'])} / {f4(mean['sasrec']['mean'])} ({mean['genrec']['n']} seeds)")
+        else:
+            cells.append("—")
         stats = r["dataset_stats"]
         lines.append(row([dataset, f"{stats['n_users']:,} / {stats['n_items']:,}", *cells,
                           f"{pipeline_minutes(r):.1f}"]))
@@ -657,7 +687,7 @@ def render(folder: Path = RESULTS) -> str:
     if steps := steps_section(folder):
         parts.append(steps)
     if seeds:
-        parts.append(seeds_section(seeds))
+        parts.append(seeds_section(seeds, results))
     if segments := load_kind(folder, "segments"):
         parts.append(segments_section(segments))
     if weights := load_kind(folder, "weights"):
@@ -723,7 +753,8 @@ def main(argv: list[str] | None = None) -> int:
     outputs = {a.out: render(a.results_dir)}
     if a.readme is not None and a.readme.exists():
         readme = a.readme.read_text()
-        outputs[a.readme] = with_readme_table(readme, readme_table(load_results(a.results_dir)))
+        outputs[a.readme] = with_readme_table(readme, readme_table(load_results(a.results_dir),
+                                                                   load_kind(a.results_dir, "seeds")))
     stale = [path for path, text in outputs.items() if not path.exists() or path.read_text() != text]
     if a.check:
         for path in stale:

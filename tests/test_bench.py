@@ -270,6 +270,33 @@ def test_seeds_reuse_a_bench_model_only_while_the_run_folder_holds_the_table_run
     assert reusable_systems(run, tmp_path / "Beauty.json") == set()
 
 
+def test_seed_means_reach_the_readme_only_while_they_measure_the_table_run():
+    """A seeds JSON counts for the README's table only with the table run's config and, for the run's own
+    seed, exactly the table's figures; otherwise the README shows a dash and RESULTS.md says why."""
+    from summary import readme_table, seeds_outdated
+
+    def per_seed(seed, g, s):
+        return {"seed": seed, "genrec": {"test": {"ndcg@10": g}}, "sasrec": {"test": {"ndcg@10": s}}}
+
+    def stat(values):
+        return {"test": {"ndcg@10": {"mean": sum(values) / len(values), "n": len(values)}}}
+
+    result = {"config": {"train": "configs/sparse.yaml"}, "metrics": {"genrec": {"ndcg@10": 0.05},
+              "sasrec": {"ndcg@10": 0.04}, "popularity": {"ndcg@10": 0.01}},
+              "dataset_stats": {"n_users": 10, "n_items": 5},
+              "stages": dict.fromkeys(("prepare", "embed", "tokenize", "train", "evaluate"), 12.0)}
+    seeds = {"train_config": "configs/sparse.yaml", "bench_run_seed": {"genrec": 0},
+             "per_seed": [per_seed(0, 0.05, 0.04), per_seed(1, 0.06, 0.05)],
+             "summary": {"systems": {"genrec": stat([0.05, 0.06]), "sasrec": stat([0.04, 0.05])}}}
+    assert seeds_outdated(seeds, result) is None
+    assert "| 0.0550 / 0.0450 (2 seeds) |" in readme_table({"X": result}, {"X": seeds})
+    assert "configs/beauty.yaml" in seeds_outdated({**seeds, "train_config": "configs/beauty.yaml"}, result)
+    moved = {**result, "metrics": {**result["metrics"], "genrec": {"ndcg@10": 0.051}}}
+    assert "not the table's run" in seeds_outdated(seeds, moved)
+    assert "(2 seeds)" not in readme_table({"X": moved}, {"X": seeds})
+    assert "no row" in seeds_outdated({**seeds, "bench_run_seed": {"genrec": 7}}, result)
+
+
 def test_results_md_is_what_summary_generates_from_the_committed_json():
     """bench/RESULTS.md is bench/summary.py's output for bench/results/*.json: no figure can drift from its JSON."""
     from summary import OUT, render
@@ -280,10 +307,10 @@ def test_results_md_is_what_summary_generates_from_the_committed_json():
 
 def test_readme_results_table_is_what_summary_generates_from_the_committed_json():
     """The README's one results table is generated too (between its marker lines), so it cannot drift either."""
-    from summary import README, load_results, readme_table, with_readme_table
+    from summary import README, load_kind, load_results, readme_table, with_readme_table
 
-    text = README.read_text()
-    assert text == with_readme_table(text, readme_table(load_results(REPO / "bench" / "results"))), (
+    text, folder = README.read_text(), REPO / "bench" / "results"
+    assert text == with_readme_table(text, readme_table(load_results(folder), load_kind(folder, "seeds"))), (
         "README.md's results table is out of date with bench/results/*.json: run python bench/summary.py")
 
 
