@@ -113,7 +113,7 @@ def test_a_free_output_table_and_attributes_grow_with_the_catalogue():
     torch.testing.assert_close(grown.item_vectors()[:N_ITEMS], model.item_vectors())
 
 
-def test_new_items_tags_map_into_the_shipped_attribute_vocabulary(tmp_path):
+def test_new_items_tags_map_into_the_shipped_attribute_vocabulary(tmp_path, capsys):
     """A model that reads item attributes: the export ships its vocabulary, a new item's categories and brand
     map into it (unknown tags left out, counted), the grown export keeps it, and the new items are served."""
     from genrec.model.genrec import GenRec
@@ -130,6 +130,7 @@ def test_new_items_tags_map_into_the_shipped_attribute_vocabulary(tmp_path):
     assert grown.item_attributes[37:].tolist() == [[3, 5, 1], [3, 4, 2], [0, 0, 0]]
     fill = manifest["source"]["added_items"][-1]["attributes_fill"]
     assert fill == {"vocabulary": 5, "items_with_tags": 2, "unknown_tags": 1, "tags_over_width": 0}
+    assert "attributes: 2 with known tags, 1 unknown tags left out" in capsys.readouterr().out
     assert manifest["add_items"]["attributes"] == "add_items/attributes.json"      # a second add can map too
     assert ExportRuntime(tmp_path / "grown").recommend([[37, 38]], 3).items.shape == (1, 3)
     # an export without the vocabulary (or with one that does not fit the model) still adds, with no tags

@@ -133,8 +133,10 @@ def add_items(export_dir: str | Path, source: str | Path, out: str | Path | None
                                      titles=items["title"] + new["title"].to_list(), source=source_info,
                                      add_items=assets, **meta)
     added["seconds"] = round(time.perf_counter() - start, 2)
+    tags = (f"; attributes: {attributes_fill['items_with_tags']} with known tags, {attributes_fill['unknown_tags']} "
+            "unknown tags left out" if isinstance(attributes_fill, dict) else "")
     print(f"added {new.height} items to {folder.name} -> {out} ({new_manifest['n_items']} items"
-          + (f"; {len(existing)} already present, skipped" if existing else "") + f"; {added['seconds']} s)")
+          + (f"; {len(existing)} already present, skipped" if existing else "") + tags + f"; {added['seconds']} s)")
     return new_manifest
 
 
