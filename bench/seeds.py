@@ -1,6 +1,7 @@
 """Seed-to-seed spread of a results-table row: genrec and SASRec retrained with other seeds.
 
-    python bench/seeds.py --dataset Beauty --seeds 0 1 2   # reads bench/runs/Beauty (bench/run.py first); ~80 min
+    python bench/seeds.py --dataset Beauty --seeds 0 1 2   # reads bench/runs/Beauty (bench/run.py first)
+    # each retrained seed costs a genrec and a SASRec training: about 55 min on Sports_and_Outdoors
     python bench/seeds.py --dataset smoke --seeds 0 1      # on bench/run.py --smoke's run (CI)
 
 The bench run's dataset, features and semantic IDs stay fixed: the codes and the SASRec table they
