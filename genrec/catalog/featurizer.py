@@ -309,8 +309,10 @@ class AddItemsAssets:
     attributes: list[str] | None = None  # attribute vocabulary: id i + 1 is attributes[i]
 
     @classmethod
-    def from_run(cls, run: str | Path) -> "AddItemsAssets":
-        from genrec.data.attributes import attribute_table
+    def from_run(cls, run: str | Path, attributes: bool = True) -> "AddItemsAssets":
+        """The run's assets; ``attributes``: also its attribute vocabulary (for a model that reads attributes,
+        so an export of any other model does not read the catalogue's tags for nothing)."""
+        from genrec.data.attributes import attribute_vocab, item_tags
         from genrec.data.dataset import dataset_dir
         from genrec.tokenizer.semantic_ids import CHECKPOINT_FILE, SID_DIR
 
@@ -324,7 +326,7 @@ class AddItemsAssets:
                 reason = f"{type(e).__name__}: {e}"
                 print(f"genrec export: warning: add-items support left out: {reason}", flush=True)
         items = dataset_dir(run) / "items.parquet"    # the vocabulary training built (genrec.lit.data), rebuilt
-        vocab = attribute_table(pl.read_parquet(items)).vocab if items.exists() else None
+        vocab = attribute_vocab(item_tags(pl.read_parquet(items))) if attributes and items.exists() else None
         return cls(tokenizer=tokenizer if tokenizer.exists() else None, featurizer=featurizer, reason=reason,
                    attributes=vocab)
 

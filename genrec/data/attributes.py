@@ -50,9 +50,14 @@ class AttributeTable:
 def attribute_table(items: pl.DataFrame) -> AttributeTable:
     """The catalogue's tags as an (N, A) id table over a sorted vocabulary (deterministic for one dataset)."""
     tags = item_tags(items)
-    vocab = sorted({t for row in tags for t in row})
+    vocab = attribute_vocab(tags)
     ids, _ = attribute_ids(tags, vocab, max((len(row) for row in tags), default=0))
     return AttributeTable(ids, vocab)
+
+
+def attribute_vocab(tags: list[list[str]]) -> list[str]:
+    """The sorted distinct tags of a catalogue (``item_tags``): id i + 1 is vocab[i]."""
+    return sorted({t for row in tags for t in row})
 
 
 def attribute_ids(tags: list[list[str]], vocab: list[str], width: int) -> tuple[np.ndarray, dict]:

@@ -107,7 +107,7 @@ def export(run: str | Path, out: str | Path, config: ExportConfig | None = None)
     if config.add_items:
         from genrec.catalog.featurizer import AddItemsAssets
 
-        assets = AddItemsAssets.from_run(run)
+        assets = AddItemsAssets.from_run(run, attributes=bool(model.config.attributes_per_item))
     return export_module(model, out, config, source_ids=items["source_id"].to_list(),
                         titles=items["title"].to_list(), source=source, categories=categories,
                         popularity=popularity, images=images, add_items=assets)
