@@ -76,7 +76,8 @@ def _source_or_demo(a: argparse.Namespace, command: str) -> None:
 
 
 def _yaml_arg(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--config", type=Path, default=None, help="YAML file with this stage's config fields (flags override it)")
+    p.add_argument("--config", type=Path, default=None,
+                   help="YAML file with this stage's config fields (flags override it)")
 
 
 # ---------------------------------------------------------------- prepare
@@ -149,8 +150,8 @@ def _run_tokenize(a: argparse.Namespace) -> int:
 # ---------------------------------------------------------------- train / evaluate
 def _build_train(p: argparse.ArgumentParser) -> None:
     p.add_argument("lightning_args", nargs=argparse.REMAINDER,
-                   help="arguments for the Lightning CLI, e.g. `fit --config configs/sparse.yaml --data.run runs/beauty`; "
-                        "see `python train.py --help`")
+                   help="arguments for the Lightning CLI, e.g. "
+                        "`fit --config configs/sparse.yaml --data.run runs/beauty`; see `python train.py --help`")
 
 
 def _run_train(a: argparse.Namespace) -> int:
@@ -297,19 +298,27 @@ def _run_explain(a: argparse.Namespace) -> int:
 
 
 STAGES = [
-    Stage("prepare", "raw Amazon/benchmark files -> RUN/dataset (items, sequences, manifest)", _build_prepare, _run_prepare),
-    Stage("embed", "RUN/dataset -> RUN/features: text, image, collaborative (SASRec) and fused vectors", _build_embed, _run_embed),
-    Stage("tokenize", "RUN/features -> RUN/sid: semantic IDs (RQ-VAE or PQ), dedup level, usage report", _build_tokenize, _run_tokenize),
-    Stage("train", "RUN/dataset + RUN/sid -> RUN/checkpoints (Lightning CLI; same as python train.py)", _build_train, _run_train),
-    Stage("evaluate", "checkpoint -> RUN/metrics.json: genrec vs SASRec vs popularity, full ranking", _build_evaluate, _run_evaluate),
-    Stage("export", "checkpoint -> ONNX export folder (encoder, decoder step, trie tables, manifest)", _build_export, _run_export),
-    Stage("serve", "serve an export folder over HTTP with onnxruntime (same as python serve.py)", _build_serve, _run_serve),
+    Stage("prepare", "raw Amazon/benchmark files -> RUN/dataset (items, sequences, manifest)",
+          _build_prepare, _run_prepare),
+    Stage("embed", "RUN/dataset -> RUN/features: text, image, collaborative (SASRec) and fused vectors",
+          _build_embed, _run_embed),
+    Stage("tokenize", "RUN/features -> RUN/sid: semantic IDs (RQ-VAE or PQ), dedup level, usage report",
+          _build_tokenize, _run_tokenize),
+    Stage("train", "RUN/dataset + RUN/sid -> RUN/checkpoints (Lightning CLI; same as python train.py)",
+          _build_train, _run_train),
+    Stage("evaluate", "checkpoint -> RUN/metrics.json: genrec vs SASRec vs popularity, full ranking",
+          _build_evaluate, _run_evaluate),
+    Stage("export", "checkpoint -> ONNX export folder (encoder, decoder step, trie tables, manifest)",
+          _build_export, _run_export),
+    Stage("serve", "serve an export folder over HTTP with onnxruntime (same as python serve.py)",
+          _build_serve, _run_serve),
     Stage("add-items", "new items -> an export folder, without retraining (codes from the frozen tokenizer)",
           _build_add_items, _run_add_items),
-    Stage("pipeline", "prepare -> embed -> tokenize -> train -> evaluate in one command", _build_pipeline, _run_pipeline),
+    Stage("pipeline", "prepare -> embed -> tokenize -> train -> evaluate in one command",
+          _build_pipeline, _run_pipeline),
     Stage("report", "turn a run folder into a markdown report with plots", _build_report, _run_report),
-    Stage("explain", "RUN/sid + RUN/dataset -> RUN/explain.html: what each code holds, purity, item map", _build_explain,
-          _run_explain),
+    Stage("explain", "RUN/sid + RUN/dataset -> RUN/explain.html: what each code holds, purity, item map",
+          _build_explain, _run_explain),
 ]
 
 
@@ -333,7 +342,8 @@ def _user_error(e: BaseException) -> bool:
     if isinstance(e, OSError) or type(e).__module__.split(".")[0] == "genrec":
         return True
     frames = traceback.extract_tb(e.__traceback__)
-    return isinstance(e, ValueError) and bool(frames) and Path(frames[-1].filename).resolve().is_relative_to(PACKAGE_DIR)
+    return (isinstance(e, ValueError) and bool(frames)
+            and Path(frames[-1].filename).resolve().is_relative_to(PACKAGE_DIR))
 
 
 def _one_line(text: str) -> str:

@@ -278,7 +278,8 @@ def load_run(run: str | Path, config: ExplainConfig) -> RunTables:
     items = dataset.items.sort("item_id")
     paths = items["categories"].to_list() if "categories" in items.columns else [None] * dataset.n_items
     train = [np.asarray(s, np.int64) for s in dataset.split.train if len(s)]
-    popularity = np.bincount(np.concatenate(train), minlength=dataset.n_items) if train else np.zeros(dataset.n_items, np.int64)
+    popularity = (np.bincount(np.concatenate(train), minlength=dataset.n_items) if train
+                  else np.zeros(dataset.n_items, np.int64))
     features, name = _load_features(run, config.features, dataset.n_items)
     return RunTables(codes=sid.codes, level_sizes=list(sid.level_sizes), source_ids=items["source_id"].to_list(),
                      titles=items["title"].to_list(),

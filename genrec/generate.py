@@ -28,7 +28,8 @@ class CausalStep:
         rows = torch.as_tensor(parent_rows, dtype=torch.long, device=self.state.device)
         state = self.state[rows]
         if level > 0:
-            state = self.head.advance(level - 1, state, torch.as_tensor(last_codes, dtype=torch.long, device=state.device))
+            state = self.head.advance(level - 1, state,
+                                      torch.as_tensor(last_codes, dtype=torch.long, device=state.device))
         self.state = state
         return F.log_softmax(self.head.logits(level, state).float(), dim=-1).cpu().numpy()
 
@@ -55,7 +56,8 @@ class TigerStep:
         rows = torch.as_tensor(parent_rows, dtype=torch.long, device=self.enc.device)
         self.enc, self.attn, self.prefix = self.enc[rows], self.attn[rows], self.prefix[rows]
         if level > 0:
-            tok = torch.as_tensor(last_codes, dtype=torch.long, device=self.enc.device) + self.model.layout.offsets[level - 1]
+            tok = (torch.as_tensor(last_codes, dtype=torch.long, device=self.enc.device)
+                   + self.model.layout.offsets[level - 1])
             self.prefix = torch.cat([self.prefix, tok[:, None]], dim=1)
         out = self.model.t5(encoder_outputs=(self.enc,), attention_mask=self.attn, decoder_input_ids=self.prefix,
                             use_cache=False)

@@ -317,7 +317,8 @@ def read_manifest(folder: str | os.PathLike, stage: str | None = None, *, verify
     try:
         manifest = json.loads(path.read_text(encoding="utf-8"))
     except json.JSONDecodeError as e:
-        raise ArtifactError(f"{path}:{e.lineno}: manifest is not valid JSON ({e.msg}). Re-run the stage that wrote it.") from e
+        raise ArtifactError(f"{path}:{e.lineno}: manifest is not valid JSON ({e.msg}). "
+                            "Re-run the stage that wrote it.") from e
     if stage is not None and manifest.get("stage") != stage:
         raise ArtifactError(f"{path}: expected a '{stage}' manifest, found stage={manifest.get('stage')!r}.")
     if verify:

@@ -188,7 +188,8 @@ def train_config_path(path: str) -> Path:
     try:
         return repo_path(path, "training config")
     except FileNotFoundError as e:
-        raise FileNotFoundError(f"{e}: pass --train-config PATH to a Lightning CLI YAML such as configs/demo.yaml") from None
+        raise FileNotFoundError(f"{e}: pass --train-config PATH to a Lightning CLI YAML "
+                                "such as configs/demo.yaml") from None
 
 
 def stage_config_from_dict(raw: dict) -> PipelineConfig:

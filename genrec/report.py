@@ -54,7 +54,8 @@ def plot_buckets(systems: dict[str, dict], out: Path, metric: str = "ndcg@10") -
     fig, ax = plt.subplots(figsize=(7, 3.5))
     for i, (name, m) in enumerate(systems.items()):
         beyond = m.get("beyond") or {}
-        rows = [(beyond.get("by_target_popularity") or {}).get(b, {}) for b in buckets] + [beyond.get("cold_targets") or {}]
+        rows = ([(beyond.get("by_target_popularity") or {}).get(b, {}) for b in buckets]
+                + [beyond.get("cold_targets") or {}])
         ax.bar(x + i * width, [row.get(metric, 0.0) for row in rows], width, label=name)
     ax.set_xticks(x + width * (len(systems) - 1) / 2, [*buckets, "cold"])
     ax.set(ylabel=metric, xlabel="target's interactions in the training split",
@@ -86,7 +87,8 @@ def build_report(run: Path) -> str:
     lines += ["## Semantic IDs", ""]
     if sid:
         lines += ["| level | size | used | perplexity |", "|---|---|---|---|"]
-        lines += [f"| {lv['level']} | {lv['size']} | {lv['used']} ({lv['used_fraction']:.0%}) | {lv['perplexity']:.1f} |"
+        lines += [f"| {lv['level']} | {lv['size']} | {lv['used']} ({lv['used_fraction']:.0%}) | "
+                  f"{lv['perplexity']:.1f} |"
                   for lv in sid.get("levels", [])]
         raw, final = sid.get("collisions_raw", {}), sid.get("collisions_before_dedup", {})
         lines += ["", f"- collisions with nearest codes: {raw.get('n_colliding_items')} items "

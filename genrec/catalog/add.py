@@ -102,8 +102,9 @@ def add_items(export_dir: str | Path, source: str | Path, out: str | Path | None
 
     level_sizes = tuple(manifest["level_sizes"])
     if tuple(tokenizer.semantic_level_sizes) != level_sizes[:-1]:
-        raise ArtifactError(f"{folder / TOKENIZER_FILE}: digits {list(tokenizer.semantic_level_sizes)} do not match the "
-                            f"export's level_sizes {list(level_sizes)} (without the dedup digit); re-export the run")
+        raise ArtifactError(f"{folder / TOKENIZER_FILE}: digits {list(tokenizer.semantic_level_sizes)} "
+                            f"do not match the export's level_sizes {list(level_sizes)} (without the dedup digit); "
+                            "re-export the run")
     matrices = tokenizer.check_inputs(featurizer.tokenizer_features(raw, fused), source=str(source))
     raw_codes = tokenizer.raw_codes(matrices)
     dists = tokenizer.last_level_distances(matrices, raw_codes) if tokenizer.last_level == "unique" else None
@@ -117,15 +118,16 @@ def add_items(export_dir: str | Path, source: str | Path, out: str | Path | None
                                     **({} if config.parity_check is None else {"parity_check": config.parity_check})})
     export_config.name = manifest.get("name")
     added = {"n_added": new.height, "n_skipped_existing": len(existing), "source": str(source.resolve()),
-             "source_sha256": sha256_file(source), "base": {"name": manifest.get("name"), "created": manifest.get("created"),
-                                                     "n_items": manifest["n_items"]},
+             "source_sha256": sha256_file(source),
+             "base": {"name": manifest.get("name"), "created": manifest.get("created"), "n_items": manifest["n_items"]},
              "modalities": counts,
              "id_embedding_fill": None if not grown.item_id_embedding else (
                  "mean of the trained rows" if nearest is None else
                  f"mean of the {config.neighbours} nearest items' rows by text (mean of all rows without text)"),
              "attributes_fill": attributes_fill,
              "first_new_item_id": int(manifest["n_items"])}
-    source_info = {**manifest.get("source", {}), "added_items": [*manifest.get("source", {}).get("added_items", []), added]}
+    source_info = {**manifest.get("source", {}),
+                   "added_items": [*manifest.get("source", {}).get("added_items", []), added]}
     assets = AddItemsAssets(tokenizer=folder / entry["tokenizer"], featurizer=featurizer, attributes=vocab)
     with torch.no_grad():
         new_manifest = export_module(grown, out, export_config,

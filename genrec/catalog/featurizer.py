@@ -139,7 +139,8 @@ class Featurizer:
         sid = read_manifest(Path(run) / "sid", "tokenize")
         fused = manifest["fused"]
         blocks = fused["blocks"]
-        # Fused-vector order; modalities with weight 0 (not in the fused vector) last: a per-modality tokenizer may read them.
+        # Fused-vector order; modalities with weight 0 (not in the fused vector) last:
+        # a per-modality tokenizer may read them.
         order = sorted(blocks, key=lambda m: blocks[m][0]) + sorted(set(manifest["modalities"]) - set(blocks))
         config = manifest.get("config", {})
         mods, raw, masks = {}, {}, {}
@@ -147,7 +148,8 @@ class Featurizer:
             entry = manifest["modalities"][name]
             x = np.load(features / entry["file"], allow_pickle=False).astype(np.float64)
             mask_path = features / f"{name}{MASK_SUFFIX}.npy"
-            masks[name] = np.load(mask_path, allow_pickle=False).astype(bool) if mask_path.exists() else np.ones(len(x), bool)
+            masks[name] = (np.load(mask_path, allow_pickle=False).astype(bool) if mask_path.exists()
+                           else np.ones(len(x), bool))
             raw[name] = x
             how = "encode" if entry.get("source") == "encoder" and name in ("text", "image") else "mean"
             weight = float(fused["modalities"][name]["weight"]) if name in blocks else 0.0
@@ -168,9 +170,9 @@ class Featurizer:
         expected = np.load(features / fused["file"], allow_pickle=False)
         diff = float(np.abs(self.fuse(raw, masks) - expected).max()) if len(expected) else 0.0
         if not diff <= FUSE_PARITY_TOLERANCE:
-            raise ArtifactError(f"{features / fused['file']}: re-fusing the run's matrices from their statistics differs "
-                                f"by {diff:.2e} (> {FUSE_PARITY_TOLERANCE}); the features folder changed after embed. "
-                                "Re-run `genrec embed` (and the later stages) before exporting")
+            raise ArtifactError(f"{features / fused['file']}: re-fusing the run's matrices from their statistics "
+                                f"differs by {diff:.2e} (> {FUSE_PARITY_TOLERANCE}); the features folder changed "
+                                "after embed. Re-run `genrec embed` (and the later stages) before exporting")
         return self
 
     # ------------------------------------------------------------ fusion
@@ -259,7 +261,8 @@ class Featurizer:
         """Write featurizer.json and its arrays into ``folder/add_items``; returns the files (relative to folder)."""
         out = folder / ADD_ITEMS_DIR
         out.mkdir(parents=True, exist_ok=True)
-        arrays = {f"{m}_mean": self.mean[m] for m in self.modalities} | {f"{m}_std": self.std[m] for m in self.modalities}
+        arrays = ({f"{m}_mean": self.mean[m] for m in self.modalities}
+                  | {f"{m}_std": self.std[m] for m in self.modalities})
         arrays |= {f"pca_{k}": v for k, v in self.pca.items()}
         for name, value in arrays.items():
             save_npy_atomic(out / f"{name}.npy", np.asarray(value, np.float64))
@@ -277,7 +280,8 @@ class Featurizer:
         arrays = {name: np.load(folder / ADD_ITEMS_DIR / f"{name}.npy", allow_pickle=False) for name in spec["arrays"]}
         mods = {name: spec["modalities"][name] for name in spec["order"]}
         return cls(modalities=mods, tokenizer_inputs=spec["tokenizer_inputs"], text=spec["text"], image=spec["image"],
-                   eps=spec["eps"], mean={m: arrays[f"{m}_mean"] for m in mods}, std={m: arrays[f"{m}_std"] for m in mods},
+                   eps=spec["eps"], mean={m: arrays[f"{m}_mean"] for m in mods},
+                   std={m: arrays[f"{m}_std"] for m in mods},
                    pca={k[4:]: v for k, v in arrays.items() if k.startswith("pca_")})
 
 

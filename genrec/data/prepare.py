@@ -208,7 +208,8 @@ def cap_text(items: pl.DataFrame, max_chars: int) -> tuple[pl.DataFrame, dict[st
     cut per column (only columns with cuts)."""
     if not max_chars:
         return items, {}
-    counts = items.select((pl.col(c).str.len_chars() > max_chars).sum().alias(c) for c in TEXT_FIELDS).row(0, named=True)
+    counts = items.select((pl.col(c).str.len_chars() > max_chars).sum().alias(c)
+                          for c in TEXT_FIELDS).row(0, named=True)
     truncated = {c: int(n) for c, n in counts.items() if n}
     if truncated:
         items = items.with_columns(pl.col(c).str.slice(0, max_chars) for c in truncated)

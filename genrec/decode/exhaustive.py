@@ -27,8 +27,8 @@ def score_catalogue(step: StepFn, trie: Trie, batch_size: int, k: int, *,
 
     ``item_mask`` (B, N) bool marks the items each request may receive (see
     :func:`genrec.decode.exclude_mask`). ``item_scores`` (B, N), when given, is added to every item's summed
-    code log-prob (search "rerank" on a parallel head: the state's item logit). Rows with fewer than k allowed items are padded
-    with item -1, score -inf and codes -1, as in beam search (an item scored -inf counts as not
+    code log-prob (search "rerank" on a parallel head: the state's item logit). Rows with fewer than k allowed items
+    are padded with item -1, score -inf and codes -1, as in beam search (an item scored -inf counts as not
     found); ties go to the lower item id.
     """
     if batch_size < 1 or k < 1:
@@ -48,8 +48,8 @@ def score_catalogue(step: StepFn, trie: Trie, batch_size: int, k: int, *,
                   for level in range(depth)]                    # D x (B, K_d)
     for level, logp in enumerate(level_logp):
         if logp.shape != (batch_size, trie.level_sizes[level]) or np.isnan(logp).any():
-            raise ValueError(f"step({level}) must return ({batch_size}, {trie.level_sizes[level]}) log-probs without NaN, "
-                             f"got shape {logp.shape}")
+            raise ValueError(f"step({level}) must return ({batch_size}, {trie.level_sizes[level]}) log-probs "
+                             f"without NaN, got shape {logp.shape}")
     k_eff = min(k, n_items)
     items = np.full((batch_size, k), -1, dtype=np.int64)
     scores = np.full((batch_size, k), -np.inf)

@@ -193,11 +193,13 @@ class PostingIndex:
         joint_sizes = [_joint_size(group, sizes) for group in groups]
         path = folder / POSTING_FILES["items"]
         if items.shape != (len(groups), n) or items.dtype not in (np.int32, np.int64):
-            raise ArtifactError(f"{path}: expected int32/int64 item ids of shape ({len(groups)}, {n}) for the catalogue's "
-                                f"{n} items x {len(groups)} digit groups, got {items.dtype} {items.shape}; re-save the index.")
+            raise ArtifactError(f"{path}: expected int32/int64 item ids of shape ({len(groups)}, {n}) "
+                                f"for the catalogue's {n} items x {len(groups)} digit groups, "
+                                f"got {items.dtype} {items.shape}; re-save the index.")
         if flat.shape != (sum(joint_sizes) + len(groups),):
-            raise ArtifactError(f"{folder / POSTING_FILES['starts']}: expected {sum(joint_sizes) + len(groups)} list starts "
-                                f"(joint codebook sizes {joint_sizes} + 1 per group), got {flat.shape}; re-save the index.")
+            raise ArtifactError(f"{folder / POSTING_FILES['starts']}: expected {sum(joint_sizes) + len(groups)} "
+                                f"list starts (joint codebook sizes {joint_sizes} + 1 per group), "
+                                f"got {flat.shape}; re-save the index.")
         bounds = np.cumsum([0] + [k + 1 for k in joint_sizes])
         starts = [flat[bounds[g]:bounds[g + 1]].astype(np.int64) for g in range(len(groups))]
         for g, group in enumerate(groups):

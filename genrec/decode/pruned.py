@@ -53,7 +53,8 @@ HITS = 2                  # groups an item must be near its best in to stay a ca
 ALIKE = 30.0              # groups whose estimated reads at one shared x differ less than this share it: the per-group
                           # search costs more than it saves on alike groups (bench/scale.py's synthetic head), and
                           # a trained model's flat text pairs and peaked collaborative pairs differ by far more
-GRID_FRACTIONS = np.geomspace(1 / 256, 1.0, 25)   # per-group thresholds x_g tried, as fractions of delta (steps of 1.26x)
+GRID_FRACTIONS = np.geomspace(1 / 256, 1.0, 25)   # per-group thresholds x_g tried, as fractions of delta
+                                                  # (steps of 1.26x)
 MAX_READS = 0.4           # fall back to the dense pass when the lists to read hold more than this many
                           # entries per catalogue item: reading 0.4 N entries (and scoring the candidates)
                           # took about as long as the float32 dense pass at 1M items (bench/scale.py)
@@ -138,8 +139,8 @@ def _level_tables(step: StepFn, trie: Trie, batch_size: int) -> list[np.ndarray]
               for level in range(trie.depth)]
     for level, logp in enumerate(tables):
         if logp.shape != (batch_size, trie.level_sizes[level]) or np.isnan(logp).any():
-            raise ValueError(f"step({level}) must return ({batch_size}, {trie.level_sizes[level]}) log-probs without NaN, "
-                             f"got shape {logp.shape}")
+            raise ValueError(f"step({level}) must return ({batch_size}, {trie.level_sizes[level]}) log-probs "
+                             f"without NaN, got shape {logp.shape}")
     return tables
 
 

@@ -281,7 +281,8 @@ class Trie:
         try:
             _check_unique(sorted_codes, order, source)  # strictly increasing also proves the order is right
         except ValueError as err:                       # on disk: a folder mixing files, not a caller's bug
-            raise ArtifactError(f"{err}; the folder mixes files from different exports: re-run `genrec export`") from None
+            raise ArtifactError(f"{err}; the folder mixes files from different exports: "
+                                "re-run `genrec export`") from None
         offsets = arrays["node_offsets"].astype(np.int64)
         flat = arrays["node_start"]
         if offsets.shape != (len(sizes) + 2,) or offsets[-1] != len(flat):

@@ -31,8 +31,8 @@ from genrec.config import to_dict
 from genrec.io import write_folder_atomic
 from genrec.decode import Trie
 from genrec.export import layout
-from genrec.export.graphs import (CausalDecoderStep, CausalEncoder, ParallelDecoderStep, ParallelEncoder, TigerDecoderStep,
-                                  TigerEncoder)
+from genrec.export.graphs import (CausalDecoderStep, CausalEncoder, ParallelDecoderStep, ParallelEncoder,
+                                  TigerDecoderStep, TigerEncoder)
 from genrec.registry import get_arch, resolve
 from genrec.io import MANIFEST, ArtifactError, save_npy_atomic, sha256_file, write_json_atomic, write_manifest
 
@@ -58,7 +58,8 @@ class ExportConfig:
                                      # added to the code score of the beam's items (autoregressive) or of every
                                      # item (parallel), for models trained with item_loss_weight > 0, as `genrec
                                      # evaluate`; "auto": "rerank" for such a model, else "beam"
-    int8: bool = False               # try dynamic int8 weight quantization; kept only if every parity top-k is unchanged
+    int8: bool = False               # try dynamic int8 weight quantization; kept only if every parity top-k is
+                                     # unchanged
     parity_check: bool = True        # decode random histories with torch eager and ONNX before publishing the folder
     parity_tolerance: float = 1e-4   # max |eager - onnx| for log-probs and states; scores (sums over levels) x levels
     parity_k: int = 10               # top-k compared by the parity check
@@ -66,7 +67,8 @@ class ExportConfig:
     overwrite: bool = True           # replace an existing export folder at `out` (other folders are never replaced)
     thumbnail_size: int = 64         # longest side in pixels of the item thumbnails the server's /ui shows (0 = none)
     category_depth: int = -1         # entry of an item's category path stored as its category (-1 = the leaf)
-    add_items: bool = True           # ship add_items/ (model weights, tokenizer, encoder settings) for `genrec add-items`
+    add_items: bool = True           # ship add_items/ (model weights, tokenizer, encoder settings) for
+                                     # `genrec add-items`
 
     def __post_init__(self):
         if self.exporter not in EXPORTERS:
@@ -80,7 +82,8 @@ class ExportConfig:
         if self.parity_tolerance <= 0:
             raise ValueError(f"parity_tolerance must be > 0, got {self.parity_tolerance}")
         if not 0 <= self.thumbnail_size <= 512:
-            raise ValueError(f"thumbnail_size must be in [0, 512] pixels (0 = no thumbnails), got {self.thumbnail_size}")
+            raise ValueError(f"thumbnail_size must be in [0, 512] pixels (0 = no thumbnails), "
+                             f"got {self.thumbnail_size}")
 
 
 # ---------------------------------------------------------------------- entry points
@@ -121,7 +124,8 @@ def _run_item_meta(run: Path, dataset, items, config: ExportConfig):
     paths = items["categories"].to_list() if "categories" in items.columns else [None] * items.height
     categories = [category_label(p, config.category_depth) for p in paths]
     train = [np.asarray(s, np.int64) for s in dataset.split.train if len(s)]
-    popularity = np.bincount(np.concatenate(train), minlength=items.height) if train else np.zeros(items.height, np.int64)
+    popularity = (np.bincount(np.concatenate(train), minlength=items.height) if train
+                  else np.zeros(items.height, np.int64))
     images = None
     if config.thumbnail_size:
         # The files the embed stage read: its image_dir if it had one, else the `image` column.
@@ -153,7 +157,8 @@ def export_module(model, out: str | Path, config: ExportConfig | None = None, *,
     config = config or ExportConfig()
     module = getattr(model, "genrec", model)   # a GenRecModule holds its GenRec as .genrec
     if module.arch not in layout.SUPPORTED_ARCHS:
-        raise NotImplementedError(f"exporting arch {module.arch!r} is not supported; supported: {layout.SUPPORTED_ARCHS}")
+        raise NotImplementedError(f"exporting arch {module.arch!r} is not supported; "
+                                  f"supported: {layout.SUPPORTED_ARCHS}")
     out = Path(out)
     n_items = module.n_items
     source_ids = [str(i) for i in range(n_items)] if source_ids is None else [str(s) for s in source_ids]
@@ -329,7 +334,8 @@ def export_tiger(module, folder: Path, config: ExportConfig) -> dict:
                  dynamic={"last_code": {0: "batch", 1: "beams"}, "level": {}, "self_keys": per_beam,
                           "self_values": per_beam, "cross_keys": {1: "batch", 3: "source"},
                           "cross_values": {1: "batch", 3: "source"}, "encoder_bias": {0: "batch", 1: "source"},
-                          "log_probs": {0: "batch", 1: "beams"}, "new_self_keys": per_beam, "new_self_values": per_beam})
+                          "log_probs": {0: "batch", 1: "beams"}, "new_self_keys": per_beam,
+                          "new_self_values": per_beam})
 
     cross = [n_layers, "batch", heads, "source", d_kv]                  # source = max_items * D tokens
     self_cache = [n_layers, "batch", "beams", heads, n_levels, d_kv]
@@ -341,7 +347,8 @@ def export_tiger(module, folder: Path, config: ExportConfig) -> dict:
                     "source_tokens": max_items * n_levels},
         "decoder_step": {"file": layout.DECODER_STEP_FILE,
                          "inputs": [_spec("last_code", ["batch", "beams"], "int64"), _spec("level", [], "int64"),
-                                    _spec("self_keys", self_cache, "float32"), _spec("self_values", self_cache, "float32"),
+                                    _spec("self_keys", self_cache, "float32"),
+                                    _spec("self_values", self_cache, "float32"),
                                     _spec("cross_keys", cross, "float32"), _spec("cross_values", cross, "float32"),
                                     _spec("encoder_bias", ["batch", "source"], "float32")],
                          "outputs": [_spec("log_probs", ["batch", "beams", k_max], "float32"),
@@ -437,7 +444,8 @@ def _verify(module, folder: Path, config: ExportConfig) -> dict:
             "max_score_diff": max(r.max_score_diff for r in results),
             "max_logit_diff": max(r.max_logit_diff for r in results),
             "max_state_diff": max(r.max_state_diff for r in results),
-            "tolerance": config.parity_tolerance, "score_tolerance": results[0].score_tolerance(config.parity_tolerance),
+            "tolerance": config.parity_tolerance,
+            "score_tolerance": results[0].score_tolerance(config.parity_tolerance),
             "k": k, "beam_width": width,
         }
         if not all(r.ok(config.parity_tolerance) for r in results):

@@ -1,7 +1,8 @@
 """DataModule for the generative recommender: training windows, eval histories, semantic IDs.
 
 It reads RUN/dataset and RUN/sid (and RUN/features/fused.npy when the model uses content
-vectors, and the items' attributes when it uses those); it never builds them (the entry point does, see genrec.pipeline.train_main).
+vectors, and the items' attributes when it uses those); it never builds them (the entry point
+does, see genrec.pipeline.train_main).
 Everything the model's shape depends on comes from those manifests, exposed as ``model_dims``
 and linked into the model by the Lightning CLI: the protocol's history length from the
 dataset manifest, the code levels and the tokenizer method from the sid manifest.
@@ -103,7 +104,8 @@ class SIDDataModule(L.LightningDataModule):
         if use_content:
             path = self.run / "features" / "fused.npy"
             if not path.exists():
-                raise FileNotFoundError(f"{path} not found; run `genrec embed --run {self.run}` or set use_content false")
+                raise FileNotFoundError(f"{path} not found; run `genrec embed --run {self.run}` "
+                                        "or set use_content false")
             self.content = np.load(path).astype(np.float32)
         self.attributes = None
         if use_attributes:

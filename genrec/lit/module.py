@@ -158,7 +158,8 @@ class GenRecModule(L.LightningModule):
         if item_loss_weight and arch != "causal":
             raise ValueError("item_loss_weight applies to arch 'causal' only")
         if head not in (None, "autoregressive") and (arch != "causal" or constrained_training):
-            raise ValueError(f"head={head!r} needs arch 'causal' and constrained_training false (no prefix to constrain on)")
+            raise ValueError(f"head={head!r} needs arch 'causal' and constrained_training false "
+                             "(no prefix to constrain on)")
         if arch not in ARCHS:
             raise ValueError(f"arch must be one of {sorted(ARCHS)}, got {arch!r}")
         if item_id_init not in ITEM_ID_INITS:
@@ -186,7 +187,8 @@ class GenRecModule(L.LightningModule):
             raise ValueError(f"item_logit_weight={item_logit_weight} weighs the item logit that the item loss trains: "
                              "it needs item_loss_weight > 0 (or item_logit_weight 1)")
         if dims is None:
-            raise ValueError("dims is required: it is linked from the DataModule (data.model_dims) by the Lightning CLI")
+            raise ValueError("dims is required: it is linked from the DataModule (data.model_dims) "
+                             "by the Lightning CLI")
         if isinstance(dims, dict):
             dims = ModelDims(**dims)
         dims.level_sizes = tuple(int(k) for k in dims.level_sizes)
@@ -210,7 +212,8 @@ class GenRecModule(L.LightningModule):
             self.genrec.check_rerank()
         # Training-only: a sparse-gradient lookup changes how the table is optimised, not the model
         # (GenRec.from_checkpoint builds a plain embedding for evaluation, export and serving).
-        self.sparse_item_ids = getattr(self.model, "item_emb", None) is not None and sparse_item_grad(item_id_grad, dims.n_items)
+        self.sparse_item_ids = (getattr(self.model, "item_emb", None) is not None
+                                and sparse_item_grad(item_id_grad, dims.n_items))
         if self.sparse_item_ids:
             self.model.item_emb.sparse = True
         self.item_sampler: PopularitySampler | None = None   # the sampled item loss's, from the training split
@@ -239,8 +242,9 @@ class GenRecModule(L.LightningModule):
         dm = getattr(self.trainer, "datamodule", None) if self._trainer is not None else None
         if dm is not None:
             if tuple(dm.model_dims.level_sizes) != self.dims.level_sizes or dm.model_dims.n_items != self.dims.n_items:
-                raise ValueError(f"checkpoint was trained for level sizes {self.dims.level_sizes} / {self.dims.n_items} "
-                                 f"items, but {dm.run}/sid has {dm.model_dims.level_sizes} / {dm.model_dims.n_items}")
+                raise ValueError(f"checkpoint was trained for level sizes {self.dims.level_sizes} / "
+                                 f"{self.dims.n_items} items, but {dm.run}/sid has {dm.model_dims.level_sizes} / "
+                                 f"{dm.model_dims.n_items}")
             if (dm.model_dims.n_attributes, dm.model_dims.attributes_per_item) != (self.dims.n_attributes,
                                                                                  self.dims.attributes_per_item):
                 raise ValueError(f"checkpoint was trained on {self.dims.n_attributes} item attributes (up to "
@@ -267,7 +271,8 @@ class GenRecModule(L.LightningModule):
         """Warn when the head does not match the codes: it still trains, but not as designed."""
         head = self.genrec.model.cfg.head
         if (head == "parallel") != (method == "pq"):
-            want = "`genrec tokenize --method pq --modalities separate --n-levels 8`" if head == "parallel" else "--model.head=parallel"
+            want = ("`genrec tokenize --method pq --modalities separate --n-levels 8`" if head == "parallel"
+                    else "--model.head=parallel")
             warnings.warn(f"model.head={head!r} on {run}/sid codes from tokenize method {method!r}: the parallel head "
                           "is meant for flat product-quantized digits and the autoregressive head for coarse-to-fine "
                           f"RQ codes. Use {want}.", stacklevel=2)
@@ -326,7 +331,8 @@ class GenRecModule(L.LightningModule):
         return self._allowed
 
     def level_losses(self, logits: list[torch.Tensor], targets: torch.Tensor, reduction: str = "mean") -> torch.Tensor:
-        """Sum over levels of the cross-entropy (``reduction`` over targets); logits [(n, K_d)], targets (n,) item ids."""
+        """Sum over levels of the cross-entropy (``reduction`` over targets); logits [(n, K_d)], targets (n,)
+        item ids."""
         codes = self.item_codes[targets]  # (n, D)
         if self.hparams.constrained_training:
             tables, item_nodes = self.allowed_tables()
@@ -398,7 +404,8 @@ class GenRecModule(L.LightningModule):
         per target and smoothed it reads as a trend, and it is what the training-curve plot draws.
         """
         ema = self.loss_per_target_ema
-        self.loss_per_target_ema = per_target if ema is None else LOSS_EMA_DECAY * ema + (1 - LOSS_EMA_DECAY) * per_target
+        self.loss_per_target_ema = (per_target if ema is None
+                                    else LOSS_EMA_DECAY * ema + (1 - LOSS_EMA_DECAY) * per_target)
         if self._trainer is not None:
             self.log("train/loss", loss, batch_size=n)
             self.log("train/loss_per_target", self.loss_per_target_ema, prog_bar=True, batch_size=n)
@@ -444,7 +451,8 @@ class GenRecModule(L.LightningModule):
                 sparse.append(p)
             else:
                 (no_decay if p.ndim < 2 or "emb" in name or "bias" in name else decay).append(p)
-        groups = [{"params": decay, "weight_decay": self.hparams.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+        groups = [{"params": decay, "weight_decay": self.hparams.weight_decay},
+                  {"params": no_decay, "weight_decay": 0.0}]
         if sparse:
             opt = AdamWSparse([*groups, {"params": sparse, "sparse": True}], lr=self.hparams.lr)
         else:

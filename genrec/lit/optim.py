@@ -34,7 +34,8 @@ class AdamWSparse(torch.optim.Optimizer):
 
     def __init__(self, groups: list[dict], lr: float, betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-8):
         dense = [{k: v for k, v in g.items() if k != "sparse"} for g in groups if not g.get("sparse")]
-        sparse = [{k: v for k, v in g.items() if k not in ("sparse", "weight_decay")} for g in groups if g.get("sparse")]
+        sparse = [{k: v for k, v in g.items() if k not in ("sparse", "weight_decay")}
+                  for g in groups if g.get("sparse")]
         if any(g.get("weight_decay") for g in groups if g.get("sparse")):
             raise ValueError("sparse parameter groups take no weight decay (SparseAdam has none); set it to 0")
         self.dense = torch.optim.AdamW(dense, lr=lr, betas=betas, eps=eps) if dense else None

@@ -176,7 +176,8 @@ class CausalSID(nn.Module):
         self.item_emb = nn.Embedding(cfg.n_items, d) if cfg.n_items else None
         # untied output rows: a rare item's logit need not share its code embeddings with popular items
         self.item_out_emb = nn.Embedding(cfg.n_output_items, d) if cfg.n_output_items else None
-        # tags (category, brand) shared across items: a rare item's token borrows what popular ones with its tags learned
+        # tags (category, brand) shared across items: a rare item's token borrows what popular ones with
+        # its tags learned
         self.attr_emb = nn.Embedding(cfg.n_attributes + 1, d, padding_idx=0) if cfg.n_attributes else None
         self.pos_emb = nn.Embedding(cfg.max_items, d)
         self.drop = nn.Dropout(cfg.dropout)

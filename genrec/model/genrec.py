@@ -242,7 +242,8 @@ class GenRec(nn.Module):
         """Decode with these per-digit weights from now on (None: all 1); stored with the model's config."""
         from genrec.decode.weighted import check_level_weights
 
-        self.config.level_weights = None if weights is None else list(check_level_weights(weights, len(self.level_sizes)))
+        self.config.level_weights = (None if weights is None
+                                     else list(check_level_weights(weights, len(self.level_sizes))))
 
     def set_item_logit_weight(self, weight: float) -> None:
         """Decode search "rerank" with ``weight`` times the item logit from now on; stored with the model's config."""

@@ -33,7 +33,8 @@ class TokenLayout:
         if self.n_user_buckets < 0:
             raise ValueError("n_user_buckets must be >= 0")
         object.__setattr__(self, "level_sizes", sizes)
-        object.__setattr__(self, "offsets", tuple(int(x) for x in N_SPECIAL + np.concatenate([[0], np.cumsum(sizes)[:-1]])))
+        object.__setattr__(self, "offsets",
+                           tuple(int(x) for x in N_SPECIAL + np.concatenate([[0], np.cumsum(sizes)[:-1]])))
 
     @property
     def n_levels(self) -> int:
@@ -55,7 +56,8 @@ class TokenLayout:
         if not self.n_user_buckets:
             raise ValueError("this layout has no user tokens (n_user_buckets=0)")
         # Knuth multiplicative hash: spreads consecutive ids over buckets deterministically.
-        return self.user_offset + (np.asarray(user_ids, dtype=np.uint64) * np.uint64(2654435761) % np.uint64(2**32)) % self.n_user_buckets
+        return self.user_offset + (np.asarray(user_ids, dtype=np.uint64) * np.uint64(2654435761)
+                                   % np.uint64(2**32)) % self.n_user_buckets
 
     def to_dict(self) -> dict:
         return {"level_sizes": list(self.level_sizes), "n_user_buckets": self.n_user_buckets}

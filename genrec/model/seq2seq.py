@@ -49,7 +49,8 @@ class Tiger(nn.Module):
             decoder_start_token_id=BOS, tie_word_embeddings=False,
         ))
 
-    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, target_tokens: torch.Tensor) -> torch.Tensor:
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor,
+                target_tokens: torch.Tensor) -> torch.Tensor:
         """input_ids (b, s) encoder tokens; target_tokens (b, D) global code tokens -> logits (b, D, V)."""
         decoder_input = torch.cat([torch.full_like(target_tokens[:, :1], BOS), target_tokens[:, :-1]], dim=1)
         out = self.t5(input_ids=input_ids, attention_mask=attention_mask, decoder_input_ids=decoder_input)

@@ -146,7 +146,8 @@ class Reloader:
             new = self.state.export
             log.info("reloaded", extra={"fields": {
                 "trigger": trigger, "export": str(self.folder), "from": old["manifest_sha256"][:12],
-                "to": new["manifest_sha256"][:12], "n_items": new["n_items"], "seconds": round(time.perf_counter() - start, 3)}})
+                "to": new["manifest_sha256"][:12], "n_items": new["n_items"],
+                "seconds": round(time.perf_counter() - start, 3)}})
             return True
 
     def changed(self) -> str | None:
@@ -206,9 +207,11 @@ def create_app(runtime: ExportRuntime, config: ServeConfig | None = None) -> Fas
         state.ready = True
         sighup = _on_sighup(loop, reloader)
         watcher = loop.create_task(reloader.watch(), name="genrec-watch") if config.watch else None
-        log.info("ready", extra={"fields": {"export": str(runtime.folder), "n_items": runtime.n_items, "pid": os.getpid(),
-                                            "max_batch": config.max_batch, "batch_wait_ms": config.batch_wait_ms,
-                                            "export_sha256": state.export["manifest_sha256"][:12], "sighup_reload": sighup,
+        log.info("ready", extra={"fields": {"export": str(runtime.folder), "n_items": runtime.n_items,
+                                            "pid": os.getpid(), "max_batch": config.max_batch,
+                                            "batch_wait_ms": config.batch_wait_ms,
+                                            "export_sha256": state.export["manifest_sha256"][:12],
+                                            "sighup_reload": sighup,
                                             "watch_s": config.watch_interval_s if config.watch else None}})
         yield {GUARD_KEY: guard}       # the lifespan state uvicorn hands to each connection's protocol
         state.ready = False

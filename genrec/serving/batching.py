@@ -164,8 +164,9 @@ class FairBatcher:
     def _deadline_error(self, job: Job) -> ApiError:
         done = len(job.queries) - job.pending
         return ApiError(504, "deadline_exceeded", f"not answered within the server's compute deadline "
-                        f"(--request-timeout-s; {done} of {len(job.queries)} queries were decoded); the server is busy: "
-                        "retry later or send fewer queries per request", headers={"Retry-After": str(self.retry_after_s())})
+                        f"(--request-timeout-s; {done} of {len(job.queries)} queries were decoded); "
+                        "the server is busy: retry later or send fewer queries per request",
+                        headers={"Retry-After": str(self.retry_after_s())})
 
     def _close(self, job: Job, reason: str) -> None:
         """Drop the job's waiting queries (idempotent)."""

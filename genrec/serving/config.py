@@ -26,7 +26,8 @@ class ServeConfig:
     max_batch: int = 8                  # most queries per decode pass: a small request waits for at most the
                                         # pass already running, so short passes bound its tail latency
     batch_wait_ms: float = 2.0          # longest a pass waits for requests that are already arriving (ms)
-    max_queued_queries: int = 1024      # queries waiting for the model, all requests together; more gets 503 + Retry-After
+    max_queued_queries: int = 1024      # queries waiting for the model, all requests together; more gets
+                                        # 503 + Retry-After
     request_timeout_s: float = 10.0     # compute deadline from arrival; a request not answered by then gets 504
     max_k: int = 100                    # largest k a request may ask for (also capped by the catalogue size)
     max_history: int = 1000             # most ids in one history or candidate list (longer: 422)
@@ -34,7 +35,8 @@ class ServeConfig:
     max_body_bytes: int = 1 << 20       # larger request bodies get 413 (at once when Content-Length says so)
     max_header_bytes: int = 16384       # request line + headers; a longer URL gets 414, longer headers 431
     max_connections: int = 1000         # open connections; more are answered 503 and closed (keep it under `ulimit -n`)
-    header_timeout_s: float = 10.0      # a connection that has not sent a whole request head within this is closed (408)
+    header_timeout_s: float = 10.0      # a connection that has not sent a whole request head within this is
+                                        # closed (408)
     body_timeout_s: float = 10.0        # a request body not received within this gets 408 and the connection closes
     keep_alive_s: float = 5.0           # an idle keep-alive connection is closed after this
     shutdown_timeout_s: float = 30.0    # on SIGTERM/SIGINT: stop accepting, let in-flight requests finish for this long

@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import os
 
-from prometheus_client import (CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, disable_created_metrics,
-                               generate_latest)
+from prometheus_client import (CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram,
+                               disable_created_metrics, generate_latest)
 from prometheus_client.multiprocess import MultiProcessCollector
 
 disable_created_metrics()   # no `*_created` timestamp series: they double the output and nobody graphs them
@@ -26,7 +26,8 @@ class ServerMetrics:
         r = self.registry = CollectorRegistry()
         self.requests = Counter("genrec_http_requests", "HTTP requests answered, by route template, method and status",
                                 ["route", "method", "status"], registry=r)
-        self.latency = Histogram("genrec_http_request_duration_seconds", "time from request arrival to response, by route",
+        self.latency = Histogram("genrec_http_request_duration_seconds",
+                                 "time from request arrival to response, by route",
                                  ["route"], buckets=LATENCY_BUCKETS, registry=r)
         self.in_flight = Gauge("genrec_http_requests_in_flight", "requests being read, queued, decoded or answered",
                                registry=r, multiprocess_mode="livesum")

@@ -131,8 +131,9 @@ class GuardedH11Protocol(H11Protocol):
         if self.cycle is not None and not self.cycle.response_complete:
             return                       # still answering the previous request
         if self.conn.trailing_data[0]:   # part of a head arrived
-            self._reject(408, "header_timeout", f"the request head did not arrive within {self.guard.header_timeout_s} s "
-                         "(--header-timeout-s); send the whole head at once", "header_timeout")
+            self._reject(408, "header_timeout", f"the request head did not arrive within "
+                         f"{self.guard.header_timeout_s} s (--header-timeout-s); send the whole head at once",
+                         "header_timeout")
         else:                            # nothing sent: just an idle connection
             self.guard.metrics.closed.labels("header_timeout").inc()
             self.transport.close()

@@ -83,7 +83,8 @@ def manifest_digest(manifest: dict) -> str:
 def export_identity(runtime: ExportRuntime) -> dict:
     m = runtime.manifest
     return {"name": m.get("name") or runtime.folder.name, "created": m.get("created"), "n_items": runtime.n_items,
-            "manifest_sha256": manifest_digest(m), "loaded_at": datetime.now(timezone.utc).isoformat(timespec="seconds")}
+            "manifest_sha256": manifest_digest(m),
+            "loaded_at": datetime.now(timezone.utc).isoformat(timespec="seconds")}
 
 
 @dataclass
@@ -221,7 +222,8 @@ def prepare(req: RecommendRequest, runtime: ExportRuntime, config: ServeConfig, 
     return Prepared(query, unknown, unknown_cands, used, truncated, warnings)
 
 
-def respond(prepared: Prepared, items: Sequence[int], scores: Sequence[float], runtime: ExportRuntime) -> RecommendResponse:
+def respond(prepared: Prepared, items: Sequence[int], scores: Sequence[float],
+            runtime: ExportRuntime) -> RecommendResponse:
     out = [RecommendedItem(item_id=runtime.source_ids[i], title=runtime.titles[i],
                            score=float(s) if math.isfinite(s) else None)
            for i, s in zip(items, scores) if i >= 0]
@@ -295,8 +297,9 @@ async def health(request: Request) -> JSONResponse:
     ok = s.batcher.alive
     return JSONResponse(status_code=200 if ok else 503, content={
         "status": "ok" if ok else "worker stopped", "model": s.name, "n_items": s.runtime.n_items,
-        "ready": s.ready, "pid": os.getpid(), "uptime_s": round(time.time() - s.started, 3), "queries_served": s.batcher.queries,
-        "batches": s.batcher.batches, "queued_queries": s.batcher.queued, "export": s.export, "reloads": s.reloads},
+        "ready": s.ready, "pid": os.getpid(), "uptime_s": round(time.time() - s.started, 3),
+        "queries_served": s.batcher.queries, "batches": s.batcher.batches, "queued_queries": s.batcher.queued,
+        "export": s.export, "reloads": s.reloads},
         headers={EXPORT_HEADER: s.export["manifest_sha256"][:12]})
 
 
@@ -349,7 +352,8 @@ UI_DIR = Path(__file__).resolve().parent / "ui"
 UI_STATIC = {"app.js": "text/javascript; charset=utf-8", "style.css": "text/css; charset=utf-8"}
 # The page loads nothing from elsewhere; the browser enforces it.
 UI_HEADERS = {"Content-Security-Policy": "default-src 'none'; script-src 'self'; style-src 'self'; "
-                                         "img-src 'self' data:; connect-src 'self'; base-uri 'none'; form-action 'none'",
+                                         "img-src 'self' data:; connect-src 'self'; base-uri 'none'; "
+                                         "form-action 'none'",
               "Cache-Control": "no-cache"}
 SEARCH_LIMIT = 20      # matches returned by /items/search unless `limit` says otherwise
 MAX_QUERY_CHARS = 200  # longest search text

@@ -46,7 +46,8 @@ def session_options(config: RuntimeConfig) -> ort.SessionOptions:
     opts = ort.SessionOptions()
     opts.intra_op_num_threads = config.intra_op_threads
     opts.inter_op_num_threads = config.inter_op_threads
-    opts.execution_mode = ort.ExecutionMode.ORT_PARALLEL if config.inter_op_threads > 1 else ort.ExecutionMode.ORT_SEQUENTIAL
+    opts.execution_mode = (ort.ExecutionMode.ORT_PARALLEL if config.inter_op_threads > 1
+                           else ort.ExecutionMode.ORT_SEQUENTIAL)
     opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     # No busy-waiting between operators: the cores are shared with the HTTP server's event loop.
     opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
@@ -208,12 +209,14 @@ class ExportRuntime:
         missing = [key for key in ("arch", "level_sizes", "max_items", "beam_width", "n_items", "files", "graphs",
                                    "model", "decoding") if key not in m]
         if missing:
-            raise ArtifactError(f"{path}: missing fields {missing}; the manifest is incomplete, re-run `genrec export`.")
+            raise ArtifactError(f"{path}: missing fields {missing}; the manifest is incomplete, "
+                                "re-run `genrec export`.")
         if m["decoding"] not in layout.DECODINGS:
             raise ArtifactError(f"{path}: decoding {m['decoding']!r} is not one this server runs "
                                 f"({layout.DECODINGS}); re-export with this genrec version (`genrec export`).")
         if m["decoding"] == "rerank" and m["arch"] != "causal":
-            raise ArtifactError(f"{path}: decoding 'rerank' needs arch 'causal', got {m['arch']!r}; re-run `genrec export`.")
+            raise ArtifactError(f"{path}: decoding 'rerank' needs arch 'causal', got {m['arch']!r}; "
+                                "re-run `genrec export`.")
         if m["decoding"] == "rerank" and layout.ITEM_TABLE_FILE not in m["files"]:
             raise ArtifactError(f"{path}: decoding 'rerank' needs {layout.ITEM_TABLE_FILE}, which the manifest does "
                                 "not list; the folder is incomplete, re-run `genrec export`.")
@@ -230,7 +233,8 @@ class ExportRuntime:
         d = self.manifest["model"].get("d_model")
         if table.ndim != 2 or table.shape[0] != self.trie.n_items or table.dtype != np.float32 or table.shape[1] != d:
             raise ArtifactError(f"{path}: expected a ({self.trie.n_items}, {d}) float32 table, got {table.shape} "
-                                f"{table.dtype}; the folder mixes files from different exports. Re-run `genrec export`.")
+                                f"{table.dtype}; the folder mixes files from different exports. "
+                                "Re-run `genrec export`.")
         return table
 
     def _load_items(self) -> tuple[list[str], list[str | None]]:
@@ -292,7 +296,8 @@ class ExportRuntime:
 
     def step_fn(self, histories: Sequence[Sequence[int]]):
         """A genrec.decode StepFn that decodes ``histories`` with decoder_step.onnx."""
-        step = self._step.from_export(self.decoder_step, self.encode(histories), self.level_sizes, self.manifest["model"])
+        step = self._step.from_export(self.decoder_step, self.encode(histories), self.level_sizes,
+                                      self.manifest["model"])
         return weighted_step(step, self.level_weights)
 
     def recommend(self, histories: Sequence[Sequence[int]], k: int, *,
@@ -342,7 +347,8 @@ class ExportRuntime:
                   candidates: Sequence[Sequence[int] | None] | None) -> np.ndarray | None:
         """(B, N) bool of the items each request may receive, or None when every item is allowed."""
         batch = len(histories)
-        exclude = [bool(exclude_history)] * batch if isinstance(exclude_history, (bool, np.bool_)) else list(exclude_history)
+        exclude = ([bool(exclude_history)] * batch if isinstance(exclude_history, (bool, np.bool_))
+                   else list(exclude_history))
         cands = list(candidates) if candidates is not None else [None] * batch
         if len(exclude) != batch or len(cands) != batch:
             raise ValueError(f"exclude_history and candidates need one entry per history ({batch})")

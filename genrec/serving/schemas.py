@@ -48,7 +48,8 @@ class RecommendedItem(BaseModel):
 class RecommendResponse(BaseModel):
     items: list[RecommendedItem] = Field(description="best first; fewer than k when fewer items are allowed")
     unknown_history_items: list[str] = Field(description="history ids not in the catalogue (skipped)")
-    unknown_candidate_items: list[str] = Field(default_factory=list, description="candidate ids not in the catalogue (skipped)")
+    unknown_candidate_items: list[str] = Field(default_factory=list,
+                                               description="candidate ids not in the catalogue (skipped)")
     history_used: int = Field(description="number of history items the model read (at most max_items)")
     history_truncated: bool = Field(description="true when the known history was longer than max_items and "
                                                 "only its most recent max_items items were read")
@@ -59,12 +60,13 @@ class BatchResponse(BaseModel):
     results: list[RecommendResponse]
 
 
-# ---------------------------------------------------------------------- items and codes (GET /items*, /codes; read by /ui)
+# ---------------------------------------------------------------- items and codes (GET /items*, /codes; read by /ui)
 class ItemCard(BaseModel):
     item_id: str = Field(description="the item's source id")
     title: str | None = Field(description="item title from the catalogue (null when unknown)")
     category: str | None = Field(description="the item's category (null when unknown or the export has none)")
-    semantic_id: list[int] = Field(description="the item's code per digit, first digit first; the last is the dedup digit")
+    semantic_id: list[int] = Field(description="the item's code per digit, first digit first; "
+                                               "the last is the dedup digit")
     image: str | None = Field(description="path of its thumbnail (GET /items/{item_id}/image); null when there is none")
     popularity: int | None = Field(description="training-split interactions (null when the export does not say)")
 

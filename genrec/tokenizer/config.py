@@ -79,8 +79,10 @@ METHOD_SECTIONS = {"rqvae": "rqvae"}
 
 @dataclass(frozen=True, kw_only=True)
 class TokenizeConfig:
-    method: str = "rqvae"             # "rqvae" (trained autoencoder), "rqkmeans" (residual k-means), "pq" (product quantization: flat digits for model.head=parallel)
-    modalities: str = "fused"         # "fused": one tokenizer on fused.npy; "separate": one per text/image/collab present
+    method: str = "rqvae"             # "rqvae" (trained autoencoder), "rqkmeans" (residual k-means), "pq" (product
+                                      # quantization: flat digits for model.head=parallel)
+    modalities: str = "fused"         # "fused": one tokenizer on fused.npy; "separate": one per
+                                      # text/image/collab present
     n_levels: int = 3                 # code levels per tokenizer (PQ: subspaces), dedup digit NOT counted; an item's ID
                                       # has n_levels x (tokenizers: 1, or modalities with "separate") + 1 dedup digit
     codebook_size: int = 256          # codes per level (capped at n_items, with a warning)
@@ -89,7 +91,8 @@ class TokenizeConfig:
     kmeans_sample: int = 20000        # catalogue rows k-means fits on (every method); 0 = all items
     kmeans_iters: int = 30            # Lloyd iterations per level
     kmeans_init: str = "kmeans++"     # "kmeans++" or "random"
-    last_level: str = "unique"        # "unique": colliding items take the nearest free last-level code; "nearest": plain
+    last_level: str = "unique"        # "unique": colliding items take the nearest free last-level code;
+                                      # "nearest": plain
     dedup_capacity: int = 0           # dedup-digit vocabulary; 0 = largest collision group (>= it when set)
     seed: int = 0                     # model init, sampling, k-means, shuffling
     num_threads: int = 1              # torch CPU threads while tokenizing; 0 = keep torch's setting. The matrices

@@ -20,7 +20,8 @@ from genrec.io import read_manifest, sha256_file
 FEATURES_DIR = "features"
 FEATURES_STAGE = "embed"
 FUSED = "fused"
-SEPARATE_MODALITIES = ("text", "image", "collab")   # the modalities "separate" mode looks for if the manifest lists none
+SEPARATE_MODALITIES = ("text", "image", "collab")   # the modalities "separate" mode looks for if the manifest
+                                                    # lists none
 MASK_SUFFIX = "_mask"        # <m>_mask.npy from embed: True = item has modality m (absent rows hold the mean)
 
 
@@ -45,7 +46,8 @@ def check_matrix(x: np.ndarray, where: str, *, expected_dim: int | None = None) 
     """Validate one (n, d) feature matrix; return it as float32 or raise FeatureError."""
     x = np.asarray(x)
     if x.ndim != 2 or x.shape[0] == 0 or x.shape[1] == 0:
-        raise FeatureError(f"{where}: expected a non-empty 2-D (n_items, dim) matrix, got shape {x.shape}; re-run `genrec embed`")
+        raise FeatureError(f"{where}: expected a non-empty 2-D (n_items, dim) matrix, got shape {x.shape}; "
+                           "re-run `genrec embed`")
     if not np.issubdtype(x.dtype, np.number) or np.issubdtype(x.dtype, np.complexfloating):
         raise FeatureError(f"{where}: expected real numbers, got dtype {x.dtype}")
     if expected_dim is not None and x.shape[1] != expected_dim:
@@ -77,7 +79,8 @@ def load_features(run: str | Path, modalities: str = "fused") -> Features:
         names = [m for m in listed_modalities if m != FUSED and (folder / f"{m}.npy").exists()]
     if not names:
         raise FeatureError(f"{folder}: modalities='separate' needs at least one of "
-                           f"{[m + '.npy' for m in SEPARATE_MODALITIES]}; re-run `genrec embed` or use modalities='fused'")
+                           f"{[m + '.npy' for m in SEPARATE_MODALITIES]}; re-run `genrec embed` "
+                           "or use modalities='fused'")
     listed = manifest.get("files", {})
     matrices, checksums, missing = {}, {}, {}
     for name in names:
@@ -97,7 +100,8 @@ def load_features(run: str | Path, modalities: str = "fused") -> Features:
         raise FeatureError(f"{folder}: feature matrices disagree on the number of items {rows}; re-run `genrec embed`")
     expected = manifest.get("n_items")
     if expected is not None and int(expected) != next(iter(rows.values())):
-        raise FeatureError(f"{folder}: manifest says n_items={expected} but the matrices have {rows}; re-run `genrec embed`")
+        raise FeatureError(f"{folder}: manifest says n_items={expected} but the matrices have {rows}; "
+                           "re-run `genrec embed`")
     return Features(folder=folder, manifest=manifest, matrices=matrices, checksums=checksums, missing=missing)
 
 

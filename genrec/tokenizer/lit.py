@@ -52,7 +52,8 @@ class RQVAELitModule(L.LightningModule):
         # vector-quantize-pytorch >= 1.2x already multiplies each level's loss by commitment_weight
         commit = out.commit_losses.sum()
         loss = recon + commit
-        self.log_dict({"loss": loss, "recon": recon, "commit": commit}, on_step=False, on_epoch=True, batch_size=x.shape[0])
+        self.log_dict({"loss": loss, "recon": recon, "commit": commit}, on_step=False, on_epoch=True,
+                      batch_size=x.shape[0])
         return loss
 
     def on_train_epoch_end(self) -> None:
@@ -65,7 +66,8 @@ class RQVAELitModule(L.LightningModule):
     def configure_optimizers(self):
         opt = torch.optim.AdamW(self.model.parameters(), lr=self.config.lr, weight_decay=self.config.weight_decay)
         total = max(1, self.trainer.estimated_stepping_batches)
-        sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=total, eta_min=self.config.lr * self.config.lr_min_ratio)
+        sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=total,
+                                                           eta_min=self.config.lr * self.config.lr_min_ratio)
         return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
 
 
@@ -75,7 +77,8 @@ def train_rqvae(model: RQVAE, x: torch.Tensor, config: TrainConfig, *, log_dir: 
     gen = torch.Generator().manual_seed(config.seed)
     # drop_last: a final batch of 1-2 items gives a noisy step and skews the EMA counts
     drop_last = x.shape[0] > config.batch_size
-    loader = DataLoader(TensorDataset(x), batch_size=config.batch_size, shuffle=True, generator=gen, drop_last=drop_last)
+    loader = DataLoader(TensorDataset(x), batch_size=config.batch_size, shuffle=True, generator=gen,
+                        drop_last=drop_last)
     steps = max(config.epochs * len(loader), config.min_steps)
     logger = CSVLogger(save_dir=str(log_dir), name=name, version=0)
     # Lightning prints device banners at INFO; they add nothing on a CPU-only tokenizer run.

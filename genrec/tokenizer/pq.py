@@ -32,7 +32,8 @@ class PQConfig:
     def __post_init__(self):
         object.__setattr__(self, "codebook_sizes", tuple(int(k) for k in self.codebook_sizes))
         if not self.codebook_sizes or min(self.codebook_sizes) < 1:
-            raise ValueError(f"PQConfig.codebook_sizes must be a non-empty tuple of positive ints, got {self.codebook_sizes}")
+            raise ValueError(f"PQConfig.codebook_sizes must be a non-empty tuple of positive ints, "
+                             f"got {self.codebook_sizes}")
         if self.input_dim < len(self.codebook_sizes):
             raise ValueError(f"PQConfig: {len(self.codebook_sizes)} subspaces need input_dim >= that many dimensions, "
                              f"got input_dim={self.input_dim}; use fewer levels (--n-levels)")
@@ -76,7 +77,8 @@ class ProductQuantizer(nn.Module):
     def set_rotation(self, seed: int) -> None:
         """A seeded random orthogonal matrix (QR of a Gaussian, signs fixed so it is unique)."""
         g = torch.Generator().manual_seed(seed)
-        q, r = torch.linalg.qr(torch.randn(self.config.input_dim, self.config.input_dim, generator=g, dtype=torch.float64))
+        q, r = torch.linalg.qr(torch.randn(self.config.input_dim, self.config.input_dim, generator=g,
+                                           dtype=torch.float64))
         self.rotation.copy_((q * torch.sign(torch.diagonal(r))).float())
 
     def set_codebook(self, level: int, centroids: torch.Tensor) -> None:
@@ -121,7 +123,8 @@ def fit_pq(model: ProductQuantizer, x: torch.Tensor, sample: torch.Tensor, kmean
     z = model.encode(x[sample])
     inertia = 0.0
     for level, (part, k) in enumerate(zip(model.subspaces(z), model.config.codebook_sizes)):
-        result = kmeans(part.contiguous(), k, KMeansConfig(**{**asdict(kmeans_config), "seed": kmeans_config.seed + level}))
+        result = kmeans(part.contiguous(), k,
+                        KMeansConfig(**{**asdict(kmeans_config), "seed": kmeans_config.seed + level}))
         model.set_codebook(level, result.centroids)
         inertia += result.inertia
     return {"sample_rows": int(len(sample)), "init_quantization_mse": inertia / z.numel()}

@@ -101,7 +101,8 @@ def format_report(report: dict) -> str:
     lines.append(f"  collisions with nearest codes: {raw['n_colliding_items']} items ({raw['collision_rate']:.2%}), "
                  f"largest group {raw['largest_group']}")
     lines.append(f"  collisions before dedup (last_level={report['config']['last_level']}): "
-                 f"{final['n_colliding_items']} items ({final['collision_rate']:.2%}), largest group {final['largest_group']}")
+                 f"{final['n_colliding_items']} items ({final['collision_rate']:.2%}), "
+                 f"largest group {final['largest_group']}")
     for name, r in report["reconstruction"].items():
         lines.append(f"  reconstruction [{name}]: mse {r['mse']:.4f}, relative {r['relative']:.3f}")
     lines.extend(f"  note: {n}" for n in report["notes"])

@@ -46,14 +46,17 @@ class RQVAEConfig:
         if any(h < 1 for h in self.hidden_dims):
             raise ValueError(f"RQVAEConfig.hidden_dims must be positive, got {self.hidden_dims}")
         if not self.codebook_sizes or min(self.codebook_sizes) < 1:
-            raise ValueError(f"RQVAEConfig.codebook_sizes must be a non-empty tuple of positive ints, got {self.codebook_sizes}")
+            raise ValueError(f"RQVAEConfig.codebook_sizes must be a non-empty tuple of positive ints, "
+                             f"got {self.codebook_sizes}")
         if not self.autoencoder and (self.latent_dim != self.input_dim or self.hidden_dims):
             raise ValueError(
                 "RQVAEConfig: autoencoder=False (RQ-KMeans) quantizes the input itself; "
-                f"set latent_dim=input_dim ({self.input_dim}) and hidden_dims=() (got {self.latent_dim}, {self.hidden_dims})"
+                f"set latent_dim=input_dim ({self.input_dim}) and hidden_dims=() "
+                f"(got {self.latent_dim}, {self.hidden_dims})"
             )
         if self.codebook_update not in CODEBOOK_UPDATES:
-            raise ValueError(f"RQVAEConfig.codebook_update must be one of {CODEBOOK_UPDATES}, got {self.codebook_update!r}")
+            raise ValueError(f"RQVAEConfig.codebook_update must be one of {CODEBOOK_UPDATES}, "
+                             f"got {self.codebook_update!r}")
         if not 0.0 < self.ema_decay < 1.0:
             raise ValueError(f"RQVAEConfig.ema_decay must be in (0, 1), got {self.ema_decay}")
         if self.commitment_weight < 0 or self.dead_code_threshold < 0:

@@ -31,7 +31,8 @@ from genrec.tokenizer.semantic_ids import CHECKPOINT_FILE, SemanticIDs, place_ne
 
 CHECKPOINT_FORMAT = 1
 ENCODE_BLOCK = 8192          # rows per forward pass when encoding the catalogue
-MODEL_KINDS = {"rqvae": (RQVAE, RQVAEConfig), "pq": (ProductQuantizer, PQConfig)}   # checkpoint kind -> (module, config)
+MODEL_KINDS = {"rqvae": (RQVAE, RQVAEConfig),
+               "pq": (ProductQuantizer, PQConfig)}   # checkpoint kind -> (module, config)
 
 
 def model_kind(model: RQVAE | ProductQuantizer) -> str:
@@ -61,11 +62,13 @@ class Tokenizer:
             features = {next(iter(self.models)): features}
         missing = set(self.models) - set(features)
         if missing:
-            raise FeatureError(f"{source}: missing matrices for {sorted(missing)} (tokenizer modalities: {list(self.models)})")
+            raise FeatureError(f"{source}: missing matrices for {sorted(missing)} "
+                               f"(tokenizer modalities: {list(self.models)})")
         out = {name: check_matrix(features[name], f"{source}[{name!r}]", expected_dim=m.config.input_dim)
                for name, m in self.models.items()}
         if len({x.shape[0] for x in out.values()}) > 1:
-            raise FeatureError(f"{source}: matrices disagree on the number of items {[x.shape[0] for x in out.values()]}")
+            raise FeatureError(f"{source}: matrices disagree on the number of items "
+                               f"{[x.shape[0] for x in out.values()]}")
         return out
 
     @torch.no_grad()
@@ -109,7 +112,8 @@ def load_tokenizer(path: str | Path) -> Tokenizer:
     """Rebuild the frozen tokenizer from ``sid/tokenizer.pt`` (tensors and plain containers only)."""
     state = torch.load(path, map_location="cpu", weights_only=True)
     if state.get("format") != CHECKPOINT_FORMAT:
-        raise FeatureError(f"{path}: unknown tokenizer checkpoint format {state.get('format')!r}; re-run `genrec tokenize`")
+        raise FeatureError(f"{path}: unknown tokenizer checkpoint format {state.get('format')!r}; "
+                           "re-run `genrec tokenize`")
     models = {}
     for entry in state["models"]:
         kind = entry.get("kind", "rqvae")

@@ -116,7 +116,8 @@ def _read_single_fast(path: Path, ctx: ReadContext) -> pl.DataFrame | None:
     except UnicodeDecodeError:
         return None
     header = [p.split(":", 1)[0].strip() for p in parts]
-    if not all(":" in p for p in parts) or "user_id" not in header or "item_id" not in header or len(set(header)) < len(header):
+    if (not all(":" in p for p in parts) or "user_id" not in header or "item_id" not in header
+            or len(set(header)) < len(header)):
         return None
     try:
         df = pl.read_csv(data, separator="\t", has_header=True, new_columns=header, infer_schema=False,
