@@ -101,7 +101,8 @@ def total_seconds(rows: dict[str, dict]) -> float:
 
 def previous_table(previous: Path, keep: bool, same: dict | None = None) -> dict:
     """The previous table when ``keep`` (a run that re-runs some of its rows), else {}, so the others can be kept
-    (each row records the commit it ran at). A table whose fields differ from ``same`` (e.g. another budget) gives {}."""
+    (each row records the commit it ran at). A table whose fields differ from ``same`` (e.g. another budget)
+    gives {}."""
     if not keep or not previous.exists():
         return {}
     loaded = json.loads(previous.read_text())
@@ -140,7 +141,8 @@ def run_ablation(dataset: str, run_root: Path, train_args: list[str], only: list
         rows[name] = {
             "metrics": res["metrics"],
             "modalities": sorted(res["embed"].get("modalities", {})),   # embed manifest: name -> details
-            "codes": f"{cfg.get('tokenize', {}).get('method', 'rqvae')}, {cfg.get('tokenize', {}).get('modalities', 'fused')}",
+            "codes": f"{cfg.get('tokenize', {}).get('method', 'rqvae')}, "
+                     f"{cfg.get('tokenize', {}).get('modalities', 'fused')}",
             "constrained_training": "--model.constrained_training=true" in extra,
             "head": next((f.split("=", 1)[1] for f in extra if f.startswith("--model.head=")), "config default"),
             "stages": res["stages"],
@@ -161,7 +163,8 @@ def run_ablation(dataset: str, run_root: Path, train_args: list[str], only: list
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python bench/ablation.py", description=__doc__.strip().splitlines()[0],
                                 epilog="Any other flags go to every variant's Lightning CLI.")
-    p.add_argument("--dataset", required=True, help="Scientific_DeCoRec_mm or Office (any dataset in bench/run.py CONFIGS)")
+    p.add_argument("--dataset", required=True,
+                   help="Scientific_DeCoRec_mm or Office (any dataset in bench/run.py CONFIGS)")
     p.add_argument("--variants", nargs="*", default=None, help="run only these variants (names as in the table)")
     p.add_argument("--run-root", type=Path, default=None, help="where variant runs go (default bench/runs/ablation)")
     p.add_argument("--results-dir", type=Path, default=RESULTS)

@@ -1,7 +1,8 @@
 """Cold-start quality of `genrec add-items`: items the model never saw, added to its export without retraining.
 
     python bench/cold_start.py --dataset Office     # bench/results/cold_start_Office.{json,md}
-    python bench/cold_start.py --smoke              # the demo catalogue, about a minute (tests/test_bench_cold_start.py)
+    python bench/cold_start.py --smoke              # the demo catalogue, about a minute
+                                                      (tests/test_bench_cold_start.py)
 
 1. Prepare the whole dataset (``full/``) and hold out the ``--holdout`` share (10%) of items that appear last in
    time: ordered by each item's first interaction timestamp (ties: the later item id; a source without
@@ -176,7 +177,8 @@ def metrics_row(ranked: np.ndarray, targets: np.ndarray, rows: np.ndarray, secon
 
     if not rows.any():
         return {f"recall@{K}": 0.0, f"ndcg@{K}": 0.0, "n_users": 0, "seconds": round(seconds, 2)}
-    return {f"recall@{K}": recall_at_k(ranked[rows], targets[rows], K), f"ndcg@{K}": ndcg_at_k(ranked[rows], targets[rows], K),
+    return {f"recall@{K}": recall_at_k(ranked[rows], targets[rows], K),
+            f"ndcg@{K}": ndcg_at_k(ranked[rows], targets[rows], K),
             "n_users": int(rows.sum()), "seconds": round(seconds, 2)}
 
 
@@ -255,7 +257,8 @@ def run(dataset: str, *, smoke: bool, run_dir: Path, results: Path, train_args: 
     from genrec.metrics import topk_from_scores
 
     ranked["popularity"] = np.repeat(topk_from_scores(train_counts[None].astype(np.float64), K), len(histories), axis=0)
-    metrics = {system: metrics_row(r, targets, is_new, seconds.get(f"eval_{system}", 0.0)) for system, r in ranked.items()}
+    metrics = {system: metrics_row(r, targets, is_new, seconds.get(f"eval_{system}", 0.0))
+               for system, r in ranked.items()}
     metrics["genrec (old-item targets, reference)"] = metrics_row(ranked["genrec"], targets, ~is_new, 0.0)
     metrics["genrec, text-neighbour fill (old-item targets, reference)"] = metrics_row(
         ranked["genrec, text-neighbour fill"], targets, ~is_new, 0.0)
@@ -308,7 +311,8 @@ def markdown(result: dict) -> str:
     lines += ["", f"Test targets that are new items: {c['n_test_new_targets']} of {c['n_test_users']} users. "
               f"Share of genrec's top-{K} that is new items on those users: "
               f"{result['genrec_new_items_share_of_top10_on_new_targets']:.2f}. add-items took "
-              f"{result['add_items']['seconds']:.0f} s; total {total / 60:.1f} min; commit {str(result['git_commit'])[:10]}.", ""]
+              f"{result['add_items']['seconds']:.0f} s; total {total / 60:.1f} min; "
+              f"commit {str(result['git_commit'])[:10]}.", ""]
     return "\n".join(lines)
 
 

@@ -113,7 +113,8 @@ def training_setup(train_yaml: dict, design: Design, run: Path):
     from genrec.lit.data import SIDDataModule
     from genrec.lit.module import GenRecModule
 
-    data = {k: v for k, v in {**train_yaml.get("data", {}), **design.data}.items() if k != "max_items"} | {"run": str(run)}
+    data = ({k: v for k, v in {**train_yaml.get("data", {}), **design.data}.items() if k != "max_items"}
+            | {"run": str(run)})
     model = {**train_yaml.get("model", {}), **design.model, "scheduler": "constant"}
     dm = SIDDataModule(**data)
     return dm, GenRecModule(dims=dm.model_dims, **model)
@@ -267,7 +268,8 @@ def run_designs(dataset: str, smoke: bool, budget: float, run_root: Path, result
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python bench/design.py", description=__doc__.strip().splitlines()[0])
-    p.add_argument("--dataset", default=None, help="a folder of ../shared/data listed in bench/run.py CONFIGS, e.g. Office")
+    p.add_argument("--dataset", default=None,
+                   help="a folder of ../shared/data listed in bench/run.py CONFIGS, e.g. Office")
     p.add_argument("--smoke", action="store_true", help="the small built-in demo, a few seconds per design (CI)")
     p.add_argument("--budget-seconds", type=float, default=None,
                    help="training wall time per design (default 240; --smoke 3)")

@@ -194,7 +194,8 @@ def metric_fields(m: dict) -> dict:
     """A row's test figures from a genrec.evaluate system entry."""
     return {"ndcg@10": m["ndcg@10"], "recall@10": m["recall@10"], "ndcg@20": m["ndcg@20"],
             "recall@20": m["recall@20"], "invalid_rate": m["invalid_rate"],
-            "evaluate_seconds": m["seconds"], "decode_ms_per_user": round(1000 * m["seconds"] / max(1, m["n_users"]), 3),
+            "evaluate_seconds": m["seconds"],
+            "decode_ms_per_user": round(1000 * m["seconds"] / max(1, m["n_users"]), 3),
             **{key: m[key] for key in ("valid_ndcg@10", "valid_evaluate_seconds") if key in m}}
 
 
@@ -216,7 +217,8 @@ def layout_rows(name: str, layout: Layout, cfg: dict, res: dict, sweep: list[dic
         return [{**common, "decoding": "parallel", "beam_width": None, "exact": True,
                  **metric_fields(res["metrics"]["genrec"])}]
     return [{**common, "decoding": "autoregressive", "beam_width": s["beam_width"], "exact": s["exact"],
-             "search": s["search"], "exact_beam_width": exact, "eval_batch_size": s["eval_batch_size"], **metric_fields(s)}
+             "search": s["search"], "exact_beam_width": exact, "eval_batch_size": s["eval_batch_size"],
+             **metric_fields(s)}
             for s in sweep]
 
 
@@ -263,10 +265,12 @@ def table(dataset: str, out: dict) -> str:
              "decode ms/user | best valid NDCG@10 | valid NDCG@10, this decoding | train s | epochs |",
              "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
-        lines.append(f"| {r['layout']} | {r['tokenizer']} | {r['modalities']} | {r['n_digits']} | {decoding_label(r)} | "
+        lines.append(f"| {r['layout']} | {r['tokenizer']} | {r['modalities']} | {r['n_digits']} | "
+                     f"{decoding_label(r)} | "
                      f"{r['ndcg@10']:.4f} | {ratio(r['ndcg@10'])} | {r['recall@10']:.4f} | {r['invalid_rate']:.4f} | "
                      f"{r['decode_ms_per_user']:.2f} | {r['best_valid_ndcg@10']:.4f} | "
-                     f"{'—' if r.get('valid_ndcg@10') is None else format(r['valid_ndcg@10'], '.4f')} | {r['train_seconds']:.0f} | "
+                     f"{'—' if r.get('valid_ndcg@10') is None else format(r['valid_ndcg@10'], '.4f')} | "
+                     f"{r['train_seconds']:.0f} | "
                      f"{r['epochs']} |")
     if sasrec:
         lines.append(f"| SASRec (same run) | — | — | — | every item scored | {sasrec['ndcg@10']:.4f} | "
@@ -343,7 +347,8 @@ def trained_run(saved: Path, run_dir: Path) -> dict:
 
 
 def run_layouts(dataset: str, *, smoke: bool, run_root: Path, train_args: list[str], only: list[str] | None,
-                widths: tuple[int | str, ...] = BEAM_WIDTHS, results: Path = RESULTS, decode_only: bool = False) -> dict:
+               widths: tuple[int | str, ...] = BEAM_WIDTHS, results: Path = RESULTS,
+               decode_only: bool = False) -> dict:
     """Train and score the chosen layouts (``decode_only``: re-score the checkpoints of a previous run at
     ``widths`` without retraining) and write results/layouts_NAME.json, .md and .png."""
     from genrec.io import machine_info

@@ -152,11 +152,13 @@ def flood_figure(url: str, bodies: list[dict | bytes], flood_body: dict | bytes,
     flood_bytes = len(flood_body if isinstance(flood_body, bytes) else json.dumps(flood_body).encode())
 
     def figures(r: LoadResult) -> dict:
-        return {"requests": r.n_requests, "p50_ms": round(r.percentile_ms(50), 2), "p99_ms": round(r.percentile_ms(99), 2),
+        return {"requests": r.n_requests, "p50_ms": round(r.percentile_ms(50), 2),
+                "p99_ms": round(r.percentile_ms(99), 2),
                 "errors": r.n_errors, "statuses": {str(k): v for k, v in sorted(r.statuses.items())}}
 
     return {"light_clients": clients, "alone": figures(alone), "beside_flood": figures(beside),
-            "flood": {"clients": flooders, "body_kb": round(flood_bytes / 1024, 1), "requests": sum(flood_statuses.values()),
+            "flood": {"clients": flooders, "body_kb": round(flood_bytes / 1024, 1),
+                      "requests": sum(flood_statuses.values()),
                       "statuses": {str(k): v for k, v in sorted(flood_statuses.items())}}}
 
 

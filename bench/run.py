@@ -224,7 +224,8 @@ def kept_stages(run_dir: Path, stages_cfg, previous: dict | None) -> dict[str, d
 
 
 def stage_timer(seconds: dict[str, float]):
-    """``timed(name, fn)``: run ``fn()``, record its wall seconds in ``seconds[name]``, print them, return its result."""
+    """``timed(name, fn)``: run ``fn()``, record its wall seconds in ``seconds[name]``, print them,
+    return its result."""
     def timed(name, fn):
         t0 = time.perf_counter()
         out = fn()

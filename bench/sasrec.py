@@ -100,7 +100,8 @@ def run_variant(name: str, fields: dict, dataset, run_dir: Path) -> dict:
     split = dataset.split
     # scored as it was early-stopped: with or without the users' history items in the ranking
     scores = {s: evaluate_sasrec(result.model, getattr(split, s), dataset.n_items, config.eval_max_items,
-                                 SASREC_EVAL_BATCH, exclude_history=config.exclude_history)[1] for s in ("valid", "test")}
+                                 SASREC_EVAL_BATCH, exclude_history=config.exclude_history)[1]
+              for s in ("valid", "test")}
     row = {
         "fields": fields, "config": asdict(config), "valid": scores["valid"], "test": scores["test"],
         "epochs": result.epochs, "best_epoch": result.best_epoch, "train_seconds": round(result.seconds, 1),

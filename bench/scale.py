@@ -247,7 +247,8 @@ class ParallelHead:
     def __init__(self, codes: Codes, cfg: ScaleConfig, temperature: float, rng: np.random.Generator):
         self.books, self.sizes, self.t, self.smoothing = codes.codebooks, codes.level_sizes, temperature, cfg.smoothing
         width = self.books[0].shape[1]
-        self.views = [slice(d * width, (d + 1) * width) if width < cfg.dim else slice(None) for d in range(len(self.books))]
+        self.views = [slice(d * width, (d + 1) * width) if width < cfg.dim else slice(None)
+                      for d in range(len(self.books))]
         self.noise = [cfg.random_head * rng.normal(size=(cfg.dim, len(b))).astype(np.float32) / np.sqrt(cfg.dim)
                       for b in self.books]
         self.states = np.zeros((0, cfg.dim), dtype=np.float32)
@@ -348,7 +349,8 @@ def peak_rss_mb() -> float:
 
 def latency(ms: list[float]) -> dict:
     a = np.asarray(ms)
-    return {"n": len(a), "p50_ms": round(float(np.percentile(a, 50)), 3), "p99_ms": round(float(np.percentile(a, 99)), 3),
+    return {"n": len(a), "p50_ms": round(float(np.percentile(a, 50)), 3),
+            "p99_ms": round(float(np.percentile(a, 99)), 3),
             "mean_ms": round(float(a.mean()), 3)}
 
 
@@ -412,7 +414,8 @@ def build_rows(data: Prepared) -> tuple[list[dict], Trie, Trie]:
         seconds = time.perf_counter() - start
         rows.append({"stage": "decode_index", "n_items": data.n_items, "codes": name,
                      "what": "codes + posting lists" if with_postings else "trie (node tables)",
-                     "level_sizes": list(codes.level_sizes), "seconds": round(seconds, 3), "trie_seconds": round(trie_s, 3),
+                     "level_sizes": list(codes.level_sizes), "seconds": round(seconds, 3),
+                     "trie_seconds": round(trie_s, 3),
                      "postings_seconds": round(seconds - trie_s, 3), "index_mb": round(index_bytes / 2**20, 1),
                      "rss_before_mb": before, "peak_rss_mb": peak_rss_mb()})
         built[name] = trie
@@ -473,7 +476,8 @@ def measure_size(n_items: int, cfg: ScaleConfig) -> dict:
         print(f"  build {r['what']} ({r['codes']}): {r['seconds']:.2f} s, peak RSS {r['peak_rss_mb']:.0f} MB, "
               f"{r['index_mb']} MB", flush=True)
     rng = np.random.default_rng(cfg.seed)
-    heads = {"pq": ParallelHead(data.pq, cfg, cfg.temperature, rng), "rq": ResidualHead(data.rq, cfg, cfg.temperature, rng)}
+    heads = {"pq": ParallelHead(data.pq, cfg, cfg.temperature, rng),
+             "rq": ResidualHead(data.rq, cfg, cfg.temperature, rng)}
     tries = {"pq": trie_pq, "rq": trie_rq}
     serving, equal = [], {}
     for batch, n_calls in ((1, cfg.n_requests), (cfg.batch, cfg.n_batches)):
@@ -488,10 +492,12 @@ def measure_size(n_items: int, cfg: ScaleConfig) -> dict:
                                    "equal": all(same_topk(a, b) for a, b in zip(outputs["full"][:common],
                                                                                 outputs["pruned"][:common]))}
     return {"build": build, "serving": serving, "pruned_equals_full": equal,
-            "setting": {"n_items": n_items, "n_interactions": data.n_interactions, "pq_level_sizes": list(data.pq.level_sizes),
+            "setting": {"n_items": n_items, "n_interactions": data.n_interactions,
+                        "pq_level_sizes": list(data.pq.level_sizes),
                         "rq_level_sizes": list(data.rq.level_sizes), "synthesis_seconds": data.seconds,
                         "pq_head": head_stats(heads["pq"], trie_pq, data.states[:64]),
-                        "rq_head_level0": head_stats(ParallelHead(data.rq, cfg, cfg.temperature, rng), trie_rq, data.states[:64])}}
+                        "rq_head_level0": head_stats(ParallelHead(data.rq, cfg, cfg.temperature, rng), trie_rq,
+                                                     data.states[:64])}}
 
 
 # ---------------------------------------------------------------------- pruned methods compared
@@ -514,7 +520,8 @@ def compare_methods(n_items: int, cfg: ScaleConfig) -> list[dict]:
                 ms, res = timed_calls(lambda x: pruned_search(head.bind(x[0]), trie, 1, cfg.k, item_mask=x[1],
                                                               method=method), inputs, cfg.budget_s / 4)
                 paths = np.concatenate([r.path for r in res])
-                row = {"n_items": n_items, "codes": code_name, "head": regime, **head_stats(head, trie, data.states[:32]),
+                row = {"n_items": n_items, "codes": code_name, "head": regime,
+                       **head_stats(head, trie, data.states[:32]),
                        "method": method, "p50_ms": latency(ms)["p50_ms"], "p99_ms": latency(ms)["p99_ms"],
                        "full_p50_ms": latency(full_ms)["p50_ms"],
                        "items_scored": round(float(np.mean([r.items_scored[0] for r in res])), 1),
@@ -522,7 +529,8 @@ def compare_methods(n_items: int, cfg: ScaleConfig) -> list[dict]:
                        "fallback_full_share": round(float(np.mean(paths == "full")), 3), "n": len(ms),
                        "equals_full": all(same_topk(r.result, f) for r, f in zip(res, full))}
                 rows.append(row)
-                print(f"  {code_name} {regime:>6} {method:>8}: p50 {row['p50_ms']:8.2f} ms (full {row['full_p50_ms']:.2f}), "
+                print(f"  {code_name} {regime:>6} {method:>8}: p50 {row['p50_ms']:8.2f} ms "
+                      f"(full {row['full_p50_ms']:.2f}), "
                       f"scored {row['items_scored']:>9}, read {row['entries_read']:>10}, "
                       f"fell back {row['fallback_full_share']:.0%}", flush=True)
     return rows
@@ -560,7 +568,8 @@ class StageConfig:
     collab_steps: int = 300            # the same for the collaborative SASRec
     collab_negatives: int = 0          # negatives of the collaborative SASRec's sampled loss (0: the loss's default)
     val_users: int = 512               # validation users of both trainings (a fixed subset: the epoch is timed)
-    serve_requests: int = 200          # batch-1 requests the "serve" stage decodes after loading (users' test histories)
+    serve_requests: int = 200          # batch-1 requests the "serve" stage decodes after loading
+                                       # (users' test histories)
     serve_batch: int = 32              # the batched in-process setting of the serve stage (requests per call)
     http_clients: int = 32             # concurrent loopback clients of the HTTP load test, per decoding path
     http_requests: int = 2000          # requests of that load test (after a warm-up of 2 per client)
@@ -593,7 +602,8 @@ def write_source(n_items: int, cfg: StageConfig, folder: Path) -> dict:
     import polars as pl
 
     rng = np.random.default_rng(cfg.seed)
-    cat = synthetic_catalogue(n_items, ScaleConfig(sizes=[n_items], dim=cfg.dim, items_per_cluster=cfg.items_per_cluster,
+    cat = synthetic_catalogue(n_items, ScaleConfig(sizes=[n_items], dim=cfg.dim,
+                                                   items_per_cluster=cfg.items_per_cluster,
                                                    interactions_per_item=cfg.interactions_per_item,
                                                    history=cfg.history, pq_digits=1), rng)
     src = folder / "source"
@@ -725,14 +735,16 @@ def _collab_child(cfg: StageConfig, work: Path, t0: float) -> dict:
     n_batches = -(-len(data.train_windows) // train_cfg.batch_size)
     timer = _steps_callback()
     quiet_lightning()
-    trainer = L.Trainer(accelerator="cpu", devices=1, max_epochs=1, limit_train_batches=min(cfg.collab_steps, n_batches),
+    trainer = L.Trainer(accelerator="cpu", devices=1, max_epochs=1,
+                        limit_train_batches=min(cfg.collab_steps, n_batches),
                         callbacks=[timer], logger=False, enable_checkpointing=False, enable_model_summary=False,
                         enable_progress_bar=False, num_sanity_val_steps=0, deterministic=True)
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=".*does not have many workers.*")
         trainer.fit(module, datamodule=data)
     np.save(work / "collab.npy", module.model.item_embeddings().detach().numpy().astype(np.float32))
-    return {"loss": train_cfg.loss, "item_grad": "sparse" if getattr(module, "sparse_items", False) else "dense", "n_negatives": train_cfg.n_negatives, "batch_size": train_cfg.batch_size,
+    return {"loss": train_cfg.loss, "item_grad": "sparse" if getattr(module, "sparse_items", False) else "dense",
+            "n_negatives": train_cfg.n_negatives, "batch_size": train_cfg.batch_size,
             **_epoch_fields(timer, n_batches, time.perf_counter() - t0)}
 
 
@@ -742,7 +754,8 @@ def _train_child(cfg: StageConfig, work: Path, t0: float) -> dict:
 
     probe = _steps_callback()
     args = ["--trainer.max_epochs=1", f"--trainer.limit_train_batches={cfg.train_steps}",
-            "--trainer.limit_val_batches=1", f"--data.val_max_users={cfg.val_users}", "--trainer.enable_progress_bar=false",
+            "--trainer.limit_val_batches=1", f"--data.val_max_users={cfg.val_users}",
+            "--trainer.enable_progress_bar=false",
             # exact validation holds (batch, n_items) masks and scores: 64 rows keep that ~0.5 GB at 1M items
             f"--data.eval_batch_size={min(64, cfg.val_users)}",
             "--trainer.logger=false", f"--model.item_id_grad={cfg.item_grad}", *cfg.train_overrides]
@@ -976,7 +989,8 @@ def measure_stages(n_items: int, cfg: StageConfig) -> list[dict]:
                    "seconds": round(seconds, 2), "peak_rss_mb": round(rss, 1), **extra}
             row["seconds"] = extra.get("seconds", row["seconds"])
             rows.append(row)
-            note = f" (extrapolated from {row['extrapolated_from_steps']} steps)" if "extrapolated_from_steps" in row else ""
+            note = (f" (extrapolated from {row['extrapolated_from_steps']} steps)"
+                    if "extrapolated_from_steps" in row else "")
             print(f"  {stage:>9}: {row['seconds']:9.1f} s{note}, peak RSS {row['peak_rss_mb']:7.0f} MB", flush=True)
         return rows + item_grad_rows(n_items, info["n_interactions"], cfg, work)
     finally:
@@ -989,7 +1003,8 @@ def item_grad_rows(n_items: int, n_interactions: int, cfg: StageConfig, work: Pa
     (SparseAdam over the rows a batch read), on the run the stages just built (stage ``item_grad_steps``)."""
     rows = []
     for mode in ("dense", "sparse") if cfg.item_grad_steps else ():
-        spec = asdict(cfg) | {"item_grad": mode, "train_steps": cfg.item_grad_steps, "collab_steps": cfg.item_grad_steps}
+        spec = asdict(cfg) | {"item_grad": mode, "train_steps": cfg.item_grad_steps,
+                              "collab_steps": cfg.item_grad_steps}
         (work / "spec.json").write_text(json.dumps({"config": spec}))
         for stage in ("collab", "train"):
             seconds, rss, extra = run_stage(stage, work)
@@ -1018,7 +1033,8 @@ def serve_again(previous: dict, cfg: StageConfig) -> list[dict]:
         (work / "spec.json").write_text(json.dumps({"config": asdict(cfg)}))
         seconds, rss, extra = run_stage("serve", work)
         extra["http"] = http_load(work, cfg, [p["decoding"] for p in extra["paths"] if p["batch"] == 1])
-        row = {"n_items": n_items, "n_interactions": old["n_interactions"], "stage": "serve", "seconds": round(seconds, 2),
+        row = {"n_items": n_items, "n_interactions": old["n_interactions"], "stage": "serve",
+               "seconds": round(seconds, 2),
                "peak_rss_mb": round(rss, 1), **extra, "git_commit": git_commit(),
                "export_git_commit": old.get("export_git_commit", old.get("git_commit"))}
         rows[rows.index(old)] = row
@@ -1090,7 +1106,8 @@ def export_table(out: dict) -> list[str]:
              "The serve stage's export (configs/sparse.yaml's parallel head) loaded by the server runtime: in-process "
              "p50/p99 per call over users' test histories (top-10, history excluded) at batch 1 and batched, for "
              "the export's exact scoring and for trie beam search on the same export (`serve.py --decoding beam`); "
-             "then a `serve.py` process per path under loopback HTTP load (k = 10). RSS is that server's, after the load.", "",
+             "then a `serve.py` process per path under loopback HTTP load (k = 10). "
+             "RSS is that server's, after the load.", "",
              "| items | decoding | batch | p50 ms | p99 ms | HTTP req/s | HTTP p50 / p99 ms | server RSS MB (peak) |",
              "|---:|---|---:|---:|---:|---:|---:|---:|"]
     for r in rows:
@@ -1112,8 +1129,10 @@ def export_table(out: dict) -> list[str]:
 
 def markdown(out: dict) -> str:
     lines = ["# Scaling (bench/scale.py)", "",
-             f"commit {str(out['git_commit'])[:10]}; {out['machine'].get('cpu_count', '?')} cores shared; bench wall time "
-             f"{out['wall_time_s']:.0f} s; load average before/after {out['load_avg_before']} / {out['load_avg_after']}.",
+             f"commit {str(out['git_commit'])[:10]}; {out['machine'].get('cpu_count', '?')} cores shared; "
+             f"bench wall time "
+             f"{out['wall_time_s']:.0f} s; load average before/after {out['load_avg_before']} / "
+             f"{out['load_avg_after']}.",
              *stage_table(out),
              *export_table(out),
              "", "## Serving: in-process decode latency", "",
@@ -1134,10 +1153,13 @@ def markdown(out: dict) -> str:
         lines += ["", f"p50 growth from {lo:,} to {hi:,} items ({hi // lo}x the catalogue):", ""]
         for batch in sorted({r["batch"] for r in decode_rows(out)}):
             for path in PATHS:
-                a = [r for r in decode_rows(out) if r["n_items"] == lo and r["decoding"] == path and r["batch"] == batch]
-                b = [r for r in decode_rows(out) if r["n_items"] == hi and r["decoding"] == path and r["batch"] == batch]
+                a = [r for r in decode_rows(out)
+                     if r["n_items"] == lo and r["decoding"] == path and r["batch"] == batch]
+                b = [r for r in decode_rows(out)
+                     if r["n_items"] == hi and r["decoding"] == path and r["batch"] == batch]
                 if a and b:
-                    lines.append(f"- batch {batch}, {PATH_LABELS[path]}: {a[0]['p50_ms']:.2f} -> {b[0]['p50_ms']:.2f} ms "
+                    lines.append(f"- batch {batch}, {PATH_LABELS[path]}: "
+                                 f"{a[0]['p50_ms']:.2f} -> {b[0]['p50_ms']:.2f} ms "
                                  f"({b[0]['p50_ms'] / a[0]['p50_ms']:.1f}x)")
     lines += ["", "## Building the decode index", "",
               "| items | codes | structure | seconds | peak RSS MB | index MB |", "|---:|---|---|---:|---:|---:|"]
@@ -1151,7 +1173,8 @@ def markdown(out: dict) -> str:
                           f"({sum(v['compared_calls'] for v in e.values())} calls)" for n, e in eq.items())]
     if out.get("methods"):
         lines += ["", "## Exact pruned methods compared (batch 1)", "",
-                  "| items | codes | head (top-1 p, perplexity) | method | p50 ms | p99 ms | full p50 ms | items scored "
+                  "| items | codes | head (top-1 p, perplexity) | method | p50 ms | p99 ms | full p50 ms "
+                  "| items scored "
                   "| entries read | fell back | = full |",
                   "|---:|---|---|---|---:|---:|---:|---:|---:|---:|---|"]
         for r in out["methods"]:
@@ -1165,7 +1188,8 @@ def markdown(out: dict) -> str:
 
 
 def measured_at(rows: list[dict], default: str) -> str:
-    """The commit(s) stage rows were measured at, e.g. "44c1fbbea5 (10,000, 100,000 items), dbf02969d4 (1,000,000 items)"."""
+    """The commit(s) stage rows were measured at, e.g.
+    "44c1fbbea5 (10,000, 100,000 items), dbf02969d4 (1,000,000 items)"."""
     sizes: dict[str, list[int]] = {}
     for r in rows:
         at = sizes.setdefault(str(r.get("git_commit") or default)[:10], [])
@@ -1182,7 +1206,8 @@ def stage_table(out: dict) -> list[str]:
     if not rows:
         return []
     lines = ["", "## Pipeline stages", "",
-             f"(measured at commit {measured_at(rows, out.get('stages_git_commit') or out['git_commit'])}) A seeded synthetic "
+             f"(measured at commit {measured_at(rows, out.get('stages_git_commit') or out['git_commit'])}) "
+             f"A seeded synthetic "
              "RecBole catalogue (~10 interactions per item, users of 20 events), clustered item vectors imported as "
              "the text modality (no encoder runs), configs/sparse.yaml's layout (PQ separate + parallel head; "
              f"training overrides {' '.join(out.get('stage_config', {}).get('train_overrides', [])) or 'none'}). Each "
@@ -1206,15 +1231,19 @@ def stage_table(out: dict) -> list[str]:
         if "export_mb" in r:
             notes.append(f"export {r['export_mb']:,} MB on disk")
         if "rss_after_load_mb" in r:
-            notes.append(f"RSS after load {r['rss_after_load_mb']:,.0f} MB, after requests {r['rss_after_requests_mb']:,.0f} MB "
+            notes.append(f"RSS after load {r['rss_after_load_mb']:,.0f} MB, "
+                         f"after requests {r['rss_after_requests_mb']:,.0f} MB "
                          f"(own {r.get('rss_anon_mb', float('nan')):,.0f}, memory-mapped files "
                          f"{r.get('rss_file_mb', float('nan')):,.0f}); p50 {r['p50_ms']} ms"
                          + (f", p99 {r['p99_ms']} ms over {r['requests']} users' histories" if "p99_ms" in r else "")
-                         + (f", {100 * r['dense_pass_share']:.0f}% took the dense pass" if "dense_pass_share" in r else "")
+                         + (f", {100 * r['dense_pass_share']:.0f}% took the dense pass"
+                            if "dense_pass_share" in r else "")
                          + (f"; with decoder_step.onnx once per level instead of the encoder's level log-probs, "
-                            f"interleaved: p50 {r['per_level_steps']['p50_ms']} ms, p99 {r['per_level_steps']['p99_ms']} ms"
+                            f"interleaved: p50 {r['per_level_steps']['p50_ms']} ms, "
+                            f"p99 {r['per_level_steps']['p99_ms']} ms"
                             if "per_level_steps" in r else "")
-                         + (f"; served at {str(r['git_commit'])[:7]} from the export built at {str(r['export_git_commit'])[:7]}"
+                         + (f"; served at {str(r['git_commit'])[:7]} "
+                            f"from the export built at {str(r['export_git_commit'])[:7]}"
                             if r.get("export_git_commit") not in (None, r.get("git_commit")) else "")
                          + f" ({r['decoding']})")
         lines.append(f"| {r['n_items']:,} | {r['n_interactions']:,} | {STAGE_LABELS.get(r['stage'], r['stage'])} | "
@@ -1252,7 +1281,8 @@ def plot(out: dict, path: Path) -> None:
                         label=f"{PATH_LABELS[p]}, batch {batch}")
                 ax.scatter(x, [r["p99_ms"] for r in rows], marker="_", s=80, color=colours[p])
     for p, colour in (("exact", "tab:purple"), ("beam", "tab:cyan")):     # the exported model, batch 1
-        rows = sorted((r for r in export_rows(out) if r["decoding"] == p and r["batch"] == 1), key=lambda r: r["n_items"])
+        rows = sorted((r for r in export_rows(out) if r["decoding"] == p and r["batch"] == 1),
+                      key=lambda r: r["n_items"])
         if rows:
             x = [r["n_items"] for r in rows]
             ax.plot(x, [r["p50_ms"] for r in rows], ":", marker="s", color=colour,
@@ -1272,7 +1302,8 @@ def plot(out: dict, path: Path) -> None:
 def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.strip().splitlines()[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__)
-    parser.add_argument("--sizes", type=int, nargs="+", default=None, help="catalogue sizes (default 10000 100000 1000000)")
+    parser.add_argument("--sizes", type=int, nargs="+", default=None,
+                        help="catalogue sizes (default 10000 100000 1000000)")
     parser.add_argument("--smoke", action="store_true", help="one tiny catalogue, short budgets (seconds)")
     parser.add_argument("--out", default=None, help="results folder (default bench/results)")
     parser.add_argument("--compare-size", type=int, default=None,
@@ -1292,7 +1323,8 @@ def main(argv: list[str] | None = None) -> dict:
                         help="training steps measured per training stage before extrapolating (default 300)")
     parser.add_argument("--item-grad-steps", type=int, default=None,
                         help="also time this many steps of each training with a dense and a sparse item table")
-    parser.add_argument("--work", default=None, help="keep the stage runs in this folder (default: a removed temp folder)")
+    parser.add_argument("--work", default=None,
+                        help="keep the stage runs in this folder (default: a removed temp folder)")
     parser.add_argument("--stage-child", nargs=2, metavar=("STAGE", "WORK"), help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.stage_child:
@@ -1306,7 +1338,8 @@ def main(argv: list[str] | None = None) -> dict:
     stage_values = dict(STAGE_SMOKE) if args.smoke else {}
     if args.sizes is not None:
         stage_values["sizes"] = args.sizes
-    for key, name in (("seed", "seed"), ("work", "work"), ("train_steps", "train_steps"), ("train_steps", "collab_steps"),
+    for key, name in (("seed", "seed"), ("work", "work"), ("train_steps", "train_steps"),
+                      ("train_steps", "collab_steps"),
                       ("item_grad_steps", "item_grad_steps")):
         if getattr(args, key) is not None:
             stage_values[name] = getattr(args, key)

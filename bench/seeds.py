@@ -163,7 +163,8 @@ def score_genrec(run: Path) -> dict:
     from genrec.evaluate import EvaluateConfig, evaluate
 
     return {split: evaluate(run, EvaluateConfig(split=split, systems=("genrec",),
-                                                output=f"seeds_metrics_{split}.json"))["systems"]["genrec"] for split in SPLITS}
+                                                output=f"seeds_metrics_{split}.json"))["systems"]["genrec"]
+            for split in SPLITS}
 
 
 def score_sasrec(model, max_items: int, dataset) -> dict:

@@ -86,8 +86,10 @@ class BenchConfig:
 
     def __post_init__(self):
         if self.quick:
-            self.n_latency, self.n_eager, self.n_peer = min(self.n_latency, 100), min(self.n_eager, 20), min(self.n_peer, 3)
-            self.n_http, self.n_load, self.n_flood = min(self.n_http, 100), min(self.n_load, 500), min(self.n_flood, 200)
+            self.n_latency, self.n_eager, self.n_peer = (min(self.n_latency, 100), min(self.n_eager, 20),
+                                                         min(self.n_peer, 3))
+            self.n_http, self.n_load, self.n_flood = (min(self.n_http, 100), min(self.n_load, 500),
+                                                      min(self.n_flood, 200))
         for name in ("n_items", "history", "beam_width", "k", "n_latency", "n_eager", "n_peer", "n_http", "n_load",
                      "n_flood", "flood_clients", "flood_history", "clients", "intra_op_threads", "torch_threads"):
             if getattr(self, name) < 1:
@@ -123,7 +125,8 @@ def build_model(cfg: BenchConfig):
         return module, "trained checkpoint " + str(Path(cfg.run) / "checkpoints" / "best.ckpt")
     codes, levels = synthetic_codes(cfg.n_items, cfg.seed)
     torch.manual_seed(cfg.seed)
-    module = GenRecModule(dims=ModelDims(levels, cfg.n_items, 0, "bench", max_items=20), arch="causal", d_model=128, n_layers=2,
+    module = GenRecModule(dims=ModelDims(levels, cfg.n_items, 0, "bench", max_items=20), arch="causal",
+                          d_model=128, n_layers=2,
                           n_heads=4, d_ff=512, dropout=0.0, item_id_embedding=True,
                           beam_width=cfg.beam_width)
     module.item_codes.copy_(torch.as_tensor(codes))
@@ -183,7 +186,8 @@ def build_tiger(cfg: BenchConfig, module):
 
     codes, levels = synthetic_codes(module.n_items, cfg.seed)
     torch.manual_seed(cfg.seed)
-    tiger = GenRecModule(dims=ModelDims(levels, module.n_items, 0, "bench", max_items=cfg.history), arch="tiger", d_model=128,
+    tiger = GenRecModule(dims=ModelDims(levels, module.n_items, 0, "bench", max_items=cfg.history),
+                         arch="tiger", d_model=128,
                          tiger_layers=4, tiger_heads=6, tiger_d_ff=1024, tiger_dropout=0.0,
                          beam_width=cfg.beam_width)
     tiger.item_codes.copy_(torch.as_tensor(codes))
@@ -228,7 +232,8 @@ def bench_peer(cfg: BenchConfig, tiger_module, histories: list[np.ndarray]) -> t
 
 
 def start_server(folder: Path, log_path: Path, *flags: str, intra_op_threads: int = 1) -> tuple[subprocess.Popen, str]:
-    """`serve.py` on ``folder`` at a free loopback port (extra ``flags`` appended); (process, base URL) once it listens."""
+    """`serve.py` on ``folder`` at a free loopback port (extra ``flags`` appended); (process, base URL)
+    once it listens."""
     log_file = open(log_path, "wb")
     proc = subprocess.Popen([sys.executable, str(REPO / "serve.py"), "--export", str(folder), "--host", "127.0.0.1",
                              "--port", "0", "--intra-op-threads", str(intra_op_threads), "--log-level", "info", *flags],
@@ -262,7 +267,8 @@ def rss_mb(pid: int) -> dict[str, float]:
         key, _, value = line.partition(":")
         if key in ("VmRSS", "VmHWM"):
             fields[key] = int(value.split()[0]) / 1024
-    return {"rss_mb": round(fields.get("VmRSS", float("nan")), 1), "peak_rss_mb": round(fields.get("VmHWM", float("nan")), 1)}
+    return {"rss_mb": round(fields.get("VmRSS", float("nan")), 1),
+            "peak_rss_mb": round(fields.get("VmHWM", float("nan")), 1)}
 
 
 def bench_http(cfg: BenchConfig, folder: Path, work: Path, histories: list[np.ndarray], ids: list[str]) -> dict:
@@ -362,8 +368,10 @@ def main(argv: list[str] | None = None) -> dict:
                     "export_mb": round(export_bytes / 2**20, 2)},
         "onnx_in_process": summary(onnx),
         "http_single_client": summary(http["single"].latencies),
-        "http_load": {"requests": load.n_requests, "clients": cfg.clients, "requests_per_s": round(load.requests_per_s, 1),
-                      "errors": load.n_errors, "n_5xx": http["n_5xx"], "statuses": {str(k): v for k, v in load.statuses.items()},
+        "http_load": {"requests": load.n_requests, "clients": cfg.clients,
+                      "requests_per_s": round(load.requests_per_s, 1),
+                      "errors": load.n_errors, "n_5xx": http["n_5xx"],
+                      "statuses": {str(k): v for k, v in load.statuses.items()},
                       "server_alive_after": http["alive_after_load"], **summary(load.latencies)},
         "http_flood": http["flood"],
         "server_memory": http["memory"],
@@ -379,7 +387,8 @@ def main(argv: list[str] | None = None) -> dict:
                                      "load_avg_after": [round(x, 2) for x in os.getloadavg()]},
         "versions": package_versions(),
     }
-    measured = {"onnx_p50_ms": results["onnx_in_process"]["p50_ms"], "onnx_p99_ms": results["onnx_in_process"]["p99_ms"],
+    measured = {"onnx_p50_ms": results["onnx_in_process"]["p50_ms"],
+                "onnx_p99_ms": results["onnx_in_process"]["p99_ms"],
                 "http_p50_ms": results["http_single_client"]["p50_ms"],
                 "throughput_rps": results["http_load"]["requests_per_s"],
                 "server_rss_mb": results["server_memory"]["peak_rss_mb"],
@@ -387,7 +396,8 @@ def main(argv: list[str] | None = None) -> dict:
                 "speedup_vs_peer": results["speedup"]["onnx_vs_peer_p50"]}
     higher_is_better = {"throughput_rps", "speedup_vs_peer"}
     results["targets"] = {name: {"target": target, "measured": measured[name],
-                                 "met": bool(measured[name] >= target if name in higher_is_better else measured[name] <= target)}
+                                 "met": bool(measured[name] >= target if name in higher_is_better
+                                             else measured[name] <= target)}
                           for name, target in TARGETS.items()}
     out = REPO / cfg.out if not Path(cfg.out).is_absolute() else Path(cfg.out)
     write_json_atomic(out / "serve.json", results)
@@ -400,8 +410,10 @@ def main(argv: list[str] | None = None) -> dict:
 
 def table(r: dict) -> str:
     rows = [
-        ("ONNX in process, batch 1", f"{r['onnx_in_process']['p50_ms']:.2f}", f"{r['onnx_in_process']['p99_ms']:.2f}", ""),
-        ("HTTP loopback, 1 client", f"{r['http_single_client']['p50_ms']:.2f}", f"{r['http_single_client']['p99_ms']:.2f}", ""),
+        ("ONNX in process, batch 1", f"{r['onnx_in_process']['p50_ms']:.2f}",
+         f"{r['onnx_in_process']['p99_ms']:.2f}", ""),
+        ("HTTP loopback, 1 client", f"{r['http_single_client']['p50_ms']:.2f}",
+         f"{r['http_single_client']['p99_ms']:.2f}", ""),
         (f"HTTP loopback, {r['http_load']['clients']} clients", f"{r['http_load']['p50_ms']:.2f}",
          f"{r['http_load']['p99_ms']:.2f}", f"{r['http_load']['requests_per_s']:.0f} req/s, "
          f"{r['http_load']['errors']} errors / {r['http_load']['requests']}"),
@@ -422,7 +434,8 @@ def table(r: dict) -> str:
     lines.append(f"\nserver RSS {r['server_memory']['rss_mb']} MB (peak {r['server_memory']['peak_rss_mb']} MB); "
                  f"{r['setting']['weights']}; load avg before/after {r['machine']['load_avg_before']} / "
                  f"{r['machine']['load_avg_after']}")
-    lines.append("targets: " + ", ".join(f"{k} {v['measured']} ({'met' if v['met'] else 'MISSED'}, target {v['target']})"
+    lines.append("targets: " + ", ".join(f"{k} {v['measured']} "
+                                         f"({'met' if v['met'] else 'MISSED'}, target {v['target']})"
                                          for k, v in r["targets"].items()))
     return "\n".join(lines)
 

@@ -151,7 +151,8 @@ def runs_section(results: dict[str, dict], seeds: dict[str, dict]) -> str:
              "`results/NAME.json`); the cornac rows are added by `python bench/cornac_tiger.py --dataset NAME` "
              "(or `bench/run.py --with-cornac`). Test split, leave-one-out, full ranking over the catalogue, "
              "histories cut to the last 20 items, one seed per dataset (below). \"pipeline min\" is genrec's "
-             "prepare → embed (incl. SASRec) → tokenize → train → evaluate, and a peer's fit plus evaluation.", "",
+             "prepare → embed (incl. SASRec) → tokenize → train → evaluate, and a peer's fit plus evaluation.",
+             "",
              table(results).rstrip(), "", "![NDCG@10 per system and dataset](results/summary.png)", "",
              "**Runs.** Seeds: genrec's as its JSON records it (a `seed` field, `--seed_everything` in the "
              "command, or the bench-run seed `bench/seeds.py` found; \"—\" where none does: those runs used "
@@ -162,7 +163,8 @@ def runs_section(results: dict[str, dict], seeds: dict[str, dict]) -> str:
              "many came from the embedding cache (a cached text costs no encoder time, so the embed time "
              "depends on it).", ""]
     lines += header(["dataset", "command", "seed genrec / SASRec", "users", "items", "interactions", "prepare s",
-                     "embed s (incl. SASRec)", "tokenize s", "train s", "evaluate s", "peak RSS MB", "text vectors", "commit"])
+                     "embed s (incl. SASRec)", "tokenize s", "train s", "evaluate s", "peak RSS MB", "text vectors",
+                     "commit"])
     for dataset, r in results.items():
         cfg, stats, st = r.get("config", {}), r["dataset_stats"], r["stages"]
         extra = cfg.get("train_args", [])
@@ -370,7 +372,8 @@ def weights_section(weights: dict[str, dict]) -> str:
              "logit, which ranks as the item logit times 1/S (`model.item_logit_weight`).", ""]
     for name, w in weights.items():
         lines += [f"Run `{w['run']}`, commit {commit(w['git_commit'])}, {num(w['seconds'])} s. "
-                  f"Gain of the pick over the plain score ({0 if w['modality'] == 'popularity' else 1}): validation {w['gain']['valid']:+.4f}, test {w['gain']['test']:+.4f}.", "",
+                  f"Gain of the pick over the plain score ({0 if w['modality'] == 'popularity' else 1}): "
+                  f"validation {w['gain']['valid']:+.4f}, test {w['gain']['test']:+.4f}.", "",
                   weights_markdown(w)]
     return "\n".join(lines)
 
@@ -428,7 +431,8 @@ def layouts_section(layouts: dict[str, dict]) -> str:
              "non-leaf trie level, `genrec evaluate --search exact`). Ratio = test NDCG@10 over the best row's; "
              "SASRec is scored in the same run.", ""]
     for name, found in layouts.items():
-        lines += [f"**{name}**: {command_with(f'python bench/layouts.py --dataset {name}', found.get('train_args', []))}"
+        lines += [f"**{name}**: "
+                  f"{command_with(f'python bench/layouts.py --dataset {name}', found.get('train_args', []))}"
                   f"; {found['seconds'] / 60:.1f} min of stage and decoding time in all rows; commit "
                   f"{commit(found['git_commit'])}", "", table(name, found),
                   f"![layouts on {name}](results/layouts_{name}.png)", ""]
@@ -524,7 +528,8 @@ def tokenizer_section(tokenizers: dict[str, dict], results: dict[str, dict]) -> 
             levels = [lv for lv in t["levels"] if lv["size"] > 1]
             recon = ", ".join(f"{k} {v['relative']:.2f}" for k, v in sorted(t["reconstruction"].items()))
             lines.append(row([dataset, len(levels), f"{min(lv['used_fraction'] for lv in levels):.0%}",
-                              f"{min(lv['perplexity'] for lv in levels):.0f}–{max(lv['perplexity'] for lv in levels):.0f}",
+                              f"{min(lv['perplexity'] for lv in levels):.0f}–"
+                              f"{max(lv['perplexity'] for lv in levels):.0f}",
                               collisions(t["collisions_raw"]), recon, num(t.get("seconds"), 1)]))
         lines.append("")
     return "\n".join(lines)

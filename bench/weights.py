@@ -77,7 +77,8 @@ def markdown(result: dict) -> str:
     plain = 0 if result["modality"] == POPULARITY else 1
     lines = [f"**{result['dataset']}: {what}** (validation picks "
              f"{result['chosen']}; test is read for the pick and for {plain} only{replaced})", "",
-             "| weight | split | NDCG@10 | Recall@20 | " + " | ".join(f"NDCG@10, target seen {b}" for b in labels) + " |",
+             "| weight | split | NDCG@10 | Recall@20 | "
+             + " | ".join(f"NDCG@10, target seen {b}" for b in labels) + " |",
              "|---|---|---|---|" + "---|" * len(labels)]
     for row in result["rows"]:
         for split in ("valid", "test"):
@@ -125,14 +126,16 @@ def run_weights(dataset: str, run_dir: Path, modality: str, values: list[float],
     values = sorted(set(values) | {plain}, reverse=True)
     if modality in (POPULARITY, DIGITS):
         if module.default_search(EvaluateConfig().search) != "rerank":
-            what = "a popularity prior is added to" if popularity else "the digits are weighed against the item logit in"
+            what = ("a popularity prior is added to" if popularity
+                    else "the digits are weighed against the item logit in")
             raise ValueError(f"{ckpt} decodes with search {module.default_search(EvaluateConfig().search)!r}; "
                              f"{what} search 'rerank' scores only (a model trained with --model.item_loss_weight 1)")
         base = sid.level_weights(hold) if hold else trained
     if modality in (POPULARITY, DIGITS):
         settings = swept_settings(modality, values, base or [1.0] * len(module.level_sizes), counts)
     else:
-        settings = {v: (sid.level_weights({**hold, modality: v}), None) for v in values}   # raises on an unknown modality
+        # raises on an unknown modality
+        settings = {v: (sid.level_weights({**hold, modality: v}), None) for v in values}
     t0 = time.perf_counter()
     rows = []
     for v in values:
