@@ -37,7 +37,8 @@ def write_fake_run(tmp_path: Path, model, source_ids=None, titles=None) -> Path:
     items = pl.DataFrame({"item_id": list(range(n)),
                           "source_id": source_ids or [f"B{i:06d}" for i in range(n)],
                           "title": titles or [f"Item {i}" for i in range(n)]})
-    items = items.with_columns([pl.lit(None).cast(t).alias(c) for c, t in ITEM_SCHEMA.items() if c not in items.columns])
+    items = items.with_columns([pl.lit(None).cast(t).alias(c) for c, t in ITEM_SCHEMA.items()
+                                if c not in items.columns])
     items.select([pl.col(c).cast(t) for c, t in ITEM_SCHEMA.items()]).write_parquet(run / "dataset" / "items.parquet")
     seqs = pl.DataFrame({"user_id": [0], "source_user_id": ["u0"], "item_ids": [[0, 1, 2]], "timestamps": [None]},
                         schema=SEQUENCE_SCHEMA)

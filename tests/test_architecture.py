@@ -89,11 +89,13 @@ def test_inference_side_does_not_import_lightning():
     assert out.strip() == "[]"
 
 
-MAX_LINE = 120   # the line length of genrec/ and bench/ (nanoGPT/litgpt-style code stays readable side by side)
+MAX_LINE = 120   # genrec/, bench/ and tests/ (nanoGPT/litgpt-style code stays readable side by side)
 
 
-def test_package_and_bench_lines_fit_the_line_length():
-    long = [f"{path.relative_to(PACKAGE.parent)}:{n}: {len(line)} characters"
-            for path in sorted([*PACKAGE.rglob("*.py"), *(PACKAGE.parent / "bench").glob("*.py")])
+def test_package_bench_and_test_lines_fit_the_line_length():
+    repo = PACKAGE.parent
+    sources = [*PACKAGE.rglob("*.py"), *(repo / "bench").glob("*.py"), *(repo / "tests").rglob("*.py")]
+    long = [f"{path.relative_to(repo)}:{n}: {len(line)} characters"
+            for path in sorted(sources)
             for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1) if len(line) > MAX_LINE]
     assert not long, f"lines over {MAX_LINE} characters:\n" + "\n".join(long)

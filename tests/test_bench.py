@@ -36,9 +36,9 @@ def test_bench_smoke_writes_a_valid_result(tmp_path):
         assert (tmp_path / "results" / f"smoke_{kind}.png").read_bytes()[:4] == b"\x89PNG"
 
     # bench/segments.py on the same run: its overall test figures are the bench's own.
-    out = subprocess.run([sys.executable, "bench/segments.py", "--dataset", "smoke", "--run-dir", str(tmp_path / "smoke"),
-                          "--results-dir", str(tmp_path / "results")], cwd=REPO, capture_output=True, text=True,
-                         timeout=600)
+    out = subprocess.run([sys.executable, "bench/segments.py", "--dataset", "smoke",
+                          "--run-dir", str(tmp_path / "smoke"), "--results-dir", str(tmp_path / "results")],
+                         cwd=REPO, capture_output=True, text=True, timeout=600)
     assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
     segments = json.loads((tmp_path / "results" / "segments_smoke.json").read_text())
     for system in ("genrec", "sasrec"):
@@ -49,8 +49,9 @@ def test_bench_smoke_writes_a_valid_result(tmp_path):
 
     # bench/weights.py on the same run (fused codes: one weight on every digit); 1 is always tried, and test is
     # read for the validation pick and for 1 only.
-    out = subprocess.run([sys.executable, "bench/weights.py", "--dataset", "smoke", "--run-dir", str(tmp_path / "smoke"),
-                          "--results-dir", str(tmp_path / "results"), "--modality", "fused", "--values", "0.5"],
+    out = subprocess.run([sys.executable, "bench/weights.py", "--dataset", "smoke",
+                          "--run-dir", str(tmp_path / "smoke"), "--results-dir", str(tmp_path / "results"),
+                          "--modality", "fused", "--values", "0.5"],
                          cwd=REPO, capture_output=True, text=True, timeout=600)
     assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
     weights = json.loads((tmp_path / "results" / "weights_smoke_fused.json").read_text())
@@ -60,12 +61,14 @@ def test_bench_smoke_writes_a_valid_result(tmp_path):
     assert all(("test" in r) == (r["value"] in (1.0, weights["chosen"])) for r in weights["rows"])
     assert "(chosen)" in (tmp_path / "results" / "weights_smoke_fused.md").read_text()
     # --popularity adds to search "rerank" scores; the smoke model has no trained item logit, so one line says so
-    out = subprocess.run([sys.executable, "bench/weights.py", "--dataset", "smoke", "--run-dir", str(tmp_path / "smoke"),
-                          "--results-dir", str(tmp_path / "results"), "--popularity", "-0.1"],
+    out = subprocess.run([sys.executable, "bench/weights.py", "--dataset", "smoke",
+                          "--run-dir", str(tmp_path / "smoke"), "--results-dir", str(tmp_path / "results"),
+                          "--popularity", "-0.1"],
                          cwd=REPO, capture_output=True, text=True, timeout=600)
     assert out.returncode == 1 and "search 'rerank' scores only" in out.stderr and "Traceback" not in out.stderr
-    out = subprocess.run([sys.executable, "bench/weights.py", "--dataset", "smoke", "--run-dir", str(tmp_path / "smoke"),
-                          "--results-dir", str(tmp_path / "results"), "--digits", "0.5"],
+    out = subprocess.run([sys.executable, "bench/weights.py", "--dataset", "smoke",
+                          "--run-dir", str(tmp_path / "smoke"), "--results-dir", str(tmp_path / "results"),
+                          "--digits", "0.5"],
                          cwd=REPO, capture_output=True, text=True, timeout=600)
     assert out.returncode == 1 and "weighed against the item logit" in out.stderr and "Traceback" not in out.stderr
 

@@ -43,7 +43,8 @@ def test_cold_start_smoke_writes_a_result(tmp_path):
     assert (tmp_path / "results" / "cold_start_smoke.md").read_text().startswith("**smoke: cold start")
     # the held-out items never reached the cold run (no leakage), and came back through add-items
     cold_items = set(pl.read_parquet(tmp_path / "run" / "cold" / "dataset" / "items.parquet")["source_id"])
-    new_items = [json.loads(line)["source_id"] for line in (tmp_path / "run" / "new_items.jsonl").read_text().splitlines()]
+    new_items = [json.loads(line)["source_id"]
+                 for line in (tmp_path / "run" / "new_items.jsonl").read_text().splitlines()]
     assert not cold_items & set(new_items)
     served = json.loads((tmp_path / "run" / "export_added" / "items.json").read_text())["source_id"]
     assert served[c["n_items_cold_run"]:] == new_items

@@ -64,7 +64,8 @@ def test_summary_renders_a_cornac_sasrec_row(tmp_path):
     (tmp_path / "Office.json").write_text(json.dumps(result))
     text = render(tmp_path)
     assert "| Office | cornac SASRec (its defaults) | 0.0500 |" in text
-    assert "| Office | cornac SASRec (its defaults) | `python bench/cornac_sasrec.py --dataset Office` | 20 | 15 |" in text
+    assert ("| Office | cornac SASRec (its defaults) | `python bench/cornac_sasrec.py --dataset Office` | 20 | 15 |"
+            in text)
     assert "cornac SASRec (its defaults)" in readme_table({"Office": result}).splitlines()[0]
 
 

@@ -157,7 +157,8 @@ def test_layouts_smoke_scores_one_autoregressive_checkpoint_at_several_widths(tm
     assert out.returncode == 0, out.stderr[-3000:]
     again = json.loads((tmp_path / "results" / "layouts_smoke.json").read_text())["rows"]
     assert [(r["layout"], r["beam_width"], r.get("search")) for r in again] == [
-        ("pq-parallel", None, None), *[(AR, w, "exact" if w == exact else "beam") for w in sorted({20, min(50, exact), exact})],
+        ("pq-parallel", None, None),
+        *[(AR, w, "exact" if w == exact else "beam") for w in sorted({20, min(50, exact), exact})],
         (AR, 20, "rerank")]
     assert all(r["train_seconds"] == rows[1]["train_seconds"] and r["invalid_rate"] == 0.0 for r in again[1:])
 

@@ -25,8 +25,8 @@ def test_help_names_the_sizes_flag():
 
 
 def test_smoke_writes_the_schema_with_pruned_equal_to_full(tmp_path):
-    out = subprocess.run([sys.executable, "bench/scale.py", "--smoke", "--serving-only", "--out", str(tmp_path)], cwd=REPO,
-                         capture_output=True, text=True, timeout=600)
+    out = subprocess.run([sys.executable, "bench/scale.py", "--smoke", "--serving-only", "--out", str(tmp_path)],
+                         cwd=REPO, capture_output=True, text=True, timeout=600)
     assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
     result = json.loads((tmp_path / "scale.json").read_text())
     scale.validate(result)

@@ -32,7 +32,8 @@ def _parse(argv, yaml_path=None):
 
 
 def test_flags_override_defaults_and_nest():
-    cfg = _parse(["--ratio", "0.25", "--flag", "true", "--sizes", "3,11", "--inner.width", "13", "--inner.name", "none"])
+    cfg = _parse(["--ratio", "0.25", "--flag", "true", "--sizes", "3,11",
+                  "--inner.width", "13", "--inner.name", "none"])
     assert cfg == Outer(ratio=0.25, flag=True, sizes=(3, 11), inner=Inner(width=13, name=None))
 
 

@@ -60,12 +60,14 @@ def test_code_table_by_hand():
     assert c0["n_items"] == 3 and c0["purity"] == pytest.approx(2 / 3)
     assert c0["top_items"] == [1, 0]                                       # most popular first
     assert c0["top_categories"] == [{"category": "A", "n_items": 2}, {"category": "B", "n_items": 1}]
-    assert first["codes"][1]["purity"] == 1.0 and first["codes"][1]["top_categories"] == [{"category": "B", "n_items": 1}]
+    assert (first["codes"][1]["purity"] == 1.0
+            and first["codes"][1]["top_categories"] == [{"category": "B", "n_items": 1}])
     assert first["purity"] == pytest.approx((2 + 1 + 1) / 5)                 # item 3 has no category
     assert second["prefix_purity"] == 1.0 and second["dedup"] and not first["dedup"]
     assert table["n_categories"] == 2 and table["n_items_with_category"] == 5
     named = codes_json(table, ["a", "b", "c", "d", "e", "f"], ["TA", None, "TC", "TD", "TE", "TF"])
-    assert named["digits"][0]["codes"][0]["top_items"] == [{"item_id": "b", "title": None}, {"item_id": "a", "title": "TA"}]
+    assert named["digits"][0]["codes"][0]["top_items"] == [
+        {"item_id": "b", "title": None}, {"item_id": "a", "title": "TA"}]
     tie = code_table(codes, (3, 5), categories=categories, top_items=3)["digits"][0]["codes"][0]
     assert tie["top_items"] == [0, 1, 2]                                    # no popularity: item order
 

@@ -259,7 +259,8 @@ def test_long_texts_are_cut_and_counted(tmp_path: Path, capsys) -> None:
                           "brand": ["e", None, "f"]})
     cut, counts = prep.cap_text(items, 10)
     assert counts == {"title": 1, "description": 1}
-    assert cut["title"].to_list() == ["a" * 10, "short", None] and cut["description"].to_list() == ["b" * 10, "c" * 10, "d"]
+    assert (cut["title"].to_list() == ["a" * 10, "short", None]
+            and cut["description"].to_list() == ["b" * 10, "c" * 10, "d"])
     assert prep.cap_text(items, 0) == (items, {})   # 0 = no cap
     with pytest.raises(ValueError, match="max_text_chars must be an integer >= 0"):
         PrepareConfig(max_text_chars=-1)

@@ -554,7 +554,8 @@ def test_raw2023_polars_path_equals_the_line_reader(tmp_path: Path, gz: bool) ->
     assert fast is not None
     slow = _read_reviews(_R2023, path, ReadContext(progress=False)).frame()
     assert fast.schema == slow.schema and fast.to_dicts() == slow.to_dicts()
-    assert events(read_source(tmp_path, "raw2023", progress=False)[1])[:2] == [("U1", "B01", 1588687728), ("U2", "B02", -2)]
+    assert events(read_source(tmp_path, "raw2023", progress=False)[1])[:2] == [
+        ("U1", "B01", 1588687728), ("U2", "B02", -2)]
 
 
 @pytest.mark.parametrize("bad", ['{"user_id": 5, "parent_asin": "B9", "timestamp": 1}',       # id as a number

@@ -273,7 +273,8 @@ def test_top_items_routes_exact_decoding_through_the_pruned_search(large, monkey
 
 def test_step_is_called_as_score_catalogue_calls_it(large):
     trie, base = large
-    mine, theirs = TableStep(cluster_head(base, trie.level_sizes, 3, 2)), TableStep(cluster_head(base, trie.level_sizes, 3, 2))
+    mine, theirs = (TableStep(cluster_head(base, trie.level_sizes, 3, 2)),
+                    TableStep(cluster_head(base, trie.level_sizes, 3, 2)))
     pruned_search(mine, trie, 3, 10, min_items=SEARCHED)
     score_catalogue(theirs, trie, 3, 10)
     assert mine.calls == theirs.calls == [(level, [0, 1, 2]) for level in range(trie.depth)]

@@ -133,7 +133,8 @@ def test_parallel_head_onnx_matches_torch_eager(parallel_export, lengths, monkey
     """The parallel head exports through the same step signature; both sides score every item exactly."""
     import genrec.decode.exhaustive as exhaustive
 
-    monkeypatch.setattr(exhaustive, "beam_search", lambda *a, **k: pytest.fail("the parallel head must not beam-search"))
+    monkeypatch.setattr(exhaustive, "beam_search",
+                        lambda *a, **k: pytest.fail("the parallel head must not beam-search"))
     folder, module = parallel_export
     runtime = ExportRuntime(folder)
     assert runtime.exact and json.loads((folder / "manifest.json").read_text())["decoding"] == "exact"
@@ -154,7 +155,8 @@ def test_a_parallel_export_decodes_from_one_encoder_call(parallel_export, monkey
     fused = encoded["level_log_probs"]
     assert fused.shape == (len(histories), len(LEVELS), max(LEVELS))
     for level, k in enumerate(LEVELS):
-        stepped, _ = runtime.decoder_step.run(None, {"state": encoded["state"], "last_code": np.zeros(len(histories), np.int64),
+        stepped, _ = runtime.decoder_step.run(None, {"state": encoded["state"],
+                                                     "last_code": np.zeros(len(histories), np.int64),
                                                      "level": np.array(level, dtype=np.int64)})
         np.testing.assert_allclose(fused[:, level, :k], stepped[:, :k], atol=1e-5)
         assert np.isneginf(fused[:, level, k:]).all()
@@ -182,7 +184,8 @@ def test_a_parallel_export_can_be_served_by_trie_beam_search(parallel_export, mo
     assert exact.metadata()["search"] == "exact" and beam.metadata()["search"] == "beam"
     histories = random_histories(N_ITEMS, [1, 4, MAX_ITEMS + 3], seed=11)
     want = exact.recommend(histories, 10)
-    monkeypatch.setattr(exhaustive, "pruned_search", lambda *a, **k: pytest.fail("beam decoding must not score every item"))
+    monkeypatch.setattr(exhaustive, "pruned_search",
+                        lambda *a, **k: pytest.fail("beam decoding must not score every item"))
     wide = beam.recommend(histories, 10, beam_width=N_ITEMS)
     np.testing.assert_array_equal(wide.items, want.items)
     np.testing.assert_allclose(wide.scores, want.scores, atol=TOL)
@@ -237,7 +240,8 @@ def test_an_export_decodes_with_the_models_level_weights(tmp_path, head):
     folder = tmp_path / head
     manifest = export_module(module, folder, ExportConfig(search="rerank", add_items=False), source_ids=source_ids())
     runtime = ExportRuntime(folder)
-    assert manifest["level_weights"] == list(runtime.level_weights) == runtime.metadata()["semantic_id"]["level_weights"] == weights
+    assert (manifest["level_weights"] == list(runtime.level_weights)
+            == runtime.metadata()["semantic_id"]["level_weights"] == weights)
     histories = random_histories(N_ITEMS, [1, 4, MAX_ITEMS + 3], seed=43)
     _assert_parity(compare(module, runtime, histories, k=10, beam_width=20))
     hist = torch.as_tensor(left_pad(histories, MAX_ITEMS))

@@ -68,7 +68,8 @@ def test_tiger_trains_the_user_token_it_reads_at_evaluation():
     assert not torch.allclose(loss, other_users)
     loss.backward()
     tokens = torch.as_tensor(m.model.layout.user_token(batch[2].numpy()).astype(np.int64))
-    grads = [p.grad for name, p in m.named_parameters() if p.grad is not None and p.shape[0] == m.model.layout.vocab_size]
+    grads = [p.grad for name, p in m.named_parameters()
+             if p.grad is not None and p.shape[0] == m.model.layout.vocab_size]
     assert grads and any(g[tokens].abs().sum() > 0 for g in grads)   # the user tokens' embeddings learn
 
 
@@ -115,7 +116,8 @@ def test_causal_position_ignores_future_and_padding():
     assert torch.isfinite(m.model.encode(*m.genrec.history_inputs(short)[:2])).all()  # padded rows give no NaN
 
 
-@pytest.mark.parametrize("arch, head", [("causal", "autoregressive"), ("causal", "parallel"), ("tiger", "autoregressive")])
+@pytest.mark.parametrize("arch, head", [("causal", "autoregressive"), ("causal", "parallel"),
+                                        ("tiger", "autoregressive")])
 def test_step_decoding_equals_teacher_forcing(arch, head):
     """Scores from incremental decoding (state carried between steps) or, for the parallel head, exact
     catalogue scoring == one teacher-forced pass."""
@@ -131,7 +133,8 @@ def test_step_decoding_equals_teacher_forcing(arch, head):
                 if m.arch == "causal":
                     c, v, _, _, _ = m.genrec.history_inputs(hist[row: row + 1])
                     logits = m.model(c, v, target[None, None].expand(1, hist.shape[1], -1).clone(),
-                                     torch.zeros(1, hist.shape[1], dtype=torch.bool).index_fill_(1, torch.tensor([hist.shape[1] - 1]), True))
+                                     torch.zeros(1, hist.shape[1], dtype=torch.bool).index_fill_(
+                                         1, torch.tensor([hist.shape[1] - 1]), True))
                     logits = [lg[0] for lg in logits]
                 else:
                     tokens, attn = m.genrec.tiger_inputs(hist[row: row + 1])
@@ -293,7 +296,8 @@ def test_parallel_head_ranks_every_item_by_its_exact_log_prob(monkeypatch):
     with torch.no_grad():
         for p in m.model.head.parameters():
             p.normal_(0.0, 0.5)                        # peaked log-probs: no near-ties in the top-k
-    monkeypatch.setattr(exhaustive, "beam_search", lambda *a, **k: pytest.fail("the parallel head must not beam-search"))
+    monkeypatch.setattr(exhaustive, "beam_search",
+                        lambda *a, **k: pytest.fail("the parallel head must not beam-search"))
     hist = torch.as_tensor(left_pad([np.array([1, 2, 3]), np.array([5]), np.array([8, 9, 10, 11, 12, 13, 14])], 6))
     res = m.recommend(hist, k=10, exclude=[np.array([1, 2, 3]), np.array([]), np.array([0])])
     with torch.no_grad():

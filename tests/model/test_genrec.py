@@ -149,7 +149,8 @@ def _brute_force_rerank(model: GenRec, hist: torch.Tensor, exclude: list[np.ndar
                     if level:
                         h = model.model.head.advance(level - 1, h, model.item_codes[item, level - 1:level])
                     w = (model.config.level_weights or [1.0] * len(model.level_sizes))[level]
-                    s += w * float(torch.log_softmax(model.model.head.logits(level, h).double(), -1)[0, model.item_codes[item, level]])
+                    s += w * float(torch.log_softmax(model.model.head.logits(level, h).double(), -1)[
+                        0, model.item_codes[item, level]])
                 prior = 0.0 if model.item_prior is None else float(model.item_prior[item])
                 logit = model.config.item_logit_weight * float(state[b].double() @ table[item].double())
                 scores[item] = s + logit + prior
@@ -301,7 +302,8 @@ def test_an_items_token_adds_the_mean_of_its_attribute_embeddings(tmp_path):
     model.save(tmp_path / "m.pt")
     loaded = GenRec.from_checkpoint(tmp_path / "m.pt")
     np.testing.assert_array_equal(loaded.item_attributes.numpy(), attrs)
-    np.testing.assert_array_equal(loaded.recommend(hist, k=5, beam_width=N_ITEMS, exclude=[np.array([3]), np.array([1])],
+    np.testing.assert_array_equal(loaded.recommend(hist, k=5, beam_width=N_ITEMS,
+                                                   exclude=[np.array([3]), np.array([1])],
                                                    search="rerank").items, want.items)
     with pytest.raises(ValueError, match="attribute ids; pass them"):
         model.set_catalogue(_codes())

@@ -406,5 +406,6 @@ def test_two_workers_answer(tiny_export, tmp_path):
             assert str(httpx.get(url + "/health", timeout=30).json()["pid"]) in pids
         # whichever worker answers the scrape, it reports both workers' traffic
         for _ in range(3):
-            assert metric(url, "genrec_http_requests_total", {"method": "POST", "route": "/recommend", "status": "200"}) == 10
+            assert metric(url, "genrec_http_requests_total",
+                          {"method": "POST", "route": "/recommend", "status": "200"}) == 10
             assert metric(url, "genrec_queries_total") == 10 + 2                          # + each worker's warm-up

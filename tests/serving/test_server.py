@@ -55,7 +55,8 @@ def test_every_endpoint(client, runtime):
     assert health.status_code == 200 and health.json()["status"] == "ok" and health.json()["n_items"] == N_ITEMS
 
     meta = client.get("/metadata").json()
-    assert meta["n_items"] == N_ITEMS and meta["semantic_id"] == {"n_levels": 4, "level_sizes": [5, 7, 11, 3], "level_weights": None}
+    assert (meta["n_items"] == N_ITEMS
+            and meta["semantic_id"] == {"n_levels": 4, "level_sizes": [5, 7, 11, 3], "level_weights": None})
     assert meta["arch"] == "causal" and meta["name"] == "tiny" and meta["versions"]["onnxruntime"]
     assert meta["decoding"] == "beam"
     assert meta["max_items"] == MAX_ITEMS and meta["server"]["max_k"] == N_ITEMS
@@ -71,8 +72,9 @@ def test_every_endpoint(client, runtime):
     assert not set(history) & {it["item_id"] for it in body["items"]}      # exclude_history defaults to true
     assert body["unknown_history_items"] == [] and body["history_used"] == 3 and body["history_truncated"] is False
 
-    batch = client.post("/recommend/batch", json={"requests": [{"history": history, "k": 5},
-                                                               {"history": [IDS[1]], "k": 2, "exclude_history": False}]})
+    batch = client.post("/recommend/batch",
+                        json={"requests": [{"history": history, "k": 5},
+                                           {"history": [IDS[1]], "k": 2, "exclude_history": False}]})
     assert batch.status_code == 200, batch.text
     first, second = batch.json()["results"]
     # Same answer as POST /recommend; scores may move in the last float32 bits with the batch's size.
@@ -80,7 +82,8 @@ def test_every_endpoint(client, runtime):
     assert [it["score"] for it in first["items"]] == pytest.approx([it["score"] for it in body["items"]], abs=1e-5)
     assert len(second["items"]) == 2
 
-    assert client.get("/openapi.json").json()["paths"].keys() >= {"/recommend", "/recommend/batch", "/health", "/metadata"}
+    assert client.get("/openapi.json").json()["paths"].keys() >= {
+        "/recommend", "/recommend/batch", "/health", "/metadata"}
     docs = client.get("/docs")
     assert docs.status_code == 200 and "swagger" in docs.text.lower()
 

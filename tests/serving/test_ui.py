@@ -132,7 +132,8 @@ def test_items_meta_is_listed_and_checked(ui_export, catalogue):
 
 @pytest.mark.parametrize("change", [lambda m: [m], lambda m: dict(m, popularity=["many"] * N_ITEMS),
                                     lambda m: dict(m, category=[["a", "b"]] * N_ITEMS),
-                                    lambda m: dict(m, popularity=[True] * N_ITEMS), lambda m: dict(m, image=[3] * N_ITEMS)])
+                                    lambda m: dict(m, popularity=[True] * N_ITEMS),
+                                    lambda m: dict(m, image=[3] * N_ITEMS)])
 def test_malformed_items_meta_is_one_line_naming_the_file(ui_export, change):
     """With checksums off (RuntimeConfig.verify_checksums), a hand-edited file still gets one clear line."""
     from genrec.io import ArtifactError
@@ -266,7 +267,8 @@ def browser_page(ui_export, tmp_path_factory):
     driven by Playwright."""
     if not CHROMIUM.exists():
         pytest.skip(f"{CHROMIUM} not found: install Debian's chromium (apt-get install -y chromium; .ci/run does)")
-    sync_api = pytest.importorskip("playwright.sync_api", reason="playwright is not installed (pip install -e '.[dev]')")
+    sync_api = pytest.importorskip("playwright.sync_api",
+                                   reason="playwright is not installed (pip install -e '.[dev]')")
     log = tmp_path_factory.mktemp("ui-serve") / "server.log"
     with running_server(ui_export, log, "--log-level", "info") as (url, _, _proc):
         with sync_api.sync_playwright() as pw:

@@ -150,7 +150,8 @@ def test_manifest_counts_levels_per_tokenizer_and_digits_separately(tmp_path):
 def test_manifest_written_before_n_digits_is_read_with_the_new_meaning(tmp_path):
     m = write_semantic_ids(tmp_path, add_dedup_level(CODES), (4, 5, 3), extra_files=[])
     # the old shape: n_levels counted every digit, the method only inside config
-    old = {k: v for k, v in m.items() if k not in ("n_digits", "dedup_digit")} | {"n_levels": 3, "config": {"method": "pq"}}
+    old = {k: v for k, v in m.items() if k not in ("n_digits", "dedup_digit")} | {
+        "n_levels": 3, "config": {"method": "pq"}}
     write_json_atomic(tmp_path / "manifest.json", old)
     sid = load_semantic_ids(tmp_path)
     assert (sid.n_levels, sid.n_digits, sid.method) == (2, 3, "pq")

@@ -64,7 +64,8 @@ def test_tokenize_writes_a_complete_sid_folder(fused_run):
     assert m["stage"] == "tokenize" and m["method"] == "rqvae" and m["modalities"] == ["fused"]
     assert (m["n_levels"], m["n_digits"], m["dedup_digit"]) == (3, 4, 3) and sid.method == "rqvae"
     assert m["inputs"] == {"features/fused.npy": sha256_file(run / "features" / "fused.npy")}
-    assert m["config"]["codebook_size"] == 7 and m["config"]["rqvae"]["hidden_dims"] == [16] and m["vocab"]["total"] == sum(sid.level_sizes)
+    assert (m["config"]["codebook_size"] == 7 and m["config"]["rqvae"]["hidden_dims"] == [16]
+            and m["vocab"]["total"] == sum(sid.level_sizes))
     assert (run / "sid" / "report.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert (run / "sid" / "logs" / "fused" / "version_0" / "metrics.csv").exists()
     assert json.loads((run / "sid" / "report.json").read_text()) == json.loads(json.dumps(report))
@@ -123,7 +124,8 @@ def test_separate_modalities_concatenate_codes(tmp_path):
     sid = load_semantic_ids(run)
     check_codes(sid)
     assert sid.n_digits == 5 and sid.level_sizes[:4] == (7, 7, 7, 7)
-    assert sid.n_levels == sid.manifest["n_levels"] == 2 and sid.manifest["n_digits"] == 5   # 2 levels x 2 modalities + dedup
+    # 2 levels x 2 modalities + dedup
+    assert sid.n_levels == sid.manifest["n_levels"] == 2 and sid.manifest["n_digits"] == 5
     assert sid.manifest["modalities"] == ["text", "image"] and set(report["reconstruction"]) == {"text", "image"}
     tok = load_tokenizer(sid.folder / "tokenizer.pt")
     assert list(tok.models) == ["text", "image"]
@@ -214,7 +216,8 @@ def test_identical_vectors_are_told_apart_by_the_last_and_dedup_levels(tmp_path)
     [
         (dict(fused=np.ones(N_ITEMS, dtype=np.float32)), "2-D"),
         (dict(fused=np.zeros((0, 13), dtype=np.float32)), "non-empty"),
-        (dict(fused=np.where(np.arange(N_ITEMS)[:, None] % 17 == 4, np.inf, clustered())), r"2 of 37 rows .*rows 4, 21"),
+        (dict(fused=np.where(np.arange(N_ITEMS)[:, None] % 17 == 4, np.inf, clustered())),
+         r"2 of 37 rows .*rows 4, 21"),
     ],
 )
 def test_bad_features_are_clear_errors_and_write_nothing(tmp_path, matrices, match):
