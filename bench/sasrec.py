@@ -3,6 +3,7 @@
     python bench/sasrec.py --dataset Beauty                              # every variant below
     python bench/sasrec.py --dataset Beauty --variants default dropout0.5 # only these; the others are kept
     python bench/sasrec.py --smoke                                       # the demo catalogue, seconds (CI)
+    python bench/sasrec.py --dataset NAME --variants default X --base-from-run   # default: the run's own stage
 
 Each variant is the dataset's bench setting (``stages: embed: sasrec:`` of its config family, see
 bench/run.py CONFIGS) with a few SASRecTrainConfig fields changed, trained from the same seed on the
@@ -86,33 +87,78 @@ def prepared_run(dataset: str, smoke: bool, run_dir: Path, raw: dict, stages_cfg
     return run_dir
 
 
-def run_variant(name: str, fields: dict, dataset, run_dir: Path) -> dict:
-    """Train one variant (early-stopped on validation NDCG@10) and score its best weights on valid and test."""
-    from genrec.evaluate import SASREC_EVAL_BATCH
-    from genrec.features.collab import train_sasrec
-    from genrec.lit.sasrec import SASRecTrainConfig, evaluate_sasrec
+def resolved_config(fields: dict, dataset):
+    """SASRecTrainConfig of ``fields``, its history window resolved to the protocol's as train_sasrec does."""
+    from genrec.lit.sasrec import SASRecTrainConfig
 
     config = SASRecTrainConfig(**fields)
     if config.eval_max_items is None:    # the protocol length, as train_sasrec and genrec evaluate resolve it
         config = replace(config, eval_max_items=dataset.max_items)
-    load_before, commit = os.getloadavg(), git_commit()   # the commit the variant was launched at
-    result = train_sasrec(dataset, config, out_dir=run_dir / VARIANT_DIR / name)
+    return config
+
+
+def scored_row(name: str, model, config, fields: dict, dataset, fit: dict) -> dict:
+    """A table row: the weights scored on valid and test, beside what their fit cost (``fit``)."""
+    from genrec.evaluate import SASREC_EVAL_BATCH
+    from genrec.lit.sasrec import evaluate_sasrec
+
     split = dataset.split
     # scored as it was early-stopped: with or without the users' history items in the ranking
-    scores = {s: evaluate_sasrec(result.model, getattr(split, s), dataset.n_items, config.eval_max_items,
+    scores = {s: evaluate_sasrec(model, getattr(split, s), dataset.n_items, config.eval_max_items,
                                  SASREC_EVAL_BATCH, exclude_history=config.exclude_history)[1]
               for s in ("valid", "test")}
-    row = {
-        "fields": fields, "config": asdict(config), "valid": scores["valid"], "test": scores["test"],
+    row = {"fields": fields, "config": asdict(config), "valid": scores["valid"], "test": scores["test"], **fit}
+    print(f"{name}: valid NDCG@10 {row['valid']['ndcg@10']:.4f}, test NDCG@10 {row['test']['ndcg@10']:.4f}, "
+          f"best epoch {row['best_epoch']} of {row['epochs']}, {row['train_seconds']:.0f} s", flush=True)
+    return row
+
+
+def run_variant(name: str, fields: dict, dataset, run_dir: Path) -> dict:
+    """Train one variant (early-stopped on validation NDCG@10) and score its best weights on valid and test."""
+    from genrec.features.collab import train_sasrec
+
+    config = resolved_config(fields, dataset)
+    load_before, commit = os.getloadavg(), git_commit()   # the commit the variant was launched at
+    result = train_sasrec(dataset, config, out_dir=run_dir / VARIANT_DIR / name)
+    return scored_row(name, result.model, config, fields, dataset, {
         "epochs": result.epochs, "best_epoch": result.best_epoch, "train_seconds": round(result.seconds, 1),
         "train_samples_per_second": round(result.train_samples_per_second, 1),
         "n_train_windows": result.n_train_windows, "load_average_before_after": [list(load_before),
                                                                                   list(os.getloadavg())],
         "git_commit": commit,
-    }
-    print(f"{name}: valid NDCG@10 {row['valid']['ndcg@10']:.4f}, test NDCG@10 {row['test']['ndcg@10']:.4f}, "
-          f"best epoch {row['best_epoch']} of {row['epochs']}, {row['train_seconds']:.0f} s", flush=True)
-    return row
+    })
+
+
+def stage_row(name: str, fields: dict, dataset, run_dir: Path) -> dict | None:
+    """The row of ``fields`` read from the run's own SASRec stage (RUN/features/sasrec, bench/run.py's embed
+    stage) instead of retrained, when that stage trained exactly these settings; None otherwise.
+
+    SASRec training is seeded and deterministic, so these are the weights a retrain would return (the test
+    checks it on the demo); the fit figures are the stage's, from its manifest.
+    """
+    from genrec.features.collab import CHECKPOINT, load_sasrec_with_config
+    from genrec.features.stage import SASREC_DIR, features_dir
+
+    config = resolved_config(fields, dataset)
+    checkpoint, manifest = features_dir(run_dir) / SASREC_DIR / CHECKPOINT, features_dir(run_dir) / "manifest.json"
+    if not checkpoint.exists() or not manifest.exists():
+        print(f"{name}: {run_dir} has no SASRec stage; retraining", flush=True)
+        return None
+    model, trained = load_sasrec_with_config(checkpoint)
+    settings = [{k: v for k, v in asdict(c).items() if k not in NOT_SETTINGS} for c in (trained, config)]
+    if settings[0] != settings[1]:
+        differ = sorted(k for k in settings[1] if settings[0].get(k) != settings[1][k])
+        print(f"{name}: the run's SASRec stage was trained with other settings ({', '.join(differ)}); retraining",
+              flush=True)
+        return None
+    info = json.loads(manifest.read_text())
+    fit = info["modalities"]["collab"]
+    return scored_row(name, model, config, fields, dataset, {
+        "epochs": fit["epochs"], "best_epoch": fit["best_epoch"], "train_seconds": round(fit["seconds"], 1),
+        "train_samples_per_second": fit["train_samples_per_second"], "n_train_windows": fit["n_train_windows"],
+        "load_average_before_after": None, "git_commit": None,
+        "from_run_stage": f"{features_dir(run_dir).name}/{SASREC_DIR}/{CHECKPOINT} (written {info['created']})",
+    })
 
 
 def select(variants: dict[str, dict]) -> str:
@@ -174,6 +220,10 @@ def main(argv: list[str] | None = None) -> int:
                    help="variants to (re)train; the others already in the JSON are kept (default: all)")
     p.add_argument("--run-dir", type=Path, default=None, help="the run folder (default bench/runs/NAME)")
     p.add_argument("--results-dir", type=Path, default=RESULTS, help="where sasrec_NAME.json and .md go")
+    p.add_argument("--base-from-run", action="store_true",
+                   help="score the bench setting's row (default) from the run's own SASRec stage "
+                        "(RUN/features/sasrec, from bench/run.py) instead of retraining it, when that stage "
+                        "trained the same settings")
     a = p.parse_args(argv)
     if a.smoke == (a.dataset is not None):
         p.error("give --dataset NAME or --smoke (exactly one)")
@@ -199,7 +249,8 @@ def main(argv: list[str] | None = None) -> int:
     a.results_dir.mkdir(parents=True, exist_ok=True)
     for variant in names:
         fields = {**base, **VARIANTS[variant], **(SMOKE_OVERRIDES if a.smoke else {})}
-        out["variants"][variant] = run_variant(variant, fields, dataset, run_dir)
+        reused = stage_row(variant, fields, dataset, run_dir) if a.base_from_run and variant == "default" else None
+        out["variants"][variant] = reused or run_variant(variant, fields, dataset, run_dir)
         out["variants"] = {k: out["variants"][k] for k in VARIANTS if k in out["variants"]}  # table order
         out["selected"] = select(out["variants"])
         write_json_atomic(path, out)          # after every variant: a long grid survives an interruption

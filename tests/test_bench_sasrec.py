@@ -11,7 +11,8 @@ from genrec.lit.sasrec import SASRecTrainConfig
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "bench"))
-from sasrec import SMOKE_VARIANTS, changed_fields, resolved_base, select  # noqa: E402
+from sasrec import (SMOKE_OVERRIDES, SMOKE_VARIANTS, base_setting, changed_fields, prepared_run,  # noqa: E402
+                    resolved_base, run_variant, select, stage_row)
 
 METRICS = ("recall@5", "recall@10", "recall@20", "ndcg@5", "ndcg@10", "ndcg@20")
 
@@ -69,3 +70,21 @@ def test_smoke_writes_every_variant_with_valid_and_test(tmp_path):
     assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
     again = json.loads((results / "sasrec_smoke.json").read_text())
     assert again["variants"][SMOKE_VARIANTS[0]] == kept and list(again["variants"]) == list(SMOKE_VARIANTS)
+
+
+def test_the_base_row_from_the_run_stage_equals_a_retrain(tmp_path):
+    """--base-from-run scores the run's own SASRec stage instead of retraining it: the same row, bar its cost."""
+    from genrec.data.dataset import load_dataset
+    from genrec.features.stage import EmbedConfig, embed
+
+    _, base, (raw, stages_cfg) = base_setting("smoke", smoke=True)
+    run = prepared_run("smoke", True, tmp_path / "run", raw, stages_cfg)
+    dataset, fields = load_dataset(run), {**base, **SMOKE_OVERRIDES}
+    assert stage_row("default", fields, dataset, run) is None                  # no stage yet: retrain
+    embed(run, EmbedConfig(text={"enabled": False}, image={"enabled": False}, sasrec=SASRecTrainConfig(**fields),
+                           progress=False))
+    assert stage_row("default", {**fields, "dropout": 0.5}, dataset, run) is None   # other settings: retrain
+    reused, retrained = stage_row("default", fields, dataset, run), run_variant("default", fields, dataset, run)
+    for key in ("valid", "test", "epochs", "best_epoch", "n_train_windows", "config", "fields"):
+        assert reused[key] == retrained[key], key
+    assert reused["from_run_stage"].startswith("features/sasrec/sasrec.pt")
