@@ -65,6 +65,10 @@ VARIANTS: dict[str, dict] = {
     # plain shuffled batches (pmixer's, cornac's and gSASRec's loaders) instead of one window length per batch
     "random_batches": {"batching": "random"},
     "prefix_random_batches": {"training_examples": "prefix", "batching": "random"},
+    # positions counted back from the newest item (the original SASRec's and cornac's left padding), over
+    # windows (the original's training) or per-target prefixes (cornac's loop, exact at the scored end)
+    "from_end": {"positions": "from_end"},
+    "prefix_from_end": {"training_examples": "prefix", "positions": "from_end"},
 }
 SMOKE_VARIANTS = ("default", "dropout0.5", "sampled2048")
 SMOKE_OVERRIDES = {"max_epochs": 2}   # on top of every variant: the smoke run only checks the path

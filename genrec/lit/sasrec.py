@@ -46,6 +46,9 @@ class SASRecTrainConfig:
     training_examples: Literal["windows", "prefix"] = "windows"  # windows: every position of a window is a
                                         # target (SASRec's paper); prefix: one example per target, its last
                                         # train_max_len items as input (cornac's loop; ~mean-length x the work)
+    positions: Literal["from_start", "from_end"] = "from_start"  # position 0 at the window's first item (GPT
+                                        # style) or at its newest (the original SASRec's left padding); see
+                                        # genrec.model.sasrec
     eval_max_items: int | None = None   # histories are truncated to their last eval_max_items; None: the
                                         # dataset's max_items (its manifest), the protocol length genrec reads too
     loss: Literal["ce", "bce", "sampled"] = "ce"  # ce: full softmax over the catalogue; bce: one positive vs
@@ -113,6 +116,7 @@ class SASRecTrainConfig:
         return SASRecConfig(
             n_items=n_items, max_len=max(self.train_max_len, self.eval_max_items or 0), d_model=self.d_model,
             n_layers=self.n_layers, n_heads=self.n_heads, ffn_mult=self.ffn_mult, dropout=self.dropout,
+            positions=self.positions,
         )
 
 

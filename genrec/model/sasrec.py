@@ -4,10 +4,14 @@ The item embedding table is shared between input and output: the score of item `
 position ``t`` is ``hidden[t] · E[i]``. Its rows (``item_embeddings()``) are genrec's
 collaborative item features, and the same model is the baseline of every results table.
 
-Sequences are right-padded with ``pad_id = n_items`` and positions count from the first item
-of the window (GPT style). With causal attention, the hidden state at position ``t`` is then
+Sequences are right-padded with ``pad_id = n_items``. By default positions count from the first
+item of the window (GPT style). With causal attention, the hidden state at position ``t`` is then
 exactly what the model computes for the history ``seq[:t+1]`` on its own, so training every
 position and scoring from the last real position of a history are the same computation.
+``positions="from_end"`` counts them back from the window's newest item instead, as the original
+SASRec's left padding does: the newest item always has position 0. That is exact for a window
+scored at its end only (prefix examples); a window trained at every position sees the intermediate
+targets' items shifted, as in the original.
 """
 
 from __future__ import annotations
@@ -68,6 +72,9 @@ class Block(nn.Module):
         return x + self.ffn(self.ln_2(x))
 
 
+POSITIONS = ("from_start", "from_end")
+
+
 @dataclass
 class SASRecConfig:
     n_items: int             # catalogue size; item ids are 0..n_items-1 and n_items is the padding id
@@ -78,6 +85,7 @@ class SASRecConfig:
     ffn_mult: int = 1        # feed-forward width = ffn_mult * d_model (the original SASRec uses 1)
     dropout: float = 0.2     # on embeddings, attention weights and residual branches
     init_std: float = 0.02   # std of the normal init of embeddings and linear weights
+    positions: str = "from_start"  # "from_start": 0 at the window's first item; "from_end": 0 at its newest
 
     def __post_init__(self) -> None:
         for name in ("n_items", "max_len", "d_model", "n_layers", "n_heads", "ffn_mult"):
@@ -92,6 +100,8 @@ class SASRecConfig:
             raise ValueError(f"SASRecConfig.dropout must be in [0, 1), got {self.dropout}")
         if self.init_std <= 0:
             raise ValueError(f"SASRecConfig.init_std must be > 0, got {self.init_std}")
+        if self.positions not in POSITIONS:
+            raise ValueError(f"SASRecConfig.positions must be one of {POSITIONS}, got {self.positions!r}")
 
     @property
     def pad_id(self) -> int:
@@ -127,6 +137,9 @@ class SASRec(nn.Module):
                 "truncate histories to their last max_len items."
             )
         pos = torch.arange(t, device=input_ids.device)  # (t,)
+        if self.config.positions == "from_end":   # distance from each row's newest item; pads clamp to 0
+            lengths = (input_ids != self.config.pad_id).sum(dim=1, keepdim=True)  # (b, 1)
+            pos = (lengths - 1 - pos).clamp(min=0)  # (b, t)
         # sqrt(d) scaling as in the original SASRec keeps item signal above the position signal.
         x = self.item_emb(input_ids) * math.sqrt(self.config.d_model) + self.pos_emb(pos)  # (b, t, d)
         x = self.emb_dropout(x)

@@ -73,6 +73,23 @@ def test_right_padding_does_not_change_scores():
     torch.testing.assert_close(scores[1], model.score_last(long)[0])
 
 
+def test_positions_from_end_are_the_reversed_table_and_ignore_right_padding():
+    """positions="from_end" gives the newest item position 0: for histories of length L it is the default
+    model with the first L rows of the position table reversed, and right padding changes no score."""
+    ends, starts = make_model(positions="from_end"), make_model()
+    long = torch.tensor([[11, 22, 33, 5, 17], [3, 1, 4, 1, 5]])   # L = 5
+    with torch.no_grad():
+        starts.pos_emb.weight[:5] = ends.pos_emb.weight[:5].flip(0)
+    torch.testing.assert_close(ends(long), starts(long))
+    pad = ends.config.pad_id
+    short = torch.tensor([[7, 19, 23]])
+    batch = torch.tensor([[7, 19, 23, pad, pad], [11, 22, 33, 5, 17]])
+    scores = ends.score_last(batch)
+    torch.testing.assert_close(scores[0], ends.score_last(short)[0])
+    torch.testing.assert_close(scores[1], ends.score_last(long[:1])[0])
+    assert not torch.allclose(ends.score_last(short), starts.score_last(short))   # a different encoding
+
+
 def test_eval_is_deterministic_and_dropout_acts_in_training():
     model = make_model()
     x = torch.tensor([[5, 6, 7, 8]])
@@ -105,6 +122,7 @@ def test_too_long_input_and_empty_history_are_rejected():
         ({"n_layers": 0}, "n_layers"),
         ({"n_items": 0}, "n_items"),
         ({"init_std": 0.0}, "init_std"),
+        ({"positions": "left"}, "positions"),
     ],
 )
 def test_config_validation(overrides, match):
