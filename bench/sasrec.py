@@ -209,8 +209,9 @@ def markdown(out: dict) -> str:
             changed = ", ".join(f"{k}={v}" for k, v in row["fields"].items() if out["base"]["fields"].get(k) != v)
         changed = changed or "—"
         cells = [f"{row[s][m]:.4f}" for s in ("valid", "test") for m in SHOWN]
+        stage = " (the run's stage)" if row.get("from_run_stage") else ""   # --base-from-run: not retrained
         lines.append(f"| {name}{mark} | {changed} | " + " | ".join(cells)
-                     + f" | {row['best_epoch']} / {row['epochs']} | {row['train_seconds']:.0f} |")
+                     + f" | {row['best_epoch']} / {row['epochs']} | {row['train_seconds']:.0f}{stage} |")
     return "\n".join(lines) + "\n"
 
 

@@ -619,7 +619,8 @@ def sasrec_section(tuned: dict[str, dict]) -> str:
 
     lines = ["## SASRec baseline tuning", "",
              "Command: `python bench/sasrec.py --dataset NAME` (writes `results/sasrec_NAME.json`; `--variants ...` "
-             "re-runs only those). Each variant is trained with early stopping on validation NDCG@10 and the "
+             "re-runs only those; `--base-from-run` scores the bench setting from the run's own SASRec stage "
+             "instead of retraining it). Each variant is trained with early stopping on validation NDCG@10 and the "
              "selection reads validation only; test is shown beside it. The results table's SASRec column uses "
              "the bench setting (`default`) until a selected variant is made the default and every dataset re-run.",
              ""]
