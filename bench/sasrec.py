@@ -142,26 +142,25 @@ def stage_row(name: str, fields: dict, dataset, run_dir: Path) -> dict | None:
     """
     from genrec.features.collab import CHECKPOINT, load_sasrec_with_config
     from genrec.features.stage import SASREC_DIR, features_dir
+    from genrec.io import MANIFEST, read_manifest
 
-    config = resolved_config(fields, dataset)
-    checkpoint, manifest = features_dir(run_dir) / SASREC_DIR / CHECKPOINT, features_dir(run_dir) / "manifest.json"
-    if not checkpoint.exists() or not manifest.exists():
+    config, folder = resolved_config(fields, dataset), features_dir(run_dir)
+    checkpoint = folder / SASREC_DIR / CHECKPOINT
+    if not checkpoint.exists() or not (folder / MANIFEST).exists():
         print(f"{name}: {run_dir} has no SASRec stage; retraining", flush=True)
         return None
     model, trained = load_sasrec_with_config(checkpoint)
-    settings = [{k: v for k, v in asdict(c).items() if k not in NOT_SETTINGS} for c in (trained, config)]
-    if settings[0] != settings[1]:
-        differ = sorted(k for k in settings[1] if settings[0].get(k) != settings[1][k])
-        print(f"{name}: the run's SASRec stage was trained with other settings ({', '.join(differ)}); retraining",
-              flush=True)
+    differ = changed_fields(asdict(trained), {"resolved": asdict(config), "defaults": {}})
+    if differ:
+        print(f"{name}: the run's SASRec stage was trained with other settings ({differ}); retraining", flush=True)
         return None
-    info = json.loads(manifest.read_text())
+    info = read_manifest(folder, "embed")
     fit = info["modalities"]["collab"]
     return scored_row(name, model, config, fields, dataset, {
         "epochs": fit["epochs"], "best_epoch": fit["best_epoch"], "train_seconds": round(fit["seconds"], 1),
         "train_samples_per_second": fit["train_samples_per_second"], "n_train_windows": fit["n_train_windows"],
         "load_average_before_after": None, "git_commit": None,
-        "from_run_stage": f"{features_dir(run_dir).name}/{SASREC_DIR}/{CHECKPOINT} (written {info['created']})",
+        "from_run_stage": f"{folder.name}/{SASREC_DIR}/{CHECKPOINT} (written {info['created']})",
     })
 
 
