@@ -1,8 +1,8 @@
 """Cold-start quality of `genrec add-items`: items the model never saw, added to its export without retraining.
 
     python bench/cold_start.py --dataset Office     # bench/results/cold_start_Office.{json,md}
-    python bench/cold_start.py --smoke              # the demo catalogue, about a minute
-                                                      (tests/test_bench_cold_start.py)
+    python bench/cold_start.py --smoke              # the demo catalogue, about a minute (its test:
+                                                    # tests/test_bench_cold_start.py)
 
 1. Prepare the whole dataset (``full/``) and hold out the ``--holdout`` share (10%) of items that appear last in
    time: ordered by each item's first interaction timestamp (ties: the later item id; a source without

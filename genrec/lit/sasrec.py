@@ -26,7 +26,7 @@ from genrec.data.split import EvalExamples, Split
 from genrec.lit.batching import LengthBucketBatchSampler, next_item_windows
 from genrec.lit.optim import ITEM_GRADS, AdamWSparse, sparse_item_grad
 from genrec.metrics import DEFAULT_KS, ranking_metrics, topk_from_scores
-from genrec.model.sasrec import SASRec, SASRecConfig
+from genrec.model.sasrec import Positions, SASRec, SASRecConfig
 
 IGNORE_INDEX = -100          # target value for padded positions (torch cross_entropy convention)
 MONITOR = "val/ndcg@10"      # the only metric used for early stopping and model selection
@@ -46,7 +46,7 @@ class SASRecTrainConfig:
     training_examples: Literal["windows", "prefix"] = "windows"  # windows: every position of a window is a
                                         # target (SASRec's paper); prefix: one example per target, its last
                                         # train_max_len items as input (cornac's loop; ~mean-length x the work)
-    positions: Literal["from_start", "from_end"] = "from_start"  # position 0 at the window's first item (GPT
+    positions: Positions = "from_start"  # position 0 at the window's first item (GPT
                                         # style) or at its newest (the original SASRec's left padding); see
                                         # genrec.model.sasrec
     eval_max_items: int | None = None   # histories are truncated to their last eval_max_items; None: the

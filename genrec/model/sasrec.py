@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Literal, get_args
 
 import torch
 import torch.nn as nn
@@ -72,7 +73,8 @@ class Block(nn.Module):
         return x + self.ffn(self.ln_2(x))
 
 
-POSITIONS = ("from_start", "from_end")
+Positions = Literal["from_start", "from_end"]
+POSITIONS = get_args(Positions)
 
 
 @dataclass
@@ -85,7 +87,7 @@ class SASRecConfig:
     ffn_mult: int = 1        # feed-forward width = ffn_mult * d_model (the original SASRec uses 1)
     dropout: float = 0.2     # on embeddings, attention weights and residual branches
     init_std: float = 0.02   # std of the normal init of embeddings and linear weights
-    positions: str = "from_start"  # "from_start": 0 at the window's first item; "from_end": 0 at its newest
+    positions: Positions = "from_start"  # "from_start": 0 at the window's first item; "from_end": 0 at its newest
 
     def __post_init__(self) -> None:
         for name in ("n_items", "max_len", "d_model", "n_layers", "n_heads", "ffn_mult"):
