@@ -212,10 +212,17 @@ def runs_section(results: dict[str, dict], seeds: dict[str, dict]) -> str:
         lines += header(["dataset", "peer", "command", "epochs", "selected epoch", "selection", "fit s", "eval s"])
         for dataset, name, p in trained:
             lines.append(row([dataset, SYSTEM_LABELS.get(name, name),
-                              f"`python bench/cornac_sasrec.py --dataset {dataset}`", p.get("epochs", "—"),
+                              f"`python bench/cornac_sasrec.py --dataset {dataset}{threads_flag(p)}`",
+                              p.get("epochs", "—"),
                               p.get("best_epoch", "—"), p.get("selection", "—"), num(p["fit_seconds"]),
                               num(p["seconds"])]))
     return "\n".join(lines) + "\n"
+
+
+def threads_flag(peer: dict) -> str:
+    """The command's ``--threads`` when the peer was fit on more than the script's default single thread."""
+    threads = peer.get("torch_threads", 1)
+    return f" --threads {threads}" if threads != 1 else ""
 
 
 def protocol_section(results: dict[str, dict]) -> str:
