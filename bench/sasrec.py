@@ -49,6 +49,8 @@ VARIANTS: dict[str, dict] = {
     "dropout0.5_d128_h2": {"dropout": 0.5, "d_model": 128, "n_heads": 2},
     "dropout0.5_d128_h2_l3": {"dropout": 0.5, "d_model": 128, "n_heads": 2, "n_layers": 3},
     "dropout0.5_d256_h4": {"dropout": 0.5, "d_model": 256, "n_heads": 4},
+    "dropout0.5_d128_h2_l3_from_end": {"dropout": 0.5, "d_model": 128, "n_heads": 2, "n_layers": 3,
+                                       "positions": "from_end"},
     "dropout0.5_lr2e-3_warmup": {"dropout": 0.5, "lr": 2e-3, "warmup_steps": 200},
     "dropout0.5_patience10": {"dropout": 0.5, "patience": 10},
     # cornac 3.0.1's SASRec defaults (the issue's .0489 on Office): sampled softmax over in-batch targets plus
