@@ -44,7 +44,7 @@ VAL_EVERY = 5                # validation interval in epochs (cornac's default v
 VAL_METRIC, VAL_K = "ndcg", 10   # selection metric, as for our SASRec (cornac's default is recall@20)
 THREADS = 1                  # torch threads, as our SASRec trains (SASRecTrainConfig.num_threads): on 2 busy
                              # cores, 2 threads made one demo epoch 25x slower (148 s against 6 s); on an
-                             # idle machine --threads 2 ran Sports' batches 1.5x faster than 1 thread
+                             # idle machine --threads 2 may be faster
 
 
 @contextmanager

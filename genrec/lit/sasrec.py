@@ -46,9 +46,8 @@ class SASRecTrainConfig:
     training_examples: Literal["windows", "prefix"] = "windows"  # windows: every position of a window is a
                                         # target (SASRec's paper); prefix: one example per target, its last
                                         # train_max_len items as input (cornac's loop; ~mean-length x the work)
-    positions: Positions = "from_start"  # position 0 at the window's first item (GPT
-                                        # style) or at its newest (the original SASRec's left padding); see
-                                        # genrec.model.sasrec
+    positions: Positions = "from_start"  # position 0 at the window's first item (GPT style) or at its
+                                        # newest (the original SASRec's left padding); see genrec.model.sasrec
     eval_max_items: int | None = None   # histories are truncated to their last eval_max_items; None: the
                                         # dataset's max_items (its manifest), the protocol length genrec reads too
     loss: Literal["ce", "bce", "sampled"] = "ce"  # ce: full softmax over the catalogue; bce: one positive vs
