@@ -75,8 +75,9 @@ class SASRecTrainConfig:
     early_stopping: bool = True         # stop on patience and restore the best epoch; False keeps the last epoch
     exclude_history: bool = False       # drop history items from the ranking; the protocol ranks the full catalogue
     seed: int = 0                       # seeds weights, dropout, negatives and batch order
-    num_threads: int = 1                # torch CPU threads while training (0 keeps torch's setting); this small
-                                        # model gains little from more, and a busy CPU slows 2 threads ~10x
+    num_threads: int = 1                # torch CPU threads while training (0 keeps torch's setting); 1 is safe
+                                        # on a busy CPU, where 2 threads slow ~10x; configs/sparse.yaml's wider
+                                        # model takes 0, as its bench runs alone
     progress_bar: bool = True           # show Lightning's progress bar while training
 
     def __post_init__(self) -> None:
