@@ -76,8 +76,8 @@ class SASRecTrainConfig:
     exclude_history: bool = False       # drop history items from the ranking; the protocol ranks the full catalogue
     seed: int = 0                       # seeds weights, dropout, negatives and batch order
     num_threads: int = 1                # torch CPU threads while training (0 keeps torch's setting); 1 is safe
-                                        # on a busy CPU, where 2 threads slow ~10x; configs/sparse.yaml's wider
-                                        # model takes 0, as its bench runs alone
+                                        # when other jobs share the CPU, where extra threads wait on each other;
+                                        # configs/sparse.yaml's wider model takes 0, as its bench runs alone
     progress_bar: bool = True           # show Lightning's progress bar while training
 
     def __post_init__(self) -> None:
