@@ -302,7 +302,7 @@ def seeds_section(seeds: dict[str, dict], results: dict[str, dict]) -> str:
              "so in the last column; only current rows reach the README's table.", ""]
     lines += header(["dataset", "seeds", "genrec test NDCG@10", "SASRec test NDCG@10", "genrec − SASRec, test",
                      "seeds genrec ahead (test / valid)", "genrec valid NDCG@10", "SASRec valid NDCG@10",
-                     "reused from the bench run", "wall time min", "measures the table's run"])
+                     "reused from the bench run", "retraining min, all seeds", "measures the table's run"])
     for name, s in seeds.items():
         outdated = seeds_outdated(s, results.get(name))
         sy, diff = s["summary"]["systems"], s["summary"]["genrec_minus_sasrec"]
@@ -318,7 +318,8 @@ def seeds_section(seeds: dict[str, dict], results: dict[str, dict]) -> str:
                           f"{diff['test']['ndcg@10']['mean']:+.4f} ± {diff['test']['ndcg@10']['std']:.4f}",
                           f"{diff['test']['seeds_genrec_ahead']} of {n} / {diff['valid']['seeds_genrec_ahead']} of {n}",
                           ms("genrec", "valid"), ms("sasrec", "valid"), reused or "none",
-                          num(s["seconds"] / 60, 1),
+                          # summed per seed: a --resume run's own wall time leaves out the seeds it read back
+                          num(sum(t for r in s["per_seed"] for t in r["train_seconds"].values() if t) / 60, 1),
                           "yes" if outdated is None else f"no: {outdated} (commit {commit(s['git_commit'])})"]))
     lines += ["", "Per seed (test NDCG@10):", ""]
     lines += header(["dataset", "seed", "genrec", "SASRec", "genrec retrain s", "SASRec retrain s"])
